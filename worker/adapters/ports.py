@@ -1,0 +1,56 @@
+"""The small interfaces the activities depend on. Adapters implement them; tests fake them.
+
+Each port is a handful of async methods on real proto messages. Implementations translate their
+transport's failures into `worker.errors` types and apply their own deadlines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
+from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_api
+from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+
+
+class StatusSink(Protocol):
+    """Where progressive status goes: the orchestrator's `updateStatus`."""
+
+    async def update_status(
+        self, execution_id: str, status: execution_api.AgentExecutionStatus
+    ) -> None: ...
+
+
+class SessionStore(Protocol):
+    async def get_session(self, session_id: str) -> session_api.Session: ...
+
+    async def update_session(self, session: session_api.Session) -> session_api.Session: ...
+
+
+class AgentCatalog(Protocol):
+    async def get_agent_instance(self, instance_id: str) -> instance_api.AgentInstance: ...
+
+    async def get_agent(self, agent_id: str) -> agent_api.Agent: ...
+
+    async def get_environment(
+        self, ref: resource_io.ApiResourceReference
+    ) -> environment_api.Environment: ...
+
+
+class SkillStore(Protocol):
+    async def get_skill(self, ref: resource_io.ApiResourceReference) -> skill_api.Skill: ...
+
+    async def get_artifact(self, storage_key: str) -> bytes: ...
+
+
+class LiveEvents(Protocol):
+    """Fine-grained events for live followers (token deltas, tool starts); best effort."""
+
+    async def publish(self, execution_id: str, event: Mapping[str, Any]) -> None: ...
+
+    async def close_stream(self, execution_id: str) -> None: ...
