@@ -1,0 +1,43 @@
+"""Heartbeats on a timer, for the whole life of an activity.
+
+Temporal only delivers cancellation to an activity that heartbeats, and the orchestrator's
+heartbeat timeout is 30 s. A per-event heartbeat would go silent during a long model call or
+tool run; a timer does not. The details carry progress, so the Temporal UI shows where a run is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+HeartbeatFn = Callable[..., None]
+ProgressFn = Callable[[], Mapping[str, Any]]
+
+
+async def _beat(send: HeartbeatFn, progress: ProgressFn, interval: float) -> None:
+    while True:
+        try:
+            send(dict(progress()))
+        except Exception as err:  # a heartbeat must never kill the run it reports on
+            log.warning("heartbeat_failed", error=str(err))
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(
+    send: HeartbeatFn, progress: ProgressFn, *, interval: float
+) -> AsyncIterator[None]:
+    """Heartbeat `progress()` every `interval` seconds (and once at once) while the block runs."""
+    task = asyncio.create_task(_beat(send, progress, interval), name="heartbeat")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
