@@ -1,0 +1,88 @@
+"""The Temporal surface of the runner: the three activities the orchestrator's workflow calls.
+
+Names and signatures are the contract (§1): `EnsureThread(session_id, agent_id) -> str`,
+`ExecuteGraphton(AgentExecution, thread_id) -> AgentExecutionStatus`, `CleanupSandbox(sandbox_id)`.
+Each method unpacks, delegates and translates errors; the work lives in `worker.execution`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import structlog
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from worker.adapters.ports import SessionStore
+from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
+from worker.errors import RunnerError
+
+log = structlog.get_logger(__name__)
+
+
+class ExecutionService(Protocol):
+    async def run(
+        self, execution: execution_api.AgentExecution, thread_id: str
+    ) -> execution_api.AgentExecutionStatus: ...
+
+
+class SandboxCleaner(Protocol):
+    async def cleanup(self, sandbox_id: str) -> bool: ...
+
+
+def to_application_error(err: RunnerError) -> ApplicationError:
+    """A typed Temporal error: `type` is the class name, retryability from the error."""
+    return ApplicationError(str(err), type=type(err).__name__, non_retryable=not err.retryable)
+
+
+class RunnerActivities:
+    def __init__(
+        self, sessions: SessionStore, executions: ExecutionService, sandboxes: SandboxCleaner
+    ) -> None:
+        self._sessions = sessions
+        self._executions = executions
+        self._sandboxes = sandboxes
+
+    @activity.defn(name="EnsureThread")
+    async def ensure_thread(self, session_id: str, agent_id: str) -> str:
+        """The session's stable thread, recorded on the session (best effort, idempotent)."""
+        if not session_id:
+            thread_id = ephemeral_thread_id(activity.info().workflow_id)
+            log.info("thread_ensured", thread_id=thread_id, agent_id=agent_id, ephemeral=True)
+            return thread_id
+        thread_id = thread_id_for_session(session_id)
+        try:
+            session = await self._sessions.get_session(session_id)
+            if session.spec.thread_id != thread_id:
+                session.spec.thread_id = thread_id
+                await self._sessions.update_session(session)
+            recorded = True
+        except RunnerError as err:
+            # The thread id is derived, not stored: the run works without the record.
+            log.warning("thread_record_failed", session_id=session_id, error=str(err))
+            recorded = False
+        log.info("thread_ensured", thread_id=thread_id, session_id=session_id, recorded=recorded)
+        return thread_id
+
+    @activity.defn(name="ExecuteGraphton")
+    async def execute_graphton(
+        self, execution: execution_api.AgentExecution, thread_id: str
+    ) -> execution_api.AgentExecutionStatus:
+        try:
+            return await self._executions.run(execution, thread_id)
+        except RunnerError as err:
+            raise to_application_error(err) from err
+
+    @activity.defn(name="CleanupSandbox")
+    async def cleanup_sandbox(self, sandbox_id: str) -> None:
+        if not sandbox_id.strip():
+            raise ApplicationError("sandbox_id is empty", type="InvalidInput", non_retryable=True)
+        try:
+            removed = await self._sandboxes.cleanup(sandbox_id)
+        except RunnerError as err:
+            raise to_application_error(err) from err
+        log.info("sandbox_cleaned", sandbox_id=sandbox_id, removed=removed)
+
+    def all(self) -> list[object]:
+        return [self.ensure_thread, self.execute_graphton, self.cleanup_sandbox]
