@@ -1,0 +1,136 @@
+"""The update policy: flush after N events, after T ms with pending changes, or at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.domain.update_policy import UpdatePolicy
+
+
+class FakeClock:
+    """A monotonic clock the test advances by hand."""
+
+    def __init__(self, start_ms: int = 1_000_000) -> None:
+        # Whole milliseconds, so sums of advances compare exactly.
+        self._ms = start_ms
+
+    @property
+    def now(self) -> float:
+        return self._ms / 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance_ms(self, ms: int) -> None:
+        self._ms += ms
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def flushed_policy(clock: FakeClock, *, every: int = 10, interval_ms: int = 200) -> UpdatePolicy:
+    """A policy that has just flushed, so the interval starts now."""
+    policy = UpdatePolicy(events_per_update=every, interval_ms=interval_ms, clock=clock)
+    policy.record(significant=True)
+    policy.flushed()
+    return policy
+
+
+def test_nothing_is_due_without_changes(clock: FakeClock) -> None:
+    policy = UpdatePolicy(clock=clock)
+    clock.advance_ms(10_000)
+    assert not policy.due()
+    assert policy.deadline() is None
+    assert policy.pending == 0
+
+
+def test_first_change_is_due_at_once_because_no_flush_happened_within_the_interval(
+    clock: FakeClock,
+) -> None:
+    policy = UpdatePolicy(events_per_update=10, interval_ms=200, clock=clock)
+    assert policy.record()
+
+
+def test_flush_falls_due_after_n_events(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, every=10)
+    results = [policy.record() for _ in range(10)]
+    assert results == [False] * 9 + [True]
+    assert policy.pending == 10
+
+
+def test_flush_falls_due_when_the_interval_passes_with_pending_changes(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=200)
+    assert not policy.record()
+    clock.advance_ms(150)
+    assert not policy.due()
+    assert policy.deadline() == pytest.approx(clock.now + 0.05)
+    clock.advance_ms(50)
+    assert policy.due()
+
+
+def test_interval_counts_from_the_last_flush_not_from_the_change(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=200)
+    clock.advance_ms(190)
+    assert not policy.record()
+    clock.advance_ms(10)
+    assert policy.due()
+
+
+def test_a_quiet_period_lets_the_next_lone_change_through_at_once(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=200)
+    clock.advance_ms(5_000)
+    assert policy.record()
+
+
+def test_a_significant_change_is_due_at_once(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, every=10, interval_ms=200)
+    assert not policy.record()
+    assert policy.record(significant=True)
+    assert policy.deadline() == clock.now
+
+
+def test_significance_is_remembered_until_the_flush(clock: FakeClock) -> None:
+    policy = flushed_policy(clock)
+    policy.record(significant=True)
+    assert policy.record()
+    policy.flushed()
+    assert not policy.record()
+
+
+def test_flushed_resets_count_and_restarts_the_interval(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, every=3, interval_ms=200)
+    for _ in range(3):
+        policy.record()
+    assert policy.due()
+    policy.flushed()
+    assert policy.pending == 0
+    assert not policy.due()
+    assert not policy.record()
+    assert policy.deadline() == pytest.approx(clock.now + 0.2)
+
+
+def test_retry_later_makes_the_lost_snapshot_pending_again_without_urgency(
+    clock: FakeClock,
+) -> None:
+    policy = flushed_policy(clock, interval_ms=200)
+    policy.record(significant=True)
+    policy.flushed()
+    policy.retry_later()
+    assert policy.pending == 1
+    assert not policy.due()
+    clock.advance_ms(200)
+    assert policy.due()
+
+
+def test_events_per_update_of_one_flushes_every_change(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, every=1)
+    assert policy.record()
+
+
+def test_invalid_limits_are_rejected() -> None:
+    with pytest.raises(ValueError, match="events_per_update"):
+        UpdatePolicy(events_per_update=0)
+    with pytest.raises(ValueError, match="interval_ms"):
+        UpdatePolicy(interval_ms=-1)

@@ -1,0 +1,260 @@
+"""The orchestrator over gRPC: status updates, sessions, agents, environments and skills.
+
+One `grpc.aio` channel per process to `STIGMER_BACKEND_ENDPOINT`, shared by every activity. Every
+call has a deadline and carries `authorization: Bearer <token>` from a `TokenProvider`; every
+gRPC failure leaves this module as a `worker.errors` type naming the method, the status code and
+the server's details, so activities decide retryability from the type alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TypeVar
+
+import grpc
+from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
+from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_command
+from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_command_grpc
+from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.agentinstance.v1 import io_pb2 as instance_io
+from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
+from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
+from ai.stigmer.agentic.environment.v1 import query_pb2_grpc as environment_query
+from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.session.v1 import command_pb2_grpc as session_command
+from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
+from ai.stigmer.agentic.session.v1 import query_pb2_grpc as session_query
+from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_api
+from ai.stigmer.agentic.skill.v1 import io_pb2 as skill_io
+from ai.stigmer.agentic.skill.v1 import query_pb2_grpc as skill_query
+from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from grpc import aio
+
+from worker.adapters.auth import StaticToken, TokenProvider
+from worker.errors import (
+    ConfigurationError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RunnerError,
+    Unavailable,
+)
+from worker.logs import SECRETS, get_logger
+from worker.settings import BackendSettings, Settings
+
+log = get_logger(__name__)
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+ERRORS_BY_CODE: Mapping[grpc.StatusCode, type[RunnerError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidInput,
+    grpc.StatusCode.ALREADY_EXISTS: InvalidInput,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+    # The endpoint is not an orchestrator that speaks this contract (wrong address or version).
+    grpc.StatusCode.UNIMPLEMENTED: ConfigurationError,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
+    grpc.StatusCode.ABORTED: Unavailable,
+    grpc.StatusCode.INTERNAL: Unavailable,
+    grpc.StatusCode.UNKNOWN: Unavailable,
+    grpc.StatusCode.CANCELLED: Unavailable,
+    grpc.StatusCode.DATA_LOSS: Unavailable,
+}
+"""gRPC status code → the worker's error type. Codes not listed count as `Unavailable`."""
+
+# gRPC reports an over-limit message as RESOURCE_EXHAUSTED, which otherwise means "slow down".
+# The same payload will be just as large next time, so it is not worth a retry.
+_TOO_LARGE = "larger than max"
+
+
+def translate_error(method: str, err: grpc.aio.AioRpcError) -> RunnerError:
+    """The worker error for a failed call: type from the status code, text naming the method."""
+    code = err.code()
+    details = SECRETS.redact(err.details() or "")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in details:
+        kind: type[RunnerError] = InvalidInput
+    else:
+        kind = ERRORS_BY_CODE.get(code, Unavailable)
+    return kind(f"{method}: {code.name}: {details}" if details else f"{method}: {code.name}")
+
+
+# Go and Java gRPC servers by default answer client pings more frequent than every 5 minutes
+# with GOAWAY "too_many_pings", so keepalive stays at that floor and only runs during calls.
+_KEEPALIVE_MS = 5 * 60 * 1000
+# grpc-core's default reconnect backoff grows to 120 s; an orchestrator restart should not leave
+# the worker failing fast for two minutes after it is back.
+_MAX_RECONNECT_BACKOFF_MS = 5_000
+
+
+def channel_options(backend: BackendSettings) -> list[tuple[str, int | str]]:
+    limit = backend.max_message_bytes
+    return [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.keepalive_time_ms", _KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
+        ("grpc.primary_user_agent", "stigmer-agent-runner"),
+    ]
+
+
+def open_channel(backend: BackendSettings, *, tls: bool) -> aio.Channel:
+    """The process's channel to the orchestrator; call inside the running event loop."""
+    options = channel_options(backend)
+    if not tls:
+        return aio.insecure_channel(backend.endpoint, options=options)
+    root_certs: bytes | None = None
+    if backend.tls_ca_cert_path is not None:
+        try:
+            root_certs = backend.tls_ca_cert_path.read_bytes()
+        except OSError as err:
+            raise ConfigurationError(
+                f"STIGMER_BACKEND_CA_CERT_PATH: cannot read {backend.tls_ca_cert_path}: {err}"
+            ) from err
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certs)
+    return aio.secure_channel(backend.endpoint, credentials, options=options)
+
+
+class GrpcOrchestrator:
+    """StatusSink, SessionStore, AgentCatalog and SkillStore over one channel.
+
+    Construct it inside the event loop (grpc.aio binds the channel to the running loop) and
+    `await close()` on shutdown. The channel connects lazily, so a worker starts even when the
+    orchestrator is down; `probe()` tells whether it is reachable right now.
+    """
+
+    def __init__(
+        self,
+        backend: BackendSettings,
+        *,
+        tls: bool = False,
+        tokens: TokenProvider | None = None,
+        channel: aio.Channel | None = None,
+    ) -> None:
+        self._endpoint = backend.endpoint
+        self._timeout = backend.rpc_timeout_seconds
+        self._tokens: TokenProvider = tokens or StaticToken(backend.api_key)
+        self._channel = channel or open_channel(backend, tls=tls)
+        ch = self._channel
+        self._executions = execution_command_grpc.AgentExecutionCommandControllerStub(ch)
+        self._session_query = session_query.SessionQueryControllerStub(ch)
+        self._session_command = session_command.SessionCommandControllerStub(ch)
+        self._instance_query = instance_query.AgentInstanceQueryControllerStub(ch)
+        self._agent_query = agent_query.AgentQueryControllerStub(ch)
+        self._environment_query = environment_query.EnvironmentQueryControllerStub(ch)
+        self._skill_query = skill_query.SkillQueryControllerStub(ch)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, tokens: TokenProvider | None = None
+    ) -> GrpcOrchestrator:
+        """TLS as the mode implies; the static API key unless another token provider is given."""
+        if tokens is None and settings.uses_oauth:
+            raise ConfigurationError(
+                "OAuth2 client credentials (AUTH0_*, MACHINE_ACCOUNT_*) need a token provider; "
+                "pass tokens= or set STIGMER_API_KEY"
+            )
+        return cls(settings.backend, tls=settings.backend_tls, tokens=tokens)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    async def probe(self, wait_seconds: float = 3.0) -> bool:
+        """Whether a connection to the orchestrator can be made within `wait_seconds`."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), wait_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    # StatusSink
+
+    async def update_status(
+        self, execution_id: str, status: execution_api.AgentExecutionStatus
+    ) -> None:
+        request = execution_command.AgentExecutionUpdateStatusInput(
+            execution_id=execution_id, status=status
+        )
+        await self._call(
+            "AgentExecutionCommandController/updateStatus", self._executions.updateStatus, request
+        )
+
+    # SessionStore
+
+    async def get_session(self, session_id: str) -> session_api.Session:
+        return await self._call(
+            "SessionQueryController/get",
+            self._session_query.get,
+            session_io.SessionId(value=session_id),
+        )
+
+    async def update_session(self, session: session_api.Session) -> session_api.Session:
+        return await self._call(
+            "SessionCommandController/update", self._session_command.update, session
+        )
+
+    # AgentCatalog
+
+    async def get_agent_instance(self, instance_id: str) -> instance_api.AgentInstance:
+        return await self._call(
+            "AgentInstanceQueryController/get",
+            self._instance_query.get,
+            instance_io.AgentInstanceId(value=instance_id),
+        )
+
+    async def get_agent(self, agent_id: str) -> agent_api.Agent:
+        return await self._call(
+            "AgentQueryController/get", self._agent_query.get, agent_io.AgentId(value=agent_id)
+        )
+
+    async def get_environment(
+        self, ref: resource_io.ApiResourceReference
+    ) -> environment_api.Environment:
+        return await self._call(
+            "EnvironmentQueryController/getByReference",
+            self._environment_query.getByReference,
+            ref,
+        )
+
+    # SkillStore
+
+    async def get_skill(self, ref: resource_io.ApiResourceReference) -> skill_api.Skill:
+        return await self._call(
+            "SkillQueryController/getByReference", self._skill_query.getByReference, ref
+        )
+
+    async def get_artifact(self, storage_key: str) -> bytes:
+        response = await self._call(
+            "SkillQueryController/getArtifact",
+            self._skill_query.getArtifact,
+            skill_io.GetArtifactRequest(artifact_storage_key=storage_key),
+        )
+        return response.artifact
+
+    async def _call(
+        self, method: str, rpc: aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+    ) -> _Resp:
+        token = await self._tokens.token()
+        metadata = (("authorization", "Bearer " + token),) if token else None
+        try:
+            return await rpc(request, timeout=self._timeout, metadata=metadata)
+        except aio.AioRpcError as err:
+            raise translate_error(method, err) from err
