@@ -48,7 +48,8 @@ class RunnerActivities:
     async def ensure_thread(self, session_id: str, agent_id: str) -> str:
         """The session's stable thread, recorded on the session (best effort, idempotent)."""
         if not session_id:
-            thread_id = ephemeral_thread_id(activity.info().workflow_id)
+            info = activity.info()
+            thread_id = ephemeral_thread_id(info.workflow_id or info.activity_id)
             log.info("thread_ensured", thread_id=thread_id, agent_id=agent_id, ephemeral=True)
             return thread_id
         thread_id = thread_id_for_session(session_id)
