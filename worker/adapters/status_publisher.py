@@ -1,0 +1,300 @@
+"""Pushes an execution's status to the orchestrator without ever making the agent wait.
+
+The agent loop calls `offer()` after each applied event; it records the change with the update
+policy and returns at once. A background task sends `updateStatus` when the policy says a flush is
+due, one call at a time. Each send builds its snapshot from the newest offer at that moment, so
+changes that arrive while a call is in flight are coalesced into the next one and older state is
+never sent after newer state. Snapshots are complete (the orchestrator replaces lists wholesale).
+
+Transient failures (`Unavailable`) are retried with exponential backoff and full jitter; other
+failures are logged and dropped, since the next snapshot carries the same state anyway.
+`finish()` waits for the call in flight, then sends the final status until it lands or the final
+deadline passes, and says whether it landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
+
+from worker.adapters.ports import StatusSink
+from worker.domain.update_policy import Clock, UpdatePolicy
+from worker.errors import RunnerError
+from worker.logs import get_logger
+from worker.settings import StatusSettings
+
+log = get_logger(__name__)
+
+SnapshotFn = Callable[[], execution_api.AgentExecutionStatus]
+Snapshot = execution_api.AgentExecutionStatus | SnapshotFn
+"""A complete status, or a callable that builds one when a send actually happens."""
+
+
+@dataclass
+class PublisherStats:
+    """Counters for metrics: what was offered, sent, lost and how long sends took."""
+
+    offers: int = 0
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    bytes_sent: int = 0
+    last_latency_ms: float | None = None
+    final_landed: bool | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2**n)]."""
+
+    base_seconds: float = 0.2
+    cap_seconds: float = 5.0
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        ceiling = min(self.cap_seconds, self.base_seconds * (1 << min(attempt, 30)))
+        # The floor keeps a zero draw from turning the retry into a tight loop.
+        return max(self.base_seconds / 4, ceiling * rng())
+
+
+def _as_fn(snapshot: Snapshot) -> SnapshotFn:
+    if isinstance(snapshot, execution_api.AgentExecutionStatus):
+        return lambda: snapshot
+    return snapshot
+
+
+def _phase_name(phase: int) -> str:
+    try:
+        return execution_enum.ExecutionPhase.Name(phase)  # type: ignore[arg-type]
+    except ValueError:
+        return str(phase)
+
+
+class _Outcome(Enum):
+    LANDED = "landed"
+    DROPPED = "dropped"  # not retryable; the next snapshot supersedes it
+    RETRY = "retry"
+
+
+class StatusPublisher:
+    """Progressive status updates for one execution.
+
+    Use as `async with StatusPublisher(sink, execution_id, settings) as publisher:`; call
+    `offer()` from the agent loop, then `await publisher.finish(final_status)`. Leaving the block
+    without `finish()` stops the background task and abandons pending changes.
+    """
+
+    def __init__(
+        self,
+        sink: StatusSink,
+        execution_id: str,
+        settings: StatusSettings,
+        *,
+        backoff: Backoff | None = None,
+        clock: Clock = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._sink = sink
+        self._execution_id = execution_id
+        self._final_deadline = settings.final_deadline_seconds
+        self._policy = UpdatePolicy(
+            events_per_update=settings.events_per_update,
+            interval_ms=settings.interval_ms,
+            clock=clock,
+        )
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._rng = rng
+        self._latest: SnapshotFn | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at: float | None = None
+        self._attempt = 0
+        self._seq = 0
+        self._stopping = False
+        self.stats = PublisherStats()
+
+    async def __aenter__(self) -> StatusPublisher:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(
+                self._run(), name="status-publisher-" + self._execution_id
+            )
+
+    def offer(self, snapshot: Snapshot, *, significant: bool = False) -> None:
+        """Note that the status changed; never waits. The newest offer supersedes older ones."""
+        if self._stopping:
+            return
+        self.stats.offers += 1
+        was_idle = self._policy.pending == 0
+        self._latest = _as_fn(snapshot)
+        # Waking the sender on every token would cost a loop iteration each; it only needs to
+        # hear about a change that is due now or that arms the interval timer.
+        if self._policy.record(significant=significant) or was_idle:
+            self._wake.set()
+
+    async def finish(self, final_status: Snapshot) -> bool:
+        """Send the final status, retrying transient failures until the final deadline.
+
+        Returns whether it landed. Offers made after this call are ignored.
+        """
+        deadline = self._clock() + self._final_deadline
+        final = _as_fn(final_status)
+        await self._stop_sender(deadline)
+        attempt = 0
+        while (remaining := deadline - self._clock()) > 0:
+            outcome, error = await self._send(final, final=True, limit_seconds=remaining)
+            if outcome is _Outcome.LANDED:
+                self.stats.final_landed = True
+                return True
+            delay = min(self._backoff.delay(attempt, self._rng), deadline - self._clock())
+            attempt += 1
+            retry = outcome is _Outcome.RETRY and delay > 0
+            self._log_failure(error, final=True, retry_in=delay if retry else None)
+            if not retry:
+                break
+            await asyncio.sleep(delay)
+        self.stats.final_landed = False
+        log.error(
+            "final_status_not_delivered",
+            execution_id=self._execution_id,
+            seq=self._seq,
+            deadline_s=self._final_deadline,
+        )
+        return False
+
+    async def aclose(self) -> None:
+        """Stop the background sender at once, abandoning pending changes."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _stop_sender(self, deadline: float) -> None:
+        """Let the call in flight complete (so it cannot land after the final one), then stop."""
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - self._clock()))
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_until_due()
+            if self._stopping:
+                return
+            snapshot = self._latest
+            if snapshot is None:  # pragma: no cover - the policy only says due after an offer
+                self._policy.flushed()
+                continue
+            self._policy.flushed()
+            outcome, error = await self._send(snapshot, final=False, limit_seconds=None)
+            if outcome is not _Outcome.RETRY:
+                self._attempt = 0
+                self._retry_at = None
+                if outcome is _Outcome.DROPPED:
+                    self._log_failure(error, final=False, retry_in=None)
+                continue
+            delay = self._backoff.delay(self._attempt, self._rng)
+            self._attempt += 1
+            self._retry_at = self._clock() + delay
+            self._policy.retry_later()
+            self._log_failure(error, final=False, retry_in=delay)
+
+    async def _wait_until_due(self) -> None:
+        while not self._stopping:
+            now = self._clock()
+            if self._retry_at is not None and now < self._retry_at:
+                wake_at: float | None = self._retry_at
+            elif self._policy.due():
+                return
+            else:
+                wake_at = self._policy.deadline()
+            self._wake.clear()
+            timeout = None if wake_at is None else max(0.0, wake_at - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _send(
+        self, snapshot: SnapshotFn, *, final: bool, limit_seconds: float | None
+    ) -> tuple[_Outcome, str]:
+        """One `updateStatus` of a freshly built snapshot; the outcome and any error text."""
+        self._seq += 1
+        try:
+            status = snapshot()
+        except Exception as err:
+            # A snapshot that cannot be built is a bug in the builder; the next one may work.
+            self.stats.dropped += 1
+            return _Outcome.DROPPED, "snapshot failed: " + repr(err)
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                self._sink.update_status(self._execution_id, status), limit_seconds
+            )
+        except TimeoutError:
+            self.stats.failed += 1
+            return _Outcome.RETRY, "final deadline passed during the call"
+        except Exception as err:
+            # Whatever the sink raises, the publisher lives on: the next snapshot supersedes.
+            self.stats.failed += 1
+            error = str(err) or type(err).__name__
+            if isinstance(err, RunnerError) and err.retryable:
+                return _Outcome.RETRY, error
+            self.stats.dropped += 1
+            return _Outcome.DROPPED, error
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        size = status.ByteSize()
+        self.stats.sent += 1
+        self.stats.bytes_sent += size
+        self.stats.last_latency_ms = latency_ms
+        log.info(
+            "status_update_sent",
+            execution_id=self._execution_id,
+            seq=self._seq,
+            phase=_phase_name(status.phase),
+            messages=len(status.messages),
+            tool_calls=len(status.tool_calls),
+            todos=len(status.todos),
+            sub_agents=len(status.sub_agent_executions),
+            bytes=size,
+            latency_ms=latency_ms,
+            final=final,
+        )
+        return _Outcome.LANDED, ""
+
+    def _log_failure(self, error: str, *, final: bool, retry_in: float | None) -> None:
+        log.warning(
+            "status_update_failed",
+            execution_id=self._execution_id,
+            seq=self._seq,
+            error=error,
+            final=final,
+            retry_in_ms=None if retry_in is None else round(retry_in * 1000),
+        )
