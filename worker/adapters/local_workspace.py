@@ -25,7 +25,7 @@ class LocalWorkspaces:
         return self._root
 
     def path_for(self, sandbox_id: str) -> Path:
-        """The workspace of `sandbox_id`; ids that could name a path outside the root are refused."""
+        """The workspace of `sandbox_id`; an id that could name a path elsewhere is refused."""
         if not _SAFE_ID.match(sandbox_id) or sandbox_id in {".", ".."}:
             raise InvalidInput(f"sandbox id {sandbox_id!r} is not a plain name")
         return self._root.resolve() / sandbox_id

@@ -1,0 +1,195 @@
+"""The activities under `ActivityEnvironment`: heartbeats, phases, error types, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_turn, tool_turn
+from worker.activities.runner import RunnerActivities
+from worker.adapters.local_workspace import LocalWorkspaces
+from worker.adapters.status_publisher import StatusPublisher
+from worker.service import GraphtonExecutions
+from worker.settings import Settings, load_settings
+
+
+class NullLive:
+    async def publish(self, execution_id: str, event: Any) -> None:
+        return None
+
+    async def close_stream(self, execution_id: str) -> None:
+        return None
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "STIGMER_AGENT_RUNNER_DATA_DIR": str(tmp_path),
+            "WORKER_HEARTBEAT_INTERVAL_SECONDS": "0.05",
+            "STIGMER_STATUS_UPDATE_INTERVAL_MS": "20",
+            "STIGMER_STATUS_FINAL_DEADLINE_SECONDS": "2",
+        }
+    )
+
+
+def make_activities(
+    tmp_path: Path, fake: FakeOrchestratorPorts, runtime: FakeRuntime
+) -> RunnerActivities:
+    settings = make_settings(tmp_path)
+    executions = GraphtonExecutions(
+        settings,
+        fake,
+        runtime,
+        lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
+        NullLive(),
+        heartbeat=lambda: activity.heartbeat,
+    )
+    return RunnerActivities(fake, executions, LocalWorkspaces(settings.sandbox_root))
+
+
+def an_execution(session_id: str = "ses-1", message: str = "List the files") -> Any:
+    return execution_api.AgentExecution(
+        metadata={"id": "aex-1"}, spec={"session_id": session_id, "message": message}
+    )
+
+
+def phases(fake: FakeOrchestratorPorts) -> list[int]:
+    return [status.phase for _, status in fake.updates]
+
+
+async def test_ensure_thread_returns_the_session_thread_and_records_it_once(
+    tmp_path: Path,
+) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    acts = make_activities(tmp_path, fake, FakeRuntime())
+    env = ActivityEnvironment()
+    first = await env.run(acts.ensure_thread, "ses-1", "agt-1")
+    second = await env.run(acts.ensure_thread, "ses-1", "agt-1")
+    assert first == second == "thread-ses-1"
+    assert fake.sessions["ses-1"].spec.thread_id == "thread-ses-1"
+    assert len(fake.session_updates) == 1
+
+
+async def test_ensure_thread_still_answers_when_the_orchestrator_is_down(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    fake.down = True
+    acts = make_activities(tmp_path, fake, FakeRuntime())
+    assert await ActivityEnvironment().run(acts.ensure_thread, "ses-1", "") == "thread-ses-1"
+
+
+async def test_ensure_thread_without_session_is_stable_for_the_workflow(tmp_path: Path) -> None:
+    acts = make_activities(tmp_path, FakeOrchestratorPorts(), FakeRuntime())
+    env = ActivityEnvironment()
+    a = await env.run(acts.ensure_thread, "", "agt-1")
+    b = await env.run(acts.ensure_thread, "", "agt-1")
+    assert a == b
+    assert a.startswith("thread-ephemeral-")
+
+
+async def test_execute_graphton_completes_with_progressive_updates_and_heartbeats(
+    tmp_path: Path,
+) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1), *tool_turn(2), *final_turn()], delay=0.02)
+    acts = make_activities(tmp_path, fake, runtime)
+    env = ActivityEnvironment()
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+
+    status = await env.run(acts.execute_graphton, an_execution(), "thread-ses-1")
+
+    assert status.phase == enum_pb2.EXECUTION_COMPLETED
+    assert status.started_at and status.completed_at
+    assert [m.type for m in status.messages] == [
+        enum_pb2.MESSAGE_HUMAN,
+        enum_pb2.MESSAGE_AI,
+        enum_pb2.MESSAGE_AI,
+        enum_pb2.MESSAGE_AI,
+    ]
+    assert [t.status for t in status.tool_calls] == [enum_pb2.TOOL_CALL_COMPLETED] * 2
+    # IN_PROGRESS reaches the orchestrator first, COMPLETED last, and the last push is the result.
+    assert phases(fake)[0] == enum_pb2.EXECUTION_IN_PROGRESS
+    assert phases(fake)[-1] == enum_pb2.EXECUTION_COMPLETED
+    assert fake.updates[-1][1] == status
+    assert len(fake.updates) >= 3
+    assert beats, "the activity heartbeated"
+    assert beats[-1][0]["execution_id"] == "aex-1"
+    assert runtime.plans[0].thread_id == "thread-ses-1"
+
+
+async def test_missing_session_fails_non_retryable_and_pushes_failed(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    acts = make_activities(tmp_path, fake, FakeRuntime())
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(
+            acts.execute_graphton, an_execution(session_id="ses-missing"), "t"
+        )
+    assert err.value.type == "NotFound"
+    assert err.value.non_retryable
+    final = fake.updates[-1][1]
+    assert final.phase == enum_pb2.EXECUTION_FAILED
+    assert "ses-missing" in final.error
+    assert final.messages[0].content == "List the files"
+
+
+async def test_empty_message_is_invalid_input(tmp_path: Path) -> None:
+    acts = make_activities(tmp_path, FakeOrchestratorPorts.with_agent(), FakeRuntime())
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(acts.execute_graphton, an_execution(message="  "), "t")
+    assert err.value.type == "InvalidInput"
+    assert err.value.non_retryable
+
+
+async def test_agent_crash_keeps_the_transcript_and_is_retryable(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1)], raise_after=RuntimeError("model exploded"))
+    acts = make_activities(tmp_path, fake, runtime)
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t")
+    assert err.value.type == "AgentFailed"
+    assert not err.value.non_retryable
+    final = fake.updates[-1][1]
+    assert final.phase == enum_pb2.EXECUTION_FAILED
+    assert "model exploded" in final.error
+    assert len(final.messages) == 2, "the human message and the AI turn survive the failure"
+    assert final.tool_calls[0].status == enum_pb2.TOOL_CALL_COMPLETED
+    assert all(s.phase != enum_pb2.EXECUTION_COMPLETED for _, s in fake.updates)
+
+
+async def test_cancellation_stops_the_agent_and_pushes_cancelled(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1)], hang_after=True)
+    acts = make_activities(tmp_path, fake, runtime)
+    env = ActivityEnvironment()
+    task = asyncio.create_task(env.run(acts.execute_graphton, an_execution(), "t"))
+    while not any(s.tool_calls for _, s in fake.updates):
+        await asyncio.sleep(0.01)
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    final = fake.updates[-1][1]
+    assert final.phase == enum_pb2.EXECUTION_CANCELLED
+    assert final.completed_at
+    assert len(final.messages) == 2
+
+
+async def test_cleanup_sandbox_is_idempotent_and_refuses_paths(tmp_path: Path) -> None:
+    acts = make_activities(tmp_path, FakeOrchestratorPorts(), FakeRuntime())
+    workspace = tmp_path / "sandboxes" / "ses-1"
+    workspace.mkdir(parents=True)
+    (workspace / "notes.txt").write_text("x")
+    env = ActivityEnvironment()
+    await env.run(acts.cleanup_sandbox, "ses-1")
+    await env.run(acts.cleanup_sandbox, "ses-1")
+    assert not workspace.exists()
+    with pytest.raises(ApplicationError) as err:
+        await env.run(acts.cleanup_sandbox, "../etc")
+    assert err.value.non_retryable

@@ -1,0 +1,145 @@
+"""One ExecuteGraphton run, from the execution proto to its final status.
+
+Resolve Session → AgentInstance → Agent over gRPC, build the deep agent, stream its events through
+the StatusBuilder, push progressive status through the publisher (never waiting on the network),
+mirror fine-grained events to the live stream, and end in exactly one terminal phase:
+
+- COMPLETED: the final status is pushed (retried until a deadline) and returned.
+- FAILED: the status keeps the whole transcript, `error` is set, it is pushed, then the error is
+  raised as a typed `RunnerError` (the activity maps it to a Temporal `ApplicationError`).
+- CANCELLED: the agent is stopped, EXECUTION_CANCELLED is pushed, cancellation re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+
+from worker.adapters.ports import AgentCatalog, LiveEvents, SessionStore, StatusSink
+from worker.errors import AgentFailed, InvalidInput, RunnerError
+from worker.heartbeat import HeartbeatFn, heartbeating
+from worker.logs import SECRETS
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Orchestrator(StatusSink, SessionStore, AgentCatalog):
+    """The orchestrator as the execution needs it (one gRPC adapter implements all of it)."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    session: session_api.Session | None
+    instance: instance_api.AgentInstance | None
+    agent: agent_api.Agent
+
+
+@dataclass
+class Progress:
+    """What the heartbeat reports; updated in place by the run."""
+
+    execution_id: str
+    stage: str = "starting"
+    events: int = 0
+    messages: int = 0
+    tool_calls: int = 0
+    status_updates: int = 0
+    started_monotonic: float = 0.0
+
+    def as_details(self) -> Mapping[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "stage": self.stage,
+            "events": self.events,
+            "messages": self.messages,
+            "tool_calls": self.tool_calls,
+            "status_updates": self.status_updates,
+            "elapsed_s": round(time.monotonic() - self.started_monotonic, 1),
+        }
+
+
+def validate(execution: execution_api.AgentExecution) -> str:
+    """Check what no retry can fix; return the execution id."""
+    execution_id = execution.metadata.id.strip()
+    if not execution_id:
+        raise InvalidInput("execution.metadata.id is empty")
+    if not execution.spec.session_id and not execution.spec.agent_id:
+        raise InvalidInput(
+            f"execution {execution_id} has neither spec.session_id nor spec.agent_id"
+        )
+    if not execution.spec.message.strip():
+        raise InvalidInput(f"execution {execution_id} has an empty spec.message")
+    return execution_id
+
+
+async def resolve(orchestrator: Orchestrator, execution: execution_api.AgentExecution) -> Resolved:
+    """Session → AgentInstance → Agent, as the orchestrator's create pipeline wired them."""
+    spec = execution.spec
+    session: session_api.Session | None = None
+    instance: instance_api.AgentInstance | None = None
+    agent_id = spec.agent_id
+    if spec.session_id:
+        session = await orchestrator.get_session(spec.session_id)
+        instance_id = session.spec.agent_instance_id
+        if not instance_id:
+            raise InvalidInput(f"session {spec.session_id} has no spec.agent_instance_id")
+        instance = await orchestrator.get_agent_instance(instance_id)
+        agent_id = instance.spec.agent_id or agent_id
+    if not agent_id:
+        raise InvalidInput("no agent: the session's instance names none and spec.agent_id is empty")
+    agent = await orchestrator.get_agent(agent_id)
+    return Resolved(session=session, instance=instance, agent=agent)
+
+
+def workspace_dir(settings: Settings, execution: execution_api.AgentExecution) -> Path:
+    """The session's working directory, reused across its executions so files persist."""
+    key = execution.spec.session_id or execution.metadata.id
+    return settings.sandbox_root / key
+
+
+Clock = Callable[[], float]
+
+
+async def shielded(coro: Any) -> Any:
+    """Await `coro` even if the surrounding task is being cancelled (final status pushes)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            return await task
+        raise
+
+
+def as_runner_error(err: BaseException) -> RunnerError:
+    if isinstance(err, RunnerError):
+        return err
+    return AgentFailed(f"{type(err).__name__}: {SECRETS.redact(str(err))}")
+
+
+__all__ = [
+    "HeartbeatFn",
+    "Orchestrator",
+    "Progress",
+    "Resolved",
+    "as_runner_error",
+    "heartbeating",
+    "resolve",
+    "shielded",
+    "validate",
+    "workspace_dir",
+]
+
+_ = LiveEvents  # the runner module wires live events; kept importable from here for typing
