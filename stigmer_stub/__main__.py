@@ -1,0 +1,5 @@
+"""`python -m stigmer_stub` runs the stub."""
+
+from stigmer_stub.app import main
+
+main()

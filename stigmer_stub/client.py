@@ -1,0 +1,268 @@
+"""A small typed async client of the stub (or any Stigmer orchestrator) for the CLI and tests.
+
+One channel per client; every unary call has a deadline; failures are raised as `RpcFailed`
+carrying the gRPC status code. The generated stubs stay reachable as attributes for anything
+this facade does not cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_pb2
+from ai.stigmer.agentic.agent.v1 import command_pb2_grpc as agent_cmd
+from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
+from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_pb2
+from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_cmd_pb2
+from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_cmd
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
+from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
+from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_pb2
+from ai.stigmer.agentic.agentinstance.v1 import command_pb2_grpc as instance_cmd
+from ai.stigmer.agentic.agentinstance.v1 import io_pb2 as instance_io
+from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
+from ai.stigmer.agentic.environment.v1 import command_pb2_grpc as environment_cmd
+from ai.stigmer.agentic.environment.v1 import query_pb2_grpc as environment_query
+from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
+from ai.stigmer.agentic.session.v1 import command_pb2_grpc as session_cmd
+from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
+from ai.stigmer.agentic.session.v1 import query_pb2_grpc as session_query
+from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_pb2
+from ai.stigmer.agentic.skill.v1 import command_pb2_grpc as skill_cmd
+from ai.stigmer.agentic.skill.v1 import io_pb2 as skill_io
+from ai.stigmer.agentic.skill.v1 import query_pb2_grpc as skill_query
+from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from ai.stigmer.commons.apiresource.apiresourcekind import api_resource_kind_pb2 as kind_pb2
+from grpc import aio
+
+MiB = 1024 * 1024
+
+
+class RpcFailed(Exception):
+    """A call failed; `code` is the gRPC status code, `details` the server's message."""
+
+    def __init__(self, method: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{method}: {code.name}: {details}")
+        self.method = method
+        self.code = code
+        self.details = details
+
+
+class StigmerClient:
+    """`async with StigmerClient("localhost:7234") as c: await c.create_execution(...)`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        timeout_seconds: float = 10.0,
+        max_message_bytes: int = 16 * MiB,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout_seconds
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
+        self.channel = aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        ch = self.channel
+        self.execution_commands = execution_cmd.AgentExecutionCommandControllerStub(ch)
+        self.execution_queries = execution_query.AgentExecutionQueryControllerStub(ch)
+        self.session_commands = session_cmd.SessionCommandControllerStub(ch)
+        self.session_queries = session_query.SessionQueryControllerStub(ch)
+        self.instance_commands = instance_cmd.AgentInstanceCommandControllerStub(ch)
+        self.instance_queries = instance_query.AgentInstanceQueryControllerStub(ch)
+        self.agent_commands = agent_cmd.AgentCommandControllerStub(ch)
+        self.agent_queries = agent_query.AgentQueryControllerStub(ch)
+        self.skill_commands = skill_cmd.SkillCommandControllerStub(ch)
+        self.skill_queries = skill_query.SkillQueryControllerStub(ch)
+        self.environment_commands = environment_cmd.EnvironmentCommandControllerStub(ch)
+        self.environment_queries = environment_query.EnvironmentQueryControllerStub(ch)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, method: aio.UnaryUnaryMultiCallable[Any, Any], request: Any) -> Any:
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
+        except aio.AioRpcError as err:
+            raise RpcFailed(_method_name(method), err.code(), err.details() or "") from err
+
+    async def wait_ready(self, timeout_seconds: float = 10.0) -> None:
+        """Wait until the channel connects (the server is up)."""
+        async with asyncio.timeout(timeout_seconds):
+            await self.channel.channel_ready()
+
+    # Agents ----------------------------------------------------------------------------------
+
+    async def create_agent(
+        self,
+        name: str,
+        *,
+        instructions: str = "",
+        description: str = "",
+        skill_slugs: Sequence[str] = (),
+    ) -> agent_pb2.Agent:
+        agent = agent_pb2.Agent()
+        agent.metadata.name = name
+        agent.spec.instructions = instructions
+        agent.spec.description = description
+        for slug in skill_slugs:
+            agent.spec.skill_refs.add(kind=kind_pb2.ApiResourceKind.skill, slug=slug)
+        return await self.apply_agent(agent, create=True)
+
+    async def apply_agent(self, agent: agent_pb2.Agent, *, create: bool = False) -> agent_pb2.Agent:
+        method = self.agent_commands.create if create else self.agent_commands.apply
+        result: agent_pb2.Agent = await self._call(method, agent)
+        return result
+
+    async def get_agent(self, agent_id: str) -> agent_pb2.Agent:
+        result: agent_pb2.Agent = await self._call(
+            self.agent_queries.get, agent_io.AgentId(value=agent_id)
+        )
+        return result
+
+    async def get_agent_instance(self, instance_id: str) -> instance_pb2.AgentInstance:
+        result: instance_pb2.AgentInstance = await self._call(
+            self.instance_queries.get, instance_io.AgentInstanceId(value=instance_id)
+        )
+        return result
+
+    # Sessions --------------------------------------------------------------------------------
+
+    async def create_session(
+        self, agent_instance_id: str, *, name: str = "", subject: str = ""
+    ) -> session_pb2.Session:
+        session = session_pb2.Session()
+        session.metadata.name = name
+        session.spec.agent_instance_id = agent_instance_id
+        session.spec.subject = subject
+        result: session_pb2.Session = await self._call(self.session_commands.create, session)
+        return result
+
+    async def get_session(self, session_id: str) -> session_pb2.Session:
+        result: session_pb2.Session = await self._call(
+            self.session_queries.get, session_io.SessionId(value=session_id)
+        )
+        return result
+
+    # Executions ------------------------------------------------------------------------------
+
+    async def create_execution(
+        self,
+        message: str,
+        *,
+        agent_id: str = "",
+        session_id: str = "",
+        name: str = "",
+        model_name: str = "",
+    ) -> execution_pb2.AgentExecution:
+        """Start an execution in `session_id`, or in a new session of `agent_id`'s default
+        instance."""
+        execution = execution_pb2.AgentExecution()
+        execution.metadata.name = name
+        execution.spec.message = message
+        execution.spec.agent_id = agent_id
+        execution.spec.session_id = session_id
+        if model_name:
+            execution.spec.execution_config.model_name = model_name
+        result: execution_pb2.AgentExecution = await self._call(
+            self.execution_commands.create, execution
+        )
+        return result
+
+    async def get_execution(self, execution_id: str) -> execution_pb2.AgentExecution:
+        result: execution_pb2.AgentExecution = await self._call(
+            self.execution_queries.get, execution_io.AgentExecutionId(value=execution_id)
+        )
+        return result
+
+    async def update_status(
+        self, execution_id: str, status: execution_pb2.AgentExecutionStatus
+    ) -> execution_pb2.AgentExecution:
+        request = execution_cmd_pb2.AgentExecutionUpdateStatusInput(
+            execution_id=execution_id, status=status
+        )
+        result: execution_pb2.AgentExecution = await self._call(
+            self.execution_commands.updateStatus, request
+        )
+        return result
+
+    async def subscribe(self, execution_id: str) -> AsyncIterator[execution_pb2.AgentExecution]:
+        """The execution's current state, then each change, until it ends. No deadline: an
+        execution may run for as long as its workflow allows."""
+        call = self.execution_queries.subscribe(
+            execution_io.AgentExecutionId(value=execution_id), metadata=self._metadata
+        )
+        try:
+            async for execution in call:
+                yield execution
+        except aio.AioRpcError as err:
+            raise RpcFailed("subscribe", err.code(), err.details() or "") from err
+        finally:
+            call.cancel()
+
+    async def cancel(self, execution_id: str) -> execution_pb2.AgentExecution:
+        """Cancel a running execution and wait until it has ended (CANCELLED unless it
+        finished first). The wait is the server's; the deadline here allows for it."""
+        try:
+            result: execution_pb2.AgentExecution = await self.execution_commands.delete(
+                resource_io.ApiResourceId(value=execution_id),
+                timeout=self.timeout + 120,
+                metadata=self._metadata,
+            )
+        except aio.AioRpcError as err:
+            raise RpcFailed("delete", err.code(), err.details() or "") from err
+        return result
+
+    async def delete_execution(self, execution_id: str) -> execution_pb2.AgentExecution:
+        """Delete a finished execution (a running one is cancelled instead, see `cancel`)."""
+        return await self.cancel(execution_id)
+
+    # Skills ----------------------------------------------------------------------------------
+
+    async def push_skill(self, name: str, artifact: bytes, *, tag: str = "") -> skill_pb2.Skill:
+        request = skill_io.PushSkillRequest(name=name, artifact=artifact, tag=tag)
+        result: skill_pb2.Skill = await self._call(self.skill_commands.push, request)
+        return result
+
+    async def get_skill(self, slug: str, version: str = "") -> skill_pb2.Skill:
+        ref = resource_io.ApiResourceReference(
+            kind=kind_pb2.ApiResourceKind.skill, slug=slug, version=version
+        )
+        result: skill_pb2.Skill = await self._call(self.skill_queries.getByReference, ref)
+        return result
+
+    async def get_skill_artifact(self, storage_key: str) -> bytes:
+        response: skill_io.GetArtifactResponse = await self._call(
+            self.skill_queries.getArtifact,
+            skill_io.GetArtifactRequest(artifact_storage_key=storage_key),
+        )
+        return response.artifact
+
+
+def _method_name(method: Any) -> str:
+    name = getattr(method, "_method", b"")
+    return name.decode() if isinstance(name, bytes) else str(name or "rpc")

@@ -1,0 +1,213 @@
+"""Agent executions: the create pipeline, status merging, subscribe and cancel (contract §4)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
+
+from stigmer_stub.errors import InvalidArgument, Unavailable
+from stigmer_stub.ids import slugify
+from stigmer_stub.logs import get_logger
+from stigmer_stub.merge import is_terminal, merge_status
+from stigmer_stub.resources import (
+    AgentOps,
+    Clock,
+    ResourceOps,
+    SessionOps,
+    stamp,
+    tags_query,
+    utc_now,
+)
+from stigmer_stub.store.collection import Page
+from stigmer_stub.store.database import Database
+
+Phase = enum_pb2.ExecutionPhase
+log = get_logger(__name__)
+
+
+class Workflows(Protocol):
+    """The invoke workflows of executions (Temporal in production, see `temporal.py`)."""
+
+    async def start(self, execution: api_pb2.AgentExecution) -> None:
+        """Start the execution's workflow; raises `Unavailable` when it cannot be started."""
+
+    async def cancel(self, execution_id: str) -> None:
+        """Request cancellation and wait (bounded) for the workflow to end; a workflow that
+        does not exist or already ended is not an error."""
+
+
+def rfc3339(clock: Clock) -> str:
+    return clock().isoformat().replace("+00:00", "Z")
+
+
+def outcome(phase: Phase.ValueType, error: str, clock: Clock) -> api_pb2.AgentExecutionStatus:
+    """A status that carries only how the run ended; merging it never touches the transcript."""
+    return api_pb2.AgentExecutionStatus(phase=phase, error=error, completed_at=rfc3339(clock))
+
+
+class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
+    name_required = False
+
+    def __init__(
+        self,
+        db: Database,
+        workflows: Workflows,
+        agents: AgentOps,
+        sessions: SessionOps,
+        clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(db.executions, clock)
+        self.db = db
+        self.workflows = workflows
+        self.agents = agents
+        self.sessions = sessions
+
+    async def create(self, resource: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+        """Validate, resolve or create the session, persist as PENDING, start the workflow."""
+        self._prepare(resource)
+        spec = resource.spec
+        if not spec.session_id and not spec.agent_id:
+            raise InvalidArgument("spec.session_id", "spec.session_id or spec.agent_id is required")
+        if resource.metadata.name:
+            slugify(resource.metadata.name)  # fail on an unusable name before creating anything
+        if spec.session_id:
+            session = await self.db.sessions.get(spec.session_id, field="spec.session_id")
+            if not spec.agent_id:
+                instance = await self.db.agent_instances.find_one(
+                    {"_id": session.spec.agent_instance_id}
+                )
+                spec.agent_id = instance.spec.agent_id if instance is not None else ""
+        else:
+            agent = await self.db.agents.get(spec.agent_id, field="spec.agent_id")
+            instance, _ = await self.agents.ensure_default_instance(agent)
+            draft = session_pb2.Session()
+            draft.metadata.owner_scope = resource.metadata.owner_scope
+            draft.metadata.org = resource.metadata.org
+            draft.spec.agent_instance_id = instance.metadata.id
+            session = await self.sessions.create(draft)
+            spec.session_id = session.metadata.id
+        # The generic pipeline clears the status; PENDING is set right after, before the insert.
+        resource.ClearField("status")
+        created = await self._insert_pending(resource)
+        execution_id = created.metadata.id
+        try:
+            await self.workflows.start(created)
+        except Unavailable as err:
+            log.warning("workflow_start_failed", execution_id=execution_id, error=str(err))
+            return await self.finalize(
+                execution_id,
+                outcome(Phase.EXECUTION_FAILED, f"failed to start the workflow: {err}", self.clock),
+            )
+        log.info("execution_created", execution_id=execution_id, session_id=spec.session_id)
+        return created
+
+    async def _insert_pending(self, resource: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+        meta = resource.metadata
+        meta.id = self.collection.new_id()
+        meta.name = meta.name or meta.id
+        meta.slug = slugify(meta.name)
+        now = self.clock()
+        resource.status.phase = Phase.EXECUTION_PENDING
+        stamp(resource.status.audit.spec_audit, now, "created", created=True)
+        stamp(resource.status.audit.status_audit, now, "created", created=True)
+        return await self.collection.insert(resource)
+
+    async def update_status(
+        self, execution_id: str, status: api_pb2.AgentExecutionStatus
+    ) -> api_pb2.AgentExecution:
+        """Merge a runner's status update (contract §4, with the terminal guard)."""
+        if not execution_id:
+            raise InvalidArgument("execution_id", "is required")
+        return await self._merge(execution_id, status, authoritative=False)
+
+    async def finalize(
+        self, execution_id: str, status: api_pb2.AgentExecutionStatus
+    ) -> api_pb2.AgentExecution:
+        """Merge the orchestrator's own verdict on how the run ended (past the terminal guard)."""
+        return await self._merge(execution_id, status, authoritative=True)
+
+    async def _merge(
+        self, execution_id: str, status: api_pb2.AgentExecutionStatus, *, authoritative: bool
+    ) -> api_pb2.AgentExecution:
+        now = self.clock()
+
+        def change(stored: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+            merged = merge_status(stored.status, status, authoritative=authoritative)
+            stamp(merged.audit.status_audit, now, "status_updated")
+            stored.status.CopyFrom(merged)
+            return stored
+
+        updated = await self.collection.mutate(execution_id, change, field="execution_id")
+        log.debug(
+            "execution_status_merged",
+            execution_id=execution_id,
+            phase=Phase.Name(updated.status.phase),
+            authoritative=authoritative,
+        )
+        return updated
+
+    def keep_status(self, stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
+        incoming.status.CopyFrom(stored.status)
+
+    async def list(
+        self, size: int, token: str, phase: Phase.ValueType, tags: list[str]
+    ) -> Page[api_pb2.AgentExecution]:
+        query: dict[str, Any] = tags_query(tags)
+        if phase != Phase.EXECUTION_PHASE_UNSPECIFIED:
+            query["phase"] = int(phase)
+        return await self.page(query, size, token)
+
+    async def list_by_session(
+        self, session_id: str, size: int, token: str
+    ) -> Page[api_pb2.AgentExecution]:
+        if not session_id:
+            raise InvalidArgument("session_id", "is required")
+        return await self.page({"session_id": session_id}, size, token)
+
+    async def subscribe(self, execution_id: str) -> AsyncIterator[api_pb2.AgentExecution]:
+        """The current state, then every change, ending after a terminal phase (or deletion).
+
+        The change stream is opened *before* the first read and events are de-duplicated by
+        the document version, so an update landing between the two is neither lost nor sent
+        twice.
+        """
+        if not execution_id:
+            raise InvalidArgument("value", "is required")
+        async with self.collection.watch(execution_id) as changes:
+            first = await self.collection.load(execution_id, field="value")
+            yield first.resource
+            if is_terminal(first.resource.status.phase):
+                return
+            last_version = first.version
+            async for change in changes:
+                if change is None:
+                    return
+                if change.version <= last_version:
+                    continue
+                last_version = change.version
+                yield change.resource
+                if is_terminal(change.resource.status.phase):
+                    return
+
+    async def delete(self, resource_id: str, *, field: str = "value") -> api_pb2.AgentExecution:
+        """Delete a finished execution; *cancel* a running one (it is kept, ending CANCELLED).
+
+        Cancelling goes through the workflow so the runner's activity is cancelled too; once
+        the workflow has ended (or the wait timed out) the execution is marked CANCELLED unless
+        the run reached another outcome first.
+        """
+        current = await self.get(resource_id, field=field)
+        if is_terminal(current.status.phase):
+            return await super().delete(resource_id, field=field)
+        log.info("execution_cancel_requested", execution_id=resource_id)
+        try:
+            await self.workflows.cancel(resource_id)
+        except Unavailable as err:
+            log.warning("workflow_cancel_failed", execution_id=resource_id, error=str(err))
+        current = await self.get(resource_id, field=field)
+        if is_terminal(current.status.phase):
+            return current
+        return await self.finalize(resource_id, outcome(Phase.EXECUTION_CANCELLED, "", self.clock))

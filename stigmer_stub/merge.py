@@ -1,0 +1,69 @@
+"""How an incoming `AgentExecutionStatus` merges into the stored one (contract §4), done right.
+
+Field by field, as the Go server does: `messages`, `tool_calls`, `sub_agent_executions` and
+`todos` are replaced wholesale when the incoming one is non-empty and kept when empty; `phase`
+is overwritten unless UNSPECIFIED; `error`, `started_at`, `completed_at` are overwritten when
+non-empty. Unlike the Go server, a terminal outcome is final: once the phase is COMPLETED,
+FAILED or CANCELLED, later runner updates cannot change phase, error or completion time (they may
+still complete the transcript). Only the orchestrator's own workflow, which knows how the run
+really ended, merges *authoritatively* past that guard.
+
+Pure functions; the store applies them under compare-and-swap.
+"""
+
+from __future__ import annotations
+
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+
+TERMINAL_PHASES = frozenset(
+    {
+        enum_pb2.ExecutionPhase.EXECUTION_COMPLETED,
+        enum_pb2.ExecutionPhase.EXECUTION_FAILED,
+        enum_pb2.ExecutionPhase.EXECUTION_CANCELLED,
+    }
+)
+
+
+def is_terminal(phase: enum_pb2.ExecutionPhase.ValueType) -> bool:
+    return phase in TERMINAL_PHASES
+
+
+def merge_status(
+    current: api_pb2.AgentExecutionStatus,
+    incoming: api_pb2.AgentExecutionStatus,
+    *,
+    authoritative: bool = False,
+) -> api_pb2.AgentExecutionStatus:
+    """The stored status after `incoming` lands; neither argument is modified.
+
+    `audit` and `callback_token` are the orchestrator's own and never taken from `incoming`.
+    """
+    merged = api_pb2.AgentExecutionStatus()
+    merged.CopyFrom(current)
+    if incoming.messages:
+        del merged.messages[:]
+        merged.messages.extend(incoming.messages)
+    if incoming.tool_calls:
+        del merged.tool_calls[:]
+        merged.tool_calls.extend(incoming.tool_calls)
+    if incoming.sub_agent_executions:
+        del merged.sub_agent_executions[:]
+        merged.sub_agent_executions.extend(incoming.sub_agent_executions)
+    if incoming.todos:
+        merged.todos.clear()
+        for key, todo in incoming.todos.items():
+            merged.todos[key].CopyFrom(todo)
+    if incoming.started_at:
+        merged.started_at = incoming.started_at
+    outcome_open = authoritative or not is_terminal(current.phase)
+    if outcome_open:
+        if incoming.phase != enum_pb2.ExecutionPhase.EXECUTION_PHASE_UNSPECIFIED:
+            merged.phase = incoming.phase
+        if incoming.error:
+            merged.error = incoming.error
+        elif authoritative and incoming.phase == enum_pb2.ExecutionPhase.EXECUTION_COMPLETED:
+            # A retried attempt succeeded: the earlier attempt's error no longer describes the run.
+            merged.error = ""
+        if incoming.completed_at:
+            merged.completed_at = incoming.completed_at
+    return merged

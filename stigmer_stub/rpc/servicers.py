@@ -1,0 +1,301 @@
+"""The gRPC surface of contract §2: thin servicers that unpack, call the operations, pack.
+
+Errors are raised as `StubError`s and mapped to status codes by `rpc.interceptor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_pb2
+from ai.stigmer.agentic.agent.v1 import command_pb2_grpc as agent_cmd
+from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
+from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_pb2
+from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_cmd_pb2
+from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_cmd
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
+from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
+from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_pb2
+from ai.stigmer.agentic.agentinstance.v1 import command_pb2_grpc as instance_cmd
+from ai.stigmer.agentic.agentinstance.v1 import io_pb2 as instance_io
+from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
+from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_pb2
+from ai.stigmer.agentic.environment.v1 import command_pb2_grpc as environment_cmd
+from ai.stigmer.agentic.environment.v1 import query_pb2_grpc as environment_query
+from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
+from ai.stigmer.agentic.session.v1 import command_pb2_grpc as session_cmd
+from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
+from ai.stigmer.agentic.session.v1 import query_pb2_grpc as session_query
+from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_pb2
+from ai.stigmer.agentic.skill.v1 import command_pb2_grpc as skill_cmd
+from ai.stigmer.agentic.skill.v1 import io_pb2 as skill_io
+from ai.stigmer.agentic.skill.v1 import query_pb2_grpc as skill_query
+from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from grpc import aio
+
+from stigmer_stub.executions import ExecutionOps
+from stigmer_stub.paging import NEXT_PAGE_TOKEN_TRAILER
+from stigmer_stub.resources import (
+    AgentInstanceOps,
+    AgentOps,
+    EnvironmentOps,
+    SessionOps,
+    tags_query,
+)
+from stigmer_stub.skills import SkillOps
+from stigmer_stub.store.collection import Page
+
+Context = aio.ServicerContext[Any, Any]
+
+
+def _trail(context: Context, page: Page[Any]) -> None:
+    if page.next_token:
+        context.set_trailing_metadata(((NEXT_PAGE_TOKEN_TRAILER, page.next_token),))
+
+
+class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServicer):
+    def __init__(self, ops: ExecutionOps) -> None:
+        self.ops = ops
+
+    async def create(
+        self, request: execution_pb2.AgentExecution, context: Context
+    ) -> execution_pb2.AgentExecution:
+        return await self.ops.create(request)
+
+    async def update(
+        self, request: execution_pb2.AgentExecution, context: Context
+    ) -> execution_pb2.AgentExecution:
+        return await self.ops.update(request)
+
+    async def updateStatus(
+        self, request: execution_cmd_pb2.AgentExecutionUpdateStatusInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        return await self.ops.update_status(request.execution_id, request.status)
+
+    async def delete(
+        self, request: resource_io.ApiResourceId, context: Context
+    ) -> execution_pb2.AgentExecution:
+        return await self.ops.delete(request.value)
+
+
+class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerServicer):
+    def __init__(self, ops: ExecutionOps) -> None:
+        self.ops = ops
+
+    async def get(
+        self, request: execution_io.AgentExecutionId, context: Context
+    ) -> execution_pb2.AgentExecution:
+        return await self.ops.get(request.value)
+
+    async def list(
+        self, request: execution_io.ListAgentExecutionsRequest, context: Context
+    ) -> execution_io.AgentExecutionList:
+        page = await self.ops.list(
+            request.page_size, request.page_token, request.phase, list(request.tags)
+        )
+        _trail(context, page)
+        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+
+    async def listBySession(
+        self, request: execution_io.ListAgentExecutionsBySessionRequest, context: Context
+    ) -> execution_io.AgentExecutionList:
+        page = await self.ops.list_by_session(
+            request.session_id, request.page_size, request.page_token
+        )
+        _trail(context, page)
+        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+
+    async def subscribe(
+        self, request: execution_io.AgentExecutionId, context: Context
+    ) -> AsyncIterator[execution_pb2.AgentExecution]:
+        async for execution in self.ops.subscribe(request.value):
+            yield execution
+
+
+class SessionCommands(session_cmd.SessionCommandControllerServicer):
+    def __init__(self, ops: SessionOps) -> None:
+        self.ops = ops
+
+    async def apply(self, request: session_pb2.Session, context: Context) -> session_pb2.Session:
+        return await self.ops.apply(request)
+
+    async def create(self, request: session_pb2.Session, context: Context) -> session_pb2.Session:
+        return await self.ops.create(request)
+
+    async def update(self, request: session_pb2.Session, context: Context) -> session_pb2.Session:
+        return await self.ops.update(request)
+
+    async def delete(self, request: session_io.SessionId, context: Context) -> session_pb2.Session:
+        return await self.ops.delete(request.value)
+
+
+class SessionQueries(session_query.SessionQueryControllerServicer):
+    def __init__(self, ops: SessionOps) -> None:
+        self.ops = ops
+
+    async def get(self, request: session_io.SessionId, context: Context) -> session_pb2.Session:
+        return await self.ops.get(request.value)
+
+    async def list(
+        self, request: session_io.ListSessionsRequest, context: Context
+    ) -> session_io.SessionList:
+        page = await self.ops.page(tags_query(request.tags), request.page_size, request.page_token)
+        _trail(context, page)
+        return session_io.SessionList(total_pages=page.total_pages, entries=page.items)
+
+    async def listByAgent(
+        self, request: session_io.ListSessionsByAgentRequest, context: Context
+    ) -> session_io.SessionList:
+        page = await self.ops.by_agent(request.agent_id, request.page_size, request.page_token)
+        _trail(context, page)
+        return session_io.SessionList(total_pages=page.total_pages, entries=page.items)
+
+
+class AgentInstanceCommands(instance_cmd.AgentInstanceCommandControllerServicer):
+    def __init__(self, ops: AgentInstanceOps) -> None:
+        self.ops = ops
+
+    async def apply(
+        self, request: instance_pb2.AgentInstance, context: Context
+    ) -> instance_pb2.AgentInstance:
+        return await self.ops.apply(request)
+
+    async def create(
+        self, request: instance_pb2.AgentInstance, context: Context
+    ) -> instance_pb2.AgentInstance:
+        return await self.ops.create(request)
+
+    async def update(
+        self, request: instance_pb2.AgentInstance, context: Context
+    ) -> instance_pb2.AgentInstance:
+        return await self.ops.update(request)
+
+    async def delete(
+        self, request: instance_io.AgentInstanceId, context: Context
+    ) -> instance_pb2.AgentInstance:
+        return await self.ops.delete(request.value)
+
+
+class AgentInstanceQueries(instance_query.AgentInstanceQueryControllerServicer):
+    def __init__(self, ops: AgentInstanceOps) -> None:
+        self.ops = ops
+
+    async def get(
+        self, request: instance_io.AgentInstanceId, context: Context
+    ) -> instance_pb2.AgentInstance:
+        return await self.ops.get(request.value)
+
+    async def getByAgent(
+        self, request: instance_io.GetAgentInstancesByAgentRequest, context: Context
+    ) -> instance_io.AgentInstanceList:
+        page = await self.ops.by_agent(
+            request.agent_id, request.page_info.num, request.page_info.size
+        )
+        return instance_io.AgentInstanceList(total_count=page.total_count, items=page.items)
+
+    async def getByReference(
+        self, request: resource_io.ApiResourceReference, context: Context
+    ) -> instance_pb2.AgentInstance:
+        return await self.ops.get_by_reference(request)
+
+
+class AgentCommands(agent_cmd.AgentCommandControllerServicer):
+    def __init__(self, ops: AgentOps) -> None:
+        self.ops = ops
+
+    async def apply(self, request: agent_pb2.Agent, context: Context) -> agent_pb2.Agent:
+        return await self.ops.apply(request)
+
+    async def create(self, request: agent_pb2.Agent, context: Context) -> agent_pb2.Agent:
+        return await self.ops.create(request)
+
+    async def update(self, request: agent_pb2.Agent, context: Context) -> agent_pb2.Agent:
+        return await self.ops.update(request)
+
+    async def delete(self, request: agent_io.AgentId, context: Context) -> agent_pb2.Agent:
+        return await self.ops.delete(request.value)
+
+
+class AgentQueries(agent_query.AgentQueryControllerServicer):
+    def __init__(self, ops: AgentOps) -> None:
+        self.ops = ops
+
+    async def get(self, request: agent_io.AgentId, context: Context) -> agent_pb2.Agent:
+        return await self.ops.get(request.value)
+
+    async def getByReference(
+        self, request: resource_io.ApiResourceReference, context: Context
+    ) -> agent_pb2.Agent:
+        return await self.ops.get_by_reference(request)
+
+
+class SkillCommands(skill_cmd.SkillCommandControllerServicer):
+    def __init__(self, ops: SkillOps) -> None:
+        self.ops = ops
+
+    async def push(self, request: skill_io.PushSkillRequest, context: Context) -> skill_pb2.Skill:
+        return await self.ops.push(request)
+
+    async def delete(self, request: skill_io.SkillId, context: Context) -> skill_pb2.Skill:
+        return await self.ops.delete(request.value)
+
+
+class SkillQueries(skill_query.SkillQueryControllerServicer):
+    def __init__(self, ops: SkillOps) -> None:
+        self.ops = ops
+
+    async def get(self, request: skill_io.SkillId, context: Context) -> skill_pb2.Skill:
+        return await self.ops.get(request.value)
+
+    async def getByReference(
+        self, request: resource_io.ApiResourceReference, context: Context
+    ) -> skill_pb2.Skill:
+        return await self.ops.get_by_reference(request)
+
+    async def getArtifact(
+        self, request: skill_io.GetArtifactRequest, context: Context
+    ) -> skill_io.GetArtifactResponse:
+        data = await self.ops.get_artifact(request.artifact_storage_key)
+        return skill_io.GetArtifactResponse(artifact=data)
+
+
+class EnvironmentCommands(environment_cmd.EnvironmentCommandControllerServicer):
+    def __init__(self, ops: EnvironmentOps) -> None:
+        self.ops = ops
+
+    async def apply(
+        self, request: environment_pb2.Environment, context: Context
+    ) -> environment_pb2.Environment:
+        return await self.ops.apply(request)
+
+    async def create(
+        self, request: environment_pb2.Environment, context: Context
+    ) -> environment_pb2.Environment:
+        return await self.ops.create(request)
+
+    async def update(
+        self, request: environment_pb2.Environment, context: Context
+    ) -> environment_pb2.Environment:
+        return await self.ops.update(request)
+
+    async def delete(
+        self, request: resource_io.ApiResourceDeleteInput, context: Context
+    ) -> environment_pb2.Environment:
+        return await self.ops.delete(request.resource_id, field="resource_id")
+
+
+class EnvironmentQueries(environment_query.EnvironmentQueryControllerServicer):
+    def __init__(self, ops: EnvironmentOps) -> None:
+        self.ops = ops
+
+    async def get(
+        self, request: resource_io.ApiResourceId, context: Context
+    ) -> environment_pb2.Environment:
+        return await self.ops.get(request.value)
+
+    async def getByReference(
+        self, request: resource_io.ApiResourceReference, context: Context
+    ) -> environment_pb2.Environment:
+        return await self.ops.get_by_reference(request)

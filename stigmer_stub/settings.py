@@ -1,0 +1,163 @@
+"""The stub's settings: one frozen object, read once from the environment by `app.main`.
+
+The Temporal names are the ones deployers of the Go stigmer-server already set (contract §1 and
+§5); the rest are the stub's own. Nothing else in the stub reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+_GROUP = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, populate_by_name=True)
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class GrpcSettings(BaseSettings):
+    model_config = _GROUP
+
+    host: str = Field("127.0.0.1", min_length=1, validation_alias="STIGMER_STUB_HOST")
+    # 0 binds a free port (tests); the bound port is reported by the running stub.
+    port: int = Field(7234, ge=0, le=65535, validation_alias="STIGMER_STUB_PORT")
+    # The OSS server accepts 10 MB; a little headroom keeps a 10 MB skill artifact plus its
+    # envelope inside the limit.
+    max_message_bytes: int = Field(
+        16 * MiB, ge=10 * MiB, validation_alias="STIGMER_STUB_MAX_MESSAGE_BYTES"
+    )
+    shutdown_grace_seconds: float = Field(
+        5.0, ge=0, le=300, validation_alias="STIGMER_STUB_SHUTDOWN_GRACE_SECONDS"
+    )
+
+
+class MongoSettings(BaseSettings):
+    model_config = _GROUP
+
+    uri: str = Field(
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+        min_length=1,
+        validation_alias="MONGODB_URI",
+    )
+    database: str = Field("stigmer", min_length=1, validation_alias="STIGMER_STUB_MONGODB_DATABASE")
+    timeout_seconds: float = Field(
+        10.0, gt=0, le=300, validation_alias="STIGMER_STUB_MONGODB_TIMEOUT_SECONDS"
+    )
+
+
+class TemporalSettings(BaseSettings):
+    model_config = _GROUP
+
+    address: str = Field(
+        "localhost:7233", min_length=1, validation_alias="TEMPORAL_SERVICE_ADDRESS"
+    )
+    namespace: str = Field("default", min_length=1, validation_alias="TEMPORAL_NAMESPACE")
+    workflow_task_queue: str = Field(
+        "agent_execution_stigmer",
+        min_length=1,
+        validation_alias="TEMPORAL_AGENT_EXECUTION_STIGMER_TASK_QUEUE",
+    )
+    runner_task_queue: str = Field(
+        "execution", min_length=1, validation_alias="TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE"
+    )
+    # How long `delete` of a running execution waits for its workflow to end as CANCELLED.
+    cancel_wait_seconds: float = Field(
+        60.0, gt=0, le=3600, validation_alias="STIGMER_STUB_CANCEL_WAIT_SECONDS"
+    )
+
+
+class WorkflowSettings(BaseSettings):
+    """Activity options of the invoke workflow; defaults are the Go orchestrator's."""
+
+    model_config = _GROUP
+
+    ensure_thread_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias="STIGMER_STUB_ENSURE_THREAD_TIMEOUT_SECONDS"
+    )
+    ensure_thread_attempts: int = Field(
+        3, ge=1, le=100, validation_alias="STIGMER_STUB_ENSURE_THREAD_ATTEMPTS"
+    )
+    execute_timeout_seconds: float = Field(
+        600.0, gt=0, validation_alias="STIGMER_STUB_EXECUTE_TIMEOUT_SECONDS"
+    )
+    execute_heartbeat_seconds: float = Field(
+        30.0, gt=0, validation_alias="STIGMER_STUB_EXECUTE_HEARTBEAT_SECONDS"
+    )
+    execute_schedule_to_start_seconds: float = Field(
+        60.0, gt=0, validation_alias="STIGMER_STUB_EXECUTE_SCHEDULE_TO_START_SECONDS"
+    )
+    # The Go server allows one attempt; the runner resumes a retried attempt from its
+    # checkpoint, so a transient failure is worth another try. Non-retryable errors stop at once.
+    execute_attempts: int = Field(3, ge=1, le=100, validation_alias="STIGMER_STUB_EXECUTE_ATTEMPTS")
+    # 0 means no run timeout: the activity timeouts above already bound every step.
+    run_timeout_seconds: float = Field(
+        0.0, ge=0, validation_alias="STIGMER_STUB_WORKFLOW_RUN_TIMEOUT_SECONDS"
+    )
+
+
+class Settings(BaseModel):
+    """Everything the stub reads from its environment, grouped, immutable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+
+
+class _TopLevel(BaseSettings):
+    model_config = _GROUP
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="LOG_LEVEL"
+    )
+    log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="LOG_FORMAT")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+_GROUPS: dict[str, type[BaseSettings]] = {
+    "": _TopLevel,
+    "grpc": GrpcSettings,
+    "mongo": MongoSettings,
+    "temporal": TemporalSettings,
+    "workflow": WorkflowSettings,
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from `environ` (the process environment by default).
+
+    Raises `SettingsError` naming every offending variable at once.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    env = None if environ is None else {k: v for k, v in environ.items() if v != ""}
+    for name, cls in _GROUPS.items():
+        try:
+            group = cls() if env is None else cls.model_validate(env)
+        except ValidationError as err:
+            problems.extend(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in err.errors()
+            )
+            continue
+        if name:
+            values[name] = group
+        else:
+            values.update(group.model_dump())
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return Settings(**values)

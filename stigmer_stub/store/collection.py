@@ -1,0 +1,285 @@
+"""One MongoDB collection per resource kind, holding proto messages under optimistic concurrency.
+
+A document is the resource as a ProtoJSON *string* plus the fields the queries need, copied out
+and indexed: `slug`, `scope` (owner scope and org; slugs are unique per scope), `tags`, the
+kind's own fields (an execution's `session_id`, `phase`, ...) and `version`, which every write
+increments. The resource is stored as a string rather than a sub-document because its maps and
+`google.protobuf.Struct`s carry arbitrary keys (label keys with dots, tool arguments with `$ref`)
+that MongoDB field names cannot hold safely.
+
+Every update is a compare-and-swap on `version` (`mutate`), so concurrent writers never lose each
+other's changes; each write replaces the whole document, so the change stream's event for it
+carries exactly the state that write produced (what `subscribe` relies on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from ai.stigmer.commons.apiresource import enum_pb2 as scope_pb2
+from ai.stigmer.commons.apiresource import io_pb2, metadata_pb2
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from stigmer_stub import paging
+from stigmer_stub.errors import AlreadyExists, Conflict, NotFound
+from stigmer_stub.ids import new_id
+
+M = TypeVar("M", bound=Message)
+Document = dict[str, Any]
+
+# How long a compare-and-swap write keeps retrying against other processes' writes.
+CAS_DEADLINE_SECONDS = 10.0
+
+
+class _HasMetadata(Protocol):
+    @property
+    def metadata(self) -> metadata_pb2.ApiResourceMetadata: ...
+
+
+def metadata_of(resource: Message) -> metadata_pb2.ApiResourceMetadata:
+    """Every Stigmer resource message has `metadata` at field 3."""
+    return cast(_HasMetadata, resource).metadata
+
+
+def scope_key(owner_scope: scope_pb2.ApiResourceOwnerScope.ValueType, org: str) -> str:
+    return f"{owner_scope}:{org}"
+
+
+def encode(resource: Message) -> str:
+    return json_format.MessageToJson(resource, indent=None)
+
+
+def decode(message_type: type[M], text: str) -> M:
+    # Ignore unknown fields: documents written by a newer stub must stay readable.
+    return json_format.Parse(text, message_type(), ignore_unknown_fields=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[M]):
+    """What the store needs to know about one resource kind."""
+
+    label: str  # in messages: "agent 'agt-…' not found"
+    collection: str
+    prefix: str  # of ids: agt, aex, ses, skl, ain, env
+    api_kind: str  # AgentExecution, ...
+    message: type[M]
+    fields: Callable[[M], Document] = field(default=lambda _: {})
+    indexes: Sequence[IndexModel] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Stored(Generic[M]):
+    resource: M
+    version: int
+    document: Document
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[M]):
+    items: list[M]
+    total_pages: int
+    total_count: int
+    next_token: str
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it.
+
+    Serialises this process's writers to one document, so compare-and-swap retries are only
+    spent on writers in other processes.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        async with lock:
+            yield
+
+
+class ResourceCollection(Generic[M]):
+    def __init__(self, db: AsyncDatabase[Document], kind: Kind[M]) -> None:
+        self.kind = kind
+        self.raw: AsyncCollection[Document] = db[kind.collection]
+        self._locks = KeyedLocks()
+
+    async def ensure_indexes(self) -> None:
+        await self.raw.create_indexes(
+            [
+                IndexModel([("scope", ASCENDING), ("slug", ASCENDING)], unique=True),
+                IndexModel([("tags", ASCENDING), ("_id", DESCENDING)]),
+                *self.kind.indexes,
+            ]
+        )
+
+    def new_id(self) -> str:
+        return new_id(self.kind.prefix)
+
+    def to_document(self, resource: M, version: int, extra: Mapping[str, Any]) -> Document:
+        meta = metadata_of(resource)
+        return {
+            **extra,
+            "_id": meta.id,
+            "slug": meta.slug,
+            "scope": scope_key(meta.owner_scope, meta.org),
+            "tags": list(meta.tags),
+            **self.kind.fields(resource),
+            "version": version,
+            "resource": encode(resource),
+        }
+
+    def _stored(self, doc: Document) -> Stored[M]:
+        return Stored(decode(self.kind.message, doc["resource"]), int(doc["version"]), doc)
+
+    def from_document(self, doc: Document) -> M:
+        return decode(self.kind.message, doc["resource"])
+
+    async def insert(self, resource: M, *, extra: Mapping[str, Any] | None = None) -> M:
+        """Store a new resource; ALREADY_EXISTS when its slug is taken in its scope."""
+        try:
+            await self.raw.insert_one(self.to_document(resource, 1, extra or {}))
+        except DuplicateKeyError as err:
+            meta = metadata_of(resource)
+            raise AlreadyExists(self.kind.label, meta.slug or meta.id) from err
+        return resource
+
+    async def load(self, resource_id: str, *, field: str | None = None) -> Stored[M]:
+        doc = await self.raw.find_one({"_id": resource_id}) if resource_id else None
+        if doc is None:
+            raise NotFound(self.kind.label, resource_id, field=field)
+        return self._stored(doc)
+
+    async def get(self, resource_id: str, *, field: str | None = None) -> M:
+        return (await self.load(resource_id, field=field)).resource
+
+    async def find_one(self, query: Mapping[str, Any]) -> M | None:
+        doc = await self.raw.find_one(query, sort=[("_id", ASCENDING)])
+        return None if doc is None else self.from_document(doc)
+
+    async def by_slug(
+        self, slug: str, owner_scope: scope_pb2.ApiResourceOwnerScope.ValueType, org: str
+    ) -> M | None:
+        return await self.find_one({"scope": scope_key(owner_scope, org), "slug": slug})
+
+    async def by_reference(self, ref: io_pb2.ApiResourceReference) -> M:
+        """Resolve a reference by slug; its scope and org narrow the match only when set."""
+        query: Document = {"slug": ref.slug}
+        if ref.scope != scope_pb2.ApiResourceOwnerScope.api_resource_owner_scope_unspecified:
+            query["scope"] = scope_key(ref.scope, ref.org)
+        elif ref.org:
+            query["scope"] = {"$regex": f":{re.escape(ref.org)}$"}
+        found = await self.find_one(query) if ref.slug else None
+        if found is None:
+            raise NotFound(self.kind.label, ref.slug, field="slug")
+        return found
+
+    async def mutate(
+        self,
+        resource_id: str,
+        change: Callable[[M], M],
+        *,
+        field: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> M:
+        """Apply `change` to the stored resource atomically and return the result.
+
+        `change` receives a copy it may modify and return; it runs again on a fresh copy when
+        another writer got in first, so it must be a function of its input only.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CAS_DEADLINE_SECONDS
+        async with self._locks.hold(resource_id):
+            while True:
+                stored = await self.load(resource_id, field=field)
+                candidate = self.kind.message()
+                candidate.CopyFrom(stored.resource)
+                updated = change(candidate)
+                if await self.replace(stored, updated, extra=extra):
+                    return updated
+                if loop.time() > deadline:
+                    raise Conflict(f"{self.kind.label} {resource_id!r} is updated too often")
+                # Another process won the race; back off a little so the winners can finish.
+                await asyncio.sleep(random.uniform(0.001, 0.01))  # noqa: S311 - jitter, not crypto
+
+    async def replace(
+        self, stored: Stored[M], resource: M, *, extra: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Compare-and-swap: write `resource` only if the stored version is still `stored`'s."""
+        kept = {k: v for k, v in stored.document.items() if k not in ("_id", "version")}
+        doc = self.to_document(resource, stored.version + 1, {**kept, **(extra or {})})
+        try:
+            result = await self.raw.replace_one({"_id": doc["_id"], "version": stored.version}, doc)
+        except DuplicateKeyError as err:
+            meta = metadata_of(resource)
+            raise AlreadyExists(self.kind.label, meta.slug) from err
+        return result.matched_count == 1
+
+    async def delete(self, resource_id: str, *, field: str | None = None) -> M:
+        doc = await self.raw.find_one_and_delete({"_id": resource_id}) if resource_id else None
+        if doc is None:
+            raise NotFound(self.kind.label, resource_id, field=field)
+        return self.from_document(doc)
+
+    @asynccontextmanager
+    async def watch(self, resource_id: str) -> AsyncIterator[AsyncIterator[Stored[M] | None]]:
+        """Every later write to one resource, as the state it wrote; `None` when it is deleted.
+
+        A change stream, so writes through any stub process on the same database are seen. The
+        stream is open (its start position fixed on the server) when this returns, so a caller
+        that reads the resource *after* entering misses nothing written in between. Unread
+        events wait on the server, not in this process, so a slow reader holds back no writer.
+        """
+        stream = await self.raw.watch(
+            [
+                {"$match": {"documentKey._id": resource_id}},
+                {"$match": {"operationType": {"$in": ["insert", "replace", "update", "delete"]}}},
+            ],
+            full_document="updateLookup",
+            max_await_time_ms=1000,
+        )
+        async with stream:
+            yield self._changes(stream)
+
+    async def _changes(self, stream: Any) -> AsyncIterator[Stored[M] | None]:
+        async for event in stream:
+            if event["operationType"] == "delete":
+                yield None
+                return
+            doc = event.get("fullDocument")
+            if doc is not None:
+                yield self._stored(doc)
+
+    async def page(self, query: Mapping[str, Any], cursor: paging.Cursor) -> Page[M]:
+        """One page, newest first (ids are ULIDs, so `_id` order is creation order)."""
+        count = await self.raw.count_documents(query)
+        scoped: Document = dict(query)
+        if cursor.after_id is not None:
+            scoped["_id"] = {"$lt": cursor.after_id}
+        docs = await self.raw.find(
+            scoped, sort=[("_id", DESCENDING)], skip=cursor.skip, limit=cursor.size + 1
+        ).to_list()
+        more = len(docs) > cursor.size
+        docs = docs[: cursor.size]
+        return Page(
+            items=[self.from_document(d) for d in docs],
+            total_pages=paging.total_pages(count, cursor.size),
+            total_count=count,
+            next_token=paging.keyset_token(docs[-1]["_id"]) if more and docs else "",
+        )

@@ -1,0 +1,96 @@
+"""Temporal adapters: the client connection and the `Workflows` port of the executions."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from stigmer_stub.converter import DATA_CONVERTER
+from stigmer_stub.errors import Unavailable
+from stigmer_stub.logs import get_logger
+from stigmer_stub.settings import TemporalSettings, WorkflowSettings
+from stigmer_stub.workflow import (
+    MEMO_ACTIVITY_TASK_QUEUE,
+    WORKFLOW_TYPE,
+    InvokeAgentExecution,
+    InvokeOptions,
+    workflow_id,
+)
+
+RPC_TIMEOUT = timedelta(seconds=10)
+
+log = get_logger(__name__)
+
+
+async def connect(settings: TemporalSettings) -> Client:
+    return await Client.connect(
+        settings.address, namespace=settings.namespace, data_converter=DATA_CONVERTER
+    )
+
+
+def invoke_options(settings: WorkflowSettings) -> InvokeOptions:
+    return InvokeOptions(
+        ensure_thread_timeout_seconds=settings.ensure_thread_timeout_seconds,
+        ensure_thread_attempts=settings.ensure_thread_attempts,
+        execute_timeout_seconds=settings.execute_timeout_seconds,
+        execute_heartbeat_seconds=settings.execute_heartbeat_seconds,
+        execute_schedule_to_start_seconds=settings.execute_schedule_to_start_seconds,
+        execute_attempts=settings.execute_attempts,
+    )
+
+
+class TemporalWorkflows:
+    """Starts and cancels `stigmer/agent-execution/invoke` workflows."""
+
+    def __init__(
+        self, client: Client, settings: TemporalSettings, workflow_settings: WorkflowSettings
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._options = invoke_options(workflow_settings)
+        run_timeout = workflow_settings.run_timeout_seconds
+        self._run_timeout = timedelta(seconds=run_timeout) if run_timeout else None
+
+    async def start(self, execution: api_pb2.AgentExecution) -> None:
+        wf_id = workflow_id(execution.metadata.id)
+        try:
+            await self._client.start_workflow(
+                InvokeAgentExecution.run,
+                args=[execution, self._options],
+                id=wf_id,
+                task_queue=self._settings.workflow_task_queue,
+                memo={MEMO_ACTIVITY_TASK_QUEUE: self._settings.runner_task_queue},
+                run_timeout=self._run_timeout,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except (RPCError, WorkflowAlreadyStartedError) as err:
+            raise Unavailable(f"{WORKFLOW_TYPE} {wf_id}: {err}") from err
+        log.info(
+            "workflow_started",
+            workflow_id=wf_id,
+            task_queue=self._settings.workflow_task_queue,
+            activity_task_queue=self._settings.runner_task_queue,
+        )
+
+    async def cancel(self, execution_id: str) -> None:
+        handle = self._client.get_workflow_handle(workflow_id(execution_id))
+        try:
+            await handle.cancel(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return  # never started, or already ended
+            raise Unavailable(f"cancel {handle.id}: {err}") from err
+        try:
+            async with asyncio.timeout(self._settings.cancel_wait_seconds):
+                await handle.result()
+        except WorkflowFailureError:
+            pass  # ended cancelled or failed: either way it has ended
+        except TimeoutError:
+            log.warning("workflow_cancel_wait_timed_out", workflow_id=handle.id)
+        except RPCError as err:
+            raise Unavailable(f"wait for {handle.id}: {err}") from err
