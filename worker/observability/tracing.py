@@ -1,0 +1,161 @@
+"""OpenTelemetry tracing: spans for activities, gRPC calls, model and tool calls.
+
+The orchestrator's workflow starts the trace. Temporal carries its context in the `_tracer-data`
+header of each activity task (the Go and Python SDKs' OpenTelemetry interceptors agree on it), and
+`tracing_interceptor()` on our worker turns it into the parent of a `RunActivity:<name>` span, so
+an execution reads as one trace from the orchestrator's `RunWorkflow` to our gRPC, model and tool
+calls.
+
+Export: OTLP over gRPC to `OTEL_EXPORTER_OTLP_ENDPOINT` when it is set; otherwise spans are made
+(context still propagates) but go nowhere. The exporter also honours the standard
+`OTEL_EXPORTER_OTLP_HEADERS` / `..._CERTIFICATE` variables, read by the OpenTelemetry library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from grpc import aio
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+from worker.settings import ObservabilitySettings
+
+TRACER_NAME = "agent-runner"
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def configure_tracing(
+    settings: ObservabilitySettings,
+    *,
+    exporter: SpanExporter | None = None,
+    set_global: bool = True,
+) -> TracerProvider:
+    """Build the process's tracer provider; call once at startup, `shutdown()` it on exit.
+
+    `exporter` replaces the OTLP exporter (tests pass an in-memory one, exported synchronously).
+    `set_global` installs the provider as OpenTelemetry's global one, which the helpers below and
+    `tracing_interceptor()` use by default; OpenTelemetry allows that only once per process.
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    elif settings.otlp_endpoint:
+        # Imported here: the gRPC exporter pulls in its own generated protos, needed only when on.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        )
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracing_interceptor(provider: trace.TracerProvider | None = None) -> TracingInterceptor:
+    """The Temporal interceptor; pass to `Client.connect(interceptors=[...])` (workers made from
+    that client inherit it) so activity spans join the orchestrator workflow's trace."""
+    tracer = provider.get_tracer("temporalio") if provider is not None else None
+    return TracingInterceptor(tracer)
+
+
+def _tracer() -> trace.Tracer:
+    # A proxy until a provider is configured; resolves to the global provider afterwards.
+    return trace.get_tracer(TRACER_NAME)
+
+
+@contextmanager
+def span(
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> Iterator[Span]:
+    """A span around a block, current for nested spans; an escaping exception marks it failed."""
+    with _tracer().start_as_current_span(name, kind=kind, attributes=attributes) as current:
+        yield current
+
+
+@contextmanager
+def grpc_span(full_method: str) -> Iterator[Span]:
+    """Around one outgoing RPC; `full_method` is `/package.Service/method`."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    with span(full_method.lstrip("/"), attributes, kind=SpanKind.CLIENT) as current:
+        yield current
+
+
+@contextmanager
+def model_span(model: str, *, provider: str = "") -> Iterator[Span]:
+    """Around one chat-model call (GenAI semantic conventions); add token counts to the span."""
+    attributes: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+    }
+    if provider:
+        attributes["gen_ai.system"] = provider
+    with span(f"chat {model}", attributes, kind=SpanKind.CLIENT) as current:
+        yield current
+
+
+@contextmanager
+def tool_span(tool: str, *, call_id: str = "") -> Iterator[Span]:
+    """Around one tool execution."""
+    attributes: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool,
+    }
+    if call_id:
+        attributes["gen_ai.tool.call.id"] = call_id
+    with span(f"execute_tool {tool}", attributes) as current:
+        yield current
+
+
+class TracingClientInterceptor(aio.UnaryUnaryClientInterceptor):
+    """A `grpc.aio` client interceptor: a span per unary call, its context sent as metadata
+    (W3C `traceparent`) so a traced orchestrator continues the trace.
+
+        aio.insecure_channel(target, interceptors=[TracingClientInterceptor()])
+    """
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [aio.ClientCallDetails, _Req], Awaitable[aio.UnaryUnaryCall[_Req, _Resp]]
+        ],
+        client_call_details: aio.ClientCallDetails,
+        request: _Req,
+    ) -> _Resp | aio.UnaryUnaryCall[_Req, _Resp]:
+        method: Any = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        with grpc_span(name):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            metadata = aio.Metadata(*(client_call_details.metadata or ()))
+            for key, value in carrier.items():
+                metadata.add(key, value)
+            details = aio.ClientCallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+            call = await continuation(details, request)
+            # Awaited inside the span so it covers the whole round trip and records a failure.
+            return await call
