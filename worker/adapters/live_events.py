@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -363,3 +363,10 @@ def live_events_for(settings: RedisSettings) -> RedisLiveEvents | NullLiveEvents
     if not settings.host:
         return NullLiveEvents()
     return RedisLiveEvents(settings)
+
+
+if TYPE_CHECKING:
+    from worker.adapters import ports
+
+    _REDIS: type[ports.LiveEvents] = RedisLiveEvents
+    _NULL: type[ports.LiveEvents] = NullLiveEvents

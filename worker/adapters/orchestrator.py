@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
@@ -43,10 +43,8 @@ from worker.errors import (
     RunnerError,
     Unavailable,
 )
-from worker.logs import SECRETS, get_logger
+from worker.logs import SECRETS
 from worker.settings import BackendSettings, Settings
-
-log = get_logger(__name__)
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -258,3 +256,12 @@ class GrpcOrchestrator:
             return await rpc(request, timeout=self._timeout, metadata=metadata)
         except aio.AioRpcError as err:
             raise translate_error(method, err) from err
+
+
+if TYPE_CHECKING:
+    from worker.adapters import ports
+
+    _STATUS: type[ports.StatusSink] = GrpcOrchestrator
+    _SESSIONS: type[ports.SessionStore] = GrpcOrchestrator
+    _CATALOG: type[ports.AgentCatalog] = GrpcOrchestrator
+    _SKILLS: type[ports.SkillStore] = GrpcOrchestrator
