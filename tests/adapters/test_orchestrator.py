@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -339,18 +341,72 @@ def test_channel_options_allow_ten_megabytes_and_keep_the_connection_alive() -> 
     assert "grpc.keepalive_time_ms" in options
 
 
-def test_oauth_settings_without_a_token_provider_are_a_configuration_error() -> None:
+async def serve_token_endpoint(token: str) -> tuple[asyncio.Server, list[bytes]]:
+    """A minimal OAuth2 token endpoint over plain HTTP/1.1 that issues `token`."""
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        requests.append(head + await reader.readexactly(length))
+        body = json.dumps({"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            + b"content-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body.encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, requests
+
+
+async def test_oauth_settings_get_client_credentials_tokens(
+    endpoint: str, fake: FakeOrchestrator
+) -> None:
+    token_server, token_requests = await serve_token_endpoint("oauth-token-xyz")
+    token_port = token_server.sockets[0].getsockname()[1]
     settings = load_settings(
         {
-            "AUTH0_DOMAIN": "example.auth0.com",
+            "STIGMER_BACKEND_ENDPOINT": endpoint,
+            "AUTH0_DOMAIN": "http://127.0.0.1:" + str(token_port),
             "AUTH0_AUDIENCE": "https://api.example",
             "MACHINE_ACCOUNT_CLIENT_ID": "client",
             "MACHINE_ACCOUNT_CLIENT_SECRET": "client-secret-value",
         }
     )
+    orchestrator = GrpcOrchestrator.from_settings(settings)
+    try:
+        await orchestrator.get_agent("agt-1")
+        await orchestrator.get_agent("agt-1")
+    finally:
+        await orchestrator.close()
+        token_server.close()
+        await token_server.wait_closed()
 
-    with pytest.raises(ConfigurationError, match="token provider"):
-        GrpcOrchestrator.from_settings(settings)
+    assert [c.metadata["authorization"] for c in fake.calls] == ["Bearer oauth-token-xyz"] * 2
+    assert len(token_requests) == 1
+    assert b"grant_type=client_credentials" in token_requests[0]
+
+
+async def test_an_explicit_token_provider_wins_over_settings(
+    endpoint: str, fake: FakeOrchestrator
+) -> None:
+    settings = load_settings({"STIGMER_BACKEND_ENDPOINT": endpoint, "STIGMER_API_KEY": API_KEY})
+    orchestrator = GrpcOrchestrator.from_settings(settings, tokens=StaticToken("other-token"))
+    try:
+        await orchestrator.get_agent("agt-1")
+    finally:
+        await orchestrator.close()
+
+    assert fake.calls[0].metadata["authorization"] == "Bearer other-token"
 
 
 async def test_an_unreadable_ca_file_is_a_configuration_error(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Where the bearer token for orchestrator calls comes from.
 
 Every call to the orchestrator carries `authorization: Bearer <token>`. The OSS server ignores it;
-the cloud service checks it. A static API key is one provider; an OAuth2 client-credentials
-provider (Auth0 machine account) plugs in behind the same protocol and refreshes its token itself.
+the cloud service checks it. A static API key is one provider; the OAuth2 client-credentials
+provider (`worker.adapters.oauth.ClientCredentialsToken`, an Auth0 machine account) is the other
+and refreshes its token itself.
 """
 
 from __future__ import annotations

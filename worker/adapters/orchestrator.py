@@ -35,6 +35,7 @@ from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 from grpc import aio
 
 from worker.adapters.auth import StaticToken, TokenProvider
+from worker.adapters.oauth import ClientCredentialsToken
 from worker.errors import (
     ConfigurationError,
     InvalidInput,
@@ -147,6 +148,7 @@ class GrpcOrchestrator:
         self._timeout = backend.rpc_timeout_seconds
         self._tokens: TokenProvider = tokens or StaticToken(backend.api_key)
         self._channel = channel or open_channel(backend, tls=tls)
+        self._owned_tokens: ClientCredentialsToken | None = None
         ch = self._channel
         self._executions = execution_command_grpc.AgentExecutionCommandControllerStub(ch)
         self._session_query = session_query.SessionQueryControllerStub(ch)
@@ -160,13 +162,14 @@ class GrpcOrchestrator:
     def from_settings(
         cls, settings: Settings, *, tokens: TokenProvider | None = None
     ) -> GrpcOrchestrator:
-        """TLS as the mode implies; the static API key unless another token provider is given."""
+        """TLS as the mode implies; tokens from `tokens`, else OAuth2 client credentials when
+        the AUTH0_* / MACHINE_ACCOUNT_* settings are present, else the static API key."""
+        owned: ClientCredentialsToken | None = None
         if tokens is None and settings.uses_oauth:
-            raise ConfigurationError(
-                "OAuth2 client credentials (AUTH0_*, MACHINE_ACCOUNT_*) need a token provider; "
-                "pass tokens= or set STIGMER_API_KEY"
-            )
-        return cls(settings.backend, tls=settings.backend_tls, tokens=tokens)
+            tokens = owned = ClientCredentialsToken.from_settings(settings.backend)
+        orchestrator = cls(settings.backend, tls=settings.backend_tls, tokens=tokens)
+        orchestrator._owned_tokens = owned
+        return orchestrator
 
     @property
     def endpoint(self) -> str:
@@ -182,6 +185,8 @@ class GrpcOrchestrator:
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
+        if self._owned_tokens is not None:
+            await self._owned_tokens.aclose()
 
     # StatusSink
 
