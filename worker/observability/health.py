@@ -203,7 +203,7 @@ def _render_page(status: Mapping[str, Any]) -> str:
         f"<li>{e(name)}: <b>{'ok' if ok else 'FAILING'}</b></li>"
         for name, ok in status["checks"].items()
     )
-    columns = ("execution_id", "activity", "phase", "attempt", "elapsed_seconds")
+    columns = ("execution_id", "activity", "phase", "stage", "attempt", "elapsed_seconds")
     rows = "".join(
         "<tr>"
         + "".join(f"<td>{e(str(run[c]))}</td>" for c in columns)

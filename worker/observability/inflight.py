@@ -2,8 +2,11 @@
 
 `InFlightInterceptor` (a Temporal worker interceptor) registers every activity as it starts,
 records each `activity.heartbeat(...)` and removes it when it ends, and counts finished
-`ExecuteGraphton` runs by outcome in the metrics. Activities only add what the interceptor cannot
-see: the execution's phase, through `InFlightRegistry.set_phase` or `current().set_phase`.
+`ExecuteGraphton` runs by outcome in the metrics. A running `ExecuteGraphton` is in phase
+`EXECUTION_IN_PROGRESS`; a heartbeat whose first detail is a mapping with a `stage` key (what
+`worker.execution.Progress.as_details` sends) sets the run's stage. Activities need not call
+anything; `current().set_phase(...)` / `.set_outcome(...)` exist for what the interceptor cannot
+infer.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +58,7 @@ class InFlightExecution:
     started_at: datetime
     started_monotonic: float
     phase: str = ""
+    stage: str = ""
     last_heartbeat_at: datetime | None = None
     last_heartbeat_details: tuple[Any, ...] = ()
     outcome: Outcome | None = None
@@ -67,6 +71,8 @@ class InFlightExecution:
     def heartbeat(self, *details: Any) -> None:
         self.last_heartbeat_at = self._wall()
         self.last_heartbeat_details = details
+        if details and isinstance(details[0], Mapping) and details[0].get("stage"):
+            self.stage = str(details[0]["stage"])
 
     def set_outcome(self, outcome: Outcome) -> None:
         """Overrides the outcome the interceptor would infer from the result or exception."""
@@ -155,6 +161,7 @@ class InFlightRegistry:
                 "workflow_id": r.workflow_id,
                 "attempt": r.attempt,
                 "phase": r.phase,
+                "stage": r.stage,
                 "started_at": r.started_at.isoformat(),
                 "elapsed_seconds": round(now - r.started_monotonic, 3),
                 "last_heartbeat_at": (
@@ -241,6 +248,9 @@ class _Inbound(ActivityInboundInterceptor):
             activity=info.activity_type,
             workflow_id=info.workflow_id or "",
             attempt=info.attempt,
+            phase="EXECUTION_IN_PROGRESS"
+            if info.activity_type in root.execution_activities
+            else "",
         ) as run:
             try:
                 result = await self.next.execute_activity(input)

@@ -34,6 +34,8 @@ from worker.settings import ObservabilitySettings
 
 TRACER_NAME = "agent-runner"
 
+_helper_tracer: trace.Tracer | None = None
+
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -64,6 +66,8 @@ def configure_tracing(
         )
     if set_global:
         trace.set_tracer_provider(provider)
+    global _helper_tracer  # noqa: PLW0603 - one provider per process, chosen at startup
+    _helper_tracer = provider.get_tracer(TRACER_NAME)
     return provider
 
 
@@ -75,8 +79,9 @@ def tracing_interceptor(provider: trace.TracerProvider | None = None) -> Tracing
 
 
 def _tracer() -> trace.Tracer:
-    # A proxy until a provider is configured; resolves to the global provider afterwards.
-    return trace.get_tracer(TRACER_NAME)
+    # The configured provider's tracer; before configuration, OpenTelemetry's global proxy (no-op
+    # spans that still carry context).
+    return _helper_tracer or trace.get_tracer(TRACER_NAME)
 
 
 @contextmanager
