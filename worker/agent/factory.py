@@ -1,0 +1,240 @@
+"""Build the Graphton deep agent for an execution and stream its run as agent events.
+
+`build_agent` takes plain inputs (instructions, model, checkpointer, recursion limit, workspace,
+sub-agents, extra tools, MCP configuration) and returns Graphton's compiled graph: a deepagents
+agent with `write_todos`, file tools, `task` delegation (a general-purpose sub-agent is always
+there, plus the agent's own), and `execute` when a workspace is given.
+
+`stream_agent` runs it on a thread and yields `worker.domain.agent_events` events.
+
+Why `astream(stream_mode=["messages", "tasks"], subgraphs=True)`: it gives, in order and per
+agent, everything the status needs and nothing it does not:
+
+- `messages` carries each token chunk with its model turn's message id, so deltas group into one
+  AI message per turn;
+- `tasks` start items carry the tool call each `tools` task executes (LangChain's agent sends one
+  task per tool call), so a tool is RUNNING when it really starts, with its id and arguments;
+  result items carry the finished AI message (text, tool calls, usage, model name) and the
+  `ToolMessage`s with `tool_call_id` and `status`; a task that raised carries its error;
+- `subgraphs=True` tags a sub-agent's items with the namespace `tools:<task id>` of the `task` call
+  that runs it, which the start items map to that call's tool-call id.
+
+`astream_events(version="v2")` carries the same facts but emits start/end/stream events for every
+runnable of every middleware, several times the volume to filter, and its tool-call ids and
+sub-agent parentage must be reconstructed from run-id chains; `updates` mode would miss tool
+starts. The chosen modes also run under the checkpointer unchanged, which resume needs.
+
+Resume: before streaming, `stream_agent` reads the thread's latest checkpoint. When its latest
+human message is this execution's (same `message_id` when given, else the same text) and the
+graph has pending `next` nodes, the previous attempt died mid-run: the graph is resumed with input
+`None` (LangGraph continues from the checkpoint; completed tool calls are not run again), after the
+part of the turn already in the checkpoint is replayed as events, so a fresh StatusBuilder also
+rebuilds the transcript. When the turn already completed and `message_id` matches, only the replay
+happens. Otherwise the message is sent as a new human turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast
+
+import graphton
+import structlog
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import StateSnapshot
+
+from worker.agent import sandbox
+from worker.agent.events import EventNormalizer, message_text, replay
+from worker.domain.agent_events import AgentEvent
+from worker.errors import InvalidInput
+
+log = structlog.get_logger(__name__)
+
+STREAM_MODES: list[Literal["messages", "tasks"]] = ["messages", "tasks"]
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Complete the user's request."
+_MIN_PROMPT = 10  # Graphton refuses system prompts shorter than this.
+
+
+class AgentGraph(Protocol):
+    """What the runner uses of Graphton's compiled graph."""
+
+    def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]: ...
+
+    async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SubAgentSpec:
+    """A sub-agent of the agent spec, reachable through the `task` tool as `name`."""
+
+    name: str
+    description: str
+    instructions: str
+    model: BaseChatModel | None = None
+    tools: Sequence[BaseTool] | None = None
+
+
+@dataclass(frozen=True)
+class McpConfig:
+    """MCP servers in Graphton's format and the tools to load from each (placeholder for now)."""
+
+    servers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tools: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+def build_agent(
+    *,
+    instructions: str,
+    model: BaseChatModel,
+    checkpointer: BaseCheckpointSaver[Any] | None,
+    recursion_limit: int,
+    workspace_dir: Path | None = None,
+    sandbox_env: Mapping[str, str] | None = None,
+    sandbox_config: Mapping[str, Any] | None = None,
+    sub_agents: Sequence[SubAgentSpec] = (),
+    tools: Sequence[BaseTool] = (),
+    mcp: McpConfig | None = None,
+    auto_enhance_prompt: bool = True,
+) -> AgentGraph:
+    """The compiled deep agent.
+
+    `workspace_dir` roots the file tools and `execute` in a local directory (a Graphton
+    `filesystem` sandbox whose commands see only `sandbox_env`); `sandbox_config` passes another
+    Graphton sandbox (e.g. `{"type": "daytona", "sandbox_id": ...}`) as is. With neither, files
+    live in the graph state and there is no shell. Raises `InvalidInput` when Graphton refuses the
+    configuration (it validates sub-agents and MCP settings).
+    """
+    prompt = instructions.strip()
+    if len(prompt) < _MIN_PROMPT:
+        prompt = f"{DEFAULT_INSTRUCTIONS}\n\n{prompt}".strip()
+    config: dict[str, Any] | None = dict(sandbox_config) if sandbox_config else None
+    if config is None and workspace_dir is not None:
+        sandbox.install()
+        config = {
+            "type": "filesystem",
+            "root_dir": str(workspace_dir),
+            "env_vars": dict(sandbox_env or {}),
+        }
+    specs: list[dict[str, Any]] = []
+    for sub in sub_agents:
+        spec: dict[str, Any] = {
+            "name": sub.name,
+            "description": sub.description or f"Sub-agent {sub.name}",
+            "system_prompt": sub.instructions.strip() or DEFAULT_INSTRUCTIONS,
+        }
+        if sub.model is not None:
+            spec["model"] = sub.model
+        if sub.tools is not None:
+            spec["tools"] = list(sub.tools)
+        specs.append(spec)
+    mcp_servers = {k: dict(v) for k, v in mcp.servers.items()} if mcp and mcp.servers else None
+    mcp_tools = {k: list(v) for k, v in mcp.tools.items()} if mcp and mcp.tools else None
+    try:
+        # Graphton's annotation says CompiledStateGraph; it returns a configured binding of one.
+        graph = cast(
+            AgentGraph,
+            graphton.create_deep_agent(
+                model=model,
+                system_prompt=prompt,
+                checkpointer=checkpointer,
+                recursion_limit=recursion_limit,
+                sandbox_config=config,
+                subagents=specs or None,
+                tools=list(tools) or None,
+                mcp_servers=mcp_servers,
+                mcp_tools=mcp_tools,
+                auto_enhance_prompt=auto_enhance_prompt,
+            ),
+        )
+    except (ValueError, TypeError) as err:
+        raise InvalidInput(f"cannot build the agent: {err}") from err
+    log.info(
+        "agent_built",
+        sub_agents=[s.name for s in sub_agents],
+        workspace=str(workspace_dir) if workspace_dir else None,
+        recursion_limit=recursion_limit,
+    )
+    return graph
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How `stream_agent` runs a thread: a new turn, a resume, or only a replay of a done turn."""
+
+    mode: Literal["new", "resume", "done"]
+    input: Any
+    replay: tuple[AgentEvent, ...] = ()
+
+
+async def plan_run(
+    graph: AgentGraph, config: RunnableConfig, message: str, message_id: str | None
+) -> RunPlan:
+    """Decide from the thread's latest checkpoint whether this message starts or resumes a run."""
+    human = HumanMessage(content=message, id=message_id) if message_id else HumanMessage(message)
+    new = RunPlan("new", {"messages": [human]})
+    snapshot = await _latest_state(graph, config)
+    if snapshot is None:
+        return new
+    values = snapshot.values if isinstance(snapshot.values, Mapping) else {}
+    messages: list[BaseMessage] = list(values.get("messages") or [])
+    last = next(
+        (i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], HumanMessage)),
+        None,
+    )
+    if last is None:
+        return new
+    latest = messages[last]
+    same = latest.id == message_id if message_id else message_text(latest) == message
+    if not same:
+        return new
+    turn = tuple(replay(messages[last + 1 :]))
+    if snapshot.next:
+        return RunPlan("resume", None, turn)
+    if message_id:
+        return RunPlan("done", None, turn)
+    return new
+
+
+async def _latest_state(graph: AgentGraph, config: RunnableConfig) -> StateSnapshot | None:
+    if getattr(graph, "checkpointer", None) is None:
+        return None
+    snapshot = await graph.aget_state(config)
+    return snapshot if isinstance(snapshot, StateSnapshot) else None
+
+
+async def stream_agent(
+    graph: AgentGraph,
+    *,
+    message: str,
+    thread_id: str,
+    recursion_limit: int,
+    message_id: str | None = None,
+) -> AsyncIterator[AgentEvent]:
+    """Run (or resume) the agent on `thread_id` and yield its events; see the module docstring.
+
+    Pass the execution id as `message_id` so a retried execution is recognised exactly (by id,
+    not by text) and a turn that already completed is not run twice.
+    """
+    config: RunnableConfig = {
+        "configurable": {"thread_id": thread_id},
+        "recursion_limit": recursion_limit,
+    }
+    plan = await plan_run(graph, config, message, message_id)
+    log.info("agent_run_planned", thread_id=thread_id, mode=plan.mode, replayed=len(plan.replay))
+    for event in plan.replay:
+        yield event
+    if plan.mode == "done":
+        return
+    normalizer = EventNormalizer()
+    stream = graph.astream(plan.input, config, stream_mode=STREAM_MODES, subgraphs=True)
+    async for item in stream:
+        for event in normalizer.normalize(item):
+            yield event

@@ -1,0 +1,777 @@
+"""The StatusBuilder: a pure reducer from agent events to `AgentExecutionStatus`.
+
+It keeps the run's state in plain Python and builds the proto only in `snapshot()`. Streamed text
+is never appended to a proto field: protobuf (upb) keeps every intermediate string of a field that
+is assigned repeatedly, which makes a long answer quadratic in memory. Entries are found through
+dict indexes and each keeps a cached proto that a change invalidates, so the cost of an event does
+not grow with the length of the run and a snapshot copies unchanged entries instead of rebuilding
+them.
+
+What it produces:
+
+- the user's message as MESSAGE_HUMAN, then one MESSAGE_AI per model turn of the main agent
+  (keyed by the model's message id), with `metadata` {message_id, model, usage} and the tool calls
+  it requested;
+- `tool_calls`: every tool call of the run, sub-agents' included, keyed by the model's tool-call
+  id: PENDING when the model asks for it, RUNNING when it starts, then COMPLETED with the clean
+  result text or FAILED with the error. Two identical calls are two entries (two ids);
+- `todos` from `write_todos`, with stable ids (see `worker.domain.todos`); a todo the agent drops
+  from its list is kept as TODO_CANCELLED;
+- `sub_agent_executions`: one per `task` tool call (id = that call's id, name = `subagent_type`,
+  input = the task description, output = the sub-agent's latest text while it runs, its answer at
+  the end), with turn, tool-call and token counts in `metadata`;
+- `component_metadata` on every tool call, from the tool's name (see `COMPONENTS`).
+
+Resume: seeded with a status stored by an earlier attempt, the builder continues that transcript.
+The human message is not added twice, an AI message that was still streaming when the attempt
+died is dropped (the resumed run produces that turn again), and events replayed for entries that
+already exist update them in place.
+
+Each `apply` returns an `Applied` saying whether the state changed and whether the change is
+significant (phase, tool start or end, todo, sub-agent, error), for the update policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from google.protobuf import json_format, struct_pb2
+
+from worker.domain import todos as todo_ids
+from worker.domain.agent_events import (
+    AgentEvent,
+    ModelTurnEnded,
+    TokenDelta,
+    ToolCallRequest,
+    ToolEnded,
+    ToolStarted,
+    Usage,
+)
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+Redactor = Callable[[str], str]
+
+TODO_TOOL = "write_todos"
+TASK_TOOL = "task"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2026-01-02T03:04:05.678Z`: UTC, millisecond precision."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one event did to the status."""
+
+    changed: bool
+    significant: bool
+
+
+UNCHANGED = Applied(changed=False, significant=False)
+CHANGED = Applied(changed=True, significant=False)
+SIGNIFICANT = Applied(changed=True, significant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    messages: int
+    tool_calls: int
+    todos: int
+    sub_agents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """How a UI should render a tool call: `ComponentMetadata` without the per-call details."""
+
+    type: str
+    group: str
+    layout: str
+
+
+_READ = Component("file", "filesystem", "code")
+_LIST = Component("file", "filesystem", "list")
+_WRITE = Component("file", "filesystem", "diff")
+_DELETE = Component("file", "filesystem", "inline")
+
+COMPONENTS: Mapping[str, Component] = {
+    # deepagents' filesystem tools and graphton's sandbox tools (canonical names and aliases).
+    "ls": _LIST,
+    "glob": _LIST,
+    "grep": _LIST,
+    "search": _LIST,
+    "read_file": _READ,
+    "read": _READ,
+    "write_file": _WRITE,
+    "write": _WRITE,
+    "edit_file": _WRITE,
+    "edit": _WRITE,
+    "delete_file": _DELETE,
+    "delete": _DELETE,
+    "execute": Component("terminal", "shell", "terminal"),
+    TODO_TOOL: Component("todo", "planning", "checklist"),
+    TASK_TOOL: Component("subagent", "delegation", "card"),
+    "think": Component("thinking", "reasoning", "collapsible"),
+}
+"""Tool name → component. MCP tools (named by the `mcp_tools` map given to the builder) are
+`mcp` with the server as group; anything else is a generic `tool` card."""
+
+GENERIC = Component("tool", "custom", "card")
+
+_TOOL_STATUS = enum_pb2.ToolCallStatus
+_SUB_STATUS = enum_pb2.SubAgentStatus
+_TODO_STATUS: Mapping[str, enum_pb2.TodoStatus.ValueType] = {
+    "pending": enum_pb2.TODO_PENDING,
+    "in_progress": enum_pb2.TODO_IN_PROGRESS,
+    "completed": enum_pb2.TODO_COMPLETED,
+    "cancelled": enum_pb2.TODO_CANCELLED,
+}
+_TERMINAL_TOOL = frozenset({enum_pb2.TOOL_CALL_COMPLETED, enum_pb2.TOOL_CALL_FAILED})
+_TERMINAL_SUB = frozenset({enum_pb2.SUB_AGENT_COMPLETED, enum_pb2.SUB_AGENT_FAILED})
+
+
+def _plain(value: Any, redact: Redactor) -> Any:
+    """A JSON-compatible copy (what a Struct can hold), strings redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, redact) for v in value]
+    return redact(str(value))
+
+
+def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    if data:
+        out.update(data)
+    return out
+
+
+def _struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    return dict(json_format.MessageToDict(message))
+
+
+@dataclass(slots=True)
+class _Message:
+    kind: enum_pb2.MessageType.ValueType
+    parts: list[str]
+    timestamp: str
+    key: str = ""
+    tool_ids: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    streaming: bool = False
+    proto: api_pb2.AgentMessage | None = None
+
+
+@dataclass(slots=True)
+class _Tool:
+    id: str
+    name: str
+    args: dict[str, Any]
+    component: api_pb2.ComponentMetadata
+    status: enum_pb2.ToolCallStatus.ValueType = enum_pb2.TOOL_CALL_PENDING
+    result: str = ""
+    error: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+    sub_agent_id: str = ""
+    owner: _Message | None = None
+    proto: api_pb2.ToolCall | None = None
+
+
+@dataclass(slots=True)
+class _Todo:
+    id: str
+    content: str
+    status: enum_pb2.TodoStatus.ValueType
+    created_at: str
+    updated_at: str
+
+
+@dataclass(slots=True)
+class _SubAgent:
+    id: str
+    name: str
+    input: str
+    status: enum_pb2.SubAgentStatus.ValueType = enum_pb2.SUB_AGENT_PENDING
+    parts: list[str] = field(default_factory=list)
+    turn: str = ""
+    turns_seen: set[str] = field(default_factory=set)
+    started_at: str = ""
+    completed_at: str = ""
+    error: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    proto: api_pb2.SubAgentExecution | None = None
+
+
+class StatusBuilder:
+    """Reduces agent events into the execution's status; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        user_message: str | None = None,
+        initial: api_pb2.AgentExecutionStatus | None = None,
+        clock: Clock = utc_now,
+        redact: Redactor = _identity,
+        mcp_tools: Mapping[str, str] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._redact = redact
+        self._mcp_tools = dict(mcp_tools or {})
+        self._phase: enum_pb2.ExecutionPhase.ValueType = enum_pb2.EXECUTION_PENDING
+        self._error = ""
+        self._started_at = ""
+        self._completed_at = ""
+        self._messages: list[_Message] = []
+        self._by_key: dict[str, _Message] = {}
+        self._tools: dict[str, _Tool] = {}
+        self._todos: dict[str, _Todo] = {}
+        self._todo_order: list[str] = []
+        self._todo_serial = 0
+        self._subs: dict[str, _SubAgent] = {}
+        self._handlers: dict[type, Callable[[Any], Applied]] = {
+            TokenDelta: self._on_delta,
+            ModelTurnEnded: self._on_turn,
+            ToolStarted: self._on_tool_started,
+            ToolEnded: self._on_tool_ended,
+        }
+        if initial is not None:
+            self._seed(initial)
+        if user_message is not None:
+            self._add_human(user_message)
+
+    # -- public surface -----------------------------------------------------------------------
+
+    def apply(self, event: AgentEvent | object) -> Applied:
+        """Fold one event in; a malformed event is logged and skipped, never raised."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            log.warning(
+                "malformed_event_skipped",
+                reason="unknown event type",
+                event_type=type(event).__name__,
+            )
+            return UNCHANGED
+        problem = _problem(event)
+        if problem is not None:
+            log.warning("malformed_event_skipped", reason=problem, event_type=type(event).__name__)
+            return UNCHANGED
+        try:
+            return handler(event)
+        except Exception as err:  # a reducer bug must not end the run; the event is dropped
+            log.warning(
+                "malformed_event_skipped",
+                reason="event could not be applied",
+                event_type=type(event).__name__,
+                error=repr(err),
+            )
+            return UNCHANGED
+
+    def start(self, now: datetime | None = None) -> Applied:
+        """Phase IN_PROGRESS; `started_at` is kept when resuming a run that already started."""
+        self._phase = enum_pb2.EXECUTION_IN_PROGRESS
+        if not self._started_at:
+            self._started_at = rfc3339(now or self._clock())
+        self._completed_at = ""
+        return SIGNIFICANT
+
+    def complete(self) -> Applied:
+        self._finish_streaming()
+        self._phase = enum_pb2.EXECUTION_COMPLETED
+        self._completed_at = self._now()
+        return SIGNIFICANT
+
+    def fail(self, error: str) -> Applied:
+        """Phase FAILED with `error`; the transcript is kept and unfinished work marked failed."""
+        self._error = self._redact(error)
+        self._interrupt("execution failed: " + self._error)
+        self._phase = enum_pb2.EXECUTION_FAILED
+        self._completed_at = self._now()
+        return SIGNIFICANT
+
+    def cancel(self) -> Applied:
+        self._interrupt("execution cancelled")
+        self._phase = enum_pb2.EXECUTION_CANCELLED
+        self._completed_at = self._now()
+        return SIGNIFICANT
+
+    @property
+    def phase(self) -> enum_pb2.ExecutionPhase.ValueType:
+        return self._phase
+
+    @property
+    def counts(self) -> StatusCounts:
+        return StatusCounts(
+            messages=len(self._messages),
+            tool_calls=len(self._tools),
+            todos=len(self._todos),
+            sub_agents=len(self._subs),
+        )
+
+    def snapshot(self) -> api_pb2.AgentExecutionStatus:
+        """A fresh proto of the complete state (the orchestrator replaces lists wholesale)."""
+        todos = {t.id: self._todo_proto(t) for t in self._todos.values()}
+        return api_pb2.AgentExecutionStatus(
+            phase=self._phase,
+            error=self._error,
+            started_at=self._started_at,
+            completed_at=self._completed_at,
+            messages=[self._message_proto(m) for m in self._messages],
+            tool_calls=[self._tool_proto(t) for t in self._tools.values()],
+            sub_agent_executions=[self._sub_proto(s) for s in self._subs.values()],
+            todos=todos,
+        )
+
+    # -- event handlers -----------------------------------------------------------------------
+
+    def _on_delta(self, event: TokenDelta) -> Applied:
+        if event.sub_agent_id:
+            sub = self._subs.get(event.sub_agent_id)
+            if sub is None or not event.text:
+                return UNCHANGED
+            if sub.turn != event.message_id:
+                sub.turn = event.message_id
+                sub.parts = []
+            sub.parts.append(event.text)
+            sub.proto = None
+            return CHANGED
+        message = self._by_key.get(event.message_id)
+        if message is None:
+            message = self._new_ai(event.message_id)
+        elif not event.text:
+            return UNCHANGED
+        if event.text:
+            message.parts.append(event.text)
+            message.proto = None
+        return CHANGED
+
+    def _on_turn(self, event: ModelTurnEnded) -> Applied:
+        significant = False
+        if event.sub_agent_id:
+            sub = self._subs.get(event.sub_agent_id)
+            owner = None
+            if sub is not None:
+                if event.message_id not in sub.turns_seen:
+                    sub.turns_seen.add(event.message_id)
+                    sub.meta["model_turns"] = sub.meta.get("model_turns", 0) + 1
+                    _add_usage(sub.meta, event.usage)
+                if event.model_name:
+                    sub.meta["model"] = event.model_name
+                sub.turn = event.message_id
+                sub.parts = [event.text] if event.text else []
+                sub.proto = None
+        else:
+            message = self._by_key.get(event.message_id) or self._new_ai(event.message_id)
+            message.parts = [event.text] if event.text else []
+            message.streaming = False
+            message.meta.pop("streaming", None)
+            if event.model_name:
+                message.meta["model"] = event.model_name
+            if event.usage is not None:
+                message.meta["usage"] = _usage_dict(event.usage)
+            message.proto = None
+            owner = message
+        for request in event.tool_calls:
+            tool = self._tools.get(request.id)
+            if tool is None:
+                tool = self._new_tool(request.id, request.name, request.args, event.sub_agent_id)
+                significant = True
+            if owner is not None and tool.owner is None:
+                tool.owner = owner
+                owner.tool_ids.append(tool.id)
+        return SIGNIFICANT if significant else CHANGED
+
+    def _on_tool_started(self, event: ToolStarted) -> Applied:
+        tool = self._tools.get(event.tool_call_id)
+        if tool is None:
+            tool = self._new_tool(event.tool_call_id, event.name, event.args, event.sub_agent_id)
+        elif tool.status == enum_pb2.TOOL_CALL_RUNNING:
+            return UNCHANGED
+        tool.status = enum_pb2.TOOL_CALL_RUNNING
+        tool.started_at = tool.started_at or self._now()
+        tool.completed_at = ""
+        self._touch(tool)
+        sub = self._subs.get(tool.id)
+        if sub is not None and sub.status not in _TERMINAL_SUB:
+            sub.status = enum_pb2.SUB_AGENT_IN_PROGRESS
+            sub.started_at = sub.started_at or tool.started_at
+            sub.proto = None
+        return SIGNIFICANT
+
+    def _on_tool_ended(self, event: ToolEnded) -> Applied:
+        tool = self._tools.get(event.tool_call_id)
+        if tool is None:
+            tool = self._new_tool(event.tool_call_id, event.name, {}, event.sub_agent_id)
+        error = self._redact(event.error) if event.error else ""
+        result = "" if error else self._redact(event.result)
+        status = enum_pb2.TOOL_CALL_FAILED if error else enum_pb2.TOOL_CALL_COMPLETED
+        if tool.status == status and tool.result == result and tool.error == error:
+            return UNCHANGED
+        now = self._now()
+        tool.status = status
+        tool.result = result
+        tool.error = error
+        tool.started_at = tool.started_at or now
+        tool.completed_at = now
+        self._touch(tool)
+        if tool.name == TODO_TOOL and not error:
+            self._apply_todos(tool.args.get("todos"), now)
+        sub = self._subs.get(tool.id)
+        if sub is not None:
+            sub.status = enum_pb2.SUB_AGENT_FAILED if error else enum_pb2.SUB_AGENT_COMPLETED
+            sub.error = error
+            sub.parts = [result] if result else []
+            sub.started_at = sub.started_at or tool.started_at
+            sub.completed_at = now
+            sub.proto = None
+        return SIGNIFICANT
+
+    # -- entries ------------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        return rfc3339(self._clock())
+
+    def _add_human(self, text: str) -> None:
+        content = self._redact(text)
+        for message in self._messages:
+            if message.kind == enum_pb2.MESSAGE_HUMAN and "".join(message.parts) == content:
+                return
+        self._messages.append(_Message(enum_pb2.MESSAGE_HUMAN, [content], self._now()))
+
+    def _new_ai(self, key: str) -> _Message:
+        message = _Message(
+            enum_pb2.MESSAGE_AI,
+            [],
+            self._now(),
+            key=key,
+            meta={"message_id": key, "streaming": True},
+            streaming=True,
+        )
+        self._messages.append(message)
+        self._by_key[key] = message
+        return message
+
+    def _new_tool(
+        self, tool_id: str, name: str, args: Mapping[str, Any], sub_agent_id: str
+    ) -> _Tool:
+        plain_args = _plain(args, self._redact) if args else {}
+        tool = _Tool(
+            id=tool_id,
+            name=name,
+            args=plain_args,
+            component=self._component(name, plain_args, sub_agent_id),
+            sub_agent_id=sub_agent_id,
+        )
+        self._tools[tool_id] = tool
+        if sub_agent_id:
+            sub = self._subs.get(sub_agent_id)
+            if sub is not None:
+                sub.meta["tool_calls"] = sub.meta.get("tool_calls", 0) + 1
+                sub.proto = None
+        if name == TASK_TOOL:
+            description = plain_args.get("description")
+            sub_type = plain_args.get("subagent_type")
+            self._subs[tool_id] = _SubAgent(
+                id=tool_id,
+                name=sub_type if isinstance(sub_type, str) else "",
+                input=description if isinstance(description, str) else "",
+                meta={"model_turns": 0, "tool_calls": 0},
+            )
+        return tool
+
+    def _component(
+        self, name: str, args: Mapping[str, Any], sub_agent_id: str
+    ) -> api_pb2.ComponentMetadata:
+        server = self._mcp_tools.get(name)
+        details: dict[str, Any] = {}
+        if server is not None:
+            kind = Component("mcp", server, "card")
+            details["server"] = server
+        else:
+            kind = COMPONENTS.get(name, GENERIC)
+        if kind.type == "file":
+            path = args.get("path", args.get("file_path"))
+            if isinstance(path, str):
+                details["path"] = path
+        elif kind.type == "terminal":
+            command = args.get("command")
+            if isinstance(command, str):
+                details["command"] = command
+        elif kind.type == "subagent":
+            sub_type = args.get("subagent_type")
+            if isinstance(sub_type, str):
+                details["subagent_type"] = sub_type
+        if sub_agent_id:
+            details["sub_agent_id"] = sub_agent_id
+            sub = self._subs.get(sub_agent_id)
+            if sub is not None and sub.name:
+                details["sub_agent_name"] = sub.name
+        return api_pb2.ComponentMetadata(
+            component_type=kind.type,
+            component_group=kind.group,
+            layout_hint=kind.layout,
+            metadata=_struct(details),
+        )
+
+    def _touch(self, tool: _Tool) -> None:
+        tool.proto = None
+        if tool.owner is not None:
+            tool.owner.proto = None
+
+    def _apply_todos(self, items: Any, now: str) -> None:
+        if not isinstance(items, list):
+            log.warning("malformed_event_skipped", reason="write_todos without a todo list")
+            return
+        entries: list[tuple[str, enum_pb2.TodoStatus.ValueType]] = []
+        for item in items:
+            if not isinstance(item, Mapping) or not isinstance(item.get("content"), str):
+                continue
+            status = _TODO_STATUS.get(str(item.get("status", "pending")), enum_pb2.TODO_PENDING)
+            entries.append((item["content"], status))
+        previous = [(i, self._todos[i].content) for i in self._todo_order]
+        ids = todo_ids.assign_ids(previous, [content for content, _ in entries], self._next_todo)
+        for todo_id, (content, status) in zip(ids, entries, strict=True):
+            todo = self._todos.get(todo_id)
+            if todo is None:
+                self._todos[todo_id] = _Todo(todo_id, content, status, now, now)
+            elif todo.content != content or todo.status != status:
+                todo.content, todo.status, todo.updated_at = content, status, now
+        kept = set(ids)
+        for old_id in self._todo_order:
+            todo = self._todos[old_id]
+            if old_id not in kept and todo.status not in (
+                enum_pb2.TODO_COMPLETED,
+                enum_pb2.TODO_CANCELLED,
+            ):
+                todo.status, todo.updated_at = enum_pb2.TODO_CANCELLED, now
+        self._todo_order = ids
+
+    def _next_todo(self) -> str:
+        self._todo_serial += 1
+        candidate = f"todo-{self._todo_serial:03d}"
+        while candidate in self._todos:
+            self._todo_serial += 1
+            candidate = f"todo-{self._todo_serial:03d}"
+        return candidate
+
+    def _finish_streaming(self) -> None:
+        for message in reversed(self._messages):
+            if message.streaming:
+                message.streaming = False
+                message.meta.pop("streaming", None)
+                message.proto = None
+
+    def _interrupt(self, reason: str) -> None:
+        """Close what was in flight when the run stopped early, so nothing stays RUNNING."""
+        self._finish_streaming()
+        now = self._now()
+        for tool in self._tools.values():
+            if tool.status not in _TERMINAL_TOOL:
+                tool.status = enum_pb2.TOOL_CALL_FAILED
+                tool.error = reason
+                tool.completed_at = now
+                self._touch(tool)
+        for sub in self._subs.values():
+            if sub.status not in _TERMINAL_SUB:
+                sub.status = enum_pb2.SUB_AGENT_FAILED
+                sub.error = reason
+                sub.completed_at = now
+                sub.proto = None
+
+    # -- protos -------------------------------------------------------------------------------
+
+    def _message_proto(self, message: _Message) -> api_pb2.AgentMessage:
+        if message.proto is None:
+            message.proto = api_pb2.AgentMessage(
+                type=message.kind,
+                content=self._redact("".join(message.parts)),
+                timestamp=message.timestamp,
+                tool_calls=[self._tool_proto(self._tools[i]) for i in message.tool_ids],
+                metadata=_struct(message.meta) if message.meta else None,
+            )
+        return message.proto
+
+    def _tool_proto(self, tool: _Tool) -> api_pb2.ToolCall:
+        if tool.proto is None:
+            tool.proto = api_pb2.ToolCall(
+                id=tool.id,
+                name=tool.name,
+                args=_struct(tool.args),
+                result=tool.result,
+                status=tool.status,
+                component_metadata=tool.component,
+                started_at=tool.started_at,
+                completed_at=tool.completed_at,
+                error=tool.error,
+            )
+        return tool.proto
+
+    def _sub_proto(self, sub: _SubAgent) -> api_pb2.SubAgentExecution:
+        if sub.proto is None:
+            sub.proto = api_pb2.SubAgentExecution(
+                id=sub.id,
+                name=sub.name,
+                input=sub.input,
+                output=self._redact("".join(sub.parts)),
+                status=sub.status,
+                started_at=sub.started_at,
+                completed_at=sub.completed_at,
+                error=sub.error,
+                metadata=_struct(sub.meta),
+            )
+        return sub.proto
+
+    @staticmethod
+    def _todo_proto(todo: _Todo) -> api_pb2.TodoItem:
+        return api_pb2.TodoItem(
+            id=todo.id,
+            content=todo.content,
+            status=todo.status,
+            created_at=todo.created_at,
+            updated_at=todo.updated_at,
+        )
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def _seed(self, status: api_pb2.AgentExecutionStatus) -> None:
+        self._phase = status.phase or enum_pb2.EXECUTION_PENDING
+        self._error = status.error
+        self._started_at = status.started_at
+        self._completed_at = status.completed_at
+        for call in status.tool_calls:
+            self._tools[call.id] = self._seed_tool(call)
+        for stored in status.messages:
+            meta = _struct_dict(stored.metadata) if stored.HasField("metadata") else {}
+            if stored.type == enum_pb2.MESSAGE_AI and meta.get("streaming"):
+                continue  # a turn cut off by the crash; the resumed run produces it again
+            message = _Message(
+                stored.type,
+                [stored.content] if stored.content else [],
+                stored.timestamp,
+                key=str(meta.get("message_id", "")),
+                meta=meta,
+            )
+            for call in stored.tool_calls:
+                tool = self._tools.get(call.id)
+                if tool is None:
+                    tool = self._tools[call.id] = self._seed_tool(call)
+                tool.owner = message
+                message.tool_ids.append(call.id)
+            self._messages.append(message)
+            if message.key:
+                self._by_key[message.key] = message
+        for sub in status.sub_agent_executions:
+            self._subs[sub.id] = _SubAgent(
+                id=sub.id,
+                name=sub.name,
+                input=sub.input,
+                status=sub.status,
+                parts=[sub.output] if sub.output else [],
+                started_at=sub.started_at,
+                completed_at=sub.completed_at,
+                error=sub.error,
+                meta=_struct_dict(sub.metadata) if sub.HasField("metadata") else {},
+            )
+        stored_todos = sorted(status.todos.values(), key=lambda t: (t.created_at, t.id))
+        for item in stored_todos:
+            self._todos[item.id] = _Todo(
+                item.id, item.content, item.status, item.created_at, item.updated_at
+            )
+            if item.status != enum_pb2.TODO_CANCELLED:
+                self._todo_order.append(item.id)
+            suffix = item.id.rpartition("-")[2]
+            if suffix.isdigit():
+                self._todo_serial = max(self._todo_serial, int(suffix))
+
+    @staticmethod
+    def _seed_tool(call: api_pb2.ToolCall) -> _Tool:
+        component = api_pb2.ComponentMetadata()
+        component.CopyFrom(call.component_metadata)
+        meta = component.metadata
+        sub_id = meta.fields["sub_agent_id"].string_value if "sub_agent_id" in meta.fields else ""
+        return _Tool(
+            id=call.id,
+            name=call.name,
+            args=_struct_dict(call.args) if call.HasField("args") else {},
+            component=component,
+            status=call.status or enum_pb2.TOOL_CALL_PENDING,
+            result=call.result,
+            error=call.error,
+            started_at=call.started_at,
+            completed_at=call.completed_at,
+            sub_agent_id=sub_id,
+        )
+
+
+def _usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _add_usage(meta: dict[str, Any], usage: Usage | None) -> None:
+    if usage is None:
+        return
+    total = meta.setdefault("usage", {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
+    total["input_tokens"] += usage.input_tokens
+    total["output_tokens"] += usage.output_tokens
+    total["total_tokens"] += usage.total_tokens
+
+
+def _problem(event: object) -> str | None:
+    """Why `event` cannot be applied, or None; cheap checks on what the handlers rely on."""
+    if isinstance(event, TokenDelta):
+        if not isinstance(event.message_id, str) or not event.message_id:
+            return "token delta without a message id"
+        if not isinstance(event.text, str):
+            return "token delta text is not a string"
+    elif isinstance(event, ModelTurnEnded):
+        if not isinstance(event.message_id, str) or not event.message_id:
+            return "model turn without a message id"
+        if not isinstance(event.text, str):
+            return "model turn text is not a string"
+        for call in event.tool_calls:
+            if not isinstance(call, ToolCallRequest) or not call.id or not isinstance(call.id, str):
+                return "model turn with a tool call without an id"
+            if not isinstance(call.args, Mapping):
+                return "tool call arguments are not a mapping"
+        if event.usage is not None and not isinstance(event.usage, Usage):
+            return "usage is not a Usage"
+    elif isinstance(event, ToolStarted | ToolEnded):
+        if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
+            return "tool event without a tool call id"
+        if not isinstance(event.name, str):
+            return "tool name is not a string"
+        if isinstance(event, ToolStarted) and not isinstance(event.args, Mapping):
+            return "tool arguments are not a mapping"
+        if isinstance(event, ToolEnded) and not (
+            isinstance(event.result, str) and isinstance(event.error, str)
+        ):
+            return "tool result or error is not a string"
+    if not isinstance(getattr(event, "sub_agent_id", ""), str):
+        return "sub_agent_id is not a string"
+    return None
