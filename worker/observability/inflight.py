@@ -66,7 +66,9 @@ class InFlightExecution:
 
     def set_phase(self, phase: int | str) -> None:
         """Accepts an `ExecutionPhase` value or its name."""
-        self.phase = enum_pb2.ExecutionPhase.Name(phase) if isinstance(phase, int) else phase  # type: ignore[arg-type]
+        if isinstance(phase, int):
+            phase = enum_pb2.ExecutionPhase.Name(enum_pb2.ExecutionPhase.ValueType(phase))
+        self.phase = phase
 
     def heartbeat(self, *details: Any) -> None:
         self.last_heartbeat_at = self._wall()
