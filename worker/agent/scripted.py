@@ -33,6 +33,7 @@ Scripts:
 - `fail-tool`: a tool call with a missing argument (the tool fails), then recovery;
 - `long` / `long:<turns>`: `<turns>` steps (default 5) of streamed text and one tool call each,
   then an answer (benchmarks, resume tests);
+- `delegate`: two `task` calls in one turn (sub-agents running concurrently), then an answer;
 - `subagent`: what a delegated sub-agent does: looks at the workspace, then reports.
 """
 
@@ -305,6 +306,27 @@ def long(turn: Turn) -> Step:
     return Step(text, (call,))
 
 
+def delegate(turn: Turn) -> Step:
+    if turn.step == 0:
+        topics = ("the files in the workspace", "what the user is asking for")
+        calls = tuple(
+            Call(
+                "task",
+                {
+                    "description": f"Look into {topic} and report in one sentence. "
+                    f"Request: {_quote(turn.request, 100)}",
+                    "subagent_type": "general-purpose",
+                },
+            )
+            for topic in topics
+        )
+        return Step("Two questions can be answered in parallel; delegating both.", calls)
+    reports = [m for m in turn.turn_results if m.name == "task"]
+    lines = [f"Both sub-agents reported ({len(reports)} reports):"]
+    lines += [f"- {_quote(r.text, 160)}" for r in reports]
+    return Step("\n".join(lines))
+
+
 def subagent(turn: Turn) -> Step:
     if turn.step == 0:
         return Step(
@@ -313,8 +335,7 @@ def subagent(turn: Turn) -> Step:
     listing = turn.result_of("ls")
     seen = _quote(listing.text, 160) if listing is not None else "nothing"
     return Step(
-        f"Research summary: the workspace listing shows {seen}. "
-        "Nothing else needed checking for this task."
+        f"Research summary for '{_quote(turn.request, 60)}': the workspace listing shows {seen}."
     )
 
 
@@ -324,9 +345,10 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "memory": memory,
     "fail-tool": fail_tool,
     "long": long,
+    "delegate": delegate,
     "subagent": subagent,
 }
-_DELEGATING = frozenset({"demo"})
+_DELEGATING = frozenset({"demo", "delegate"})
 
 
 # -- the model ------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ item of a new list takes the id of the item it continues in the previous list:
 
 1. the same content (whitespace and case ignored), first unclaimed occurrence first, so moving an
    item or adding one in front keeps every id;
-2. otherwise the item at the same position, when its wording is close enough to be an edit of it
-   (a reworded step keeps its id, an unrelated new step does not);
+2. otherwise the most similar unclaimed previous item (the nearest one on a tie), when its
+   wording is close enough to be an edit of it: a reworded step keeps its id, an unrelated new
+   step does not;
 3. otherwise a fresh id.
 """
 
@@ -42,13 +43,17 @@ def assign_ids(
             claimed.add(match)
         ids.append(match)
     for position, content in enumerate(contents):
-        if ids[position] is not None or position >= len(previous):
+        if ids[position] is not None:
             continue
-        old_id, old_content = previous[position]
-        if old_id in claimed:
-            continue
-        ratio = SequenceMatcher(None, normalise(old_content), normalise(content)).ratio()
-        if ratio >= SIMILARITY:
-            ids[position] = old_id
-            claimed.add(old_id)
+        best: tuple[float, int, str] | None = None
+        for old_position, (old_id, old_content) in enumerate(previous):
+            if old_id in claimed:
+                continue
+            ratio = SequenceMatcher(None, normalise(old_content), normalise(content)).ratio()
+            rank = (ratio, -abs(old_position - position), old_id)
+            if ratio >= SIMILARITY and (best is None or rank > best):
+                best = rank
+        if best is not None:
+            ids[position] = best[2]
+            claimed.add(best[2])
     return [found if found is not None else new_id() for found in ids]
