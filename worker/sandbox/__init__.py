@@ -1,0 +1,69 @@
+"""Sandboxes: where an agent's files live and its commands run, one per session.
+
+`create_sandbox_provider(settings)` picks the backend (`local` or `daytona`); the provider's
+`acquire(session_key, sandbox_id=...)` returns the session's `Sandbox`; `AgentSandbox` binds it
+to one execution (environment, secret masking) and adapts it for deepagents and graphton.
+"""
+
+from __future__ import annotations
+
+from worker.errors import ConfigurationError
+from worker.sandbox.backend import (
+    AgentSandbox,
+    DeepAgentsBackend,
+    GraphtonBackend,
+    Redactor,
+    install_graphton_hook,
+)
+from worker.sandbox.base import (
+    CommandResult,
+    FileEntry,
+    FileWrite,
+    Isolation,
+    Sandbox,
+    SandboxPathError,
+    SandboxProvider,
+)
+from worker.sandbox.local import LocalSandbox, LocalSandboxes
+from worker.settings import SandboxBackend, Settings
+
+
+def create_sandbox_provider(settings: Settings) -> SandboxProvider:
+    """The provider the settings ask for; the caller closes it (`aclose`) at shutdown."""
+    sandbox = settings.sandbox
+    if settings.sandbox_backend is SandboxBackend.DAYTONA:
+        if sandbox.daytona_api_key is None:
+            raise ConfigurationError("SANDBOX_BACKEND=daytona needs DAYTONA_API_KEY")
+        # The Daytona SDK is heavy; only a worker configured for it pays for the import.
+        from worker.sandbox.daytona import DaytonaSandboxes  # noqa: PLC0415
+
+        return DaytonaSandboxes(
+            api_key=sandbox.daytona_api_key.get_secret_value(),
+            api_url=sandbox.daytona_api_url,
+            snapshot_id=sandbox.daytona_snapshot_id,
+            command_timeout=sandbox.command_timeout_seconds,
+        )
+    return LocalSandboxes(
+        settings.sandbox_root,
+        command_timeout=sandbox.command_timeout_seconds,
+        allow_network=sandbox.allow_network,
+    )
+
+
+__all__ = [
+    "AgentSandbox",
+    "CommandResult",
+    "DeepAgentsBackend",
+    "FileEntry",
+    "FileWrite",
+    "GraphtonBackend",
+    "Isolation",
+    "LocalSandbox",
+    "LocalSandboxes",
+    "Redactor",
+    "Sandbox",
+    "SandboxPathError",
+    "SandboxProvider",
+    "create_sandbox_provider",
+    "install_graphton_hook",
+]

@@ -1,0 +1,549 @@
+"""The sandbox as one execution's agent sees it, and the adapters its tools call.
+
+`AgentSandbox` binds a `Sandbox` to one execution: the merged agent environment goes to every
+command (and nowhere else), and the execution's secret values are masked in everything handed
+back to the model: command output, file contents, grep lines, progress chunks.
+
+Two adapters over it, because the two libraries disagree on method names and shapes:
+
+- `DeepAgentsBackend` implements deepagents' `SandboxBackendProtocol`, so its filesystem
+  middleware (`ls`, `read_file`, `write_file`, `edit_file`, `glob`, `grep`, `execute`) works on
+  the sandbox. Pass it as `backend=` to `deepagents.create_deep_agent`.
+- `GraphtonBackend` has the methods graphton's platform tools call (`read`, `write`, `delete`,
+  `list_files`, `is_directory`, `execute_streaming`). graphton builds its backend from a
+  `sandbox_config` dict; `AgentSandbox.graphton_sandbox_config()` returns one that makes graphton
+  use this backend (see `install_graphton_hook`), and graphton then wraps it for deepagents itself.
+
+graphton's `ls`/`glob`/`grep` tools run `find`/`grep` through `execute` when the backend has one,
+with paths straight from the model. On the local backend that would bypass the file jail (and
+disagree with it about what `/` means), so `GraphtonBackend` only offers `execute` for sandboxes
+whose commands see exactly the paths the file tools see (Daytona); otherwise those tools walk the
+jailed file API. Commands themselves always go through `execute_streaming`.
+
+The sync methods exist because both libraries call them from worker threads
+(`asyncio.to_thread`); they run the async operation on the loop that owns the sandbox and wait.
+Calling one from that loop's own thread would deadlock, so it raises instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fnmatch
+import posixpath
+import re
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
+
+from deepagents.backends.protocol import (
+    EditResult,
+    ExecuteResponse,
+    FileDownloadResponse,
+    FileInfo,
+    FileUploadResponse,
+    GrepMatch,
+    SandboxBackendProtocol,
+    WriteResult,
+)
+from deepagents.backends.utils import (
+    check_empty_content,
+    format_content_with_line_numbers,
+    perform_string_replacement,
+)
+from graphton.core import sandbox_factory
+from graphton.core.backends.types import ExecutionResult
+
+from worker.logs import MASK, SECRETS
+from worker.sandbox.base import CommandResult, FileEntry, FileWrite, OutputCallback, Sandbox
+
+T = TypeVar("T")
+
+MAX_WALK_ENTRIES = 10_000
+MAX_WALK_DEPTH = 30
+MAX_GREP_FILE_BYTES = 2 * 1024 * 1024
+MAX_GREP_MATCHES = 1000
+
+
+class Redactor:
+    """Masks the execution's secret values and every secret the process registered."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Same floor as the process registry: shorter values would mask ordinary text.
+        self._values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return SECRETS.redact(text)
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for a path glob: `*` and `?` stay within a segment, `**` crosses segments."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape("["))
+                i += 1
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _is_binary(data: bytes) -> bool:
+    return b"\x00" in data[:8192]
+
+
+class AgentSandbox:
+    """One execution's view of a sandbox: its environment, its secrets masked."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        env: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+        command_timeout: float | None = None,
+    ) -> None:
+        self.sandbox = sandbox
+        self._env = dict(env or {})
+        self.redact = Redactor(secrets)
+        self._timeout = command_timeout
+        self._loop = asyncio.get_running_loop()
+
+    # Async operations, shared by both adapters.
+
+    async def read_text(self, path: str) -> str:
+        data = await self.sandbox.read_file(path)
+        if _is_binary(data):
+            raise OSError(errno.EINVAL, "binary file; inspect it with a command", path)
+        return self.redact(data.decode("utf-8", errors="replace"))
+
+    async def write_text(self, path: str, content: str) -> None:
+        await self.sandbox.write_files([FileWrite(path, content.encode("utf-8"))])
+
+    async def exists(self, path: str) -> bool:
+        target = await self._base(path)
+        try:
+            entries = await self.sandbox.list_dir(posixpath.dirname(target) or ".")
+        except OSError:
+            return False
+        name = posixpath.basename(target)
+        return any(posixpath.basename(e.path) == name for e in entries)
+
+    async def is_dir(self, path: str) -> bool:
+        try:
+            await self.sandbox.list_dir(path)
+        except OSError:
+            return False
+        return True
+
+    async def ls(self, path: str) -> list[FileEntry]:
+        return await self.sandbox.list_dir(path)
+
+    async def walk(self, path: str) -> list[FileEntry]:
+        """Every entry under `path`, breadth first, bounded in count and depth."""
+        found: list[FileEntry] = []
+        level = [path]
+        for _ in range(MAX_WALK_DEPTH):
+            next_level: list[str] = []
+            for directory in level:
+                try:
+                    entries = await self.sandbox.list_dir(directory)
+                except OSError:
+                    continue
+                for entry in entries:
+                    found.append(entry)
+                    if len(found) >= MAX_WALK_ENTRIES:
+                        return found
+                    if entry.is_dir:
+                        next_level.append(entry.path)
+            if not next_level:
+                break
+            level = next_level
+        return found
+
+    async def glob(self, pattern: str, path: str) -> list[FileEntry]:
+        base = await self._base(path)
+        regex = glob_regex(pattern.lstrip("/"))
+        matches = []
+        for entry in await self.walk(base):
+            relative = posixpath.relpath(entry.path, base)
+            if regex.match(relative):
+                matches.append(entry)
+        return matches
+
+    async def grep(self, pattern: str, path: str | None, glob: str | None) -> list[GrepMatch]:
+        """Lines containing `pattern` literally, in files under `path` whose name matches `glob`."""
+        base = await self._base(path or ".")
+        name_filter = glob_regex(glob) if glob and "/" in glob else None
+        matches: list[GrepMatch] = []
+        entries = await self.walk(base) if await self.is_dir(base) else [FileEntry(base, False)]
+        for entry in entries:
+            if entry.is_dir or entry.size > MAX_GREP_FILE_BYTES:
+                continue
+            relative = posixpath.relpath(entry.path, base)
+            if glob and not (
+                name_filter.match(relative)
+                if name_filter
+                else fnmatch.fnmatchcase(posixpath.basename(entry.path), glob)
+            ):
+                continue
+            try:
+                data = await self.sandbox.read_file(entry.path)
+            except OSError:
+                continue
+            if _is_binary(data):
+                continue
+            for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+                if pattern in line:
+                    matches.append({"path": entry.path, "line": number, "text": self.redact(line)})
+                    if len(matches) >= MAX_GREP_MATCHES:
+                        return matches
+        return matches
+
+    async def _base(self, path: str) -> str:
+        # Resolve through the sandbox so results carry the same absolute paths as `ls`.
+        resolve = getattr(self.sandbox, "resolve", None)
+        return str(resolve(path)) if callable(resolve) else path
+
+    async def execute(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the command's limit, not this call's
+        on_output: OutputCallback | None = None,
+    ) -> CommandResult:
+        forward = _LineRedactor(on_output, self.redact) if on_output else None
+        result = await self.sandbox.exec(
+            command,
+            env=self._env,
+            timeout=timeout if timeout is not None else self._timeout,
+            on_output=forward,
+        )
+        if forward is not None:
+            forward.flush()
+        return CommandResult(
+            self.redact(result.output),
+            result.exit_code,
+            truncated=result.truncated,
+            timed_out=result.timed_out,
+        )
+
+    # Bridging for the libraries' synchronous calls from worker threads.
+
+    def call(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError(
+                "a synchronous sandbox call on the event loop's thread would deadlock; "
+                "use the async method"
+            )
+        return asyncio.run_coroutine_threadsafe(make(), self._loop).result()
+
+    # Adapters.
+
+    def deepagents_backend(self) -> DeepAgentsBackend:
+        return DeepAgentsBackend(self)
+
+    def graphton_backend(self) -> GraphtonBackend:
+        if self.sandbox.isolation.mechanism == "daytona":
+            return GraphtonShellBackend(self)
+        return GraphtonBackend(self)
+
+    def graphton_sandbox_config(self) -> dict[str, Any]:
+        """A `sandbox_config` for `graphton.create_deep_agent` that uses this sandbox."""
+        install_graphton_hook()
+        return {"type": "filesystem", GRAPHTON_BACKEND_KEY: self.graphton_backend()}
+
+
+class _LineRedactor:
+    """Forwards output whole lines at a time, masked; a secret is never split across chunks."""
+
+    def __init__(self, target: OutputCallback, redact: Callable[[str], str]) -> None:
+        self._target = target
+        self._redact = redact
+        self._pending = ""
+
+    def __call__(self, chunk: str) -> None:
+        text = self._pending + chunk
+        cut = text.rfind("\n") + 1
+        self._pending = text[cut:]
+        if cut:
+            self._target(self._redact(text[:cut]))
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, ""
+            self._target(self._redact(pending))
+
+
+def _file_info(entry: FileEntry) -> FileInfo:
+    return {"path": entry.path, "is_dir": entry.is_dir, "size": entry.size}
+
+
+def _describe(err: BaseException, path: str) -> str:
+    if isinstance(err, FileNotFoundError):
+        return f"Error: File '{path}' not found"
+    if isinstance(err, IsADirectoryError):
+        return f"Error: '{path}' is a directory"
+    if isinstance(err, PermissionError):
+        return f"Error: access to '{path}' refused: {err}"
+    return f"Error: {path}: {err}"
+
+
+class DeepAgentsBackend(SandboxBackendProtocol):
+    """deepagents' `SandboxBackendProtocol` over an `AgentSandbox`."""
+
+    def __init__(self, agent_sandbox: AgentSandbox) -> None:
+        self._s = agent_sandbox
+
+    @property
+    def id(self) -> str:
+        return self._s.sandbox.id
+
+    async def als_info(self, path: str) -> list[FileInfo]:
+        try:
+            return [_file_info(e) for e in await self._s.ls(path)]
+        except OSError:
+            return []
+
+    async def aread(self, file_path: str, offset: int = 0, limit: int = 2000) -> str:
+        try:
+            content = await self._s.read_text(file_path)
+        except OSError as err:
+            return _describe(err, file_path)
+        empty = check_empty_content(content)
+        if empty:
+            return empty
+        lines = content.splitlines()
+        if offset >= len(lines):
+            return f"Error: Line offset {offset} exceeds file length ({len(lines)} lines)"
+        selected = lines[offset : offset + limit]
+        return format_content_with_line_numbers(selected, start_line=offset + 1)
+
+    async def awrite(self, file_path: str, content: str) -> WriteResult:
+        try:
+            if await self._s.exists(file_path):
+                return WriteResult(
+                    error=f"Cannot write to {file_path} because it already exists. "
+                    "Read and then make an edit, or write to a new path."
+                )
+            await self._s.write_text(file_path, content)
+        except OSError as err:
+            return WriteResult(error=_describe(err, file_path))
+        return WriteResult(path=file_path, files_update=None)
+
+    async def aedit(
+        self,
+        file_path: str,
+        old_string: str,
+        new_string: str,
+        replace_all: bool = False,
+    ) -> EditResult:
+        try:
+            data = await self._s.sandbox.read_file(file_path)
+            outcome = perform_string_replacement(
+                data.decode("utf-8"), old_string, new_string, replace_all
+            )
+            if isinstance(outcome, str):
+                return EditResult(error=self._s.redact(outcome))
+            content, occurrences = outcome
+            await self._s.write_text(file_path, content)
+        except UnicodeDecodeError:
+            return EditResult(error=f"Error: '{file_path}' is not a text file")
+        except OSError as err:
+            return EditResult(error=_describe(err, file_path))
+        return EditResult(path=file_path, files_update=None, occurrences=int(occurrences))
+
+    async def agrep_raw(
+        self, pattern: str, path: str | None = None, glob: str | None = None
+    ) -> list[GrepMatch] | str:
+        try:
+            return await self._s.grep(pattern, path, glob)
+        except OSError as err:
+            return _describe(err, path or ".")
+
+    async def aglob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+        try:
+            return [_file_info(e) for e in await self._s.glob(pattern, path)]
+        except OSError:
+            return []
+
+    async def aexecute(
+        self,
+        command: str,
+        *,
+        timeout: int | None = None,  # noqa: ASYNC109 - forwarded to the sandbox's own timeout
+    ) -> ExecuteResponse:
+        result = await self._s.execute(command, timeout=timeout)
+        return ExecuteResponse(
+            output=result.output, exit_code=result.exit_code, truncated=result.truncated
+        )
+
+    async def aupload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
+        responses = []
+        for path, data in files:
+            try:
+                await self._s.sandbox.write_files([FileWrite(path, data)])
+                responses.append(FileUploadResponse(path=path))
+            except IsADirectoryError:
+                responses.append(FileUploadResponse(path=path, error="is_directory"))
+            except PermissionError:
+                responses.append(FileUploadResponse(path=path, error="permission_denied"))
+            except OSError:
+                responses.append(FileUploadResponse(path=path, error="invalid_path"))
+        return responses
+
+    async def adownload_files(self, paths: list[str]) -> list[FileDownloadResponse]:
+        responses = []
+        for path in paths:
+            try:
+                data = await self._s.sandbox.read_file(path)
+                responses.append(FileDownloadResponse(path=path, content=data))
+            except FileNotFoundError:
+                responses.append(FileDownloadResponse(path=path, error="file_not_found"))
+            except IsADirectoryError:
+                responses.append(FileDownloadResponse(path=path, error="is_directory"))
+            except PermissionError:
+                responses.append(FileDownloadResponse(path=path, error="permission_denied"))
+            except OSError:
+                responses.append(FileDownloadResponse(path=path, error="invalid_path"))
+        return responses
+
+    # Synchronous forms, for callers on worker threads.
+
+    def ls_info(self, path: str) -> list[FileInfo]:
+        return self._s.call(lambda: self.als_info(path))
+
+    def read(self, file_path: str, offset: int = 0, limit: int = 2000) -> str:
+        return self._s.call(lambda: self.aread(file_path, offset, limit))
+
+    def write(self, file_path: str, content: str) -> WriteResult:
+        return self._s.call(lambda: self.awrite(file_path, content))
+
+    def edit(
+        self,
+        file_path: str,
+        old_string: str,
+        new_string: str,
+        replace_all: bool = False,
+    ) -> EditResult:
+        return self._s.call(lambda: self.aedit(file_path, old_string, new_string, replace_all))
+
+    def grep_raw(
+        self, pattern: str, path: str | None = None, glob: str | None = None
+    ) -> list[GrepMatch] | str:
+        return self._s.call(lambda: self.agrep_raw(pattern, path, glob))
+
+    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+        return self._s.call(lambda: self.aglob_info(pattern, path))
+
+    def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
+        return self._s.call(lambda: self.aexecute(command, timeout=timeout))
+
+    def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
+        return self._s.call(lambda: self.aupload_files(files))
+
+    def download_files(self, paths: list[str]) -> list[FileDownloadResponse]:
+        return self._s.call(lambda: self.adownload_files(paths))
+
+
+class GraphtonBackend:
+    """What graphton's platform tools call; errors are raised (graphton turns them into text)."""
+
+    def __init__(self, agent_sandbox: AgentSandbox) -> None:
+        self._s = agent_sandbox
+
+    @property
+    def id(self) -> str:
+        return self._s.sandbox.id
+
+    def read(self, path: str) -> str:
+        return self._s.call(lambda: self._s.read_text(path))
+
+    def write(self, path: str, content: str) -> WriteResult:
+        self._s.call(lambda: self._s.write_text(path, content))
+        return WriteResult(path=path)
+
+    def delete(self, path: str) -> None:
+        self._s.call(lambda: self._s.sandbox.delete(path))
+
+    def list_files(self, path: str = ".") -> list[str]:
+        entries = self._s.call(lambda: self._s.ls(path))
+        return [posixpath.basename(e.path) for e in entries]
+
+    def is_directory(self, path: str) -> bool:
+        return self._s.call(lambda: self._s.is_dir(path))
+
+    async def execute_streaming(
+        self,
+        command: str,
+        *,
+        timeout: int | float | None = None,  # noqa: ASYNC109 - forwarded to the sandbox
+        on_chunk: Callable[[str], Any] | None = None,
+    ) -> Any:
+        result = await self._s.execute(command, timeout=timeout, on_output=on_chunk)
+        return ExecutionResult(exit_code=result.exit_code, stdout=result.output, stderr="")
+
+    def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
+        return DeepAgentsBackend(self._s).upload_files(files)
+
+    def download_files(self, paths: list[str]) -> list[FileDownloadResponse]:
+        return DeepAgentsBackend(self._s).download_files(paths)
+
+
+class GraphtonShellBackend(GraphtonBackend):
+    """`GraphtonBackend` plus a synchronous `execute`, for sandboxes whose shell and file
+    tools agree on paths (graphton then runs `ls`, `glob` and `grep` as commands)."""
+
+    def execute(self, command: str, timeout: int | float | None = None) -> Any:
+        return self._s.call(lambda: self.execute_streaming(command, timeout=timeout))
+
+
+# graphton builds its sandbox backend from a dict (`create_sandbox_backend`) and has no way to
+# accept an instance. It imports that factory from its module at call time, so wrapping the
+# module attribute once lets a dict carry our backend through unchanged, and leaves every other
+# configuration to graphton.
+GRAPHTON_BACKEND_KEY = "agent_runner_backend"
+_hook_installed = False
+
+
+def install_graphton_hook() -> None:
+    """Make `graphton.create_deep_agent(sandbox_config={..., GRAPHTON_BACKEND_KEY: b})` use `b`."""
+    global _hook_installed  # noqa: PLW0603 - a process-wide, idempotent patch
+    if _hook_installed:
+        return
+    original: Callable[[dict[str, Any]], Any] = sandbox_factory.create_sandbox_backend
+
+    def create_sandbox_backend(config: dict[str, Any]) -> Any:
+        backend = config.get(GRAPHTON_BACKEND_KEY) if isinstance(config, dict) else None
+        return backend if backend is not None else original(config)
+
+    sandbox_factory.create_sandbox_backend = create_sandbox_backend
+    _hook_installed = True
