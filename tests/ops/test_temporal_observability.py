@@ -14,8 +14,10 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import activity, workflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RetryPolicy
 from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -37,6 +39,8 @@ async def execute_graphton(execution_id: str) -> str:
     """A stand-in for the real activity: a nested span, a heartbeat, then waits to be released."""
     with span("agent.run", {"execution.id": execution_id}):
         activity.heartbeat({"execution_id": execution_id, "stage": "running", "events": 3})
+        if execution_id.startswith("fail-"):
+            raise ApplicationError("the agent failed", type="AgentFailed", non_retryable=True)
         await release.wait()
     return "done"
 
@@ -52,6 +56,7 @@ class InvokeWorkflow:
             execution_id,
             task_queue=ACTIVITY_QUEUE,
             start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=1),
         )
 
 
@@ -177,3 +182,18 @@ async def test_metrics_after_a_run_carry_our_series_and_temporals(rig: Rig) -> N
     temporal = {line.split("{")[0].split(" ")[0] for line in lines if line.startswith("temporal_")}
     assert "temporal_activity_execution_latency_count" in temporal, sorted(temporal)
     assert any(name.startswith("temporal_worker_task_slots_available") for name in temporal)
+
+
+async def test_a_failed_execution_counts_as_failed(rig: Rig) -> None:
+    handle = await rig.orchestrator.start_workflow(  # type: ignore[attr-defined]
+        InvokeWorkflow.run,
+        "fail-1",
+        id=f"stigmer/agent-execution/invoke/fail-{uuid.uuid4().hex}",
+        task_queue=WORKFLOW_QUEUE,
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    registry = rig.metrics.registry
+    assert registry.get_sample_value("agent_runner_executions_total", {"outcome": "failed"}) == 1
+    assert registry.get_sample_value("agent_runner_executions_total", {"outcome": "completed"}) == 0
+    assert rig.in_flight.count() == 0

@@ -1,0 +1,134 @@
+"""Tracing helpers: export only when configured, spans around model/tool/gRPC calls, and the
+gRPC client interceptor that sends the trace context to the orchestrator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from worker.observability import tracing
+from worker.settings import ObservabilitySettings
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def processors(provider: TracerProvider) -> list[object]:
+    # The SDK keeps them on its multi-processor; no public accessor.
+    return list(provider._active_span_processor._span_processors)
+
+
+def test_no_endpoint_means_no_exporter() -> None:
+    settings = ObservabilitySettings.model_validate({})
+    provider = tracing.configure_tracing(settings, set_global=False)
+    assert processors(provider) == []
+    assert provider.resource.attributes["service.name"] == "agent-runner"
+
+
+def test_an_otlp_endpoint_adds_a_batching_exporter() -> None:
+    settings = ObservabilitySettings.model_validate(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_SERVICE_NAME": "runner-x"}
+    )
+    provider = tracing.configure_tracing(settings, set_global=False)
+    try:
+        (processor,) = processors(provider)
+        assert isinstance(processor, BatchSpanProcessor)
+        assert provider.resource.attributes["service.name"] == "runner-x"
+    finally:
+        provider.shutdown()
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing(
+        ObservabilitySettings.model_validate({}), exporter=exporter, set_global=False
+    )
+    return exporter
+
+
+def test_model_and_tool_spans_nest_and_carry_genai_attributes(
+    spans: InMemorySpanExporter,
+) -> None:
+    with (
+        tracing.model_span("claude-sonnet-4", provider="anthropic"),
+        tracing.tool_span("execute", call_id="toolu_1"),
+    ):
+        pass
+    tool, model = spans.get_finished_spans()
+    assert model.name == "chat claude-sonnet-4" and model.kind is SpanKind.CLIENT
+    assert model.attributes is not None and tool.attributes is not None
+    assert model.attributes["gen_ai.request.model"] == "claude-sonnet-4"
+    assert model.attributes["gen_ai.system"] == "anthropic"
+    assert tool.name == "execute_tool execute"
+    assert tool.attributes["gen_ai.tool.call.id"] == "toolu_1"
+    assert tool.parent is not None and model.context is not None
+    assert tool.parent.span_id == model.context.span_id
+
+
+def test_an_escaping_exception_marks_the_span_failed(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(RuntimeError), tracing.span("step"):
+        raise RuntimeError("boom")
+    (failed,) = spans.get_finished_spans()
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [e.name for e in failed.events] == ["exception"]
+
+
+class RecordingHealth(health_pb2_grpc.HealthServicer):
+    """A gRPC server standing in for the orchestrator; remembers the metadata it received."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        self.metadata.append({k: str(v) for k, v in context.invocation_metadata() or ()})
+        if request.service == "down":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
+@pytest.fixture
+async def recording_server() -> AsyncIterator[tuple[RecordingHealth, int]]:
+    servicer = RecordingHealth()
+    server = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield servicer, port
+    finally:
+        await server.stop(grace=None)
+
+
+async def test_grpc_calls_get_a_client_span_and_send_its_context(
+    spans: InMemorySpanExporter, recording_server: tuple[RecordingHealth, int]
+) -> None:
+    servicer, port = recording_server
+    async with aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=[tracing.TracingClientInterceptor()]
+    ) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        await stub.Check(health_pb2.HealthCheckRequest(), metadata=(("authorization", "b"),))
+        with pytest.raises(aio.AioRpcError):
+            await stub.Check(health_pb2.HealthCheckRequest(service="down"))
+    ok, failed = spans.get_finished_spans()
+    assert ok.name == HEALTH_CHECK.lstrip("/") and ok.kind is SpanKind.CLIENT
+    assert ok.attributes is not None
+    assert (ok.attributes["rpc.service"], ok.attributes["rpc.method"]) == (
+        "grpc.health.v1.Health",
+        "Check",
+    )
+    assert failed.status.status_code is StatusCode.ERROR
+    sent = servicer.metadata[0]
+    assert sent["authorization"] == "b"  # the caller's metadata survives
+    assert ok.context is not None
+    assert sent["traceparent"].split("-")[1] == f"{ok.context.trace_id:032x}"
