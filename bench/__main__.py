@@ -170,8 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only and path.exists():
         # Benchmarks run one at a time accumulate into the commit's results.
         run.results.update(load(path).results)
-    for name in args.only or list(BENCHMARKS):
-        run.results[name] = run_one(name, args)
+    try:
+        for name in args.only or list(BENCHMARKS):
+            run.results[name] = run_one(name, args)
+    finally:
+        from bench import infra
+
+        infra.close()
     save(run, path)
     print(f"bench: results in {path}", file=sys.stderr)
     doc = args.doc or (None if args.quick else DOC)

@@ -1,0 +1,187 @@
+"""Real servers for the benchmarks: the embedded stack, the stub and workers as child processes.
+
+One devstack (Temporal + MongoDB-wire, ephemeral) is started lazily and shared by every
+benchmark of an invocation; `close()` stops it. The stub and the workers run as subprocesses so
+their CPU is not the measured process's and their memory is their own; each gets its own
+database and task queues, so benchmarks never see each other's executions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bench.results import NotRun
+from devstack import Endpoints, Stack, StackConfig
+from devstack.net import pick_free_ports
+from stigmer_stub.client import StigmerClient
+
+LOOPBACK = "127.0.0.1"
+STOP_SECONDS = 15.0
+
+
+class _Shared:
+    """What one invocation shares between benchmarks: a scratch directory and the stack."""
+
+    stack: Stack | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+
+
+_shared = _Shared()
+
+
+def scratch() -> Path:
+    """A directory for this invocation's logs, workspaces and stack data; removed by close()."""
+    if _shared.scratch is None:
+        _shared.scratch = tempfile.TemporaryDirectory(prefix="agent-runner-bench-")
+    return Path(_shared.scratch.name)
+
+
+def stack() -> Endpoints:
+    """The shared ephemeral stack (Temporal and MongoDB-wire), started on first use."""
+    if _shared.stack is None:
+        candidate = Stack(StackConfig(data_dir=scratch() / "stack", ephemeral=True, redis=False))
+        try:
+            candidate.start()
+        except Exception as err:
+            raise NotRun(f"the embedded stack did not start: {err}") from err
+        _shared.stack = candidate
+    return _shared.stack.endpoints
+
+
+def stack_pids() -> dict[str, int]:
+    return {str(k): v for k, v in _shared.stack.pids().items()} if _shared.stack else {}
+
+
+def close() -> None:
+    """Stop the shared stack and remove the scratch directory (idempotent)."""
+    if _shared.stack is not None:
+        _shared.stack.stop()
+        _shared.stack = None
+    if _shared.scratch is not None:
+        _shared.scratch.cleanup()
+        _shared.scratch = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc), 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident memory of a process (this one by default), from /proc."""
+    try:
+        pages = int(Path(f"/proc/{pid or 'self'}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Child:
+    """A server started by a benchmark: its process, log file and what it listens on."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    address: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def tail(self, lines: int = 20) -> str:
+        self.log_file.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+
+
+def spawn(name: str, args: list[str], env: Mapping[str, str]) -> Child:
+    log_path = scratch() / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, **env},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=scratch(),
+    )
+    return Child(name, process, log_path, log_file)
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    runner_queue: str
+    workflow_queue: str
+    database: str
+
+
+def stub_env(endpoints: Endpoints, config: StubConfig, port: int) -> dict[str, str]:
+    return {
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
+        "STIGMER_STUB_HOST": LOOPBACK,
+        "STIGMER_STUB_PORT": str(port),
+        "MONGODB_URI": endpoints.mongodb_uri,
+        "STIGMER_STUB_MONGODB_DATABASE": config.database,
+        "TEMPORAL_SERVICE_ADDRESS": endpoints.temporal_address,
+        "TEMPORAL_NAMESPACE": endpoints.temporal_namespace,
+        "TEMPORAL_AGENT_EXECUTION_STIGMER_TASK_QUEUE": config.workflow_queue,
+        "TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE": config.runner_queue,
+        "STIGMER_STUB_SHUTDOWN_GRACE_SECONDS": "1",
+    }
+
+
+def new_stub_config(label: str) -> StubConfig:
+    suffix = uuid.uuid4().hex[:8]
+    return StubConfig(
+        runner_queue=f"bench-{label}-runner-{suffix}",
+        workflow_queue=f"bench-{label}-workflows-{suffix}",
+        database=f"bench_{label}_{suffix}",
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_stub(label: str) -> AsyncIterator[tuple[Child, StubConfig, StigmerClient]]:
+    """The stub as a subprocess on the shared stack, and a client of it."""
+    endpoints = stack()
+    config = new_stub_config(label)
+    (port,) = pick_free_ports(LOOPBACK, 1)
+    child = spawn("stub", ["-m", "stigmer_stub"], stub_env(endpoints, config, port))
+    child.address = f"{LOOPBACK}:{port}"
+    try:
+        async with StigmerClient(child.address, timeout_seconds=60) as client:
+            try:
+                await client.wait_ready(30)
+            except TimeoutError as err:
+                raise NotRun(f"the stub did not start:\n{child.tail()}") from err
+            yield child, config, client
+    finally:
+        child.stop()
