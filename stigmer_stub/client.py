@@ -8,7 +8,7 @@ this facade does not cover.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -210,7 +210,9 @@ class StigmerClient:
         )
         return result
 
-    async def subscribe(self, execution_id: str) -> AsyncIterator[execution_pb2.AgentExecution]:
+    async def subscribe(
+        self, execution_id: str
+    ) -> AsyncGenerator[execution_pb2.AgentExecution, None]:
         """The execution's current state, then each change, until it ends. No deadline: an
         execution may run for as long as its workflow allows."""
         call = self.execution_queries.subscribe(

@@ -1,0 +1,89 @@
+"""The status merge of contract §4, with the terminal guard (pure; no servers)."""
+
+from __future__ import annotations
+
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+
+from stigmer_stub.merge import is_terminal, merge_status
+
+Phase = enum_pb2.ExecutionPhase
+
+
+def status(**fields: object) -> api_pb2.AgentExecutionStatus:
+    return api_pb2.AgentExecutionStatus(**fields)  # type: ignore[arg-type]
+
+
+def msgs(*contents: str) -> list[api_pb2.AgentMessage]:
+    return [api_pb2.AgentMessage(content=c) for c in contents]
+
+
+def test_non_empty_lists_replace_wholesale_and_empty_ones_keep_the_stored() -> None:
+    current = status(messages=msgs("a", "b"), tool_calls=[api_pb2.ToolCall(id="t1")])
+    current.todos["x"].content = "old"
+    current.sub_agent_executions.add(id="s1")
+
+    merged = merge_status(current, status(messages=msgs("c")))
+
+    assert [m.content for m in merged.messages] == ["c"]
+    assert [t.id for t in merged.tool_calls] == ["t1"]
+    assert [s.id for s in merged.sub_agent_executions] == ["s1"]
+    assert merged.todos["x"].content == "old"
+
+
+def test_a_non_empty_todo_map_replaces_the_stored_one() -> None:
+    current = status()
+    current.todos["old"].content = "x"
+    incoming = status()
+    incoming.todos["new"].content = "y"
+    assert set(merge_status(current, incoming).todos) == {"new"}
+
+
+def test_scalars_overwrite_only_when_set() -> None:
+    current = status(phase=Phase.EXECUTION_IN_PROGRESS, started_at="t0", error="e0")
+    merged = merge_status(current, status())
+    assert (merged.phase, merged.started_at, merged.error) == (
+        Phase.EXECUTION_IN_PROGRESS,
+        "t0",
+        "e0",
+    )
+    merged = merge_status(current, status(phase=Phase.EXECUTION_FAILED, error="e1"))
+    assert (merged.phase, merged.error) == (Phase.EXECUTION_FAILED, "e1")
+
+
+def test_audit_and_callback_token_are_never_taken_from_the_update() -> None:
+    current = status(callback_token=b"mine")
+    current.audit.status_audit.event = "created"
+    incoming = status(callback_token=b"theirs")
+    incoming.audit.status_audit.event = "forged"
+    merged = merge_status(current, incoming)
+    assert merged.callback_token == b"mine"
+    assert merged.audit.status_audit.event == "created"
+
+
+@pytest.mark.parametrize(
+    "terminal", [Phase.EXECUTION_COMPLETED, Phase.EXECUTION_FAILED, Phase.EXECUTION_CANCELLED]
+)
+def test_a_terminal_outcome_is_final_for_runner_updates(terminal: int) -> None:
+    current = status(phase=terminal, completed_at="t1", messages=msgs("a"))
+    late = status(
+        phase=Phase.EXECUTION_IN_PROGRESS, error="late", completed_at="t2", messages=msgs("a", "b")
+    )
+    merged = merge_status(current, late)
+    assert (merged.phase, merged.error, merged.completed_at) == (terminal, "", "t1")
+    assert [m.content for m in merged.messages] == ["a", "b"]
+
+
+def test_the_workflows_verdict_passes_the_guard_and_a_success_clears_the_old_error() -> None:
+    current = status(phase=Phase.EXECUTION_FAILED, error="attempt 1 failed", messages=msgs("a"))
+    merged = merge_status(current, status(phase=Phase.EXECUTION_COMPLETED), authoritative=True)
+    assert (merged.phase, merged.error) == (Phase.EXECUTION_COMPLETED, "")
+    assert [m.content for m in merged.messages] == ["a"]
+
+
+def test_inputs_are_not_modified() -> None:
+    current = status(messages=msgs("a"))
+    incoming = status(messages=msgs("b"), phase=Phase.EXECUTION_COMPLETED)
+    merge_status(current, incoming)
+    assert [m.content for m in current.messages] == ["a"]
+    assert not is_terminal(current.phase)
