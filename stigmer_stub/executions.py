@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 
-from stigmer_stub.errors import InvalidArgument, Unavailable
+from stigmer_stub.errors import AlreadyExists, InvalidArgument, Unavailable
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
 from stigmer_stub.merge import is_terminal, merge_status
@@ -71,8 +71,12 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         spec = resource.spec
         if not spec.session_id and not spec.agent_id:
             raise InvalidArgument("spec.session_id", "spec.session_id or spec.agent_id is required")
-        if resource.metadata.name:
-            slugify(resource.metadata.name)  # fail on an unusable name before creating anything
+        meta = resource.metadata
+        if meta.name:
+            # Fail on an unusable or taken name before creating a session for it.
+            slug = slugify(meta.name)
+            if await self.collection.by_slug(slug, meta.owner_scope, meta.org) is not None:
+                raise AlreadyExists(self.label, slug)
         if spec.session_id:
             session = await self.db.sessions.get(spec.session_id, field="spec.session_id")
             if not spec.agent_id:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
+from pymongo.errors import ConnectionFailure
 
 from stigmer_stub import errors
 from stigmer_stub.logs import get_logger
@@ -40,6 +41,9 @@ def status_code(err: errors.StubError) -> grpc.StatusCode:
 
 
 async def _abort(context: aio.ServicerContext[Any, Any], method: str, err: Exception) -> None:
+    if isinstance(err, ConnectionFailure):
+        # The store is unreachable or timed out: the caller may retry, unlike INTERNAL.
+        err = errors.Unavailable(f"the store did not answer: {type(err).__name__}")
     if isinstance(err, errors.StubError):
         code = status_code(err)
         log.info("rpc_rejected", method=method, code=code.name, error=str(err))

@@ -30,10 +30,10 @@ from google.protobuf.message import Message
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError
 
 from stigmer_stub import paging
-from stigmer_stub.errors import AlreadyExists, Conflict, NotFound
+from stigmer_stub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from stigmer_stub.ids import new_id
 
 M = TypeVar("M", bound=Message)
@@ -158,6 +158,8 @@ class ResourceCollection(Generic[M]):
         except DuplicateKeyError as err:
             meta = metadata_of(resource)
             raise AlreadyExists(self.kind.label, meta.slug or meta.id) from err
+        except DocumentTooLarge as err:
+            raise _too_large(self.kind.label) from err
         return resource
 
     async def load(self, resource_id: str, *, field: str | None = None) -> Stored[M]:
@@ -229,6 +231,8 @@ class ResourceCollection(Generic[M]):
         except DuplicateKeyError as err:
             meta = metadata_of(resource)
             raise AlreadyExists(self.kind.label, meta.slug) from err
+        except DocumentTooLarge as err:
+            raise _too_large(self.kind.label) from err
         return result.matched_count == 1
 
     async def delete(self, resource_id: str, *, field: str | None = None) -> M:
@@ -283,3 +287,7 @@ class ResourceCollection(Generic[M]):
             total_count=count,
             next_token=paging.keyset_token(docs[-1]["_id"]) if more and docs else "",
         )
+
+
+def _too_large(label: str) -> InvalidArgument:
+    return InvalidArgument("request", f"the {label} would exceed the store's 16 MB document limit")

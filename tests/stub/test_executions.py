@@ -130,6 +130,17 @@ async def test_create_rejects_a_bad_spec_naming_the_field(
     assert failed.value.details.startswith(field)
 
 
+async def test_a_taken_execution_name_is_already_exists_before_anything_is_created(
+    stub: Stub, agent_id: str
+) -> None:
+    await stub.client.create_execution("x", agent_id=agent_id, name="Nightly Run")
+    sessions_before = await stub.running.database.sessions.raw.count_documents({})
+    with pytest.raises(RpcFailed) as failed:
+        await stub.client.create_execution("x", agent_id=agent_id, name="nightly run")
+    assert failed.value.code == grpc.StatusCode.ALREADY_EXISTS
+    assert await stub.running.database.sessions.raw.count_documents({}) == sessions_before
+
+
 async def test_a_failed_workflow_start_leaves_the_execution_failed_with_the_error(
     stub: Stub, agent_id: str
 ) -> None:
