@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
@@ -26,7 +26,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
 
-from worker.adapters.ports import AgentCatalog, LiveEvents, SessionStore, StatusSink
+from worker.adapters.ports import AgentCatalog, SessionStore, StatusSink
 from worker.errors import AgentFailed, InvalidInput, RunnerError
 from worker.heartbeat import HeartbeatFn, heartbeating
 from worker.logs import SECRETS
@@ -35,7 +35,7 @@ from worker.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-class Orchestrator(StatusSink, SessionStore, AgentCatalog):
+class Orchestrator(StatusSink, SessionStore, AgentCatalog, Protocol):
     """The orchestrator as the execution needs it (one gRPC adapter implements all of it)."""
 
 
@@ -109,9 +109,6 @@ def workspace_dir(settings: Settings, execution: execution_api.AgentExecution) -
     return settings.sandbox_root / key
 
 
-Clock = Callable[[], float]
-
-
 async def shielded(coro: Any) -> Any:
     """Await `coro` even if the surrounding task is being cancelled (final status pushes)."""
     task = asyncio.ensure_future(coro)
@@ -141,5 +138,3 @@ __all__ = [
     "validate",
     "workspace_dir",
 ]
-
-_ = LiveEvents  # the runner module wires live events; kept importable from here for typing

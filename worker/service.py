@@ -24,6 +24,12 @@ from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
+from worker.adapters.live_events import (
+    phase_event,
+    token_event,
+    tool_end_event,
+    tool_start_event,
+)
 from worker.adapters.ports import LiveEvents
 from worker.domain.agent_events import (
     AgentEvent,
@@ -46,13 +52,14 @@ from worker.execution import (
 )
 from worker.heartbeat import HeartbeatFn, heartbeating
 from worker.logs import SECRETS
+from worker.observability.metrics import Metrics
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class ExecutionPlan:
     """Everything the agent runtime needs for one run, resolved from the execution."""
 
     execution_id: str
@@ -67,7 +74,7 @@ class RunPlan:
 class AgentRuntime(Protocol):
     """Runs the deep agent for a plan and yields its events (the Graphton one, or a fake)."""
 
-    def events(self, plan: RunPlan) -> AsyncIterator[AgentEvent]: ...
+    def events(self, plan: ExecutionPlan) -> AsyncIterator[AgentEvent]: ...
 
 
 class StatusPublisherLike(Protocol):
@@ -83,23 +90,19 @@ class StatusPublisherLike(Protocol):
 PublisherFactory = Callable[[str], StatusPublisherLike]
 
 
-def live_event(event: AgentEvent) -> dict[str, Any] | None:
-    """The fine-grained live-stream form of an agent event (see docs/live-events.md)."""
-    sub = {"sub_agent_id": event.sub_agent_id} if event.sub_agent_id else {}
+def live_event(event: AgentEvent, message_index: int) -> dict[str, Any] | None:
+    """The fine-grained live-stream form of an agent event (docs/live-events.md)."""
     if isinstance(event, TokenDelta):
-        return {"type": "token", "message_id": event.message_id, "text": event.text, **sub}
+        if event.sub_agent_id:
+            return None  # the live stream follows the main agent's text; sub-agents show by status
+        return token_event(event.text, message_index)
     if isinstance(event, ToolStarted):
-        return {"type": "tool_start", "tool_call_id": event.tool_call_id, "name": event.name, **sub}
+        return tool_start_event(event.tool_call_id, event.name, dict(event.args), message_index)
     if isinstance(event, ToolEnded):
-        return {
-            "type": "tool_end",
-            "tool_call_id": event.tool_call_id,
-            "name": event.name,
-            "status": "failed" if event.error else "completed",
-            **sub,
-        }
-    if isinstance(event, ModelTurnEnded):
-        return {"type": "turn_end", "message_id": event.message_id, **sub}
+        status = "failed" if event.error else "completed"
+        return tool_end_event(
+            event.tool_call_id, event.name, status, event.result or None, event.error or None
+        )
     return None
 
 
@@ -115,6 +118,7 @@ class GraphtonExecutions:
         live: LiveEvents,
         *,
         heartbeat: Callable[[], HeartbeatFn],
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._orchestrator = orchestrator
@@ -122,6 +126,7 @@ class GraphtonExecutions:
         self._publishers = publishers
         self._live = live
         self._heartbeat = heartbeat
+        self._metrics = metrics
 
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
@@ -153,7 +158,7 @@ class GraphtonExecutions:
             stack.push_async_callback(publisher.aclose)
             builder.start()
             publisher.offer(builder.snapshot, significant=True)
-            await self._publish_live(execution_id, {"type": "phase", "phase": "IN_PROGRESS"})
+            await self._publish_live(execution_id, phase_event("IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
             try:
                 progress.stage = "resolving"
@@ -182,8 +187,8 @@ class GraphtonExecutions:
 
     def _plan(
         self, execution: execution_api.AgentExecution, thread_id: str, resolved: Resolved
-    ) -> RunPlan:
-        return RunPlan(
+    ) -> ExecutionPlan:
+        return ExecutionPlan(
             execution_id=execution.metadata.id,
             thread_id=thread_id,
             message=execution.spec.message,
@@ -194,19 +199,28 @@ class GraphtonExecutions:
 
     async def _stream(
         self,
-        plan: RunPlan,
+        plan: ExecutionPlan,
         builder: StatusBuilder,
         publisher: StatusPublisherLike,
         progress: Progress,
     ) -> None:
+        metrics = self._metrics
         async for event in self._runtime.events(plan):
             progress.events += 1
+            if metrics is not None:
+                metrics.events()
+                if isinstance(event, ModelTurnEnded) and event.usage is not None:
+                    metrics.tokens_used(
+                        event.model_name,
+                        input_tokens=event.usage.input_tokens,
+                        output_tokens=event.usage.output_tokens,
+                    )
             applied = builder.apply(event)
             if applied.changed:
                 publisher.offer(builder.snapshot, significant=applied.significant)
                 counts = builder.counts
                 progress.messages, progress.tool_calls = counts.messages, counts.tool_calls
-            live = live_event(event)
+            live = live_event(event, progress.messages - 1)
             if live is not None:
                 await self._publish_live(plan.execution_id, live)
 
@@ -222,7 +236,7 @@ class GraphtonExecutions:
         progress.stage = outcome
         final = builder.snapshot()
         landed = await shielded(publisher.finish(final))
-        await shielded(self._publish_live(execution_id, {"type": "phase", "phase": _phase(final)}))
+        await shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
         await shielded(self._live.close_stream(execution_id))
         counts = builder.counts
         log.info(

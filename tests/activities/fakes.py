@@ -27,7 +27,7 @@ from worker.domain.agent_events import (
     Usage,
 )
 from worker.errors import NotFound, Unavailable
-from worker.service import RunPlan
+from worker.service import ExecutionPlan
 
 
 @dataclass
@@ -143,9 +143,9 @@ class FakeRuntime:
     raise_after: BaseException | None = None
     hang_after: bool = False
     delay: float = 0.0
-    plans: list[RunPlan] = field(default_factory=list)
+    plans: list[ExecutionPlan] = field(default_factory=list)
 
-    async def events(self, plan: RunPlan) -> AsyncIterator[AgentEvent]:
+    async def events(self, plan: ExecutionPlan) -> AsyncIterator[AgentEvent]:
         self.plans.append(plan)
         for event in self.events_to_yield:
             if self.delay:

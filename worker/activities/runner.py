@@ -7,7 +7,8 @@ Each method unpacks, delegates and translates errors; the work lives in `worker.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
@@ -85,5 +86,5 @@ class RunnerActivities:
             raise to_application_error(err) from err
         log.info("sandbox_cleaned", sandbox_id=sandbox_id, removed=removed)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [self.ensure_thread, self.execute_graphton, self.cleanup_sandbox]

@@ -1,0 +1,40 @@
+"""A test workflow that drives the runner exactly as the orchestrator's invoke workflow does.
+
+It calls the activities by name (the contract), with proto payloads, on the runner's queue; it
+lives in its own module so Temporal's workflow sandbox can import it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+
+
+@workflow.defn(name="test/agent-execution/invoke")
+class InvokeForTest:
+    @workflow.run
+    async def run(
+        self, execution: execution_api.AgentExecution, queue: str
+    ) -> execution_api.AgentExecutionStatus:
+        thread_id: str = await workflow.execute_activity(
+            "EnsureThread",
+            args=[execution.spec.session_id, execution.spec.agent_id],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            result_type=str,
+        )
+        return await workflow.execute_activity(
+            "ExecuteGraphton",
+            args=[execution, thread_id],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=execution_api.AgentExecutionStatus,
+        )

@@ -1,0 +1,27 @@
+"""A StatusSink that records each `updateStatus` in the metrics (sent/failed, latency)."""
+
+from __future__ import annotations
+
+import time
+
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+
+from worker.adapters.ports import StatusSink
+from worker.observability.metrics import Metrics
+
+
+class MeteredStatusSink:
+    def __init__(self, sink: StatusSink, metrics: Metrics) -> None:
+        self._sink = sink
+        self._metrics = metrics
+
+    async def update_status(
+        self, execution_id: str, status: execution_api.AgentExecutionStatus
+    ) -> None:
+        started = time.perf_counter()
+        ok = False
+        try:
+            await self._sink.update_status(execution_id, status)
+            ok = True
+        finally:
+            self._metrics.status_update(ok=ok, seconds=time.perf_counter() - started)

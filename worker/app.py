@@ -1,0 +1,182 @@
+"""The worker's composition root: settings → logging → adapters → activities → Temporal worker.
+
+Nothing else wires things together. SIGTERM/SIGINT start a graceful shutdown: the worker stops
+polling, in-flight activities get `WORKER_GRACEFUL_SHUTDOWN_SECONDS` to finish, then they are
+cancelled (each pushes its status before it ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from contextlib import AsyncExitStack, suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from temporalio import activity
+from temporalio.client import Client, TLSConfig
+from temporalio.worker import Worker
+
+from worker.activities.runner import RunnerActivities
+from worker.adapters.live_events import live_events_for
+from worker.adapters.local_workspace import LocalWorkspaces
+from worker.adapters.metered import MeteredStatusSink
+from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.adapters.status_publisher import StatusPublisher
+from worker.agent.checkpointer import open_checkpointer
+from worker.converter import DATA_CONVERTER
+from worker.logs import configure
+from worker.observability.health import HealthServer, Readiness
+from worker.observability.inflight import InFlightInterceptor, InFlightRegistry
+from worker.observability.metrics import Metrics, TemporalMetricsBridge
+from worker.observability.tracing import configure_tracing, tracing_interceptor
+from worker.runtime import GraphtonRuntime
+from worker.service import GraphtonExecutions
+from worker.settings import Settings, SettingsError, load_settings, secret_values
+
+log = structlog.get_logger("worker")
+
+
+async def connect_temporal(settings: Settings, **kwargs: Any) -> Client:
+    t = settings.temporal
+    tls: TLSConfig | bool = False
+    if settings.temporal_tls:
+        tls = TLSConfig(
+            server_root_ca_cert=_read(t.tls_server_ca_cert_path),
+            client_cert=_read(t.tls_client_cert_path),
+            client_private_key=_read(t.tls_client_key_path),
+        )
+    return await Client.connect(
+        t.address,
+        namespace=t.namespace,
+        tls=tls,
+        api_key=t.api_key.get_secret_value() if t.api_key else None,
+        data_converter=DATA_CONVERTER,
+        **kwargs,
+    )
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
+
+
+async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the worker until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+    stop = stop or _stop_on_signals()
+    async with AsyncExitStack() as stack:
+        in_flight = InFlightRegistry()
+        bridge = TemporalMetricsBridge()
+        metrics = Metrics(in_flight=in_flight.count, temporal=bridge)
+        tracer_provider = configure_tracing(settings.observability, set_global=_first_tracing())
+        stack.callback(tracer_provider.shutdown)
+        readiness = Readiness()
+        if settings.observability.health_port:
+            health = HealthServer(
+                settings.observability,
+                readiness=readiness,
+                in_flight=in_flight,
+                metrics=metrics,
+                info={"task_queue": settings.temporal.task_queue},
+            )
+            await stack.enter_async_context(health)
+
+        orchestrator = GrpcOrchestrator.from_settings(settings)
+        stack.push_async_callback(orchestrator.close)
+        if await orchestrator.probe():
+            log.info("orchestrator_reachable", endpoint=orchestrator.endpoint)
+        else:
+            log.warning("orchestrator_unreachable", endpoint=orchestrator.endpoint)
+        readiness.add("orchestrator", lambda: orchestrator.probe(1.0))
+
+        checkpointer = await stack.enter_async_context(open_checkpointer(settings))
+        live = live_events_for(settings.redis)
+        stack.push_async_callback(live.aclose)
+        status_sink = MeteredStatusSink(orchestrator, metrics)
+        executions = GraphtonExecutions(
+            settings,
+            orchestrator,
+            GraphtonRuntime(settings, checkpointer),
+            lambda execution_id: StatusPublisher(status_sink, execution_id, settings.status),
+            live,
+            heartbeat=lambda: activity.heartbeat,
+            metrics=metrics,
+        )
+        workspaces = LocalWorkspaces(settings.sandbox_root)
+        activities = RunnerActivities(orchestrator, executions, workspaces)
+
+        client = await connect_temporal(
+            settings, runtime=bridge.runtime(), interceptors=[tracing_interceptor()]
+        )
+        log.info(
+            "temporal_connected",
+            address=settings.temporal.address,
+            namespace=settings.temporal.namespace,
+        )
+        readiness.add("temporal", client.service_client.check_health)
+        polling = readiness.flag("polling")
+        worker = Worker(
+            client,
+            task_queue=settings.temporal.task_queue,
+            activities=activities.all(),
+            max_concurrent_activities=settings.temporal.max_concurrency,
+            graceful_shutdown_timeout=timedelta(
+                seconds=settings.temporal.graceful_shutdown_seconds
+            ),
+            interceptors=[InFlightInterceptor(in_flight, metrics)],
+        )
+        run_task = asyncio.create_task(worker.run(), name="temporal-worker")
+        polling.set()
+        log.info(
+            "worker_started",
+            task_queue=settings.temporal.task_queue,
+            max_concurrency=settings.temporal.max_concurrency,
+            provider=settings.provider.value,
+            checkpointer=settings.checkpointer.kind.value,
+            live_events=settings.redis.host is not None,
+        )
+        stop_task = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_task in done:
+            readiness.mark_draining()
+            log.info(
+                "worker_draining",
+                in_flight=in_flight.count(),
+                graceful_seconds=settings.temporal.graceful_shutdown_seconds,
+            )
+            await worker.shutdown()
+        stop_task.cancel()
+        await run_task
+        log.info("worker_stopped")
+
+
+_tracing_installed = False
+
+
+def _first_tracing() -> bool:
+    """OpenTelemetry takes one global provider per process; tests start several workers."""
+    global _tracing_installed  # noqa: PLW0603 - process-wide fact, set once
+    first = not _tracing_installed
+    _tracing_installed = True
+    return first
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(f"agent-runner: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
+    with suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
