@@ -21,6 +21,7 @@ isolation reads `none`. File tools stay jailed either way.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import errno
 import os
@@ -359,7 +360,10 @@ class LocalSandbox:
                 *bubblewrap_argv(self._bwrap, self.workdir, network=self._isolation.network),
                 *argv,
             ]
-        proc = await asyncio.create_subprocess_exec(
+        limiter = OutputLimiter(self._output_limit)
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.subprocess_exec(
+            lambda: _CommandProtocol(limiter, on_output),
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -368,21 +372,19 @@ class LocalSandbox:
             env=command_environment(self.workdir, env),
             start_new_session=True,
         )
-        limiter = OutputLimiter(self._output_limit)
-        pump = asyncio.create_task(_pump(proc, limiter, on_output))
         timed_out = False
         try:
             try:
-                await asyncio.wait_for(proc.wait(), timeout=seconds)
+                await asyncio.wait_for(proto.exited.wait(), timeout=seconds)
             except TimeoutError:
                 timed_out = True
         finally:
             # Also on cancellation: nothing the command started outlives the call.
-            await _finish(proc, pump)
+            await _finish(transport, proto)
         output = limiter.text()
         if timed_out:
             output += f"\n[command timed out after {seconds:g}s and was killed]"
-        exit_code = _TIMEOUT_EXIT if timed_out else _exit_code(proc.returncode)
+        exit_code = _TIMEOUT_EXIT if timed_out else _exit_code(transport.get_returncode())
         log.debug(
             "sandbox_command",
             sandbox_id=self._id,
@@ -394,36 +396,52 @@ class LocalSandbox:
         return CommandResult(output, exit_code, truncated=limiter.truncated, timed_out=timed_out)
 
 
-async def _pump(
-    proc: asyncio.subprocess.Process, limiter: OutputLimiter, on_output: OutputCallback | None
-) -> None:
-    if proc.stdout is None:
-        return
-    while chunk := await proc.stdout.read(65536):
-        limiter.feed(chunk)
-        if on_output is not None:
+class _CommandProtocol(asyncio.SubprocessProtocol):
+    """Collects output and tells process exit apart from pipe close.
+
+    asyncio's `Process.wait()` only returns once the pipes close, which a background child
+    holding stdout can delay indefinitely; `process_exited` fires when the command itself ends.
+    """
+
+    def __init__(self, limiter: OutputLimiter, on_output: OutputCallback | None) -> None:
+        self.limiter = limiter
+        self.on_output = on_output
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.limiter.feed(data)
+        if self.on_output is not None:
             with contextlib.suppress(Exception):
-                on_output(chunk.decode("utf-8", errors="replace"))
+                self.on_output(self.decoder.decode(data))
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+def _kill_group(transport: asyncio.SubprocessTransport) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(transport.get_pid(), signal.SIGKILL)
 
 
-async def _finish(proc: asyncio.subprocess.Process, pump: asyncio.Task[None]) -> None:
-    if proc.returncode is None:
-        _kill_group(proc)
-        await asyncio.shield(proc.wait())
-    # Background children may still hold the pipe open; give them a moment, then end them.
-    done, _ = await asyncio.wait({pump}, timeout=_DRAIN_GRACE_SECONDS)
-    _kill_group(proc)
-    if not done:
-        done, _ = await asyncio.wait({pump}, timeout=_DRAIN_GRACE_SECONDS)
-        if not done:
-            pump.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await pump
+async def _finish(transport: asyncio.SubprocessTransport, proto: _CommandProtocol) -> None:
+    try:
+        if not proto.exited.is_set():
+            _kill_group(transport)
+            await asyncio.shield(proto.exited.wait())
+        # Background children may still hold the pipe open: give them a moment to finish
+        # writing, then end the whole process group.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proto.closed.wait()), _DRAIN_GRACE_SECONDS)
+        _kill_group(transport)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proto.closed.wait()), _DRAIN_GRACE_SECONDS)
+    finally:
+        transport.close()
 
 
 def _exit_code(returncode: int | None) -> int:
