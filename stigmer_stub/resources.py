@@ -201,6 +201,17 @@ class AgentOps(ResourceOps[agent_pb2.Agent]):
         _, agent = await self.ensure_default_instance(resource)
         return agent
 
+    async def delete(self, resource_id: str, *, field: str = "value") -> agent_pb2.Agent:
+        """Delete the agent and its default instance, whose slug a new agent of the same name
+        would otherwise find taken."""
+        deleted = await super().delete(resource_id, field=field)
+        default_id = deleted.status.default_instance_id
+        if default_id:
+            await self.instances.collection.raw.delete_one(
+                {"_id": default_id, "agent_id": deleted.metadata.id}
+            )
+        return deleted
+
     async def ensure_default_instance(
         self, agent: agent_pb2.Agent
     ) -> tuple[instance_pb2.AgentInstance, agent_pb2.Agent]:

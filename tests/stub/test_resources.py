@@ -115,6 +115,15 @@ async def test_delete_returns_the_agent_and_then_it_is_gone(stub: Stub) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = await code_of(stub.client.agent_commands.delete(agent_id))
     assert code == grpc.StatusCode.NOT_FOUND
+    # Its default instance went with it, so the name can be used again.
+    code, _ = await code_of(
+        stub.client.instance_queries.get(
+            instance_io.AgentInstanceId(value=created.status.default_instance_id)
+        )
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    again = await stub.client.create_agent("Short Lived")
+    assert again.status.default_instance_id != created.status.default_instance_id
 
 
 async def test_agent_instances_need_an_existing_agent(stub: Stub) -> None:
