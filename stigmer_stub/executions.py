@@ -93,8 +93,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             draft.spec.agent_instance_id = instance.metadata.id
             session = await self.sessions.create(draft)
             spec.session_id = session.metadata.id
-        # The generic pipeline clears the status; PENDING is set right after, before the insert.
-        resource.ClearField("status")
+        resource.ClearField("status")  # the server's: a client's phase or transcript is ignored
         created = await self._insert_pending(resource)
         execution_id = created.metadata.id
         try:
