@@ -8,6 +8,7 @@ database and task queues, so benchmarks never see each other's executions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -27,6 +28,8 @@ from stigmer_stub.client import StigmerClient
 
 LOOPBACK = "127.0.0.1"
 STOP_SECONDS = 15.0
+WORKER_START_SECONDS = 90.0
+ROOT_MAIN = Path(__file__).resolve().parent.parent / "main.py"
 
 
 class _Shared:
@@ -166,6 +169,45 @@ def new_stub_config(label: str) -> StubConfig:
         workflow_queue=f"bench-{label}-workflows-{suffix}",
         database=f"bench_{label}_{suffix}",
     )
+
+
+def worker_env(
+    endpoints: Endpoints, config: StubConfig, stub_address: str, data_dir: Path
+) -> dict[str, str]:
+    return {
+        "MODE": "local",
+        # INFO as deployed: the worker's per-update log lines are part of what it costs.
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "TEMPORAL_SERVICE_ADDRESS": endpoints.temporal_address,
+        "TEMPORAL_NAMESPACE": endpoints.temporal_namespace,
+        "TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE": config.runner_queue,
+        "STIGMER_BACKEND_ENDPOINT": stub_address,
+        "STIGMER_AGENT_RUNNER_DATA_DIR": str(data_dir),
+        "HEALTH_PORT": "0",
+        "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
+    }
+
+
+async def start_worker(
+    config: StubConfig, stub_address: str, index: int, *, ready_text: str = "worker_started"
+) -> Child:
+    """`main.py` as a subprocess polling the stub's runner queue; returns once it logs that it
+    started polling."""
+    endpoints = stack()
+    data_dir = scratch() / f"worker-{config.runner_queue}-{index}"
+    env = worker_env(endpoints, config, stub_address, data_dir)
+    child = spawn(f"worker{index}", [str(ROOT_MAIN)], env)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WORKER_START_SECONDS
+    while loop.time() < deadline:
+        if child.process.poll() is not None:
+            raise NotRun(f"a worker exited at start:\n{child.tail()}")
+        if ready_text in child.log_path.read_text(errors="replace"):
+            return child
+        await asyncio.sleep(0.2)
+    child.stop()
+    raise NotRun(f"a worker did not start within {WORKER_START_SECONDS:.0f} s:\n{child.tail()}")
 
 
 @contextlib.asynccontextmanager

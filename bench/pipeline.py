@@ -48,7 +48,7 @@ SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (1_000,)
 TARGET_P95_MS = 300.0
 NAIVE_EVERY = 10
-NAIVE_BUDGET_SECONDS = 45.0
+NAIVE_BUDGET_SECONDS = 30.0
 """The naive policy stops after this long at 100k events; its totals are projected."""
 
 Policy = Literal["default", "naive"]
@@ -402,10 +402,13 @@ def _judge(result: Result, runs: dict[str, dict[str, Any]], sizes: Sequence[int]
         default = runs[f"{label}/default"]
         naive = runs[f"{label}/naive"]
         p95 = default["delay_ms"]["p95"]
+        naive_p95 = f"naive {fmt_ms(naive['delay_ms']['p95'])} ms"
+        if not naive["complete"]:
+            naive_p95 += f" over the {fmt_int(naive['replayed'])} events it got through"
         result.targets.append(
             Target(
                 goal=f"p95 delay ≤ {TARGET_P95_MS:.0f} ms with the default policy, {label} events",
-                measured=f"{fmt_ms(p95)} ms (naive {fmt_ms(naive['delay_ms']['p95'])} ms)",
+                measured=f"{fmt_ms(p95)} ms ({naive_p95})",
                 met=p95 <= TARGET_P95_MS,
             )
         )

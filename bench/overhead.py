@@ -1,0 +1,303 @@
+"""Benchmark 3: what an ExecuteGraphton run costs beyond the agent's own run.
+
+Two ways to run the same agent (the scripted `demo` script: todos, file tools, a shell command, a
+sub-agent delegation, a final answer; 20 ms per streamed token, so the model's own time dominates
+as it does with a real LLM), 1, 10 and 50 at a time on one worker process:
+
+- *graph alone*: the runner's Graphton runtime streams the run and the events are dropped: no
+  resolution, no StatusBuilder, no status updates, no heartbeats;
+- *ExecuteGraphton*: `GraphtonExecutions.run` as the worker composes it (`build_execution_service`),
+  in an activity context, against the stub (a subprocess on the devstack): resolve Session →
+  AgentInstance → Agent over gRPC, reduce every event, push status with the default policy,
+  push the final status.
+
+Each concurrency level runs in a fresh process: a warm-up run of each kind, then rounds that
+alternate the two kinds (so load from elsewhere on a shared machine hits both alike). Overhead is
+the mean wall time of an execution over the mean wall time of a graph run, minus one. Memory per
+concurrent execution is the worker's peak resident memory during the first ExecuteGraphton round
+over its resident memory before it, divided by the number of executions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from bench import infra
+from bench.results import NotRun, Result, Table, Target
+from bench.stats import fmt_bytes, fmt_pct, mean
+
+NAME = "overhead"
+TITLE = "Overhead of an ExecuteGraphton run"
+LEVELS = (1, 10, 50)
+QUICK_LEVELS = (1, 10)
+ROUNDS = {1: 3, 10: 2, 50: 1}
+TOKEN_DELAY_MS = 20.0
+SCRIPT = "demo"
+TARGET_PCT = 5.0
+TARGET_LEVEL = 10
+MESSAGE = "Write a short report on this workspace."
+CHILD_SECONDS = 600.0
+
+
+# -- the measuring process -----------------------------------------------------------------------
+
+
+async def _rss_peak(stop: asyncio.Event) -> int:
+    peak = infra.rss_bytes()
+    while not stop.is_set():
+        peak = max(peak, infra.rss_bytes())
+        try:
+            await asyncio.wait_for(stop.wait(), 0.02)
+        except TimeoutError:
+            continue
+    return max(peak, infra.rss_bytes())
+
+
+async def _timed_batch(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[float]:
+    async def one(job: Callable[[], Awaitable[Any]]) -> float:
+        began = time.perf_counter()
+        await job()
+        return time.perf_counter() - began
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+async def child(args: argparse.Namespace) -> dict[str, Any]:
+    from temporalio.testing import ActivityEnvironment
+
+    from stigmer_stub.client import StigmerClient
+    from worker.adapters.orchestrator import GrpcOrchestrator
+    from worker.logs import configure
+    from worker.settings import load_settings
+
+    try:
+        from worker.runtime import GraphtonRuntime
+        from worker.service import ExecutionPlan, build_execution_service
+    except ImportError as err:
+        raise NotRun(f"the worker's execution service is not wired yet ({err})") from err
+
+    data_dir = Path(args.data_dir)
+    env = {
+        "MODE": "local",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "STIGMER_BACKEND_ENDPOINT": args.stub,
+        "STIGMER_AGENT_RUNNER_DATA_DIR": str(data_dir),
+        "STIGMER_SCRIPTED_TOKEN_DELAY_MS": str(args.token_delay_ms),
+        "HEALTH_PORT": "0",
+    }
+    settings = load_settings(env)
+    # The graph-alone runs get their own checkpoint database, so the two kinds never share one.
+    graph_settings = load_settings({**env, "CHECKPOINTER_SQLITE_PATH": str(data_dir / "g.sqlite")})
+    configure(level="INFO", fmt="json")
+    from worker.agent.checkpointer import open_checkpointer
+
+    n = args.concurrency
+    async with AsyncExitStack() as stack, StigmerClient(args.stub) as client:
+        orchestrator = GrpcOrchestrator.from_settings(settings)
+        stack.push_async_callback(orchestrator.close)
+        executions = await build_execution_service(settings, orchestrator, stack)
+        checkpointer = await stack.enter_async_context(open_checkpointer(graph_settings))
+        runtime = GraphtonRuntime(graph_settings, checkpointer)
+        agent = await orchestrator.get_agent(args.agent)
+        serial = itertools.count()
+
+        async def graph_run() -> None:
+            key = f"g{next(serial)}"
+            plan = ExecutionPlan(
+                execution_id=f"aex-{key}",
+                thread_id=f"thread-{key}",
+                message=MESSAGE,
+                agent=agent,
+                model_override="",
+                workspace=graph_settings.sandbox_root / key,
+            )
+            async for _ in runtime.events(plan):
+                pass
+
+        async def new_execution() -> Callable[[], Awaitable[Any]]:
+            execution = await client.create_execution(MESSAGE, agent_id=args.agent)
+            thread_id = f"thread-{execution.spec.session_id}"
+
+            async def job() -> None:
+                await ActivityEnvironment().run(executions.run, execution, thread_id)
+
+            return job
+
+        async def full_batch(count: int) -> list[float]:
+            jobs = [await new_execution() for _ in range(count)]
+            return await _timed_batch(jobs)
+
+        # Warm-up: imports, first graph build, first gRPC calls, the checkpoint databases.
+        await _timed_batch([graph_run])
+        await full_batch(1)
+        rss_before = infra.rss_bytes()
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_rss_peak(stop))
+        full: list[float] = []
+        graph: list[float] = []
+        try:
+            full += await full_batch(n)
+        finally:
+            stop.set()
+            peak = await sampler
+        graph += await _timed_batch([graph_run] * n)
+        for _ in range(args.rounds - 1):
+            full += await full_batch(n)
+            graph += await _timed_batch([graph_run] * n)
+    return {
+        "concurrency": n,
+        "rounds": args.rounds,
+        "full_s": full,
+        "graph_s": graph,
+        "rss_before_bytes": rss_before,
+        "rss_peak_bytes": peak,
+    }
+
+
+def child_main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.overhead")
+    parser.add_argument("--stub", required=True)
+    parser.add_argument("--agent", required=True)
+    parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        outcome: dict[str, Any] = asyncio.run(child(args))
+    except NotRun as err:
+        outcome = {"not_run": str(err)}
+    Path(args.out).write_text(json.dumps(outcome))
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+async def _level(stub: infra.Child, agent_id: str, n: int, rounds: int) -> dict[str, Any]:
+    data_dir = infra.scratch() / f"overhead-{n}"
+    out = data_dir / "result.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = infra.spawn(
+        f"overhead-{n}",
+        [
+            "-m",
+            "bench.overhead",
+            "--stub",
+            stub.address,
+            "--agent",
+            agent_id,
+            "--concurrency",
+            str(n),
+            "--rounds",
+            str(rounds),
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+        ],
+        {},
+    )
+    try:
+        code = await asyncio.wait_for(asyncio.to_thread(process.process.wait), CHILD_SECONDS)
+    finally:
+        process.stop()
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"the overhead run at {n} failed (exit {code}):\n{process.tail(30)}")
+    outcome: dict[str, Any] = json.loads(out.read_text())
+    if "not_run" in outcome:
+        raise NotRun(outcome["not_run"])
+    return outcome
+
+
+async def _run_all(levels: Sequence[int], quick: bool) -> dict[str, dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = {}
+    async with infra.running_stub("overhead") as (stub, _config, client):
+        agent = await client.create_agent(
+            "bench-overhead", instructions=f"You are a careful engineer.\nscript: {SCRIPT}"
+        )
+        for n in levels:
+            rounds = 1 if quick else ROUNDS.get(n, 1)
+            runs[str(n)] = await _level(stub, agent.metadata.id, n, rounds)
+    return runs
+
+
+def run(*, quick: bool = False) -> Result:
+    levels = QUICK_LEVELS if quick else LEVELS
+    result = Result(
+        name=NAME,
+        title=TITLE,
+        about=__doc__ or "",
+        settings={
+            "script": SCRIPT,
+            "token_delay_ms": TOKEN_DELAY_MS,
+            "concurrency": list(levels),
+            "cores": os.cpu_count(),
+        },
+    )
+    runs = asyncio.run(_run_all(levels, quick))
+    result.data["runs"] = runs
+    rows = []
+    for key, r in runs.items():
+        n = int(key)
+        full, graph = mean(r["full_s"]), mean(r["graph_s"])
+        pct = (full / graph - 1) * 100
+        per_exec = (r["rss_peak_bytes"] - r["rss_before_bytes"]) / n
+        r["overhead_pct"] = pct
+        r["memory_per_execution_bytes"] = per_exec
+        rows.append(
+            [
+                key,
+                str(len(r["full_s"])),
+                f"{graph:.2f}",
+                f"{full:.2f}",
+                f"{full / graph:.3f}",
+                fmt_pct(pct),
+                fmt_bytes(per_exec),
+                fmt_bytes(r["rss_peak_bytes"]),
+            ]
+        )
+        result.metric(f"overhead_pct@{key}", pct, "%", "lower")
+        result.metric(f"memory_per_execution@{key}", per_exec, "B", "lower")
+        result.metric(f"execution_s@{key}", full, "s", "lower")
+    result.tables.append(
+        Table(
+            title="Wall time per run, graph alone vs ExecuteGraphton",
+            columns=[
+                "concurrent",
+                "runs of each",
+                "graph alone s",
+                "ExecuteGraphton s",
+                "ratio",
+                "overhead",
+                "memory per execution",
+                "worker peak RSS",
+            ],
+            rows=rows,
+        )
+    )
+    target = runs.get(str(TARGET_LEVEL))
+    if target is not None:
+        result.targets.append(
+            Target(
+                goal=f"overhead ≤ {TARGET_PCT:.0f}% at {TARGET_LEVEL} concurrent",
+                measured=fmt_pct(target["overhead_pct"]),
+                met=target["overhead_pct"] <= TARGET_PCT,
+            )
+        )
+    return result
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])
