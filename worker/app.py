@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.client import Client, TLSConfig
 from temporalio.worker import Worker
 
-from worker.activities.runner import RunnerActivities
+from worker.activities.runner import RunnerActivities, attempts_left
 from worker.adapters.live_events import live_events_for
 from worker.adapters.local_workspace import LocalWorkspaces
 from worker.adapters.metered import MeteredStatusSink
@@ -103,6 +103,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             live,
             heartbeat=lambda: activity.heartbeat,
             metrics=metrics,
+            attempts_left=attempts_left,
         )
         workspaces = LocalWorkspaces(settings.sandbox_root)
         activities = RunnerActivities(orchestrator, executions, workspaces)

@@ -119,6 +119,7 @@ class GraphtonExecutions:
         *,
         heartbeat: Callable[[], HeartbeatFn],
         metrics: Metrics | None = None,
+        attempts_left: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
         self._orchestrator = orchestrator
@@ -127,6 +128,7 @@ class GraphtonExecutions:
         self._live = live
         self._heartbeat = heartbeat
         self._metrics = metrics
+        self._attempts_left = attempts_left
 
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
@@ -172,12 +174,18 @@ class GraphtonExecutions:
                 raise
             except Exception as exc:
                 err = as_runner_error(exc)
-                builder.fail(str(err))
-                await self._end(execution_id, builder, publisher, progress, outcome="failed")
+                will_retry = err.retryable and self._attempts_left()
+                if not will_retry:
+                    builder.fail(str(err))
+                # A retry resumes this run from its checkpoint: the orchestrator keeps the
+                # transcript at IN_PROGRESS instead of seeing a FAILED that is not final.
+                outcome = "retrying" if will_retry else "failed"
+                await self._end(execution_id, builder, publisher, progress, outcome=outcome)
                 log.warning(
                     "execution_failed",
                     error_type=type(err).__name__,
                     retryable=err.retryable,
+                    will_retry=will_retry,
                     error=str(err),
                 )
                 raise err from exc

@@ -193,3 +193,26 @@ async def test_cleanup_sandbox_is_idempotent_and_refuses_paths(tmp_path: Path) -
     with pytest.raises(ApplicationError) as err:
         await env.run(acts.cleanup_sandbox, "../etc")
     assert err.value.non_retryable
+
+
+async def test_retryable_failure_with_attempts_left_keeps_the_run_in_progress(
+    tmp_path: Path,
+) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1)], raise_after=RuntimeError("provider 503"))
+    settings = make_settings(tmp_path)
+    executions = GraphtonExecutions(
+        settings,
+        fake,
+        runtime,
+        lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
+        NullLive(),
+        heartbeat=lambda: activity.heartbeat,
+        attempts_left=lambda: True,
+    )
+    acts = RunnerActivities(fake, executions, LocalWorkspaces(settings.sandbox_root))
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t")
+    assert not err.value.non_retryable
+    assert enum_pb2.EXECUTION_FAILED not in phases(fake), "a retried run is not reported FAILED"
+    assert len(fake.updates[-1][1].messages) == 2, "the transcript so far was pushed"

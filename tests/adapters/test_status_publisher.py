@@ -206,7 +206,9 @@ async def test_pending_changes_are_flushed_by_the_timer(
 
     await eventually(lambda: len(sink.received) == 2, within=1.0)
 
-    assert time.monotonic() - offered_at >= 0.045
+    # The interval counts from the previous flush, which preceded the offer: only "later than at
+    # once" is a property; how much later depends on the scheduler.
+    assert time.monotonic() - offered_at > 0.02
     assert sink.counters == [1, 2]
 
 

@@ -32,6 +32,15 @@ class SandboxCleaner(Protocol):
     async def cleanup(self, sandbox_id: str) -> bool: ...
 
 
+def attempts_left() -> bool:
+    """Whether Temporal will retry this activity after a retryable failure of this attempt."""
+    info = activity.info()
+    policy = info.retry_policy
+    if policy is None:
+        return False
+    return policy.maximum_attempts == 0 or info.attempt < policy.maximum_attempts
+
+
 def to_application_error(err: RunnerError) -> ApplicationError:
     """A typed Temporal error: `type` is the class name, retryability from the error."""
     return ApplicationError(str(err), type=type(err).__name__, non_retryable=not err.retryable)

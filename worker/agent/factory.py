@@ -26,16 +26,26 @@ starts. The chosen modes also run under the checkpointer unchanged, which resume
 
 Resume: before streaming, `stream_agent` reads the thread's latest checkpoint. When its latest
 human message is this execution's (same `message_id` when given, else the same text) and the
-graph has pending `next` nodes, the previous attempt died mid-run: the graph is resumed with input
+graph has pending tasks (`next` nodes, or tasks of a step that was cut off after some of them
+saved their writes), the previous attempt died mid-run: the graph is resumed with input
 `None` (LangGraph continues from the checkpoint; completed tool calls are not run again), after the
 part of the turn already in the checkpoint is replayed as events, so a fresh StatusBuilder also
 rebuilds the transcript. When the turn already completed and `message_id` matches, only the replay
 happens. Otherwise the message is sent as a new human turn.
+
+Durability is `sync`: each step's checkpoint is written before the next step starts. With
+LangGraph's default (`async`) the writes trail the run, and a worker killed mid-run was seen to
+lose many steps of a fast run, which a resume would then execute again (tool calls included). The
+price is one checkpoint write of latency per step, small next to a model call.
+
+Cancelling: stop a run by cancelling the task that iterates `stream_agent` and close the iterator
+(`async with contextlib.aclosing(stream_agent(...)) as events`), so LangGraph stops its in-flight
+tasks at once instead of when the abandoned generator is garbage-collected.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -196,7 +206,9 @@ async def plan_run(
     if not same:
         return new
     turn = tuple(replay(messages[last + 1 :]))
-    if snapshot.next:
+    # `next` misses a step cut off after some of its tasks saved their writes: those tasks are
+    # no longer "next", yet the step is unfinished. Any task left means the run is.
+    if snapshot.next or snapshot.tasks:
         return RunPlan("resume", None, turn)
     if message_id:
         return RunPlan("done", None, turn)
@@ -217,7 +229,7 @@ async def stream_agent(
     thread_id: str,
     recursion_limit: int,
     message_id: str | None = None,
-) -> AsyncIterator[AgentEvent]:
+) -> AsyncGenerator[AgentEvent, None]:
     """Run (or resume) the agent on `thread_id` and yield its events; see the module docstring.
 
     Pass the execution id as `message_id` so a retried execution is recognised exactly (by id,
@@ -234,7 +246,9 @@ async def stream_agent(
     if plan.mode == "done":
         return
     normalizer = EventNormalizer()
-    stream = graph.astream(plan.input, config, stream_mode=STREAM_MODES, subgraphs=True)
+    stream = graph.astream(
+        plan.input, config, stream_mode=STREAM_MODES, subgraphs=True, durability="sync"
+    )
     async for item in stream:
         for event in normalizer.normalize(item):
             yield event
