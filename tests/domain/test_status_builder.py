@@ -196,7 +196,7 @@ def test_repeated_identical_calls_are_kept_as_separate_entries() -> None:
 
 def test_component_metadata_is_inferred_from_tool_names() -> None:
     builder = StatusBuilder(clock=TickingClock(), mcp_tools={"create_issue": "github"})
-    calls = {
+    calls: dict[str, dict[str, Any]] = {
         "read_file": {"file_path": "/a.txt"},
         "execute": {"command": "ls"},
         "write_todos": {"todos": []},
