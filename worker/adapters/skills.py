@@ -29,9 +29,10 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 import structlog
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
@@ -57,6 +58,8 @@ SKILL_MD = "SKILL.md"
 _MANIFEST = "manifest.json"
 _FILES = "files"
 _UNIX = 3
+
+T = TypeVar("T")
 
 
 class UnsafeArchive(InvalidInput):
@@ -317,6 +320,19 @@ def skill_refs_of(spec: agent_spec.AgentSpec) -> list[resource_io.ApiResourceRef
     return list(refs.values())
 
 
+async def _all(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as group_error:
+        first = group_error.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]
+
+
 class SkillInstaller:
     def __init__(self, store: SkillStore, cache: SkillCache) -> None:
         self._store = store
@@ -329,17 +345,16 @@ class SkillInstaller:
         unique: dict[bytes, resource_io.ApiResourceReference] = {}
         for ref in refs:
             unique.setdefault(_ref_key(ref), ref)
-        async with asyncio.TaskGroup() as group:
-            resolving = {k: group.create_task(self._resolve(r)) for k, r in unique.items()}
-        skills = {k: t.result() for k, t in resolving.items()}
-        async with asyncio.TaskGroup() as group:
-            preparing = {
-                k: group.create_task(self._prepare(unique[k], skill, sandbox))
-                for k, skill in skills.items()
-            }
+        keys = list(unique)
+        skills = await _all([self._resolve(unique[k]) for k in keys])
+        outcomes = await _all(
+            [
+                self._prepare(unique[k], skill, sandbox)
+                for k, skill in zip(keys, skills, strict=True)
+            ]
+        )
         result = PreparedSkills()
-        for key, task in preparing.items():
-            prepared, warning = task.result()
+        for key, (prepared, warning) in zip(keys, outcomes, strict=True):
             if warning:
                 result.warnings.append(warning)
             if prepared is not None:
