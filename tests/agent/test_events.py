@@ -51,6 +51,23 @@ def test_token_chunks_become_deltas_keyed_by_their_turn() -> None:
     assert normalizer.normalize(((), "messages", (tool_msg, {}))) == []
 
 
+def test_side_model_calls_are_not_streamed_as_turns() -> None:
+    from langchain.agents.middleware.internal_call_transformer import internal_call_metadata
+
+    normalizer = EventNormalizer()
+    chunk = AIMessageChunk(content="summary of the history", id="run-s")
+    for meta in (
+        {"langgraph_node": "model", **internal_call_metadata()},
+        {"langgraph_node": "model", "lc_source": "summarization"},
+        {"langgraph_node": "tools"},
+    ):
+        assert normalizer.normalize(((), "messages", (chunk, meta))) == []
+    own = {"langgraph_node": "model"}
+    assert normalizer.normalize(((), "messages", (chunk, own))) == [
+        TokenDelta("run-s", "summary of the history")
+    ]
+
+
 def test_model_task_result_ends_the_turn_with_calls_usage_and_model() -> None:
     message = AIMessage(
         content="Listing.",

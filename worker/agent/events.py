@@ -4,7 +4,8 @@ The graph is streamed with `stream_mode=["messages", "tasks"]` and `subgraphs=Tr
 `(namespace, mode, data)`:
 
 - `messages` items carry `AIMessageChunk`s as the model produces them → `TokenDelta`, keyed by the
-  chunk's message id (one id per model turn);
+  chunk's message id (one id per model turn); model calls made on the side (middleware's internal
+  calls such as summarising, a model called inside a tool) are not turns and are dropped;
 - a `tasks` start item of a `tools` task carries the tool call it executes (LangChain's agent sends
   one task per tool call) → `ToolStarted`, and tells which pregel task id runs which tool call;
 - a `tasks` result item carries the node's writes: an `AIMessage` → `ModelTurnEnded` (final text,
@@ -26,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from langchain.agents.middleware.internal_call_transformer import INTERNAL_CALL_METADATA_KEY
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 
 from worker.domain.agent_events import (
@@ -160,6 +162,9 @@ class EventNormalizer:
     def _from_message(data: Any, sub_agent_id: str) -> list[AgentEvent]:
         if not isinstance(data, tuple) or not data:
             return []
+        meta = data[1] if len(data) > 1 and isinstance(data[1], Mapping) else {}
+        if not _is_agent_turn(meta):
+            return []
         chunk = data[0]
         if not isinstance(chunk, AIMessageChunk) or not chunk.id:
             return []
@@ -210,6 +215,15 @@ class EventNormalizer:
                         )
                     )
         return events
+
+
+def _is_agent_turn(meta: Mapping[str, Any]) -> bool:
+    """Whether a streamed chunk is the agent's own turn, not a model call made on the side:
+    middleware's internal calls (summarising the history) and a model called inside a tool
+    (a sub-agent's turns come from its own `model` node, not from `tools`)."""
+    if meta.get(INTERNAL_CALL_METADATA_KEY) or meta.get("lc_source") == "summarization":
+        return False
+    return meta.get("langgraph_node") != "tools"
 
 
 def _as_list(value: Any) -> list[Any]:
