@@ -32,7 +32,8 @@ Scripts:
   remembers earlier turns);
 - `fail-tool`: a tool call with a missing argument (the tool fails), then recovery;
 - `long` / `long:<turns>`: `<turns>` steps (default 5) of streamed text and one tool call each,
-  then an answer (benchmarks, resume tests);
+  then an answer (benchmarks, resume tests). Each step costs about 7 graph super-steps (the model,
+  Graphton's after-model middleware, the tool), so give it a recursion limit of `7 * turns + 20`;
 - `delegate`: two `task` calls in one turn (sub-agents running concurrently), then an answer;
 - `subagent`: what a delegated sub-agent does: looks at the workspace, then reports.
 """

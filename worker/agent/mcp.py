@@ -1,0 +1,450 @@
+"""MCP servers from the agent spec, as LangChain tools for one execution.
+
+`mcp_connections` turns `agent.spec.mcp_servers` into `langchain-mcp-adapters` connection configs:
+
+- stdio: `command`, `args`, `working_dir`, and an environment made of `env_placeholders`;
+- http: `url` (with `query_params` added), `headers`, `timeout_seconds`; transport
+  `streamable_http`;
+- docker: a `docker run -i --rm ...` stdio command, only when a Docker runtime answers
+  (`docker info`); otherwise a `ConfigurationError` naming the server.
+
+Placeholders: a value may refer to a variable of the execution's merged environment as `${NAME}`
+or `{{NAME}}` (Stigmer SDKs write the first, graphton's templates the second), anywhere in the
+string, any number of times: `{"GITHUB_TOKEN": "${GITHUB_TOKEN}"}`,
+`{"Authorization": "Bearer {{API_TOKEN}}"}`. They are filled in `env_placeholders`, `args`, HTTP
+`url`, `headers` and `query_params`; a value without one is taken literally; a placeholder naming
+a variable the environment lacks is an `InvalidInput` naming the server and the variable. A stdio
+server's environment is exactly its `env_placeholders` (plus the basics the MCP SDK adds: PATH,
+HOME, ...), never the whole agent environment and never the worker's.
+
+`open_mcp_toolbox` starts every server concurrently, each in its own task holding its session for
+the whole execution (one process per stdio server, not one per tool call), lists their tools,
+applies `enabled_tools`, and closes everything on exit. Sub-agents get their slice with
+`McpToolbox.tools_for(sub_agent.mcp_servers, sub_agent.mcp_tool_selections)`. A server that cannot
+start fails the execution with its name and the reason: a missing command or Docker runtime is a
+`ConfigurationError`, a bad placeholder or selection `InvalidInput`, a refused credential
+`PermissionDenied`, anything else (a crash, a timeout, a connection refused) `Unavailable`.
+Tool results pass through the execution's secret masking before the model sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import posixpath
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import structlog
+from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
+from langchain_core.tools import BaseTool
+from langchain_mcp_adapters.client import MultiServerMCPClient
+from langchain_mcp_adapters.interceptors import MCPToolCallRequest, MCPToolCallResult
+from langchain_mcp_adapters.tools import load_mcp_tools
+from mcp.types import CallToolResult, TextContent
+
+from worker.errors import (
+    ConfigurationError,
+    InvalidInput,
+    PermissionDenied,
+    RunnerError,
+    Unavailable,
+)
+from worker.sandbox.backend import Redactor
+
+log = structlog.get_logger(__name__)
+
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+DEFAULT_HTTP_TIMEOUT_SECONDS = 30
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+DockerProbe = Callable[[], Awaitable[str | None]]
+"""Returns None when a Docker runtime is usable, else why not."""
+
+
+def fill_placeholders(template: str, env: Mapping[str, str], *, server: str, where: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in env:
+            raise InvalidInput(
+                f"MCP server {server!r}: {where} refers to {name}, which the execution's "
+                "environment does not define"
+            )
+        return env[name]
+
+    return PLACEHOLDER.sub(value, template)
+
+
+def _fill_map(
+    values: Mapping[str, str], env: Mapping[str, str], *, server: str, where: str
+) -> dict[str, str]:
+    return {
+        key: fill_placeholders(v, env, server=server, where=f"{where} {key}")
+        for key, v in values.items()
+    }
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> str:
+    if not params:
+        return url
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), *params.items()]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def docker_available() -> str | None:
+    """`docker info` against the configured daemon; None when it answers."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "the docker command is not installed"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            docker,
+            "info",
+            "--format",
+            "{{.ServerVersion}}",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+    except (OSError, TimeoutError) as exc:
+        return f"`docker info` failed: {exc}"
+    if proc.returncode != 0:
+        lines = (err or out).decode(errors="replace").strip().splitlines()
+        return "`docker info` failed: " + (lines[-1] if lines else f"exit {proc.returncode}")
+    return None
+
+
+def _stdio(
+    server: agent_spec.McpServerDefinition, env: Mapping[str, str], workspace: str | None
+) -> dict[str, Any]:
+    spec = server.stdio
+    name = server.name
+    if not spec.command:
+        raise InvalidInput(f"MCP server {name!r} has no command")
+    command = spec.command
+    if "/" not in command and shutil.which(command) is None:
+        raise ConfigurationError(f"MCP server {name!r}: command {command!r} is not on this worker")
+    if "/" in command and not os.access(command, os.X_OK):
+        raise ConfigurationError(f"MCP server {name!r}: command {command!r} is not executable")
+    connection: dict[str, Any] = {
+        "transport": "stdio",
+        "command": command,
+        "args": [fill_placeholders(a, env, server=name, where="args") for a in spec.args],
+        "env": _fill_map(spec.env_placeholders, env, server=name, where="env_placeholders"),
+    }
+    if spec.working_dir:
+        cwd = spec.working_dir
+        if not cwd.startswith("/") and workspace:
+            cwd = posixpath.join(workspace, cwd)
+        connection["cwd"] = cwd
+    return connection
+
+
+def _http(server: agent_spec.McpServerDefinition, env: Mapping[str, str]) -> dict[str, Any]:
+    spec = server.http
+    name = server.name
+    if not spec.url:
+        raise InvalidInput(f"MCP server {name!r} has no url")
+    url = fill_placeholders(spec.url, env, server=name, where="url")
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise InvalidInput(f"MCP server {name!r}: url must be http or https")
+    query = _fill_map(spec.query_params, env, server=name, where="query parameter")
+    seconds = spec.timeout_seconds if spec.timeout_seconds > 0 else DEFAULT_HTTP_TIMEOUT_SECONDS
+    return {
+        "transport": "streamable_http",
+        "url": _with_query(url, query),
+        "headers": _fill_map(spec.headers, env, server=name, where="header"),
+        "timeout": timedelta(seconds=seconds),
+    }
+
+
+def _docker(
+    server: agent_spec.McpServerDefinition, env: Mapping[str, str], workspace: str | None
+) -> dict[str, Any]:
+    spec = server.docker
+    name = server.name
+    if not spec.image:
+        raise InvalidInput(f"MCP server {name!r} has no image")
+    variables = _fill_map(spec.env_placeholders, env, server=name, where="env_placeholders")
+    args = ["run", "-i", "--rm"]
+    if spec.container_name:
+        args += ["--name", spec.container_name]
+    if spec.network:
+        args += ["--network", spec.network]
+    # `-e NAME` without a value: docker reads it from its own environment, so values (secrets)
+    # never appear on a command line.
+    for key in variables:
+        args += ["-e", key]
+    for volume in spec.volumes:
+        host = _volume_source(name, volume.host_path, workspace)
+        mount = f"{host}:{volume.container_path}" + (":ro" if volume.read_only else "")
+        args += ["-v", mount]
+    for port in spec.ports:
+        mapping = f"127.0.0.1:{port.host_port}:{port.container_port}"
+        args += ["-p", f"{mapping}/{port.protocol}" if port.protocol else mapping]
+    args.append(spec.image)
+    args += [fill_placeholders(a, env, server=name, where="args") for a in spec.args]
+    return {"transport": "stdio", "command": "docker", "args": args, "env": variables}
+
+
+def _volume_source(server: str, host_path: str, workspace: str | None) -> str:
+    """Volumes may only mount the session's workspace (or something in it) from the host."""
+    if workspace is None:
+        raise InvalidInput(f"MCP server {server!r}: volumes need a local workspace to mount")
+    path = posixpath.normpath(posixpath.join(workspace, host_path))
+    if path != workspace and not path.startswith(workspace.rstrip("/") + "/"):
+        raise InvalidInput(
+            f"MCP server {server!r}: volume {host_path!r} is outside the session workspace"
+        )
+    return path
+
+
+async def mcp_connections(
+    servers: Sequence[agent_spec.McpServerDefinition],
+    env: Mapping[str, str],
+    *,
+    workspace: str | None = None,
+    docker_probe: DockerProbe = docker_available,
+) -> dict[str, dict[str, Any]]:
+    """Connection configs for `MultiServerMCPClient`, by server name."""
+    connections: dict[str, dict[str, Any]] = {}
+    docker_problem: str | None = None
+    docker_checked = False
+    for server in servers:
+        name = server.name
+        if not name:
+            raise InvalidInput("an MCP server has no name")
+        if name in connections:
+            raise InvalidInput(f"MCP server {name!r} is defined twice")
+        kind = server.WhichOneof("server_type")
+        if kind == "stdio":
+            connections[name] = _stdio(server, env, workspace)
+        elif kind == "http":
+            connections[name] = _http(server, env)
+        elif kind == "docker":
+            if not docker_checked:
+                docker_problem, docker_checked = await docker_probe(), True
+            if docker_problem is not None:
+                raise ConfigurationError(
+                    f"MCP server {name!r} runs in Docker, but no Docker runtime is usable on "
+                    f"this worker: {docker_problem}"
+                )
+            connections[name] = _docker(server, env, workspace)
+        else:
+            raise InvalidInput(f"MCP server {name!r} has no stdio, http or docker definition")
+    return connections
+
+
+# Errors
+
+
+def _leaves(err: BaseException) -> Iterable[BaseException]:
+    if isinstance(err, BaseExceptionGroup):
+        for inner in err.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield err
+
+
+def _startup_error(name: str, err: BaseException, redact: Callable[[str], str]) -> RunnerError:
+    leaves = [e for e in _leaves(err) if not isinstance(e, asyncio.CancelledError)] or [err]
+    cause = leaves[0]
+    for leaf in leaves:
+        if isinstance(leaf, httpx.HTTPStatusError | FileNotFoundError | PermissionError):
+            cause = leaf
+            break
+    reason = redact(f"{type(cause).__name__}: {cause}".strip().rstrip(":"))
+    prefix = f"MCP server {name!r} failed to start"
+    if isinstance(cause, RunnerError):
+        return type(cause)(f"{prefix}: {redact(str(cause))}")
+    if isinstance(cause, FileNotFoundError | PermissionError):
+        return ConfigurationError(f"{prefix}: {reason}")
+    if isinstance(cause, httpx.HTTPStatusError):
+        status = cause.response.status_code
+        if status in (401, 403):
+            return PermissionDenied(f"{prefix}: {reason}")
+        if status in (400, 404, 405):
+            return ConfigurationError(f"{prefix}: {reason}")
+    return Unavailable(f"{prefix}: {reason}")
+
+
+# The toolbox
+
+
+def _redacting_interceptor(redact: Callable[[str], str]) -> Any:
+    async def intercept(
+        request: MCPToolCallRequest,
+        handler: Callable[[MCPToolCallRequest], Awaitable[MCPToolCallResult]],
+    ) -> MCPToolCallResult:
+        result = await handler(request)
+        if isinstance(result, CallToolResult):
+            content = [
+                c.model_copy(update={"text": redact(c.text)}) if isinstance(c, TextContent) else c
+                for c in result.content
+            ]
+            return result.model_copy(update={"content": content})
+        return result
+
+    return intercept
+
+
+@dataclasses.dataclass
+class McpToolbox:
+    """The execution's MCP tools, by server, after `enabled_tools`."""
+
+    by_server: dict[str, list[BaseTool]] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def tools(self) -> list[BaseTool]:
+        """Every enabled tool of every server: the main agent's MCP tools."""
+        return self._unique(self.by_server)
+
+    def tools_for(
+        self,
+        server_names: Iterable[str],
+        selections: Mapping[str, agent_spec.McpToolSelection] | None = None,
+        *,
+        who: str = "sub-agent",
+    ) -> list[BaseTool]:
+        """A sub-agent's tools: its servers' enabled tools, narrowed by its tool selections."""
+        selections = selections or {}
+        chosen: dict[str, list[BaseTool]] = {}
+        for server in dict.fromkeys([*server_names, *selections]):
+            if server not in self.by_server:
+                raise InvalidInput(f"{who} uses MCP server {server!r}, which the agent lacks")
+            tools = self.by_server[server]
+            wanted = list(selections[server].enabled_tools) if server in selections else []
+            if wanted:
+                present = {t.name for t in tools}
+                missing = [w for w in wanted if w not in present]
+                if missing:
+                    self.warnings.append(
+                        f"{who}: MCP server {server!r} has no enabled tool named "
+                        + ", ".join(missing)
+                    )
+                tools = [t for t in tools if t.name in wanted]
+            chosen[server] = tools
+        return self._unique(chosen)
+
+    @staticmethod
+    def _unique(by_server: Mapping[str, list[BaseTool]]) -> list[BaseTool]:
+        owner: dict[str, str] = {}
+        tools: list[BaseTool] = []
+        for server, server_tools in by_server.items():
+            for tool in server_tools:
+                if tool.name in owner:
+                    raise InvalidInput(
+                        f"MCP servers {owner[tool.name]!r} and {server!r} both offer a tool "
+                        f"named {tool.name!r}; narrow one with enabled_tools"
+                    )
+                owner[tool.name] = server
+                tools.append(tool)
+        return tools
+
+
+async def _hold_session(
+    client: MultiServerMCPClient,
+    name: str,
+    interceptor: Any,
+    ready: asyncio.Future[list[BaseTool]],
+    stop: asyncio.Event,
+) -> None:
+    """Open the server's session, publish its tools, and keep it open until `stop`."""
+    try:
+        async with client.session(name) as session:
+            tools = await load_mcp_tools(session, server_name=name, tool_interceptors=[interceptor])
+            ready.set_result(tools)
+            await stop.wait()
+    except BaseException as err:
+        if not ready.done():
+            if isinstance(err, asyncio.CancelledError):
+                ready.cancel()
+                raise
+            ready.set_exception(err)
+            return
+        if not isinstance(err, asyncio.CancelledError):
+            log.warning("mcp_session_ended", server=name, error=str(err))
+        raise
+
+
+@contextlib.asynccontextmanager
+async def open_mcp_toolbox(
+    servers: Sequence[agent_spec.McpServerDefinition],
+    env: Mapping[str, str],
+    *,
+    secrets: Iterable[str] = (),
+    workspace: str | None = None,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS,
+    docker_probe: DockerProbe = docker_available,
+) -> AsyncIterator[McpToolbox]:
+    """Start the agent's MCP servers for one execution; stop them when the block ends."""
+    redact = Redactor(secrets)
+    connections = await mcp_connections(
+        servers, env, workspace=workspace, docker_probe=docker_probe
+    )
+    toolbox = McpToolbox()
+    if not connections:
+        yield toolbox
+        return
+    client = MultiServerMCPClient(connections)  # type: ignore[arg-type]
+    interceptor = _redacting_interceptor(redact)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    ready = {name: loop.create_future() for name in connections}
+    keepers = [
+        asyncio.create_task(_hold_session(client, name, interceptor, ready[name], stop))
+        for name in connections
+    ]
+    try:
+        for server in servers:
+            name = server.name
+            try:
+                async with asyncio.timeout(startup_timeout):
+                    tools = await asyncio.shield(ready[name])
+            except TimeoutError as err:
+                raise Unavailable(
+                    f"MCP server {name!r} failed to start: no answer within {startup_timeout:g}s"
+                ) from err
+            except Exception as err:
+                raise _startup_error(name, err, redact) from err
+            toolbox.by_server[name] = _enabled(server, tools, toolbox.warnings)
+        toolbox.tools()  # refuse clashing tool names before the agent sees them
+        log.info(
+            "mcp_servers_started",
+            servers={n: [t.name for t in ts] for n, ts in toolbox.by_server.items()},
+        )
+        yield toolbox
+    finally:
+        # Sessions close in the tasks that opened them (anyio requires it); a server still
+        # starting, or one that will not let go, is cancelled after a grace period.
+        stop.set()
+        _, stuck = await asyncio.wait(keepers, timeout=SHUTDOWN_GRACE_SECONDS)
+        for keeper in stuck:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
+        for future in ready.values():
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" warnings
+
+
+def _enabled(
+    server: agent_spec.McpServerDefinition, tools: list[BaseTool], warnings: list[str]
+) -> list[BaseTool]:
+    wanted = list(server.enabled_tools)
+    if not wanted:
+        return tools
+    present = {t.name for t in tools}
+    missing = [w for w in wanted if w not in present]
+    if missing:
+        warnings.append(f"MCP server {server.name!r} offers no tool named " + ", ".join(missing))
+    return [t for t in tools if t.name in wanted]
