@@ -1,8 +1,11 @@
 """The worker's composition root: settings → logging → adapters → activities → Temporal worker.
 
-Nothing else wires things together. SIGTERM/SIGINT start a graceful shutdown: the worker stops
-polling, in-flight activities get `WORKER_GRACEFUL_SHUTDOWN_SECONDS` to finish, then they are
-cancelled (each pushes its status before it ends).
+Nothing else wires things together. SIGTERM/SIGINT start a graceful shutdown (drain): the worker
+stops polling; an execution with attempts left is stopped at its next safe point and handed over
+(its attempt ends with the retryable `WorkerShuttingDown`, its status stays IN_PROGRESS, and
+another worker resumes it from the checkpoint); one on its last attempt gets up to
+`WORKER_GRACEFUL_SHUTDOWN_SECONDS` to finish. Whatever still runs when that window ends is
+cancelled by the SDK and ends the same way, never as a user's CANCELLED.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ from temporalio import activity
 from temporalio.client import Client, TLSConfig
 from temporalio.worker import Worker
 
-from worker.activities.runner import RunnerActivities, attempts_left
+from worker.activities.runner import (
+    RunnerActivities,
+    attempts_left,
+    cancelled_by_worker_shutdown,
+)
 from worker.adapters.live_events import live_events_for
 from worker.adapters.local_workspace import LocalWorkspaces
 from worker.adapters.metered import MeteredStatusSink
@@ -73,15 +80,14 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         tracer_provider = configure_tracing(settings.observability, set_global=_first_tracing())
         stack.callback(tracer_provider.shutdown)
         readiness = Readiness()
-        if settings.observability.health_port:
-            health = HealthServer(
-                settings.observability,
-                readiness=readiness,
-                in_flight=in_flight,
-                metrics=metrics,
-                info={"task_queue": settings.temporal.task_queue},
-            )
-            await stack.enter_async_context(health)
+        health = HealthServer(
+            settings.observability,
+            readiness=readiness,
+            in_flight=in_flight,
+            metrics=metrics,
+            info={"task_queue": settings.temporal.task_queue},
+        )
+        await stack.enter_async_context(health)
 
         orchestrator = GrpcOrchestrator.from_settings(settings)
         stack.push_async_callback(orchestrator.close)
@@ -104,6 +110,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             heartbeat=lambda: activity.heartbeat,
             metrics=metrics,
             attempts_left=attempts_left,
+            worker_stopping=activity.wait_for_worker_shutdown,
+            cancelled_by_shutdown=cancelled_by_worker_shutdown,
         )
         workspaces = LocalWorkspaces(settings.sandbox_root)
         activities = RunnerActivities(orchestrator, executions, workspaces)
