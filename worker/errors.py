@@ -40,3 +40,10 @@ class AgentFailed(RunnerError):
     """The agent run itself failed (model error, tool crash that ended the graph)."""
 
     retryable = True
+
+
+class WorkerShuttingDown(RunnerError):
+    """This worker is stopping before the execution finished; another attempt resumes it from
+    the thread's checkpoint (the status stays IN_PROGRESS meanwhile)."""
+
+    retryable = True

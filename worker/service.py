@@ -7,13 +7,22 @@ events through the StatusBuilder and the publisher → a terminal phase pushed a
 Failure handling is the point of this module: whatever goes wrong, the status that reaches the
 orchestrator keeps the transcript built so far, carries `error`, and is FAILED (or CANCELLED) —
 never COMPLETED — and the error leaves as a typed `RunnerError` for the activity to translate.
+A retryable failure that Temporal will retry is not reported FAILED: the status stays IN_PROGRESS
+and the next attempt resumes the run from the thread's checkpoint.
+
+Drain: when the worker starts shutting down, a run with attempts left is handed over at the next
+safe point (no tool call outstanding, see `worker.domain.safe_point`): the agent is stopped, the
+status stays IN_PROGRESS and `WorkerShuttingDown` (retryable) ends the attempt, so another worker
+resumes it at once. A run on its last attempt keeps going for the whole graceful window instead.
+Either way, a cancellation that comes from the worker's own shutdown is not the user's: it never
+pushes CANCELLED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +47,9 @@ from worker.domain.agent_events import (
     ToolEnded,
     ToolStarted,
 )
+from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
-from worker.errors import RunnerError
+from worker.errors import RunnerError, WorkerShuttingDown
 from worker.execution import (
     Orchestrator,
     Progress,
@@ -90,6 +100,26 @@ class StatusPublisherLike(Protocol):
 PublisherFactory = Callable[[str], StatusPublisherLike]
 
 
+@dataclass
+class Handover:
+    """One run's drain state: outstanding tool calls, and whether a safe point was reached
+    after the worker asked to hand the run over."""
+
+    tools: OutstandingTools = field(default_factory=OutstandingTools)
+    requested: bool = False
+    safe: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def observe(self, event: AgentEvent) -> None:
+        self.tools.observe(event)
+        if self.requested and self.tools.idle:
+            self.safe.set()
+
+    def request(self) -> None:
+        self.requested = True
+        if self.tools.idle:
+            self.safe.set()
+
+
 def live_event(event: AgentEvent, message_index: int) -> dict[str, Any] | None:
     """The fine-grained live-stream form of an agent event (docs/live-events.md)."""
     if isinstance(event, TokenDelta):
@@ -120,7 +150,12 @@ class GraphtonExecutions:
         heartbeat: Callable[[], HeartbeatFn],
         metrics: Metrics | None = None,
         attempts_left: Callable[[], bool] = lambda: False,
+        worker_stopping: Callable[[], Awaitable[None]] | None = None,
+        cancelled_by_shutdown: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`attempts_left` says whether Temporal retries this attempt after a retryable error;
+        `worker_stopping` returns when the worker begins to shut down (None: never);
+        `cancelled_by_shutdown` says whether the current cancellation is the worker's own."""
         self._settings = settings
         self._orchestrator = orchestrator
         self._runtime = runtime
@@ -129,6 +164,8 @@ class GraphtonExecutions:
         self._heartbeat = heartbeat
         self._metrics = metrics
         self._attempts_left = attempts_left
+        self._worker_stopping = worker_stopping
+        self._cancelled_by_shutdown = cancelled_by_shutdown
 
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
@@ -162,36 +199,116 @@ class GraphtonExecutions:
             publisher.offer(builder.snapshot, significant=True)
             await self._publish_live(execution_id, phase_event("IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
+            handover = Handover()
             try:
-                progress.stage = "resolving"
-                resolved = await resolve(self._orchestrator, execution)
-                plan = self._plan(execution, thread_id, resolved)
-                progress.stage = "running"
-                await self._stream(plan, builder, publisher, progress)
-            except asyncio.CancelledError:
-                builder.cancel()
-                await self._end(execution_id, builder, publisher, progress, outcome="cancelled")
-                raise
-            except Exception as exc:
-                err = as_runner_error(exc)
-                will_retry = err.retryable and self._attempts_left()
-                if not will_retry:
-                    builder.fail(str(err))
-                # A retry resumes this run from its checkpoint: the orchestrator keeps the
-                # transcript at IN_PROGRESS instead of seeing a FAILED that is not final.
-                outcome = "retrying" if will_retry else "failed"
-                await self._end(execution_id, builder, publisher, progress, outcome=outcome)
-                log.warning(
-                    "execution_failed",
-                    error_type=type(err).__name__,
-                    retryable=err.retryable,
-                    will_retry=will_retry,
-                    error=str(err),
+                await self._until_handed_over(
+                    self._resolve_and_stream(
+                        execution, thread_id, builder, publisher, progress, handover
+                    ),
+                    handover,
                 )
-                raise err from exc
+            except asyncio.CancelledError:
+                if not self._cancelled_by_shutdown():
+                    builder.cancel()
+                    await self._end(execution_id, builder, publisher, progress, outcome="cancelled")
+                    raise
+                # The graceful window is over and the worker is cancelling what still runs.
+                # That is not the user's cancellation: end the attempt like a handover.
+                shutdown = WorkerShuttingDown(
+                    "the worker shut down before the execution finished "
+                    f"(graceful window {self._settings.temporal.graceful_shutdown_seconds:g} s)"
+                )
+                raise await self._failed(
+                    execution_id, builder, publisher, progress, shutdown
+                ) from None
+            except Exception as exc:
+                raise await self._failed(execution_id, builder, publisher, progress, exc) from exc
             builder.complete()
             return await self._end(execution_id, builder, publisher, progress, outcome="completed")
         raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
+
+    async def _failed(
+        self,
+        execution_id: str,
+        builder: StatusBuilder,
+        publisher: StatusPublisherLike,
+        progress: Progress,
+        exc: BaseException,
+    ) -> RunnerError:
+        """Push the status of a failed attempt; return the typed error to raise."""
+        err = as_runner_error(exc)
+        will_retry = err.retryable and self._attempts_left()
+        if not will_retry:
+            builder.fail(str(err))
+        # A retry resumes this run from its checkpoint: the orchestrator keeps the transcript at
+        # IN_PROGRESS instead of seeing a FAILED that is not final.
+        if isinstance(err, WorkerShuttingDown):
+            outcome = "handed_over" if will_retry else "failed"
+        else:
+            outcome = "retrying" if will_retry else "failed"
+        await self._end(execution_id, builder, publisher, progress, outcome=outcome)
+        log.warning(
+            "execution_failed" if outcome == "failed" else "execution_attempt_ended",
+            error_type=type(err).__name__,
+            retryable=err.retryable,
+            will_retry=will_retry,
+            error=str(err),
+        )
+        return err
+
+    async def _resolve_and_stream(
+        self,
+        execution: execution_api.AgentExecution,
+        thread_id: str,
+        builder: StatusBuilder,
+        publisher: StatusPublisherLike,
+        progress: Progress,
+        handover: Handover,
+    ) -> None:
+        progress.stage = "resolving"
+        resolved = await resolve(self._orchestrator, execution)
+        plan = self._plan(execution, thread_id, resolved)
+        progress.stage = "running"
+        await self._stream(plan, builder, publisher, progress, handover)
+
+    async def _until_handed_over(self, work: Awaitable[None], handover: Handover) -> None:
+        """Run `work`; if the worker starts shutting down first, stop it at a safe point.
+
+        Raises `WorkerShuttingDown` when the run was stopped for a handover. With no attempt
+        left a handover would fail the execution, so the run keeps the whole graceful window.
+        """
+        if self._worker_stopping is None:
+            await work
+            return
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._worker_stopping())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            if not self._attempts_left():
+                log.info("execution_draining", handover=False, reason="no attempts left")
+                await task
+                return
+            handover.request()
+            log.info("execution_draining", handover=True, outstanding_tools=len(handover.tools))
+            safe = asyncio.ensure_future(handover.safe.wait())
+            try:
+                await asyncio.wait({task, safe}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                safe.cancel()
+            if task.done():
+                return task.result()
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled():
+                return task.result()  # it finished (or failed) on its own as it was stopped
+            raise WorkerShuttingDown("the worker is shutting down; the execution resumes elsewhere")
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
 
     def _plan(
         self, execution: execution_api.AgentExecution, thread_id: str, resolved: Resolved
@@ -211,10 +328,12 @@ class GraphtonExecutions:
         builder: StatusBuilder,
         publisher: StatusPublisherLike,
         progress: Progress,
+        handover: Handover,
     ) -> None:
         metrics = self._metrics
         async for event in self._runtime.events(plan):
             progress.events += 1
+            handover.observe(event)
             if metrics is not None:
                 metrics.events()
                 if isinstance(event, ModelTurnEnded) and event.usage is not None:
@@ -245,7 +364,9 @@ class GraphtonExecutions:
         final = builder.snapshot()
         landed = await shielded(publisher.finish(final))
         await shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
-        await shielded(self._live.close_stream(execution_id))
+        if final.phase in _TERMINAL:
+            # A run that another attempt continues keeps its live stream open for it.
+            await shielded(self._live.close_stream(execution_id))
         counts = builder.counts
         log.info(
             "execution_finished",
@@ -265,6 +386,11 @@ class GraphtonExecutions:
             await self._live.publish(execution_id, event)
         except RunnerError as err:  # best effort by contract; adapters should not raise at all
             log.warning("live_event_failed", error=str(err))
+
+
+_TERMINAL = frozenset(
+    {enum_pb2.EXECUTION_COMPLETED, enum_pb2.EXECUTION_FAILED, enum_pb2.EXECUTION_CANCELLED}
+)
 
 
 def _phase(status: execution_api.AgentExecutionStatus) -> str:

@@ -41,6 +41,15 @@ def attempts_left() -> bool:
     return policy.maximum_attempts == 0 or info.attempt < policy.maximum_attempts
 
 
+def cancelled_by_worker_shutdown() -> bool:
+    """Whether this activity is being cancelled because its worker is shutting down (the
+    graceful window ran out), not because the workflow asked."""
+    details = activity.cancellation_details()
+    if details is not None:
+        return details.worker_shutdown and not details.cancel_requested
+    return activity.is_worker_shutdown()
+
+
 def to_application_error(err: RunnerError) -> ApplicationError:
     """A typed Temporal error: `type` is the class name, retryability from the error."""
     return ApplicationError(str(err), type=type(err).__name__, non_retryable=not err.retryable)
