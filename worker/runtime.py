@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -41,11 +42,15 @@ class GraphtonRuntime:
             workspace_dir=plan.workspace,
             sandbox_env=dict(plan.env),
         )
-        async for event in stream_agent(
-            graph,
-            message=plan.message,
-            thread_id=plan.thread_id,
-            recursion_limit=settings.llm.recursion_limit,
-            message_id=plan.execution_id,
-        ):
-            yield event
+        # aclosing: a cancelled run must stop the graph now, not when the generator is collected.
+        async with aclosing(
+            stream_agent(
+                graph,
+                message=plan.message,
+                thread_id=plan.thread_id,
+                recursion_limit=settings.llm.recursion_limit,
+                message_id=plan.execution_id,
+            )
+        ) as events:
+            async for event in events:
+                yield event
