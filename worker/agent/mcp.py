@@ -428,6 +428,9 @@ async def open_mcp_toolbox(
         # Sessions close in the tasks that opened them (anyio requires it); a server still
         # starting, or one that will not let go, is cancelled after a grace period.
         stop.set()
+        for name, keeper in zip(connections, keepers, strict=True):
+            if not ready[name].done():
+                keeper.cancel()
         _, stuck = await asyncio.wait(keepers, timeout=SHUTDOWN_GRACE_SECONDS)
         for keeper in stuck:
             keeper.cancel()
