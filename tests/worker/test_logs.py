@@ -47,6 +47,6 @@ def test_configured_json_logs_never_print_a_secret(monkeypatch: pytest.MonkeyPat
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
-    assert [line["event"] for line in lines][0] == "call_failed"
+    assert lines[0]["event"] == "call_failed"
     assert "configured-api-key-42" not in buffer.getvalue()
     assert MASK in lines[0]["error"]
