@@ -1,0 +1,69 @@
+"""The agent spec's sub-agents as deepagents sub-agent specs.
+
+Each `agent.spec.sub_agents` entry becomes `{"name", "description", "system_prompt", "tools"}`:
+
+- `system_prompt` is the sub-agent's instructions followed by the skills section (contract §6) of
+  its own `skill_refs`;
+- `tools` is its MCP slice: the tools of the servers it lists in `mcp_servers`, narrowed per
+  server by `mcp_tool_selections` (a server named only in a selection counts as listed). A
+  sub-agent that lists no server gets no MCP tools. deepagents still gives every sub-agent its
+  file tools and `execute` on the shared sandbox backend, and the todo list.
+
+The main agent reaches them through the `task` tool by name, which is why names must be present
+and distinct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
+
+from worker.adapters.skills import PreparedSkills
+from worker.agent.mcp import McpToolbox
+from worker.errors import InvalidInput
+
+DEFAULT_SUB_AGENT_PROMPT = "You are a focused assistant. Complete the task you are given."
+
+
+def _description(sub: agent_spec.SubAgent) -> str:
+    if sub.description.strip():
+        return sub.description.strip()
+    first_line = next((line.strip() for line in sub.instructions.splitlines() if line.strip()), "")
+    return first_line[:200] or f"Sub-agent {sub.name}"
+
+
+def build_subagents(
+    sub_agents: Sequence[agent_spec.SubAgent],
+    *,
+    mcp: McpToolbox | None = None,
+    skills: PreparedSkills | None = None,
+) -> list[dict[str, Any]]:
+    """deepagents sub-agent dicts for `sub_agents`, in order."""
+    toolbox = mcp or McpToolbox()
+    specs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, sub in enumerate(sub_agents):
+        name = sub.name.strip()
+        if not name:
+            raise InvalidInput(f"sub-agent #{index + 1} has no name")
+        if name in seen:
+            raise InvalidInput(f"sub-agent {name!r} is defined twice")
+        seen.add(name)
+        prompt = sub.instructions.strip() or DEFAULT_SUB_AGENT_PROMPT
+        section = skills.prompt_section(sub.skill_refs) if skills and sub.skill_refs else ""
+        if section:
+            prompt = f"{prompt}\n\n{section}".rstrip() + "\n"
+        tools = toolbox.tools_for(
+            sub.mcp_servers, dict(sub.mcp_tool_selections), who=f"sub-agent {name!r}"
+        )
+        specs.append(
+            {
+                "name": name,
+                "description": _description(sub),
+                "system_prompt": prompt,
+                "tools": tools,
+            }
+        )
+    return specs
