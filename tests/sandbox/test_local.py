@@ -4,7 +4,6 @@ away from a command, and process cleanup."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 
