@@ -14,7 +14,7 @@ from langchain_core.messages import ToolMessage
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
 from worker.logs import MASK
 from worker.sandbox import AgentSandbox, LocalSandbox, LocalSandboxes
-from worker.sandbox.backend import glob_regex
+from worker.sandbox.backend import glob_regex, restore_masked
 
 SECRET = "s3cr3t-value-9876"
 
@@ -150,3 +150,41 @@ async def test_graphton_agent_uses_the_sandbox_for_files_and_commands(
     assert "report.md" in tools["c4"]
     assert SECRET not in str(result["messages"])
     assert SECRET not in str(logs)
+
+
+def test_restoring_a_masked_view_keeps_secrets_the_model_did_not_touch() -> None:
+    raw = f"user: admin\npassword: {SECRET}\nport: 80\n"
+    view = f"user: admin\npassword: {MASK}\nport: 80\n"
+
+    edited = view.replace("port: 80", "port: 8080")
+    replaced = view.replace(f"password: {MASK}", "password: new-one")
+
+    assert restore_masked(raw, edited, [SECRET]) == raw.replace("port: 80", "port: 8080")
+    assert restore_masked(raw, replaced, [SECRET]) == raw.replace(SECRET, "new-one")
+    assert restore_masked(raw, "unrelated", [SECRET]) == "unrelated"
+
+
+async def test_graphton_edits_do_not_overwrite_secrets_with_the_mask(
+    agent_box: AgentSandbox, box: LocalSandbox
+) -> None:
+    await box.exec(f"printf 'token: {SECRET}\\nretries: 1\\n' > app.yml")
+    model = ScriptedReplies(
+        replies=[
+            tool_call("read_file", "r1", path="app.yml"),
+            tool_call(
+                "edit_file", "e1", path="app.yml", old_text="retries: 1", new_text="retries: 5"
+            ),
+        ]
+    )
+    agent = graphton.create_deep_agent(
+        model=model,
+        system_prompt="You maintain configuration files.",
+        sandbox_config=agent_box.graphton_sandbox_config(),
+        auto_enhance_prompt=False,
+        general_purpose_agent=False,
+    )
+
+    result = await agent.ainvoke({"messages": [{"role": "user", "content": "bump retries"}]})
+
+    assert await box.read_file("app.yml") == f"token: {SECRET}\nretries: 5\n".encode()
+    assert SECRET not in str(result["messages"])

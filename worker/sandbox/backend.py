@@ -28,11 +28,12 @@ Calling one from that loop's own thread would deadlock, so it raises instead.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import errno
 import fnmatch
 import posixpath
 import re
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from deepagents.backends.protocol import (
@@ -69,13 +70,68 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Same floor as the process registry: shorter values would mask ordinary text.
-        self._values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.values: tuple[str, ...] = tuple(
+            sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        )
 
     def __call__(self, text: str) -> str:
-        for value in self._values:
+        for value in self.values:
             if value in text:
                 text = text.replace(value, MASK)
         return SECRETS.redact(text)
+
+
+MAX_RESTORE_CHARS = 1_000_000
+
+
+def restore_masked(raw: str, written: str, secrets: Sequence[str]) -> str:
+    """Put back the secrets a masked view hid, where `written` kept that view's text.
+
+    The model edits files through a masked view: a file holding a secret reads back with `***`
+    in its place, and a read-modify-write of that view (graphton's `edit` and `write` work that
+    way) would write the mask over the secret. Where `written` matches the view, the original
+    text (secret included) is used; where the model changed something, its text is.
+    """
+    if MASK not in written or not raw or not secrets or len(raw) > MAX_RESTORE_CHARS:
+        return written
+    pattern = re.compile("|".join(re.escape(s) for s in secrets))
+    spans: list[tuple[int, int, str, bool]] = []
+    view: list[str] = []
+    position = 0
+    last = 0
+    for match in [*pattern.finditer(raw), None]:
+        start = match.start() if match else len(raw)
+        if start > last:
+            plain = raw[last:start]
+            spans.append((position, position + len(plain), plain, False))
+            view.append(plain)
+            position += len(plain)
+        if match is None:
+            break
+        spans.append((position, position + len(MASK), match.group(), True))
+        view.append(MASK)
+        position += len(MASK)
+        last = match.end()
+    if not any(secret for *_, secret in spans):
+        return written
+    matcher = difflib.SequenceMatcher(None, "".join(view), written, autojunk=False)
+    out: list[str] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        out.append(_original(spans, i1, i2) if tag == "equal" else written[j1:j2])
+    return "".join(out)
+
+
+def _original(spans: Sequence[tuple[int, int, str, bool]], start: int, end: int) -> str:
+    parts = []
+    for lo, hi, text, secret in spans:
+        if hi <= start or lo >= end:
+            continue
+        a, b = max(lo, start), min(hi, end)
+        if secret:
+            parts.append(text if (a, b) == (lo, hi) else MASK[a - lo : b - lo])
+        else:
+            parts.append(text[a - lo : b - lo])
+    return "".join(parts)
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -143,6 +199,17 @@ class AgentSandbox:
 
     async def write_text(self, path: str, content: str) -> None:
         await self.sandbox.write_files([FileWrite(path, content.encode("utf-8"))])
+
+    async def write_text_unmasking(self, path: str, content: str) -> None:
+        """Write text the model derived from a masked read, keeping the secrets it could not
+        see (see `restore_masked`)."""
+        if MASK in content and self.redact.values:
+            try:
+                raw = (await self.sandbox.read_file(path)).decode("utf-8", errors="replace")
+            except OSError:
+                raw = ""
+            content = restore_masked(raw, content, self.redact.values)
+        await self.write_text(path, content)
 
     async def exists(self, path: str) -> bool:
         target = await self._base(path)
@@ -225,9 +292,9 @@ class AgentSandbox:
         return matches
 
     async def _base(self, path: str) -> str:
-        # Resolve through the sandbox so results carry the same absolute paths as `ls`.
-        resolve = getattr(self.sandbox, "resolve", None)
-        return str(resolve(path)) if callable(resolve) else path
+        # Resolved by the sandbox, so results carry the same absolute paths as `ls`. The local
+        # jail may stat the disk here; that is a few syscalls, not worth a thread hop.
+        return self.sandbox.resolve(path)
 
     async def execute(
         self,
@@ -488,7 +555,8 @@ class GraphtonBackend:
         return self._s.call(lambda: self._s.read_text(path))
 
     def write(self, path: str, content: str) -> WriteResult:
-        self._s.call(lambda: self._s.write_text(path, content))
+        # graphton's `edit` is a read-modify-write through this (masked) view.
+        self._s.call(lambda: self._s.write_text_unmasking(path, content))
         return WriteResult(path=path)
 
     def delete(self, path: str) -> None:

@@ -95,6 +95,11 @@ class Sandbox(Protocol):
     @property
     def isolation(self) -> Isolation: ...
 
+    def resolve(self, path: str) -> str:
+        """The absolute path `path` names in this sandbox (`SandboxPathError` if it would leave
+        a jailed workspace)."""
+        ...
+
     async def exec(
         self,
         command: str,
