@@ -28,27 +28,27 @@ Runner = Callable[[argparse.Namespace], Result]
 
 
 def _builder(args: argparse.Namespace) -> Result:
-    from bench import builder
+    from bench.builder import run
 
-    return builder.run(quick=args.quick, sizes=args.sizes)
+    return run(quick=args.quick, sizes=args.sizes)
 
 
 def _pipeline(args: argparse.Namespace) -> Result:
-    from bench import pipeline
+    from bench.pipeline import run
 
-    return pipeline.run(quick=args.quick, sizes=args.sizes)
+    return run(quick=args.quick, sizes=args.sizes)
 
 
 def _overhead(args: argparse.Namespace) -> Result:
-    from bench import overhead
+    from bench.overhead import run
 
-    return overhead.run(quick=args.quick)
+    return run(quick=args.quick)
 
 
 def _throughput(args: argparse.Namespace) -> Result:
-    from bench import throughput
+    from bench.throughput import run
 
-    return throughput.run(quick=args.quick)
+    return run(quick=args.quick)
 
 
 BENCHMARKS: dict[str, tuple[str, Runner]] = {

@@ -29,7 +29,6 @@ from worker.domain.agent_events import (
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUN = FIXTURES / "run.jsonl.gz"
-META = FIXTURES / "run.meta.json"
 USER_MESSAGE = (
     "Plan the work, look around the workspace, delegate the research, then work through it."
 )
@@ -56,11 +55,17 @@ def save_run(events: Sequence[AgentEvent], meta: dict[str, Any], path: Path = RU
     ):
         for event in events:
             packed.write((agent_events.dumps(event) + "\n").encode("utf-8"))
-    META.write_text(json.dumps(meta, indent=1) + "\n")
+    meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def load_meta() -> dict[str, Any]:
-    return dict(json.loads(META.read_text())) if META.exists() else {}
+def meta_path(run: Path) -> Path:
+    """`run.meta.json` beside `run.jsonl.gz`."""
+    return run.with_name(run.name.removesuffix(".gz").removesuffix(".jsonl") + ".meta.json")
+
+
+def load_meta(path: Path = RUN) -> dict[str, Any]:
+    meta = meta_path(path)
+    return dict(json.loads(meta.read_text())) if meta.exists() else {}
 
 
 def _suffixed(value: str, suffix: str) -> str:

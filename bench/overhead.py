@@ -6,16 +6,18 @@ as it does with a real LLM), 1, 10 and 50 at a time on one worker process:
 
 - *graph alone*: the runner's Graphton runtime streams the run and the events are dropped: no
   resolution, no StatusBuilder, no status updates, no heartbeats;
-- *ExecuteGraphton*: `GraphtonExecutions.run` as the worker composes it (`build_execution_service`),
-  in an activity context, against the stub (a subprocess on the devstack): resolve Session →
-  AgentInstance → Agent over gRPC, reduce every event, push status with the default policy,
-  push the final status.
+- *ExecuteGraphton*: `GraphtonExecutions.run` composed as `worker.app.run` composes it (metered
+  status sink, live events as configured, heartbeats), in an activity context, against the stub
+  (a subprocess on the devstack): resolve Session → AgentInstance → Agent over gRPC, reduce every
+  event, push status with the default policy, push the final status.
 
 Each concurrency level runs in a fresh process: a warm-up run of each kind, then rounds that
 alternate the two kinds (so load from elsewhere on a shared machine hits both alike). Overhead is
 the mean wall time of an execution over the mean wall time of a graph run, minus one. Memory per
 concurrent execution is the worker's peak resident memory during the first ExecuteGraphton round
-over its resident memory before it, divided by the number of executions.
+over its resident memory before it, divided by the number of executions. CPU is the worker
+process's CPU time per run of each kind; their difference is the runner's own CPU per execution,
+which other load on a shared machine does not inflate the way it inflates wall time.
 """
 
 from __future__ import annotations
@@ -32,15 +34,30 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from temporalio import activity
+from temporalio.testing import ActivityEnvironment
+
 from bench import infra
-from bench.results import NotRun, Result, Table, Target
+from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_pct, mean
+from stigmer_stub.client import StigmerClient
+from worker.activities.runner import attempts_left
+from worker.adapters.live_events import live_events_for
+from worker.adapters.metered import MeteredStatusSink
+from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.adapters.status_publisher import StatusPublisher
+from worker.agent.checkpointer import open_checkpointer
+from worker.logs import configure
+from worker.observability.metrics import Metrics
+from worker.runtime import GraphtonRuntime
+from worker.service import ExecutionPlan, GraphtonExecutions
+from worker.settings import Settings, load_settings
 
 NAME = "overhead"
 TITLE = "Overhead of an ExecuteGraphton run"
 LEVELS = (1, 10, 50)
 QUICK_LEVELS = (1, 10)
-ROUNDS = {1: 3, 10: 2, 50: 1}
+ROUNDS = {1: 4, 10: 3, 50: 1}
 TOKEN_DELAY_MS = 20.0
 SCRIPT = "demo"
 TARGET_PCT = 5.0
@@ -63,29 +80,41 @@ async def _rss_peak(stop: asyncio.Event) -> int:
     return max(peak, infra.rss_bytes())
 
 
-async def _timed_batch(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[float]:
+async def _timed_batch(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> tuple[list[float], float]:
+    """Wall seconds of each job, run all at once, and the process CPU seconds of the batch."""
+
     async def one(job: Callable[[], Awaitable[Any]]) -> float:
         began = time.perf_counter()
         await job()
         return time.perf_counter() - began
 
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
+    cpu = time.process_time()
+    walls = list(await asyncio.gather(*(one(job) for job in jobs)))
+    return walls, time.process_time() - cpu
+
+
+async def _executions(
+    settings: Settings, orchestrator: GrpcOrchestrator, stack: AsyncExitStack
+) -> GraphtonExecutions:
+    """`GraphtonExecutions` composed as `worker.app.run` composes it (minus Temporal itself)."""
+    metrics = Metrics()
+    checkpointer = await stack.enter_async_context(open_checkpointer(settings))
+    live = live_events_for(settings.redis)
+    stack.push_async_callback(live.aclose)
+    sink = MeteredStatusSink(orchestrator, metrics)
+    return GraphtonExecutions(
+        settings,
+        orchestrator,
+        GraphtonRuntime(settings, checkpointer),
+        lambda execution_id: StatusPublisher(sink, execution_id, settings.status),
+        live,
+        heartbeat=lambda: activity.heartbeat,
+        metrics=metrics,
+        attempts_left=attempts_left,
+    )
 
 
 async def child(args: argparse.Namespace) -> dict[str, Any]:
-    from temporalio.testing import ActivityEnvironment
-
-    from stigmer_stub.client import StigmerClient
-    from worker.adapters.orchestrator import GrpcOrchestrator
-    from worker.logs import configure
-    from worker.settings import load_settings
-
-    try:
-        from worker.runtime import GraphtonRuntime
-        from worker.service import ExecutionPlan, build_execution_service
-    except ImportError as err:
-        raise NotRun(f"the worker's execution service is not wired yet ({err})") from err
-
     data_dir = Path(args.data_dir)
     env = {
         "MODE": "local",
@@ -100,15 +129,14 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     # The graph-alone runs get their own checkpoint database, so the two kinds never share one.
     graph_settings = load_settings({**env, "CHECKPOINTER_SQLITE_PATH": str(data_dir / "g.sqlite")})
     configure(level="INFO", fmt="json")
-    from worker.agent.checkpointer import open_checkpointer
 
     n = args.concurrency
     async with AsyncExitStack() as stack, StigmerClient(args.stub) as client:
         orchestrator = GrpcOrchestrator.from_settings(settings)
         stack.push_async_callback(orchestrator.close)
-        executions = await build_execution_service(settings, orchestrator, stack)
-        checkpointer = await stack.enter_async_context(open_checkpointer(graph_settings))
-        runtime = GraphtonRuntime(graph_settings, checkpointer)
+        executions = await _executions(settings, orchestrator, stack)
+        graph_checkpointer = await stack.enter_async_context(open_checkpointer(graph_settings))
+        runtime = GraphtonRuntime(graph_settings, graph_checkpointer)
         agent = await orchestrator.get_agent(args.agent)
         serial = itertools.count()
 
@@ -134,7 +162,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
 
             return job
 
-        async def full_batch(count: int) -> list[float]:
+        async def full_batch(count: int) -> tuple[list[float], float]:
             jobs = [await new_execution() for _ in range(count)]
             return await _timed_batch(jobs)
 
@@ -146,20 +174,29 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         sampler = asyncio.create_task(_rss_peak(stop))
         full: list[float] = []
         graph: list[float] = []
+        cpu = {"full": 0.0, "graph": 0.0}
         try:
-            full += await full_batch(n)
+            walls, spent = await full_batch(n)
         finally:
             stop.set()
             peak = await sampler
-        graph += await _timed_batch([graph_run] * n)
-        for _ in range(args.rounds - 1):
-            full += await full_batch(n)
-            graph += await _timed_batch([graph_run] * n)
+        full += walls
+        cpu["full"] += spent
+        for index in range(args.rounds):
+            if index:
+                walls, spent = await full_batch(n)
+                full += walls
+                cpu["full"] += spent
+            walls, spent = await _timed_batch([graph_run] * n)
+            graph += walls
+            cpu["graph"] += spent
     return {
         "concurrency": n,
         "rounds": args.rounds,
         "full_s": full,
         "graph_s": graph,
+        "full_cpu_s_per_run": cpu["full"] / len(full),
+        "graph_cpu_s_per_run": cpu["graph"] / len(graph),
         "rss_before_bytes": rss_before,
         "rss_peak_bytes": peak,
     }
@@ -175,10 +212,7 @@ def child_main(argv: Sequence[str]) -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        outcome: dict[str, Any] = asyncio.run(child(args))
-    except NotRun as err:
-        outcome = {"not_run": str(err)}
+    outcome: dict[str, Any] = asyncio.run(child(args))
     Path(args.out).write_text(json.dumps(outcome))
 
 
@@ -216,8 +250,6 @@ async def _level(stub: infra.Child, agent_id: str, n: int, rounds: int) -> dict[
     if code != 0 or not out.exists():
         raise RuntimeError(f"the overhead run at {n} failed (exit {code}):\n{process.tail(30)}")
     outcome: dict[str, Any] = json.loads(out.read_text())
-    if "not_run" in outcome:
-        raise NotRun(outcome["not_run"])
     return outcome
 
 
@@ -254,6 +286,7 @@ def run(*, quick: bool = False) -> Result:
         full, graph = mean(r["full_s"]), mean(r["graph_s"])
         pct = (full / graph - 1) * 100
         per_exec = (r["rss_peak_bytes"] - r["rss_before_bytes"]) / n
+        cpu_full, cpu_graph = r["full_cpu_s_per_run"], r["graph_cpu_s_per_run"]
         r["overhead_pct"] = pct
         r["memory_per_execution_bytes"] = per_exec
         rows.append(
@@ -264,6 +297,8 @@ def run(*, quick: bool = False) -> Result:
                 f"{full:.2f}",
                 f"{full / graph:.3f}",
                 fmt_pct(pct),
+                f"{cpu_graph:.2f} / {cpu_full:.2f}",
+                f"{(cpu_full - cpu_graph) * 1000:+,.0f}",
                 fmt_bytes(per_exec),
                 fmt_bytes(r["rss_peak_bytes"]),
             ]
@@ -271,6 +306,7 @@ def run(*, quick: bool = False) -> Result:
         result.metric(f"overhead_pct@{key}", pct, "%", "lower")
         result.metric(f"memory_per_execution@{key}", per_exec, "B", "lower")
         result.metric(f"execution_s@{key}", full, "s", "lower")
+        result.metric(f"runner_cpu_ms@{key}", (cpu_full - cpu_graph) * 1000, "ms", "lower")
     result.tables.append(
         Table(
             title="Wall time per run, graph alone vs ExecuteGraphton",
@@ -281,6 +317,8 @@ def run(*, quick: bool = False) -> Result:
                 "ExecuteGraphton s",
                 "ratio",
                 "overhead",
+                "CPU s per run graph / ExecuteGraphton",
+                "runner CPU ms per execution",
                 "memory per execution",
                 "worker peak RSS",
             ],

@@ -252,10 +252,13 @@ async def one_run(
         "wall_s": outcome.wall_s,
         "runner_cpu_s": time.process_time() - cpu_before,
         "orchestrator_cpu_s": _cpu(server_pids) - server_before,
-        "final_status": {
-            "messages": len(builder.snapshot().messages),
-        },
+        "final_status": _final_size(builder),
     }
+
+
+def _final_size(builder: StatusBuilder) -> dict[str, int]:
+    status = builder.snapshot()
+    return {"messages": len(status.messages), "bytes": status.ByteSize()}
 
 
 def _project(run: dict[str, Any]) -> None:
@@ -342,6 +345,8 @@ def _row(label: str, run: dict[str, Any]) -> list[str]:
         f"{run['wall_s']:.1f} / {run['nominal_s']:.1f}",
         f"{fmt_ms(run['lag_ms']['p95'])} / {fmt_ms(run['lag_ms']['max'])}",
         f"{run['runner_cpu_s']:.1f} / {run['orchestrator_cpu_s']:.1f}",
+        fmt_ms(run["orchestrator_cpu_s"] * 1000 / max(1, run["calls"])),
+        fmt_bytes(run["final_status"]["bytes"]),
         "yes" if run["stored"]["matches_final"] else "NO",
     ]
 
@@ -380,6 +385,8 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
                 "replay s wall / nominal",
                 "agent lag ms p95 / max",
                 "CPU s runner / orchestrator",
+                "orchestrator CPU ms per call",
+                "final status size",
                 "stored = final",
             ],
             rows=rows,

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from langgraph.checkpoint.memory import InMemorySaver
+
 from bench.fixtures import RUN, USER_MESSAGE, composition, save_run
 from worker.agent.factory import build_agent, stream_agent
 from worker.agent.scripted import ScriptedChatModel
@@ -32,7 +34,7 @@ async def record_script(script: str, workspace: Path) -> list[AgentEvent]:
     graph = build_agent(
         instructions=f"You are a careful engineer working in a workspace.\nscript: {script}",
         model=ScriptedChatModel(),
-        checkpointer=None,
+        checkpointer=InMemorySaver(),
         recursion_limit=RECURSION_LIMIT,
         workspace_dir=workspace,
     )
