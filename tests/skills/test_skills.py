@@ -264,3 +264,31 @@ async def test_skills_land_under_bin_skills_in_a_daytona_sandbox(
     assert script.startswith(b"#!/bin/sh")
     local = standin.sandboxes[box.id].root / "bin/skills" / sha(VALID) / "scripts/extract.sh"
     assert local.stat().st_mode & 0o111
+
+
+class ReadOnlySkills:
+    """A sandbox whose skills root cannot be written (e.g. /bin on a non-root Daytona user)."""
+
+    def __init__(self, inner: LocalSandbox) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def write_files(self, files: object) -> None:
+        raise PermissionError(13, "permission denied", "/bin/skills")
+
+
+async def test_a_skill_that_cannot_be_written_degrades_with_a_warning(
+    box: LocalSandbox, cache: SkillCache
+) -> None:
+    store = store_with(("pdf-tools", VALID, SKILL_MD))
+
+    prepared = await SkillInstaller(store, cache).install(
+        [ref("pdf-tools")],
+        ReadOnlySkills(box),  # type: ignore[arg-type]
+    )
+
+    assert prepared.skills[0].degraded
+    assert "could not be written into the sandbox" in prepared.warnings[0]
+    assert "# PDF tools" in prepared.prompt_section()

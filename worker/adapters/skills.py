@@ -383,12 +383,16 @@ class SkillInstaller:
             return await self._degrade(name, version_hash, skill.spec.skill_md, sandbox, problem)
         location = skill_directory(sandbox.skills_root, version_hash)
         contents = await asyncio.to_thread(lambda: [cached.read(f) for f in cached.files])
-        await sandbox.write_files(
-            [
-                FileWrite(f"{location}{f.path}", data, f.mode)
-                for f, data in zip(cached.files, contents, strict=True)
-            ]
-        )
+        try:
+            await sandbox.write_files(
+                [
+                    FileWrite(f"{location}{f.path}", data, f.mode)
+                    for f, data in zip(cached.files, contents, strict=True)
+                ]
+            )
+        except OSError as err:
+            problem = f"its files could not be written into the sandbox ({err})"
+            return await self._degrade(name, version_hash, skill.spec.skill_md, sandbox, problem)
         skill_md = skill.spec.skill_md
         if not skill_md.strip():
             by_path = dict(zip((f.path for f in cached.files), contents, strict=True))

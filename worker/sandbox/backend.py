@@ -173,7 +173,11 @@ def _is_binary(data: bytes) -> bool:
 
 
 class AgentSandbox:
-    """One execution's view of a sandbox: its environment, its secrets masked."""
+    """One execution's view of a sandbox: its environment, its secrets masked.
+
+    Create it on the event loop that runs the agent: the synchronous adapter methods, called
+    from worker threads, hand their work to that loop.
+    """
 
     def __init__(
         self,
