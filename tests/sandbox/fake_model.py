@@ -38,5 +38,5 @@ class ScriptedReplies(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
-def tool_call(name: str, call_id: str, **args: Any) -> AIMessage:
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id}])
+def tool_call(tool: str, call_id: str, /, **args: Any) -> AIMessage:
+    return AIMessage(content="", tool_calls=[{"name": tool, "args": args, "id": call_id}])
