@@ -57,7 +57,7 @@ from worker.errors import (
     RunnerError,
     Unavailable,
 )
-from worker.sandbox.backend import Redactor
+from worker.sandbox.base import Redactor
 
 log = structlog.get_logger(__name__)
 

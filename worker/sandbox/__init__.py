@@ -7,25 +7,45 @@ to one execution (environment, secret masking) and adapts it for deepagents and 
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from worker.errors import ConfigurationError
-from worker.sandbox.backend import (
-    AgentSandbox,
-    DeepAgentsBackend,
-    GraphtonBackend,
-    Redactor,
-    install_graphton_hook,
-)
 from worker.sandbox.base import (
     CommandResult,
     FileEntry,
     FileWrite,
     Isolation,
+    Redactor,
     Sandbox,
     SandboxPathError,
     SandboxProvider,
 )
 from worker.sandbox.local import LocalSandbox, LocalSandboxes
 from worker.settings import SandboxBackend, Settings
+
+if TYPE_CHECKING:
+    from worker.sandbox.backend import (
+        AgentSandbox,
+        DeepAgentsBackend,
+        GraphtonBackend,
+        install_graphton_hook,
+    )
+
+# The agent adapters import deepagents and graphton (seconds of import time); code that only
+# needs a provider or `CleanupSandbox` does not pay for them until it touches one.
+_LAZY = {
+    "AgentSandbox",
+    "DeepAgentsBackend",
+    "GraphtonBackend",
+    "install_graphton_hook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("worker.sandbox.backend"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def create_sandbox_provider(settings: Settings) -> SandboxProvider:

@@ -54,8 +54,15 @@ from deepagents.backends.utils import (
 from graphton.core import sandbox_factory
 from graphton.core.backends.types import ExecutionResult
 
-from worker.logs import MASK, SECRETS
-from worker.sandbox.base import CommandResult, FileEntry, FileWrite, OutputCallback, Sandbox
+from worker.logs import MASK
+from worker.sandbox.base import (
+    CommandResult,
+    FileEntry,
+    FileWrite,
+    OutputCallback,
+    Redactor,
+    Sandbox,
+)
 
 T = TypeVar("T")
 
@@ -63,22 +70,6 @@ MAX_WALK_ENTRIES = 10_000
 MAX_WALK_DEPTH = 30
 MAX_GREP_FILE_BYTES = 2 * 1024 * 1024
 MAX_GREP_MATCHES = 1000
-
-
-class Redactor:
-    """Masks the execution's secret values and every secret the process registered."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Same floor as the process registry: shorter values would mask ordinary text.
-        self.values: tuple[str, ...] = tuple(
-            sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-        )
-
-    def __call__(self, text: str) -> str:
-        for value in self.values:
-            if value in text:
-                text = text.replace(value, MASK)
-        return SECRETS.redact(text)
 
 
 MAX_RESTORE_CHARS = 1_000_000

@@ -14,11 +14,12 @@ the sandbox itself (cannot be created, backend down) are `worker.errors` types.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from worker.errors import InvalidInput
+from worker.logs import MASK, SECRETS
 
 OutputCallback = Callable[[str], None]
 """Receives decoded output as it arrives (for live progress); must not block."""
@@ -234,3 +235,19 @@ def effective_timeout(requested: float | None, default: float, maximum: float) -
     if requested is None or requested <= 0:
         return min(default, maximum)
     return min(float(requested), maximum)
+
+
+class Redactor:
+    """Masks the execution's secret values and every secret the process registered."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Same floor as the process registry: shorter values would mask ordinary text.
+        self.values: tuple[str, ...] = tuple(
+            sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        )
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return SECRETS.redact(text)
