@@ -222,7 +222,10 @@ class GraphtonExecutions:
                     execution_id, builder, publisher, progress, shutdown
                 ) from None
             except Exception as exc:
-                raise await self._failed(execution_id, builder, publisher, progress, exc) from exc
+                err = await self._failed(execution_id, builder, publisher, progress, exc)
+                if err is exc:
+                    raise  # already typed; `raise err from exc` would make it its own cause
+                raise err from exc
             builder.complete()
             return await self._end(execution_id, builder, publisher, progress, outcome="completed")
         raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises

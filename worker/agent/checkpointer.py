@@ -14,6 +14,7 @@ or indexes, and closes the connections on exit:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,6 +37,9 @@ log = structlog.get_logger(__name__)
 
 MONGO_DEFAULT_DB = "agent_runner"
 POSTGRES_POOL_SIZE = 10
+POSTGRES_SETUP_WAIT_SECONDS = 120.0
+# Any constant key will do; it only has to be the same in every worker.
+_SETUP_LOCK = 0x5717_6E65_7201
 
 
 @asynccontextmanager
@@ -85,11 +89,38 @@ async def _postgres(url: str) -> AsyncIterator[AsyncPostgresSaver]:
         raise Unavailable(f"cannot reach the Postgres checkpointer: {type(err).__name__}") from err
     try:
         saver = AsyncPostgresSaver(pool)
-        await saver.setup()
+        async with _setup_lock(pool):
+            await saver.setup()
         log.info("checkpointer_opened", kind="postgres")
         yield saver
     finally:
         await pool.close()
+
+
+@asynccontextmanager
+async def _setup_lock(pool: AsyncConnectionPool[Any]) -> AsyncIterator[None]:
+    """One worker at a time runs the saver's migrations.
+
+    Replicas starting together would race through them (a unique violation on the migrations
+    table kills the loser). The lock is polled with `pg_try_advisory_lock` rather than awaited:
+    a session blocked in `pg_advisory_lock` is an open transaction, and the migrations'
+    `CREATE INDEX CONCURRENTLY` in the holder waits for every open transaction to end, which
+    would be a deadlock Postgres does not detect.
+    """
+    async with pool.connection() as conn:
+        deadline = time.monotonic() + POSTGRES_SETUP_WAIT_SECONDS
+        while True:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_SETUP_LOCK,))
+            row = await cursor.fetchone()
+            if row is not None and row["ok"]:
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable("another worker held the checkpointer's setup lock too long")
+            await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
 
 
 @asynccontextmanager

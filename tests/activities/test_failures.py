@@ -1,0 +1,51 @@
+"""What Temporal receives when ExecuteGraphton fails: the activity's error, encoded by the
+worker's data converter, keeps its type and retryability (a cause chain that loops would not
+encode at all, and Temporal would see a generic, retryable failure instead)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.api.failure.v1 import Failure
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, tool_turn
+from tests.activities.test_runner_activities import an_execution, make_activities
+from worker.converter import DATA_CONVERTER
+
+
+async def encoded_failure(err: BaseException) -> Failure:
+    failure = Failure()
+    await DATA_CONVERTER.encode_failure(err, failure)
+    return failure
+
+
+async def test_a_typed_error_reaches_temporal_with_its_type_and_not_retryable(
+    tmp_path: Path,
+) -> None:
+    acts = make_activities(tmp_path, FakeOrchestratorPorts.with_agent(), FakeRuntime())
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(
+            acts.execute_graphton, an_execution(session_id="ses-missing"), "t"
+        )
+
+    failure = await encoded_failure(raised.value)
+
+    assert failure.application_failure_info.type == "NotFound"
+    assert failure.application_failure_info.non_retryable
+    assert "ses-missing" in failure.message
+
+
+async def test_a_crash_reaches_temporal_as_a_retryable_agent_failure(tmp_path: Path) -> None:
+    runtime = FakeRuntime([*tool_turn(1)], raise_after=RuntimeError("model exploded"))
+    acts = make_activities(tmp_path, FakeOrchestratorPorts.with_agent(), runtime)
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t")
+
+    failure = await encoded_failure(raised.value)
+
+    assert failure.application_failure_info.type == "AgentFailed"
+    assert not failure.application_failure_info.non_retryable
+    assert "model exploded" in failure.message
