@@ -29,9 +29,9 @@ from worker.activities.runner import (
     cancelled_by_worker_shutdown,
 )
 from worker.adapters.live_events import live_events_for
-from worker.adapters.local_workspace import LocalWorkspaces
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
 from worker.converter import DATA_CONVERTER
@@ -40,7 +40,9 @@ from worker.observability.health import HealthServer, Readiness
 from worker.observability.inflight import InFlightInterceptor, InFlightRegistry
 from worker.observability.metrics import Metrics, TemporalMetricsBridge
 from worker.observability.tracing import configure_tracing, tracing_interceptor
+from worker.preparation import SpecPreparer
 from worker.runtime import GraphtonRuntime
+from worker.sandbox import create_sandbox_provider
 from worker.service import GraphtonExecutions
 from worker.settings import Settings, SettingsError, load_settings, secret_values
 
@@ -100,6 +102,14 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         checkpointer = await stack.enter_async_context(open_checkpointer(settings))
         live = live_events_for(settings.redis)
         stack.push_async_callback(live.aclose)
+        sandboxes = create_sandbox_provider(settings)
+        stack.push_async_callback(sandboxes.aclose)
+        preparer = SpecPreparer(
+            orchestrator,
+            sandboxes,
+            SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
+            metrics=metrics,
+        )
         status_sink = MeteredStatusSink(orchestrator, metrics)
         executions = GraphtonExecutions(
             settings,
@@ -112,9 +122,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             attempts_left=attempts_left,
             worker_stopping=activity.wait_for_worker_shutdown,
             cancelled_by_shutdown=cancelled_by_worker_shutdown,
+            preparer=preparer,
         )
-        workspaces = LocalWorkspaces(settings.sandbox_root)
-        activities = RunnerActivities(orchestrator, executions, workspaces)
+        activities = RunnerActivities(orchestrator, executions, sandboxes)
 
         client = await connect_temporal(
             settings, runtime=bridge.runtime(), interceptors=[tracing_interceptor()]

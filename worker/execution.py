@@ -17,7 +17,6 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -30,7 +29,6 @@ from worker.adapters.ports import AgentCatalog, SessionStore, StatusSink
 from worker.errors import AgentFailed, InvalidInput, RunnerError
 from worker.heartbeat import HeartbeatFn, heartbeating
 from worker.logs import SECRETS
-from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -103,12 +101,6 @@ async def resolve(orchestrator: Orchestrator, execution: execution_api.AgentExec
     return Resolved(session=session, instance=instance, agent=agent)
 
 
-def workspace_dir(settings: Settings, execution: execution_api.AgentExecution) -> Path:
-    """The session's working directory, reused across its executions so files persist."""
-    key = execution.spec.session_id or execution.metadata.id
-    return settings.sandbox_root / key
-
-
 async def shielded(coro: Any) -> Any:
     """Await `coro` even if the surrounding task is being cancelled (final status pushes)."""
     task = asyncio.ensure_future(coro)
@@ -136,5 +128,4 @@ __all__ = [
     "resolve",
     "shielded",
     "validate",
-    "workspace_dir",
 ]

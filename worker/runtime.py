@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from worker.agent.factory import build_agent, stream_agent
+from worker.agent.factory import SubAgentSpec, build_agent, stream_agent
 from worker.agent.models import build_chat_model
 from worker.domain.agent_events import AgentEvent
+from worker.preparation import Prepared
 from worker.service import ExecutionPlan
 from worker.settings import Settings
 
 
+def _sub_agents(prepared: Prepared) -> list[SubAgentSpec]:
+    return [
+        SubAgentSpec(
+            name=spec["name"],
+            description=spec.get("description", ""),
+            instructions=spec.get("system_prompt", ""),
+            tools=spec.get("tools"),
+        )
+        for spec in prepared.subagents
+    ]
+
+
 class GraphtonRuntime:
-    """Builds the agent from the resolved spec and runs it on the session's thread.
+    """Builds the agent from the prepared spec and runs it on the session's thread.
 
     The checkpointer is shared by every execution of the process (and, when it is Postgres or
     MongoDB, by every worker), keyed by thread id: that is a session's memory, and what a retried
@@ -30,17 +42,20 @@ class GraphtonRuntime:
 
     async def events(self, plan: ExecutionPlan) -> AsyncIterator[AgentEvent]:
         settings = self._settings
+        prepared = plan.prepared
+        if prepared is None:
+            raise ValueError("the Graphton runtime needs a prepared sandbox")
         model = build_chat_model(
             settings.llm, plan.model_override or None, provider=settings.provider
         )
-        await asyncio.to_thread(plan.workspace.mkdir, parents=True, exist_ok=True)
         graph = build_agent(
-            instructions=plan.agent.spec.instructions,
+            instructions=prepared.system_prompt,
             model=model,
             checkpointer=self._checkpointer,
             recursion_limit=settings.llm.recursion_limit,
-            workspace_dir=plan.workspace,
-            sandbox_env=dict(plan.env),
+            sandbox_config=prepared.agent_sandbox.graphton_sandbox_config(),
+            sub_agents=_sub_agents(prepared),
+            tools=prepared.tools,
         )
         # aclosing: a cancelled run must stop the graph now, not when the generator is collected.
         async with aclosing(

@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -58,11 +57,11 @@ from worker.execution import (
     resolve,
     shielded,
     validate,
-    workspace_dir,
 )
 from worker.heartbeat import HeartbeatFn, heartbeating
 from worker.logs import SECRETS
 from worker.observability.metrics import Metrics
+from worker.preparation import NoPreparation, Prepared, Preparer
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -77,8 +76,8 @@ class ExecutionPlan:
     message: str
     agent: agent_api.Agent
     model_override: str
-    workspace: Path
-    env: Mapping[str, str] = field(default_factory=dict)
+    prepared: Prepared | None = None
+    """The sandbox, prompt, tools and sub-agents; None for runtimes that need none (fakes)."""
 
 
 class AgentRuntime(Protocol):
@@ -152,6 +151,7 @@ class GraphtonExecutions:
         attempts_left: Callable[[], bool] = lambda: False,
         worker_stopping: Callable[[], Awaitable[None]] | None = None,
         cancelled_by_shutdown: Callable[[], bool] = lambda: False,
+        preparer: Preparer | None = None,
     ) -> None:
         """`attempts_left` says whether Temporal retries this attempt after a retryable error;
         `worker_stopping` returns when the worker begins to shut down (None: never);
@@ -159,6 +159,7 @@ class GraphtonExecutions:
         self._settings = settings
         self._orchestrator = orchestrator
         self._runtime = runtime
+        self._preparer: Preparer = preparer or NoPreparation()
         self._publishers = publishers
         self._live = live
         self._heartbeat = heartbeat
@@ -270,9 +271,14 @@ class GraphtonExecutions:
     ) -> None:
         progress.stage = "resolving"
         resolved = await resolve(self._orchestrator, execution)
-        plan = self._plan(execution, thread_id, resolved)
-        progress.stage = "running"
-        await self._stream(plan, builder, publisher, progress, handover)
+        progress.stage = "preparing"
+        async with self._preparer.prepare(execution, resolved) as prepared:
+            for note in prepared.notes if prepared is not None else ():
+                builder.note(note)
+            publisher.offer(builder.snapshot, significant=True)
+            plan = self._plan(execution, thread_id, resolved, prepared)
+            progress.stage = "running"
+            await self._stream(plan, builder, publisher, progress, handover)
 
     async def _until_handed_over(self, work: Awaitable[None], handover: Handover) -> None:
         """Run `work`; if the worker starts shutting down first, stop it at a safe point.
@@ -314,7 +320,11 @@ class GraphtonExecutions:
                 await asyncio.wait({task})
 
     def _plan(
-        self, execution: execution_api.AgentExecution, thread_id: str, resolved: Resolved
+        self,
+        execution: execution_api.AgentExecution,
+        thread_id: str,
+        resolved: Resolved,
+        prepared: Prepared | None,
     ) -> ExecutionPlan:
         return ExecutionPlan(
             execution_id=execution.metadata.id,
@@ -322,7 +332,7 @@ class GraphtonExecutions:
             message=execution.spec.message,
             agent=resolved.agent,
             model_override=execution.spec.execution_config.model_name,
-            workspace=workspace_dir(self._settings, execution),
+            prepared=prepared,
         )
 
     async def _stream(

@@ -623,3 +623,13 @@ def test_applies_at_least_fifty_thousand_events_per_second_at_any_run_length() -
     later = _rate(builder, late)
     assert min(warm, later) >= 50_000, (warm, later)
     assert later > warm / 2, "cost per event grew with the run's length"
+
+
+def test_runner_notes_become_system_messages_once() -> None:
+    from worker.domain.status_builder import StatusBuilder as _Builder
+
+    builder = _Builder(user_message="hi")
+    assert builder.note("skill greeter degraded: artifact missing").significant
+    assert not builder.note("skill greeter degraded: artifact missing").changed
+    kinds = [m.type for m in builder.snapshot().messages]
+    assert kinds == [enum_pb2.MESSAGE_HUMAN, enum_pb2.MESSAGE_SYSTEM]

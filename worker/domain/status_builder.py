@@ -317,6 +317,16 @@ class StatusBuilder:
         self._completed_at = self._now()
         return SIGNIFICANT
 
+    def note(self, text: str) -> Applied:
+        """A MESSAGE_SYSTEM entry: what the runner itself reports (a degraded skill, the
+        sandbox's isolation), so it is in the transcript a user reads. Idempotent per text."""
+        content = self._redact(text)
+        for message in self._messages:
+            if message.kind == enum_pb2.MESSAGE_SYSTEM and "".join(message.parts) == content:
+                return UNCHANGED
+        self._messages.append(_Message(enum_pb2.MESSAGE_SYSTEM, [content], self._now()))
+        return SIGNIFICANT
+
     @property
     def phase(self) -> enum_pb2.ExecutionPhase.ValueType:
         return self._phase
