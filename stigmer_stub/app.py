@@ -26,7 +26,7 @@ from stigmer_stub.settings import Settings, SettingsError, load_settings
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.store.collection import Document
 from stigmer_stub.store.database import Database
-from stigmer_stub.workflow import InvokeAgentExecution
+from stigmer_stub.workflow import CleanupSessionSandbox, InvokeAgentExecution
 
 log = logs.get_logger(__name__)
 
@@ -41,7 +41,7 @@ class RunningStub:
 
 def build_operations(database: Database, workflows: Workflows) -> Operations:
     agents = AgentOps(database)
-    sessions = SessionOps(database)
+    sessions = SessionOps(database, cleanup_sandbox=workflows.cleanup_sandbox)
     return Operations(
         executions=ExecutionOps(database, workflows, agents, sessions),
         sessions=sessions,
@@ -76,7 +76,7 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
         worker = Worker(
             client,
             task_queue=settings.temporal.workflow_task_queue,
-            workflows=[InvokeAgentExecution],
+            workflows=[InvokeAgentExecution, CleanupSessionSandbox],
             activities=[StubActivities(ops.executions).finalize],
             graceful_shutdown_timeout=timedelta(seconds=settings.grpc.shutdown_grace_seconds),
         )

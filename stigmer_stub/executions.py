@@ -38,6 +38,9 @@ class Workflows(Protocol):
         """Request cancellation and wait (bounded) for the workflow to end; a workflow that
         does not exist or already ended is not an error."""
 
+    async def cleanup_sandbox(self, session_id: str, sandbox_id: str) -> None:
+        """Start the removal of a deleted session's sandbox by the runner."""
+
 
 def rfc3339(clock: Clock) -> str:
     return clock().isoformat().replace("+00:00", "Z")

@@ -8,7 +8,7 @@ scope and org; every write stamps the audit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, cast
 
@@ -282,9 +282,28 @@ class SessionOps(ResourceOps[session_pb2.Session]):
 
     name_required = False
 
-    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock = utc_now,
+        *,
+        cleanup_sandbox: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(db.sessions, clock)
         self.instances = db.agent_instances
+        self._cleanup_sandbox = cleanup_sandbox
+
+    async def delete(self, resource_id: str, *, field: str = "value") -> session_pb2.Session:
+        """Delete the session, then ask the runner to remove its sandbox (best effort: the
+        session is gone either way, and a failed start is logged for an operator)."""
+        deleted = await super().delete(resource_id, field=field)
+        sandbox_id = deleted.spec.sandbox_id
+        if sandbox_id and self._cleanup_sandbox is not None:
+            try:
+                await self._cleanup_sandbox(deleted.metadata.id, sandbox_id)
+            except Exception as err:
+                log.warning("sandbox_cleanup_not_started", session_id=resource_id, error=str(err))
+        return deleted
 
     async def validate(self, resource: session_pb2.Session) -> Mapping[str, Any]:
         if not resource.spec.agent_instance_id:

@@ -17,8 +17,10 @@ from stigmer_stub.settings import TemporalSettings, WorkflowSettings
 from stigmer_stub.workflow import (
     MEMO_ACTIVITY_TASK_QUEUE,
     WORKFLOW_TYPE,
+    CleanupSessionSandbox,
     InvokeAgentExecution,
     InvokeOptions,
+    cleanup_workflow_id,
     workflow_id,
 )
 
@@ -76,6 +78,21 @@ class TemporalWorkflows:
             task_queue=self._settings.workflow_task_queue,
             activity_task_queue=self._settings.runner_task_queue,
         )
+
+    async def cleanup_sandbox(self, session_id: str, sandbox_id: str) -> None:
+        """Start the cleanup of a deleted session's sandbox on the runner's queue."""
+        wf_id = cleanup_workflow_id(session_id)
+        try:
+            await self._client.start_workflow(
+                CleanupSessionSandbox.run,
+                args=[sandbox_id, self._settings.runner_task_queue],
+                id=wf_id,
+                task_queue=self._settings.workflow_task_queue,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except (RPCError, WorkflowAlreadyStartedError) as err:
+            raise Unavailable(f"{wf_id}: {err}") from err
+        log.info("sandbox_cleanup_started", workflow_id=wf_id, sandbox_id=sandbox_id)
 
     async def cancel(self, execution_id: str) -> None:
         handle = self._client.get_workflow_handle(workflow_id(execution_id))

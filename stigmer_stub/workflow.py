@@ -121,3 +121,32 @@ class InvokeAgentExecution:
 
 def _rfc3339() -> str:
     return workflow.now().isoformat().replace("+00:00", "Z")
+
+
+CLEANUP_WORKFLOW_TYPE = "stigmer/session/cleanup-sandbox"
+
+
+def cleanup_workflow_id(session_id: str) -> str:
+    return f"{CLEANUP_WORKFLOW_TYPE}/{session_id}"
+
+
+@workflow.defn(name=CLEANUP_WORKFLOW_TYPE)
+class CleanupSessionSandbox:
+    """Remove a deleted session's sandbox through the runner's `CleanupSandbox` activity.
+
+    The runner may be busy or down when the session is deleted, so the activity is retried for
+    a while; an id it refuses (`InvalidInput`) is not retried.
+    """
+
+    @workflow.run
+    async def run(self, sandbox_id: str, activity_task_queue: str) -> None:
+        await workflow.execute_activity(
+            "CleanupSandbox",
+            sandbox_id,
+            task_queue=activity_task_queue,
+            start_to_close_timeout=timedelta(minutes=2),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=RetryPolicy(
+                maximum_attempts=20, non_retryable_error_types=["InvalidInput"]
+            ),
+        )

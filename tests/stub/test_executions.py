@@ -151,6 +151,9 @@ async def test_a_failed_workflow_start_leaves_the_execution_failed_with_the_erro
         async def cancel(self, execution_id: str) -> None:
             raise Unavailable("temporal is down")
 
+        async def cleanup_sandbox(self, session_id: str, sandbox_id: str) -> None:
+            raise Unavailable("temporal is down")
+
     ops = build_operations(stub.running.database, Unreachable())
     draft = api_pb2.AgentExecution()
     draft.spec.agent_id = agent_id

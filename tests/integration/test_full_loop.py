@@ -1,0 +1,116 @@
+"""The whole loop on real servers: stub (gRPC + MongoDB-wire + its invoke workflow) → Temporal →
+the real worker → Graphton with the scripted model → status merged in MongoDB → subscribers.
+
+Two turns in one session share the session's sandbox and memory; deleting the session has the
+runner remove the sandbox through `CleanupSandbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
+
+from devstack import Endpoints
+from stigmer_stub.app import running_stub
+from stigmer_stub.client import StigmerClient
+from tests.stub.support import stub_settings
+from worker import app
+from worker.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {
+    enum_pb2.EXECUTION_COMPLETED,
+    enum_pb2.EXECUTION_FAILED,
+    enum_pb2.EXECUTION_CANCELLED,
+}
+
+
+@dataclass
+class Loop:
+    client: StigmerClient
+    sandboxes: Path
+
+    async def follow(self, execution_id: str) -> list[execution_api.AgentExecution]:
+        seen = []
+        async with asyncio.timeout(120):
+            async for update in self.client.subscribe(execution_id):
+                seen.append(update)
+        return seen
+
+
+@pytest.fixture
+async def loop(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Loop]:
+    suffix = uuid.uuid4().hex[:10]
+    settings = stub_settings(stack, database=f"loop_{suffix}", suffix=suffix)
+    async with running_stub(settings) as stub, StigmerClient(stub.address) as client:
+        worker_settings = load_settings(
+            {
+                "TEMPORAL_SERVICE_ADDRESS": stack.temporal_address,
+                "TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE": settings.temporal.runner_task_queue,
+                "STIGMER_BACKEND_ENDPOINT": stub.address,
+                "STIGMER_AGENT_RUNNER_DATA_DIR": str(tmp_path),
+                "REDIS_HOST": stack.redis_host,
+                "REDIS_PORT": str(stack.redis_port),
+                "HEALTH_PORT": "0",
+                "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "2",
+            }
+        )
+        stop = asyncio.Event()
+        worker = asyncio.create_task(app.run(worker_settings, stop=stop))
+        try:
+            yield Loop(client, tmp_path / "sandboxes")
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 60)
+
+
+async def test_two_turns_share_memory_and_files_and_delete_cleans_the_sandbox(loop: Loop) -> None:
+    agent = await loop.client.create_agent(
+        "loop-agent", instructions="You are a careful engineer.\nscript: demo"
+    )
+    first = await loop.client.create_execution("Plan the work", agent_id=agent.metadata.id)
+    assert first.status.phase == enum_pb2.EXECUTION_PENDING
+    updates = await loop.follow(first.metadata.id)
+
+    final = updates[-1].status
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    assert len(updates) > 3, "the subscriber saw the run progress, not only its end"
+    assert final.todos
+    assert final.sub_agent_executions
+    assert all(t.status == enum_pb2.TOOL_CALL_COMPLETED for t in final.tool_calls)
+    system = [m.content for m in final.messages if m.type == enum_pb2.MESSAGE_SYSTEM]
+    assert any("Sandbox" in text for text in system), "the sandbox's isolation is reported"
+
+    session_id = first.spec.session_id
+    session = await loop.client.get_session(session_id)
+    assert session.spec.thread_id == f"thread-{session_id}"
+    assert session.spec.sandbox_id
+    workspace = loop.sandboxes / session.spec.sandbox_id
+    assert (workspace / "notes.md").is_file(), "the agent's file landed in the session sandbox"
+
+    second = await loop.client.create_execution(
+        "What did I ask you before?", session_id=session_id, model_name="scripted:memory"
+    )
+    second_final = (await loop.follow(second.metadata.id))[-1].status
+    assert second_final.phase == enum_pb2.EXECUTION_COMPLETED
+    answer = [m for m in second_final.messages if m.type == enum_pb2.MESSAGE_AI][-1].content
+    assert "Plan the work" in answer, "the second turn remembers the first"
+    assert (workspace / "notes.md").is_file(), "files persist across the session's turns"
+
+    await loop.client.session_commands.delete(
+        __import__("ai.stigmer.agentic.session.v1.io_pb2", fromlist=["SessionId"]).SessionId(
+            value=session_id
+        )
+    )
+    async with asyncio.timeout(60):
+        while workspace.exists():
+            await asyncio.sleep(0.2)
