@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
-from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
 
 from devstack import Endpoints
 from stigmer_stub.app import running_stub
