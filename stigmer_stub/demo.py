@@ -206,6 +206,9 @@ class Demo:
         self.out.print(
             f"[bold]agent-runner demo[/] [dim]· model: {escape(model)} · data: "
             f"{escape(_relative(self.data_dir))}[/]\n"
+            "[dim]Starts Temporal, a MongoDB-wire server, Valkey, the stigmer stub and the worker, "
+            "then runs two turns of one conversation: a task with tools, todos and a sub-agent, "
+            "and a question about the first turn.[/]\n"
         )
 
     def _start_services(self, endpoints: Endpoints) -> None:
@@ -297,7 +300,9 @@ class Demo:
             raise DemoError(f"starting turn {number} failed: {err}") from err
         execution_id = execution.metadata.id
         renderer: Renderer = (
-            RichRenderer(self.out) if self.out.is_terminal else PlainRenderer(self.out.file)
+            RichRenderer(self.out)
+            if self.out.is_terminal
+            else PlainRenderer(self.out.file, summary=False)
         )
         following = asyncio.create_task(
             watch(client, execution_id, redis_url=redis_url, renderer=renderer)

@@ -556,10 +556,14 @@ class PlainRenderer:
     sentence is never cut in two.
     """
 
-    def __init__(self, out: IO[str] | None = None, *, indent: str = "  ") -> None:
+    def __init__(
+        self, out: IO[str] | None = None, *, indent: str = "  ", summary: bool = True
+    ) -> None:
         self.out = out or sys.stdout
         self.indent = indent
+        self.summary = summary  # end with the summary line (off when the caller prints one)
         self._open_text: int | None = None  # the message whose text the current line holds
+        self._line_start = False  # the open text ended with a newline
         self._held: list[str] = []
 
     def __enter__(self) -> Self:
@@ -584,7 +588,10 @@ class PlainRenderer:
                     self._text(index, text, restart)
                 case PhaseChanged(phase, error):
                     if view.terminal:
-                        self._line(f"-- {summary_line(view)}" + (f": {error}" if error else ""))
+                        if self.summary:
+                            self._line(f"-- {summary_line(view)}" + (f": {error}" if error else ""))
+                        else:
+                            self._end_text()
                     else:
                         self._line(f"-- {phase_name(phase)} ({view.elapsed:.1f}s)", hold=True)
                 case ToolChanged(tool, _):
@@ -602,7 +609,17 @@ class PlainRenderer:
             self._end_text()
             self.out.write(f"{self.indent}assistant: ")
             self._open_text = index
-        self.out.write(text.replace("\n", "\n" + self.indent + "  "))
+            self._line_start = False
+        # Continuation lines are indented under the label; blank lines stay blank.
+        for number, part in enumerate(text.split("\n")):
+            if number:
+                self.out.write("\n")
+                self._line_start = True
+            if part:
+                if self._line_start:
+                    self.out.write(self.indent + "  ")
+                    self._line_start = False
+                self.out.write(part)
 
     def _line(self, line: str, *, hold: bool = False) -> None:
         if hold and self._open_text is not None:
@@ -613,7 +630,8 @@ class PlainRenderer:
 
     def _end_text(self) -> None:
         if self._open_text is not None:
-            self.out.write("\n")
+            if not self._line_start:
+                self.out.write("\n")
             self._open_text = None
         held, self._held = self._held, []
         for line in held:
@@ -667,17 +685,21 @@ class RichRenderer:
                     self._flush_text(view)
                     finished = tool.state in (_DONE, _FAILED)
                     if finished and tool.name not in _SHOWN_ELSEWHERE:
-                        self._live.console.print(_state_line(tool.state, _tool_line(tool)))
+                        self._print_line(_state_line(tool.state, _tool_line(tool)))
                 case SubAgentChanged(sub, _):
                     self._flush_text(view)
                     if sub.state in (_DONE, _FAILED):
-                        self._live.console.print(_state_line(sub.state, _sub_agent_line(sub)))
+                        self._print_line(_state_line(sub.state, _sub_agent_line(sub)))
                 case PhaseChanged():
                     if view.terminal:
                         self._flush_text(view)
                 case TodoChanged():
                     pass  # the footer shows the list
         self._live.update(self._footer(view), refresh=True)
+
+    def _print_line(self, text: Text) -> None:
+        # console.print joins Text objects into a new one, dropping their own no_wrap.
+        self._live.console.print(text, no_wrap=True, overflow="ellipsis")
 
     def _flush_text(self, view: ExecutionView) -> None:
         if self._streaming is None:

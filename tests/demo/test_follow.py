@@ -139,7 +139,7 @@ def demo_snapshots() -> list[api_pb2.AgentExecution]:
     run.finish_call("call-task", "All good")
     run.status.sub_agent_executions[0].status = e.SUB_AGENT_COMPLETED
     run.status.sub_agent_executions[0].output = "All good"
-    run.say("Done: the plan is in notes.md.\nNothing else to do.")
+    run.say("Done: the plan is in notes.md.\n\nNothing else to do.\n")
     run.end()
     shots.append(run.snapshot())
     return shots
@@ -164,6 +164,7 @@ def test_plain_output_tells_the_run_in_order_and_ends_with_a_summary() -> None:
         "  [running] sub-agent general-purpose: Review the workspace",
         "  [done] sub-agent general-purpose: Review the workspace -> All good",
         "  assistant: Done: the plan is in notes.md.",
+        "",
         "    Nothing else to do.",
         "  -- COMPLETED in 6.5s · 4 messages · 3 tool calls · 0/3 todos done · 1 sub-agent"
         " · 300 tokens in / 15 out",
@@ -397,3 +398,13 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         run_cli(["run", "hello"])  # neither --agent nor --session
     assert exit_info.value.code == 2
     assert "one of the arguments --agent --session is required" in capsys.readouterr().err
+
+
+def test_plain_output_can_leave_the_summary_to_the_caller() -> None:
+    out = io.StringIO()
+    view = ExecutionView("aex-1")
+    with PlainRenderer(out, summary=False) as renderer:
+        for snapshot in demo_snapshots():
+            renderer.show(view, view.apply_snapshot(snapshot))
+
+    assert out.getvalue().splitlines()[-1] == "    Nothing else to do."
