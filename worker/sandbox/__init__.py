@@ -49,7 +49,12 @@ def __getattr__(name: str) -> Any:
 
 
 def create_sandbox_provider(settings: Settings) -> SandboxProvider:
-    """The provider the settings ask for; the caller closes it (`aclose`) at shutdown."""
+    """The provider the settings ask for; the caller closes it (`aclose`) at shutdown.
+
+    `SANDBOX_COMMAND_TIMEOUT_SECONDS` is the ceiling of every command, not only its default:
+    agent tools pass their own timeout on each call (graphton's `execute` always sends 120 s),
+    so a limit that applied only when none was given would never apply.
+    """
     sandbox = settings.sandbox
     if settings.sandbox_backend is SandboxBackend.DAYTONA:
         if sandbox.daytona_api_key is None:
@@ -62,10 +67,12 @@ def create_sandbox_provider(settings: Settings) -> SandboxProvider:
             api_url=sandbox.daytona_api_url,
             snapshot_id=sandbox.daytona_snapshot_id,
             command_timeout=sandbox.command_timeout_seconds,
+            max_command_timeout=sandbox.command_timeout_seconds,
         )
     return LocalSandboxes(
         settings.sandbox_root,
         command_timeout=sandbox.command_timeout_seconds,
+        max_command_timeout=sandbox.command_timeout_seconds,
         allow_network=sandbox.allow_network,
     )
 
