@@ -4,12 +4,14 @@ Two ways to run the same agent (the scripted `demo` script: todos, file tools, a
 sub-agent delegation, a final answer; 20 ms per streamed token, so the model's own time dominates
 as it does with a real LLM), 1, 10 and 50 at a time on one worker process:
 
-- *graph alone*: the runner's Graphton runtime streams the run and the events are dropped: no
-  resolution, no StatusBuilder, no status updates, no heartbeats;
+- *graph alone*: the agent built with the runner's factory (`build_agent`, a local workspace, the
+  same SQLite checkpointer kind) and streamed with `stream_agent`, events dropped: no resolution,
+  no sandbox or skill preparation, no StatusBuilder, no status updates, no heartbeats;
 - *ExecuteGraphton*: `GraphtonExecutions.run` composed as `worker.app.run` composes it (metered
-  status sink, live events as configured, heartbeats), in an activity context, against the stub
-  (a subprocess on the devstack): resolve Session → AgentInstance → Agent over gRPC, reduce every
-  event, push status with the default policy, push the final status.
+  status sink, sandbox provider and spec preparation, live events as configured, heartbeats), in
+  an activity context, against the stub (a subprocess on the devstack): resolve Session →
+  AgentInstance → Agent over gRPC, prepare the session's sandbox, reduce every event, push status
+  with the default policy, push the final status.
 
 Each concurrency level runs in a fresh process: a warm-up run of each kind, then rounds that
 alternate the two kinds (so load from elsewhere on a shared machine hits both alike). Overhead is
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import json
 import os
@@ -34,6 +37,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
@@ -41,23 +45,28 @@ from bench import infra
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_pct, mean
 from stigmer_stub.client import StigmerClient
-from worker.activities.runner import attempts_left
+from worker.activities.runner import attempts_left, cancelled_by_worker_shutdown
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
+from worker.agent.factory import build_agent, stream_agent
+from worker.agent.models import build_chat_model
 from worker.logs import configure
 from worker.observability.metrics import Metrics
+from worker.preparation import SpecPreparer
 from worker.runtime import GraphtonRuntime
-from worker.service import ExecutionPlan, GraphtonExecutions
+from worker.sandbox import create_sandbox_provider
+from worker.service import GraphtonExecutions
 from worker.settings import Settings, load_settings
 
 NAME = "overhead"
 TITLE = "Overhead of an ExecuteGraphton run"
 LEVELS = (1, 10, 50)
 QUICK_LEVELS = (1, 10)
-ROUNDS = {1: 4, 10: 3, 50: 1}
+ROUNDS = {1: 4, 10: 2, 50: 1}
 TOKEN_DELAY_MS = 20.0
 SCRIPT = "demo"
 TARGET_PCT = 5.0
@@ -101,6 +110,14 @@ async def _executions(
     checkpointer = await stack.enter_async_context(open_checkpointer(settings))
     live = live_events_for(settings.redis)
     stack.push_async_callback(live.aclose)
+    sandboxes = create_sandbox_provider(settings)
+    stack.push_async_callback(sandboxes.aclose)
+    preparer = SpecPreparer(
+        orchestrator,
+        sandboxes,
+        SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
+        metrics=metrics,
+    )
     sink = MeteredStatusSink(orchestrator, metrics)
     return GraphtonExecutions(
         settings,
@@ -111,6 +128,9 @@ async def _executions(
         heartbeat=lambda: activity.heartbeat,
         metrics=metrics,
         attempts_left=attempts_left,
+        worker_stopping=activity.wait_for_worker_shutdown,
+        cancelled_by_shutdown=cancelled_by_worker_shutdown,
+        preparer=preparer,
     )
 
 
@@ -136,21 +156,26 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         stack.push_async_callback(orchestrator.close)
         executions = await _executions(settings, orchestrator, stack)
         graph_checkpointer = await stack.enter_async_context(open_checkpointer(graph_settings))
-        runtime = GraphtonRuntime(graph_settings, graph_checkpointer)
         agent = await orchestrator.get_agent(args.agent)
+        recursion_limit = graph_settings.llm.recursion_limit
         serial = itertools.count()
+        phases: list[str] = []
 
         async def graph_run() -> None:
             key = f"g{next(serial)}"
-            plan = ExecutionPlan(
-                execution_id=f"aex-{key}",
-                thread_id=f"thread-{key}",
-                message=MESSAGE,
-                agent=agent,
-                model_override="",
-                workspace=graph_settings.sandbox_root / key,
+            workspace = graph_settings.sandbox_root / key
+            workspace.mkdir(parents=True, exist_ok=True)
+            graph = build_agent(
+                instructions=agent.spec.instructions,
+                model=build_chat_model(graph_settings.llm, None, provider=graph_settings.provider),
+                checkpointer=graph_checkpointer,
+                recursion_limit=recursion_limit,
+                workspace_dir=workspace,
             )
-            async for _ in runtime.events(plan):
+            events = stream_agent(
+                graph, message=MESSAGE, thread_id=f"thread-{key}", recursion_limit=recursion_limit
+            )
+            async for _ in events:
                 pass
 
         async def new_execution() -> Callable[[], Awaitable[Any]]:
@@ -158,12 +183,13 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
             thread_id = f"thread-{execution.spec.session_id}"
 
             async def job() -> None:
-                await ActivityEnvironment().run(executions.run, execution, thread_id)
+                status = await ActivityEnvironment().run(executions.run, execution, thread_id)
+                phases.append(enum_pb2.ExecutionPhase.Name(status.phase))
 
             return job
 
         async def full_batch(count: int) -> tuple[list[float], float]:
-            jobs = [await new_execution() for _ in range(count)]
+            jobs = await asyncio.gather(*(new_execution() for _ in range(count)))
             return await _timed_batch(jobs)
 
         # Warm-up: imports, first graph build, first gRPC calls, the checkpoint databases.
@@ -193,6 +219,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "concurrency": n,
         "rounds": args.rounds,
+        "phases": dict(collections.Counter(phases)),
         "full_s": full,
         "graph_s": graph,
         "full_cpu_s_per_run": cpu["full"] / len(full),
@@ -250,6 +277,8 @@ async def _level(stub: infra.Child, agent_id: str, n: int, rounds: int) -> dict[
     if code != 0 or not out.exists():
         raise RuntimeError(f"the overhead run at {n} failed (exit {code}):\n{process.tail(30)}")
     outcome: dict[str, Any] = json.loads(out.read_text())
+    if set(outcome["phases"]) != {"EXECUTION_COMPLETED"}:
+        raise RuntimeError(f"not every run at {n} completed: {outcome['phases']}")
     return outcome
 
 
@@ -327,12 +356,22 @@ def run(*, quick: bool = False) -> Result:
     )
     target = runs.get(str(TARGET_LEVEL))
     if target is not None:
+        extra_cpu = target["full_cpu_s_per_run"] - target["graph_cpu_s_per_run"]
+        cpu_pct = extra_cpu / target["graph_cpu_s_per_run"] * 100
         result.targets.append(
             Target(
-                goal=f"overhead ≤ {TARGET_PCT:.0f}% at {TARGET_LEVEL} concurrent",
-                measured=fmt_pct(target["overhead_pct"]),
+                goal=f"overhead ≤ {TARGET_PCT:.0f}% at {TARGET_LEVEL} concurrent (wall time)",
+                measured=f"{fmt_pct(target['overhead_pct'])} wall; the runner's CPU is "
+                f"{fmt_pct(cpu_pct)} of the graph's own",
                 met=target["overhead_pct"] <= TARGET_PCT,
             )
+        )
+        result.findings.append(
+            f"At {TARGET_LEVEL} concurrent the runner spent {extra_cpu * 1000:,.0f} ms of CPU per "
+            f"execution beyond the graph run's own {target['graph_cpu_s_per_run'] * 1000:,.0f} ms "
+            f"({fmt_pct(cpu_pct)}). When the worker is CPU-bound that share is what the wall time "
+            "grows by; wall times on a shared machine vary by more than the target between rounds, "
+            "so read the wall-time verdict together with the CPU figure."
         )
     return result
 

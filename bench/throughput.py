@@ -162,12 +162,15 @@ def run(*, quick: bool = False) -> Result:
                 fmt_ms(r["latency_ms"]["max"]),
                 fmt_ms(r["idle_latency_ms"]["p50"]),
                 f"{r['worker_cpu_s']:.1f} / {r['server_cpu_s']:.1f}",
+                fmt_ms(r["worker_cpu_s"] * 1000 / r["executions"]),
                 ", ".join(fmt_bytes(b) for b in r["worker_rss_peak_bytes"]),
             ]
         )
         result.metric(f"executions_per_s@{key}", r["per_s"], "executions/s", "higher")
         result.metric(f"latency_p95_ms@{key}", r["latency_ms"]["p95"], "ms", "lower")
         result.metric(f"idle_latency_ms@{key}", r["idle_latency_ms"]["p50"], "ms", "lower")
+        cpu_ms = r["worker_cpu_s"] * 1000 / r["executions"]
+        result.metric(f"worker_cpu_ms_per_execution@{key}", cpu_ms, "ms", "lower")
     result.tables.append(
         Table(
             title=f"A burst of {count} `quick` executions",
@@ -182,6 +185,7 @@ def run(*, quick: bool = False) -> Result:
                 "latency max ms",
                 "idle latency p50 ms",
                 "CPU s workers / servers",
+                "worker CPU ms per execution",
                 "worker RSS peak",
             ],
             rows=rows,
