@@ -386,7 +386,8 @@ class Demo:
     def _keep_running(self, endpoints: Endpoints, turns: list[Turn]) -> None:
         session = turns[0].view.latest.spec.session_id if turns[0].view.latest else "SESSION"
         redis_url = f"redis://{endpoints.redis_host}:{endpoints.redis_port}"
-        cli = f"{_relative(Path(sys.executable).parent)}/stigmer --endpoint {self.stub_address}"
+        bin_dir = _relative(Path(sys.executable).parent)
+        cli = f"{bin_dir}/stigmer --endpoint {self.stub_address}"
         self.out.print(
             "\n[bold]still running[/] [dim](Ctrl-C stops everything)[/]\n"
             f"  stub (gRPC)      {self.stub_address}\n"
@@ -398,7 +399,7 @@ class Demo:
             f'    {cli} run "What else did we do?" --session {session} '
             f"--model scripted:memory --redis {redis_url}\n"
             f"    {cli} get {turns[-1].execution_id}\n"
-            f"    grpcurl -plaintext {self.stub_address} list",
+            f"    {bin_dir}/grpcurl -plaintext {self.stub_address} list",
             soft_wrap=True,
         )
         while True:
