@@ -46,8 +46,10 @@ worker: setup
 stub: setup
 	$(BIN)/stigmer-stub
 
+# `make demo DEMO_ARGS=--keep` leaves everything running to browse the Temporal UI.
+DEMO_ARGS ?=
 demo: setup
-	$(BIN)/python -m stigmer_stub.demo
+	$(BIN)/python -m stigmer_stub.demo $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

@@ -79,6 +79,8 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
             workflows=[InvokeAgentExecution, CleanupSessionSandbox],
             activities=[StubActivities(ops.executions).finalize],
             graceful_shutdown_timeout=timedelta(seconds=settings.grpc.shutdown_grace_seconds),
+            # Explicit: the SDK's default build id hashes every loaded module, seconds of CPU.
+            build_id="stigmer-stub",
         )
         await stack.enter_async_context(worker)
 

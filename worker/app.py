@@ -11,6 +11,7 @@ cancelled by the SDK and ends the same way, never as a user's CANCELLED.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import signal
 import sys
 from contextlib import AsyncExitStack, suppress
@@ -82,6 +83,11 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         tracer_provider = configure_tracing(settings.observability, set_global=_first_tracing())
         stack.callback(tracer_provider.shutdown)
         readiness = Readiness()
+        # Every check exists before the health server answers, so /readyz cannot say ready
+        # while the worker is still connecting.
+        clients: list[Client] = []
+        polling = readiness.flag("polling")
+        readiness.add("temporal", lambda: _temporal_healthy(clients))
         health = HealthServer(
             settings.observability,
             readiness=readiness,
@@ -134,8 +140,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             address=settings.temporal.address,
             namespace=settings.temporal.namespace,
         )
-        readiness.add("temporal", client.service_client.check_health)
-        polling = readiness.flag("polling")
+        clients.append(client)
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
@@ -145,6 +150,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
                 seconds=settings.temporal.graceful_shutdown_seconds
             ),
             interceptors=[InFlightInterceptor(in_flight, metrics)],
+            # Explicit: the SDK's default build id hashes every loaded module, seconds of CPU.
+            build_id=f"agent-runner-{_version()}",
         )
         run_task = asyncio.create_task(worker.run(), name="temporal-worker")
         polling.set()
@@ -169,6 +176,17 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         stop_task.cancel()
         await run_task
         log.info("worker_stopped")
+
+
+async def _temporal_healthy(clients: list[Client]) -> bool:
+    return bool(clients) and await clients[0].service_client.check_health()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("agent-runner")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
 
 
 _tracing_installed = False

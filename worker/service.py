@@ -34,6 +34,8 @@ from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
 from worker.adapters.live_events import (
     phase_event,
+    sub_agent_event,
+    todo_event,
     token_event,
     tool_end_event,
     tool_start_event,
@@ -119,20 +121,41 @@ class Handover:
             self.safe.set()
 
 
-def live_event(event: AgentEvent, message_index: int) -> dict[str, Any] | None:
+def live_events(
+    event: AgentEvent, message_index: int, builder: StatusBuilder
+) -> list[dict[str, Any]]:
     """The fine-grained live-stream form of an agent event (docs/live-events.md)."""
     if isinstance(event, TokenDelta):
         if event.sub_agent_id:
-            return None  # the live stream follows the main agent's text; sub-agents show by status
-        return token_event(event.text, message_index)
+            return []  # the live stream follows the main agent's text; sub-agents show by status
+        return [token_event(event.text, message_index)]
     if isinstance(event, ToolStarted):
-        return tool_start_event(event.tool_call_id, event.name, dict(event.args), message_index)
+        out = [tool_start_event(event.tool_call_id, event.name, dict(event.args), message_index)]
+        if event.name == "task":
+            kind = str(event.args.get("subagent_type", "")) or "general-purpose"
+            out.append(sub_agent_event(event.tool_call_id, kind, "SUB_AGENT_IN_PROGRESS"))
+        elif event.name == "write_todos":
+            out.extend(
+                todo_event(todo.id, todo.content, enum_pb2.TodoStatus.Name(todo.status))
+                for todo in builder.snapshot().todos.values()
+            )
+        return out
     if isinstance(event, ToolEnded):
-        status = "failed" if event.error else "completed"
-        return tool_end_event(
-            event.tool_call_id, event.name, status, event.result or None, event.error or None
-        )
-    return None
+        failed = bool(event.error)
+        out = [
+            tool_end_event(
+                event.tool_call_id,
+                event.name,
+                "FAILED" if failed else "COMPLETED",
+                event.result or None,
+                event.error or None,
+            )
+        ]
+        if event.name == "task":
+            status = "SUB_AGENT_FAILED" if failed else "SUB_AGENT_COMPLETED"
+            out.append(sub_agent_event(event.tool_call_id, "", status))
+        return out
+    return []
 
 
 class GraphtonExecutions:
@@ -198,7 +221,7 @@ class GraphtonExecutions:
             stack.push_async_callback(publisher.aclose)
             builder.start()
             publisher.offer(builder.snapshot, significant=True)
-            await self._publish_live(execution_id, phase_event("IN_PROGRESS"))
+            await self._publish_live(execution_id, phase_event("EXECUTION_IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
             handover = Handover()
             try:
@@ -360,8 +383,7 @@ class GraphtonExecutions:
                 publisher.offer(builder.snapshot, significant=applied.significant)
                 counts = builder.counts
                 progress.messages, progress.tool_calls = counts.messages, counts.tool_calls
-            live = live_event(event, progress.messages - 1)
-            if live is not None:
+            for live in live_events(event, progress.messages - 1, builder):
                 await self._publish_live(plan.execution_id, live)
 
     async def _end(
@@ -407,4 +429,4 @@ _TERMINAL = frozenset(
 
 
 def _phase(status: execution_api.AgentExecutionStatus) -> str:
-    return enum_pb2.ExecutionPhase.Name(status.phase).removeprefix("EXECUTION_")
+    return enum_pb2.ExecutionPhase.Name(status.phase)

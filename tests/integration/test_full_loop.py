@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from redis.asyncio import Redis
 
 from devstack import Endpoints
 from stigmer_stub.app import running_stub
@@ -37,6 +38,11 @@ TERMINAL = {
 class Loop:
     client: StigmerClient
     sandboxes: Path
+    redis: Redis
+
+    async def live_events(self, execution_id: str) -> list[dict[str, str]]:
+        entries = await self.redis.xrange(f"stigmer:execution:{execution_id}:events")
+        return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
     async def follow(self, execution_id: str) -> list[execution_api.AgentExecution]:
         seen = []
@@ -65,11 +71,13 @@ async def loop(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Loop]:
         )
         stop = asyncio.Event()
         worker = asyncio.create_task(app.run(worker_settings, stop=stop))
+        redis = Redis(host=stack.redis_host, port=stack.redis_port)
         try:
-            yield Loop(client, tmp_path / "sandboxes")
+            yield Loop(client, tmp_path / "sandboxes", redis)
         finally:
             stop.set()
             await asyncio.wait_for(worker, 60)
+            await redis.aclose()
 
 
 async def test_two_turns_share_memory_and_files_and_delete_cleans_the_sandbox(loop: Loop) -> None:
@@ -88,6 +96,14 @@ async def test_two_turns_share_memory_and_files_and_delete_cleans_the_sandbox(lo
     assert all(t.status == enum_pb2.TOOL_CALL_COMPLETED for t in final.tool_calls)
     system = [m.content for m in final.messages if m.type == enum_pb2.MESSAGE_SYSTEM]
     assert any("Sandbox" in text for text in system), "the sandbox's isolation is reported"
+
+    live = await loop.live_events(first.metadata.id)
+    kinds = {event["type"] for event in live}
+    assert {"token", "tool_start", "tool_end", "todo", "sub_agent", "phase", "end"} <= kinds
+    phases = [event["phase"] for event in live if event["type"] == "phase"]
+    assert phases == ["EXECUTION_IN_PROGRESS", "EXECUTION_COMPLETED"]
+    streamed = "".join(e["text"] for e in live if e["type"] == "token")
+    assert final.messages[-1].content in streamed, "the final answer streamed token by token"
 
     session_id = first.spec.session_id
     session = await loop.client.get_session(session_id)
