@@ -52,3 +52,24 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     yield make
     for stack in reversed(made):
         stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo any logging configuration a test (or a CLI it runs) installs.
+
+    `configure()` functions bind structlog and the root logging handler to the `sys.stderr` of
+    the moment, which under pytest is a capture file closed after the test; later tests would
+    then log into a closed file.
+    """
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
