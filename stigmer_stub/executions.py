@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 
+from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import AlreadyExists, InvalidArgument, Unavailable
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
@@ -127,6 +128,10 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         """Merge a runner's status update (contract §4, with the terminal guard)."""
         if not execution_id:
             raise InvalidArgument("execution_id", "is required")
+        unknown = next(unknown_enum_values(status, "status"), None)
+        if unknown is not None:
+            field, _, number = unknown.partition(": ")
+            raise InvalidArgument(field, f"{number} is not a value of its enum")
         return await self._merge(execution_id, status, authoritative=False)
 
     async def finalize(

@@ -280,6 +280,9 @@ class GraphtonExecutions:
             retryable=err.retryable,
             will_retry=will_retry,
             error=str(err),
+            # An unexpected error's traceback, for whoever debugs it (the log masks secrets);
+            # Temporal gets only the typed error (see `to_application_error`).
+            exc_info=exc if exc is not err else None,
         )
         return err
 

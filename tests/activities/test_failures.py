@@ -14,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, tool_turn
 from tests.activities.test_runner_activities import an_execution, make_activities
 from worker.converter import DATA_CONVERTER
+from worker.logs import SECRETS
 
 
 async def encoded_failure(err: BaseException) -> Failure:
@@ -49,3 +50,18 @@ async def test_a_crash_reaches_temporal_as_a_retryable_agent_failure(tmp_path: P
     assert failure.application_failure_info.type == "AgentFailed"
     assert not failure.application_failure_info.non_retryable
     assert "model exploded" in failure.message
+
+
+async def test_the_failure_has_no_raw_cause_and_no_secret_in_it(tmp_path: Path) -> None:
+    SECRETS.add(["sk-failure-test-0123456789"])
+    crash = RuntimeError("provider refused key sk-failure-test-0123456789")
+    runtime = FakeRuntime([*tool_turn(1)], raise_after=crash)
+    acts = make_activities(tmp_path, FakeOrchestratorPorts.with_agent(), runtime)
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t")
+
+    failure = await encoded_failure(raised.value)
+
+    assert not failure.HasField("cause"), "library exceptions stay out of the history"
+    assert b"sk-failure-test-0123456789" not in failure.SerializeToString()
+    assert "provider refused key ***" in failure.message

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from temporalio.client import Client
 
 from devstack import Stack
@@ -420,6 +421,17 @@ class Cluster:
             instructions=instructions or "You are a careful engineer. Work step by step.",
         )
         return str(agent.metadata.id)
+
+    async def new_session(self, agent_id: str) -> str:
+        """A session of its own instance of the agent (so its workspace can be set up first)."""
+        instance = await self.client.instance_commands.create(
+            instance_api.AgentInstance(
+                metadata={"name": f"instance-{uuid.uuid4().hex[:8]}"}, spec={"agent_id": agent_id}
+            ),
+            timeout=10,
+        )
+        session = await self.client.create_session(instance.metadata.id)
+        return str(session.metadata.id)
 
     async def start(
         self, message: str, *, agent_id: str, model: str = "", session_id: str = ""

@@ -12,7 +12,6 @@ import time
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
-from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from redis.asyncio import Redis
 
 from stigmer_stub.client import RpcFailed
@@ -170,14 +169,8 @@ async def test_a_tool_hanging_past_its_timeout_fails_that_call_and_the_run_goes_
 ) -> None:
     await cluster.ensure_workers(2)
     agent_id = await cluster.agent()
-    instance = await cluster.client.instance_commands.create(
-        instance_api.AgentInstance(
-            metadata={"name": f"hang-{agent_id[-6:]}"}, spec={"agent_id": agent_id}
-        ),
-        timeout=10,
-    )
-    session = await cluster.client.create_session(instance.metadata.id)
-    workspace = cluster.workspace(session.metadata.id)
+    session_id = await cluster.new_session(agent_id)
+    workspace = cluster.workspace(session_id)
     workspace.mkdir(parents=True)
     # The `long` script appends to long-run.log; as a FIFO nobody reads, each append blocks.
     os.mkfifo(workspace / "long-run.log")
@@ -185,7 +178,7 @@ async def test_a_tool_hanging_past_its_timeout_fails_that_call_and_the_run_goes_
         execution_id = await cluster.start(
             "Append to the log",
             agent_id="",
-            session_id=session.metadata.id,
+            session_id=session_id,
             model="scripted:long:2",
         )
         final = await cluster.finished(execution_id, seconds=60)

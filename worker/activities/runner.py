@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from worker.adapters.ports import SessionStore
 from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
 from worker.errors import RunnerError
+from worker.logs import SECRETS
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +52,16 @@ def cancelled_by_worker_shutdown() -> bool:
 
 
 def to_application_error(err: RunnerError) -> ApplicationError:
-    """A typed Temporal error: `type` is the class name, retryability from the error."""
-    return ApplicationError(str(err), type=type(err).__name__, non_retryable=not err.retryable)
+    """A typed Temporal error: `type` is the class name, retryability from the error.
+
+    Raise it `from None`: Temporal stores an exception's whole cause chain (messages and stack
+    traces) in the failure, where the raw library errors under a `RunnerError` would put
+    unredacted text (a provider's error quoting a key) into the history, and the orchestrator
+    would show the innermost, least clear message. The worker's log keeps the chain, redacted.
+    """
+    return ApplicationError(
+        SECRETS.redact(str(err)), type=type(err).__name__, non_retryable=not err.retryable
+    )
 
 
 class RunnerActivities:
@@ -92,7 +101,7 @@ class RunnerActivities:
         try:
             return await self._executions.run(execution, thread_id)
         except RunnerError as err:
-            raise to_application_error(err) from err
+            raise to_application_error(err) from None
 
     @activity.defn(name="CleanupSandbox")
     async def cleanup_sandbox(self, sandbox_id: str) -> None:
@@ -101,7 +110,7 @@ class RunnerActivities:
         try:
             removed = await self._sandboxes.cleanup(sandbox_id)
         except RunnerError as err:
-            raise to_application_error(err) from err
+            raise to_application_error(err) from None
         log.info("sandbox_cleaned", sandbox_id=sandbox_id, removed=removed)
 
     def all(self) -> list[Callable[..., Any]]:
