@@ -410,8 +410,14 @@ class Cluster:
         return live
 
     def worker_of(self, execution_id: str) -> list[Proc]:
-        """The workers that started an attempt of this execution, in start order."""
-        return [w for w in self.workers if w.ran(execution_id)]
+        """The workers that started an attempt of this execution, in the order they did."""
+        first: dict[str, str] = {}
+        for worker in self.workers:
+            started = worker.events("execution_started", execution_id=execution_id)
+            if started:
+                first[worker.name] = min(e["timestamp"] for e in started)
+        ran = [w for w in self.workers if w.name in first]
+        return sorted(ran, key=lambda w: first[w.name])
 
     # Executions ---------------------------------------------------------------------------
 

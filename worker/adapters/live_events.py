@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import time
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT, FieldT
 
 from worker.domain.update_policy import Clock
@@ -211,8 +213,10 @@ class RedisLiveEvents:
             password=password,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            # The breaker decides when to try again; client-side retries would triple the cost.
-            retry=Retry(NoBackoff(), 0),
+            # The breaker decides when to try again, so timeouts are not retried. A broken
+            # connection is, once and at once: after a Redis restart the pooled connection is
+            # dead, and the first write would otherwise open the breaker although Redis is back.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             client_name="stigmer-agent-runner",
         )
 
@@ -289,7 +293,11 @@ class RedisLiveEvents:
 
     def _wake_writer(self, *, urgent: bool) -> None:
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="live-events-writer")
+            # A fresh context: the writer serves every execution, so it must not log with the
+            # execution id bound by whichever run happened to start it.
+            self._writer = asyncio.create_task(
+                self._write_loop(), name="live-events-writer", context=contextvars.Context()
+            )
         self._wake.set()
         if urgent:
             self._urgent.set()
