@@ -96,7 +96,7 @@ NOTES: dict[str, str] = {
     "SANDBOX_BACKEND": "Where agent commands run. Unset: `daytona` in cloud mode with "
     "`DAYTONA_API_KEY`, else `local`.",
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",
-    "SANDBOX_COMMAND_TIMEOUT_SECONDS": "Deadline of one sandbox command.",
+    "SANDBOX_COMMAND_TIMEOUT_SECONDS": "Time limit of every sandbox command; agents may ask less.",
     "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network.",
     "DAYTONA_API_KEY": "Daytona API key (the `daytona` backend).",
     "DAYTONA_API_URL": "Daytona API URL; unset: the SDK's default.",
