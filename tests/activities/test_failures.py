@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
@@ -14,6 +16,7 @@ from temporalio.testing import ActivityEnvironment
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, tool_turn
 from tests.activities.test_runner_activities import an_execution, make_activities
 from worker.converter import DATA_CONVERTER
+from worker.execution import as_runner_error
 from worker.logs import SECRETS
 
 
@@ -65,3 +68,42 @@ async def test_the_failure_has_no_raw_cause_and_no_secret_in_it(tmp_path: Path) 
     assert not failure.HasField("cause"), "library exceptions stay out of the history"
     assert b"sk-failure-test-0123456789" not in failure.SerializeToString()
     assert "provider refused key ***" in failure.message
+
+
+def provider_error(status: int) -> Exception:
+    request = httpx.Request("POST", "https://api.example/v1/chat/completions")
+    response = httpx.Response(status, request=request)
+    return openai.APIStatusError(f"Error code: {status}", response=response, body=None)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (401, "PermissionDenied", False),
+        (403, "PermissionDenied", False),
+        (404, "ConfigurationError", False),
+        (400, "InvalidInput", False),
+        (429, "Unavailable", True),
+        (503, "Unavailable", True),
+    ],
+)
+def test_a_provider_http_error_is_typed_by_its_status(
+    status: int, kind: str, retryable: bool
+) -> None:
+    # As the agent sees it: the client's error is the cause of what the graph raises.
+    try:
+        try:
+            raise provider_error(status)
+        except openai.APIStatusError as err:
+            raise RuntimeError("During task with name 'model'") from err
+    except RuntimeError as wrapped:
+        err = as_runner_error(wrapped)
+    assert type(err).__name__ == kind
+    assert err.retryable is retryable
+    assert f"HTTP {status}" in str(err)
+
+
+def test_an_error_without_a_status_is_a_retryable_agent_failure() -> None:
+    err = as_runner_error(ValueError("tool state went wrong"))
+    assert type(err).__name__ == "AgentFailed"
+    assert err.retryable

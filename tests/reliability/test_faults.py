@@ -164,6 +164,29 @@ async def test_a_provider_failing_for_good_fails_the_run_with_a_clear_error(
     assert started > 1, "Temporal retried the attempt: the failure is retryable"
 
 
+async def test_a_provider_refusing_the_key_fails_at_once_without_a_retry(
+    cluster: Cluster,
+) -> None:
+    await cluster.ensure_workers(2)
+    cluster.llm.script(always=Reply(401, {}, "Incorrect API key provided"))
+    agent_id = await cluster.agent()
+    try:
+        execution_id = await cluster.start("Try with a bad key", agent_id=agent_id)
+        final = await cluster.finished(execution_id, seconds=60)
+    finally:
+        requests = len(cluster.llm.requests)
+        cluster.llm.script()
+
+    status = final.status
+    assert status.phase == Phase.EXECUTION_FAILED
+    assert "HTTP 401" in status.error and "Incorrect API key provided" in status.error
+    started = sum(
+        len(w.events("execution_started", execution_id=execution_id)) for w in cluster.workers
+    )
+    assert started == 1, "no retry can fix a refused key"
+    assert requests == 1
+
+
 async def test_a_tool_hanging_past_its_timeout_fails_that_call_and_the_run_goes_on(
     cluster: Cluster,
 ) -> None:
