@@ -153,6 +153,11 @@ def _anthropic(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatMod
     key = _key(llm, choice)
     if key is None:
         raise _missing_key(Provider.ANTHROPIC)
+    return ChatAnthropic(**_hosted(llm, model, key, base_url))
+
+
+def _hosted(llm: LlmSettings, model: str, key: SecretStr, base_url: str | None) -> dict[str, Any]:
+    """Arguments shared by the hosted providers' chat models: streaming with usage, sampling."""
     kwargs: dict[str, Any] = {
         "model": model,
         "api_key": key,
@@ -165,7 +170,7 @@ def _anthropic(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatMod
         kwargs["max_tokens"] = llm.max_tokens
     if llm.temperature is not None:
         kwargs["temperature"] = llm.temperature
-    return ChatAnthropic(**kwargs)
+    return kwargs
 
 
 def _openai(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
@@ -176,19 +181,7 @@ def _openai(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
             raise _missing_key(Provider.OPENAI)
         # OpenAI-compatible servers (vLLM, LM Studio, ...) often need no key; the client needs one.
         key = SecretStr("not-needed")
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "api_key": key,
-        "streaming": True,
-        "stream_usage": True,
-    }
-    if base_url:
-        kwargs["base_url"] = base_url
-    if llm.max_tokens is not None:
-        kwargs["max_tokens"] = llm.max_tokens
-    if llm.temperature is not None:
-        kwargs["temperature"] = llm.temperature
-    return ChatOpenAI(**kwargs)
+    return ChatOpenAI(**_hosted(llm, model, key, base_url))
 
 
 def _ollama(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
