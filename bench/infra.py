@@ -211,6 +211,26 @@ async def start_worker(
 
 
 @contextlib.asynccontextmanager
+async def running_fake(instructions: str, sessions: int) -> AsyncIterator[Child]:
+    """The tests' fake orchestrator as a subprocess (see `bench.fake_orchestrator`)."""
+    port_file = scratch() / f"fake-port-{uuid.uuid4().hex[:6]}"
+    args = ["-m", "bench.fake_orchestrator", "--port-file", str(port_file)]
+    args += ["--sessions", str(sessions), "--instructions", instructions]
+    child = spawn("fake-orchestrator", args, {})
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if child.process.poll() is not None or loop.time() > deadline:
+                raise NotRun(f"the fake orchestrator did not start:\n{child.tail()}")
+            await asyncio.sleep(0.1)
+        child.address = f"{LOOPBACK}:{port_file.read_text().strip()}"
+        yield child
+    finally:
+        child.stop()
+
+
+@contextlib.asynccontextmanager
 async def running_stub(label: str) -> AsyncIterator[tuple[Child, StubConfig, StigmerClient]]:
     """The stub as a subprocess on the shared stack, and a client of it."""
     endpoints = stack()

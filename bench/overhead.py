@@ -1,19 +1,24 @@
 """Benchmark 3: what an ExecuteGraphton run costs beyond the agent's own run.
 
-Two ways to run the same agent (the scripted `demo` script: todos, file tools, a shell command, a
-sub-agent delegation, a final answer; 20 ms per streamed token, so the model's own time dominates
-as it does with a real LLM), 1, 10 and 50 at a time on one worker process:
+The same agent (the scripted `demo` script: todos, file tools, a shell command, a sub-agent
+delegation, a final answer; 20 ms per streamed token, so the model's own time dominates as it does
+with a real LLM) runs two ways, 1, 10 and 50 at a time on one worker process:
 
-- *graph alone*: the agent built with the runner's factory (`build_agent`, a local workspace, the
-  same SQLite checkpointer kind) and streamed with `stream_agent`, events dropped: no resolution,
-  no sandbox or skill preparation, no StatusBuilder, no status updates, no heartbeats;
+- *graph alone*: the worker's own `GraphtonRuntime` streams the run from a plan whose sandbox,
+  prompt and tools were prepared beforehand, and the events are dropped. Only the stream is timed:
+  the agent built and run exactly as the worker runs it, with no resolution, no preparation, no
+  StatusBuilder, no status updates, no heartbeats;
 - *ExecuteGraphton*: `GraphtonExecutions.run` composed as `worker.app.run` composes it (metered
-  status sink, sandbox provider and spec preparation, live events as configured, heartbeats), in
-  an activity context, against the stub (a subprocess on the devstack): resolve Session →
-  AgentInstance → Agent over gRPC, prepare the session's sandbox, reduce every event, push status
-  with the default policy, push the final status.
+  status sink, sandbox provider and spec preparation, live events as configured, heartbeats) in an
+  activity context: resolve Session → AgentInstance → Agent over gRPC, prepare the session's
+  sandbox, reduce every event, push status with the default policy, push the final status.
 
-Each concurrency level runs in a fresh process: a warm-up run of each kind, then rounds that
+The orchestrator is the tests' fake (`tests/adapters/fake_orchestrator.py`), a real gRPC server in
+its own process answering from memory. The stub would do as well, but on two cores its own cost
+per `updateStatus` (see the pipeline benchmark) competes with the worker for CPU, and that is not
+the runner's cost.
+
+Each concurrency level runs in a fresh worker process: a warm-up run of each kind, then rounds that
 alternate the two kinds (so load from elsewhere on a shared machine hits both alike). Overhead is
 the mean wall time of an execution over the mean wall time of a graph run, minus one. Memory per
 concurrent execution is the worker's peak resident memory during the first ExecuteGraphton round
@@ -34,17 +39,19 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
 from bench import infra
+from bench.fake_orchestrator import session_id
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_pct, mean
-from stigmer_stub.client import StigmerClient
 from worker.activities.runner import attempts_left, cancelled_by_worker_shutdown
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
@@ -52,14 +59,13 @@ from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
-from worker.agent.factory import build_agent, stream_agent
-from worker.agent.models import build_chat_model
+from worker.execution import resolve
 from worker.logs import configure
 from worker.observability.metrics import Metrics
 from worker.preparation import SpecPreparer
 from worker.runtime import GraphtonRuntime
 from worker.sandbox import create_sandbox_provider
-from worker.service import GraphtonExecutions
+from worker.service import ExecutionPlan, GraphtonExecutions
 from worker.settings import Settings, load_settings
 
 NAME = "overhead"
@@ -69,10 +75,14 @@ QUICK_LEVELS = (1, 10)
 ROUNDS = {1: 4, 10: 2, 50: 1}
 TOKEN_DELAY_MS = 20.0
 SCRIPT = "demo"
+INSTRUCTIONS = f"You are a careful engineer.\nscript: {SCRIPT}"
 TARGET_PCT = 5.0
 TARGET_LEVEL = 10
 MESSAGE = "Write a short report on this workspace."
 CHILD_SECONDS = 600.0
+
+Job = Callable[[], Awaitable[float]]
+"""Runs one execution (or graph) and returns the seconds it measured for itself."""
 
 
 # -- the measuring process -----------------------------------------------------------------------
@@ -89,22 +99,23 @@ async def _rss_peak(stop: asyncio.Event) -> int:
     return max(peak, infra.rss_bytes())
 
 
-async def _timed_batch(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> tuple[list[float], float]:
-    """Wall seconds of each job, run all at once, and the process CPU seconds of the batch."""
-
-    async def one(job: Callable[[], Awaitable[Any]]) -> float:
-        began = time.perf_counter()
-        await job()
-        return time.perf_counter() - began
-
+async def _timed_batch(jobs: Sequence[Job]) -> tuple[list[float], float]:
+    """Each job's own seconds, run all at once, and the process CPU seconds of the batch."""
     cpu = time.process_time()
-    walls = list(await asyncio.gather(*(one(job) for job in jobs)))
+    walls = list(await asyncio.gather(*(job() for job in jobs)))
     return walls, time.process_time() - cpu
 
 
-async def _executions(
+@dataclass
+class Composed:
+    executions: GraphtonExecutions
+    runtime: GraphtonRuntime
+    preparer: SpecPreparer
+
+
+async def _compose(
     settings: Settings, orchestrator: GrpcOrchestrator, stack: AsyncExitStack
-) -> GraphtonExecutions:
+) -> Composed:
     """`GraphtonExecutions` composed as `worker.app.run` composes it (minus Temporal itself)."""
     metrics = Metrics()
     checkpointer = await stack.enter_async_context(open_checkpointer(settings))
@@ -118,11 +129,12 @@ async def _executions(
         SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
         metrics=metrics,
     )
+    runtime = GraphtonRuntime(settings, checkpointer)
     sink = MeteredStatusSink(orchestrator, metrics)
-    return GraphtonExecutions(
+    executions = GraphtonExecutions(
         settings,
         orchestrator,
-        GraphtonRuntime(settings, checkpointer),
+        runtime,
         lambda execution_id: StatusPublisher(sink, execution_id, settings.status),
         live,
         heartbeat=lambda: activity.heartbeat,
@@ -132,69 +144,76 @@ async def _executions(
         cancelled_by_shutdown=cancelled_by_worker_shutdown,
         preparer=preparer,
     )
+    return Composed(executions, runtime, preparer)
 
 
 async def child(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data_dir)
-    env = {
-        "MODE": "local",
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-        "STIGMER_BACKEND_ENDPOINT": args.stub,
-        "STIGMER_AGENT_RUNNER_DATA_DIR": str(data_dir),
-        "STIGMER_SCRIPTED_TOKEN_DELAY_MS": str(args.token_delay_ms),
-        "HEALTH_PORT": "0",
-    }
-    settings = load_settings(env)
-    # The graph-alone runs get their own checkpoint database, so the two kinds never share one.
-    graph_settings = load_settings({**env, "CHECKPOINTER_SQLITE_PATH": str(data_dir / "g.sqlite")})
+    settings = load_settings(
+        {
+            "MODE": "local",
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",
+            "STIGMER_BACKEND_ENDPOINT": args.orchestrator,
+            "STIGMER_AGENT_RUNNER_DATA_DIR": str(data_dir),
+            "STIGMER_SCRIPTED_TOKEN_DELAY_MS": str(args.token_delay_ms),
+            "HEALTH_PORT": "0",
+        }
+    )
     configure(level="INFO", fmt="json")
-
     n = args.concurrency
-    async with AsyncExitStack() as stack, StigmerClient(args.stub) as client:
+    serial = itertools.count()
+    phases: list[str] = []
+
+    def new_execution() -> execution_api.AgentExecution:
+        index = next(serial)
+        execution = execution_api.AgentExecution()
+        execution.metadata.id = f"aex-bench-{index}"
+        execution.spec.session_id = session_id(index)
+        execution.spec.message = MESSAGE
+        return execution
+
+    async with AsyncExitStack() as stack:
         orchestrator = GrpcOrchestrator.from_settings(settings)
         stack.push_async_callback(orchestrator.close)
-        executions = await _executions(settings, orchestrator, stack)
-        graph_checkpointer = await stack.enter_async_context(open_checkpointer(graph_settings))
-        agent = await orchestrator.get_agent(args.agent)
-        recursion_limit = graph_settings.llm.recursion_limit
-        serial = itertools.count()
-        phases: list[str] = []
+        worker = await _compose(settings, orchestrator, stack)
 
-        async def graph_run() -> None:
-            key = f"g{next(serial)}"
-            workspace = graph_settings.sandbox_root / key
-            workspace.mkdir(parents=True, exist_ok=True)
-            graph = build_agent(
-                instructions=agent.spec.instructions,
-                model=build_chat_model(graph_settings.llm, None, provider=graph_settings.provider),
-                checkpointer=graph_checkpointer,
-                recursion_limit=recursion_limit,
-                workspace_dir=workspace,
-            )
-            events = stream_agent(
-                graph, message=MESSAGE, thread_id=f"thread-{key}", recursion_limit=recursion_limit
-            )
-            async for _ in events:
-                pass
+        def full_job() -> Job:
+            execution = new_execution()
 
-        async def new_execution() -> Callable[[], Awaitable[Any]]:
-            execution = await client.create_execution(MESSAGE, agent_id=args.agent)
-            thread_id = f"thread-{execution.spec.session_id}"
-
-            async def job() -> None:
-                status = await ActivityEnvironment().run(executions.run, execution, thread_id)
+            async def job() -> float:
+                began = time.perf_counter()
+                status = await ActivityEnvironment().run(
+                    worker.executions.run, execution, f"thread-{execution.spec.session_id}"
+                )
                 phases.append(enum_pb2.ExecutionPhase.Name(status.phase))
+                return time.perf_counter() - began
 
             return job
 
-        async def full_batch(count: int) -> tuple[list[float], float]:
-            jobs = await asyncio.gather(*(new_execution() for _ in range(count)))
-            return await _timed_batch(jobs)
+        async def graph_batch(count: int) -> tuple[list[float], float]:
+            async with AsyncExitStack() as prepared_runs:
+                jobs: list[Job] = []
+                for _ in range(count):
+                    execution = new_execution()
+                    resolved = await resolve(orchestrator, execution)
+                    prepared = await prepared_runs.enter_async_context(
+                        worker.preparer.prepare(execution, resolved)
+                    )
+                    plan = ExecutionPlan(
+                        execution_id=execution.metadata.id,
+                        thread_id=f"thread-{execution.spec.session_id}",
+                        message=MESSAGE,
+                        agent=resolved.agent,
+                        model_override="",
+                        prepared=prepared,
+                    )
+                    jobs.append(_drain(worker.runtime, plan))
+                return await _timed_batch(jobs)
 
-        # Warm-up: imports, first graph build, first gRPC calls, the checkpoint databases.
-        await _timed_batch([graph_run])
-        await full_batch(1)
+        # Warm-up: imports, first graph build, first gRPC calls, the checkpoint database.
+        await graph_batch(1)
+        await _timed_batch([full_job()])
         rss_before = infra.rss_bytes()
         stop = asyncio.Event()
         sampler = asyncio.create_task(_rss_peak(stop))
@@ -202,7 +221,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         graph: list[float] = []
         cpu = {"full": 0.0, "graph": 0.0}
         try:
-            walls, spent = await full_batch(n)
+            walls, spent = await _timed_batch([full_job() for _ in range(n)])
         finally:
             stop.set()
             peak = await sampler
@@ -210,10 +229,10 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         cpu["full"] += spent
         for index in range(args.rounds):
             if index:
-                walls, spent = await full_batch(n)
+                walls, spent = await _timed_batch([full_job() for _ in range(n)])
                 full += walls
                 cpu["full"] += spent
-            walls, spent = await _timed_batch([graph_run] * n)
+            walls, spent = await graph_batch(n)
             graph += walls
             cpu["graph"] += spent
     return {
@@ -229,10 +248,19 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _drain(runtime: GraphtonRuntime, plan: ExecutionPlan) -> Job:
+    async def job() -> float:
+        began = time.perf_counter()
+        async for _ in runtime.events(plan):
+            pass
+        return time.perf_counter() - began
+
+    return job
+
+
 def child_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.overhead")
-    parser.add_argument("--stub", required=True)
-    parser.add_argument("--agent", required=True)
+    parser.add_argument("--orchestrator", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
@@ -246,30 +274,19 @@ def child_main(argv: Sequence[str]) -> None:
 # -- the benchmark -------------------------------------------------------------------------------
 
 
-async def _level(stub: infra.Child, agent_id: str, n: int, rounds: int) -> dict[str, Any]:
+def runs_needed(n: int, rounds: int) -> int:
+    """Sessions one level uses: a warm-up of each kind, then `rounds` batches of each."""
+    return 2 + 2 * n * rounds
+
+
+async def _level(orchestrator: infra.Child, n: int, rounds: int) -> dict[str, Any]:
     data_dir = infra.scratch() / f"overhead-{n}"
     out = data_dir / "result.json"
     data_dir.mkdir(parents=True, exist_ok=True)
-    process = infra.spawn(
-        f"overhead-{n}",
-        [
-            "-m",
-            "bench.overhead",
-            "--stub",
-            stub.address,
-            "--agent",
-            agent_id,
-            "--concurrency",
-            str(n),
-            "--rounds",
-            str(rounds),
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(out),
-        ],
-        {},
-    )
+    args = ["-m", "bench.overhead", "--orchestrator", orchestrator.address]
+    args += ["--concurrency", str(n), "--rounds", str(rounds)]
+    args += ["--data-dir", str(data_dir), "--out", str(out)]
+    process = infra.spawn(f"overhead-{n}", args, {})
     try:
         code = await asyncio.wait_for(asyncio.to_thread(process.process.wait), CHILD_SECONDS)
     finally:
@@ -284,13 +301,11 @@ async def _level(stub: infra.Child, agent_id: str, n: int, rounds: int) -> dict[
 
 async def _run_all(levels: Sequence[int], quick: bool) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
-    async with infra.running_stub("overhead") as (stub, _config, client):
-        agent = await client.create_agent(
-            "bench-overhead", instructions=f"You are a careful engineer.\nscript: {SCRIPT}"
-        )
-        for n in levels:
-            rounds = 1 if quick else ROUNDS.get(n, 1)
-            runs[str(n)] = await _level(stub, agent.metadata.id, n, rounds)
+    for n in levels:
+        rounds = 1 if quick else ROUNDS.get(n, 1)
+        # A fresh orchestrator per level: its sessions are numbered from 0 in every worker.
+        async with infra.running_fake(INSTRUCTIONS, runs_needed(n, rounds)) as orchestrator:
+            runs[str(n)] = await _level(orchestrator, n, rounds)
     return runs
 
 
@@ -301,6 +316,7 @@ def run(*, quick: bool = False) -> Result:
         title=TITLE,
         about=__doc__ or "",
         settings={
+            "orchestrator": "tests/adapters/fake_orchestrator.py",
             "script": SCRIPT,
             "token_delay_ms": TOKEN_DELAY_MS,
             "concurrency": list(levels),
