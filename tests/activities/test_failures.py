@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 from temporalio.api.failure.v1 import Failure
@@ -71,8 +71,9 @@ async def test_the_failure_has_no_raw_cause_and_no_secret_in_it(tmp_path: Path) 
 
 
 def provider_error(status: int) -> Exception:
-    request = httpx.Request("POST", "https://api.example/v1/chat/completions")
-    response = httpx.Response(status, request=request)
+    # openai ships its own copy of httpx, `httpx2`.
+    request = httpx2.Request("POST", "https://api.example/v1/chat/completions")
+    response = httpx2.Response(status, request=request)
     return openai.APIStatusError(f"Error code: {status}", response=response, body=None)
 
 
@@ -94,13 +95,13 @@ def test_a_provider_http_error_is_typed_by_its_status(
     try:
         try:
             raise provider_error(status)
-        except openai.APIStatusError as err:
-            raise RuntimeError("During task with name 'model'") from err
+        except openai.APIStatusError as provider:
+            raise RuntimeError("During task with name 'model'") from provider
     except RuntimeError as wrapped:
-        err = as_runner_error(wrapped)
-    assert type(err).__name__ == kind
-    assert err.retryable is retryable
-    assert f"HTTP {status}" in str(err)
+        typed = as_runner_error(wrapped)
+    assert type(typed).__name__ == kind
+    assert typed.retryable is retryable
+    assert f"HTTP {status}" in str(typed)
 
 
 def test_an_error_without_a_status_is_a_retryable_agent_failure() -> None:

@@ -30,11 +30,12 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from redis.asyncio import Redis
 from temporalio.client import Client
 
 from devstack import Stack
@@ -430,12 +431,10 @@ class Cluster:
 
     async def new_session(self, agent_id: str) -> str:
         """A session of its own instance of the agent (so its workspace can be set up first)."""
-        instance = await self.client.instance_commands.create(
-            instance_api.AgentInstance(
-                metadata={"name": f"instance-{uuid.uuid4().hex[:8]}"}, spec={"agent_id": agent_id}
-            ),
-            timeout=10,
-        )
+        draft = instance_api.AgentInstance()
+        draft.metadata.name = f"instance-{uuid.uuid4().hex[:8]}"
+        draft.spec.agent_id = agent_id
+        instance = await self.client.instance_commands.create(draft, timeout=10)
         session = await self.client.create_session(instance.metadata.id)
         return str(session.metadata.id)
 
@@ -481,6 +480,19 @@ class Cluster:
 
     def workspace(self, session_id: str) -> Path:
         return self.sandboxes / session_id
+
+    async def live_events(self, execution_id: str) -> list[dict[bytes, bytes]]:
+        """The fields of every entry of the execution's live event stream in Redis."""
+        endpoints = self.stack.endpoints
+        redis = Redis(host=endpoints.redis_host, port=endpoints.redis_port)
+        try:
+            entries = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                await redis.xrange(f"stigmer:execution:{execution_id}:events"),
+            )
+        finally:
+            await redis.aclose()
+        return [fields for _, fields in entries]
 
     async def history_bytes(self, execution_id: str) -> list[bytes]:
         """Every event of the execution's workflow history, serialized (payloads included)."""

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
@@ -47,7 +47,7 @@ class Probe:
             return json.dumps(
                 {
                     "type": (cause.type or "") if isinstance(cause, ApplicationError) else "",
-                    "message": cause.message if cause is not None else err.message,
+                    "message": cause.message if isinstance(cause, FailureError) else err.message,
                     "non_retryable": isinstance(cause, ApplicationError) and cause.non_retryable,
                     "retry_state": err.retry_state.name if err.retry_state else "",
                 }

@@ -33,6 +33,7 @@ from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.commons.apiresource.apiresourcekind import api_resource_kind_pb2 as kind_pb2
+from google.protobuf import json_format
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -138,6 +139,13 @@ async def _big_request(address: str, call: Callable[[StigmerClient], Awaitable[A
         return await call(big)
 
 
+def _instance(name: str, *, agent_id: str) -> instance_api.AgentInstance:
+    instance = instance_api.AgentInstance()
+    instance.metadata.name = name
+    instance.spec.agent_id = agent_id
+    return instance
+
+
 async def _raw(method: Any, request: Any) -> Any:
     try:
         return await method(request, timeout=20)
@@ -206,9 +214,7 @@ STUB_ROWS = [
     ),
     StubRow(
         "agent instance without an agent",
-        lambda c, s: _raw(
-            c.instance_commands.create, instance_api.AgentInstance(metadata={"name": "orphan"})
-        ),
+        lambda c, s: _raw(c.instance_commands.create, _instance("orphan", agent_id="")),
         Code.INVALID_ARGUMENT,
         "spec.agent_id",
     ),
@@ -425,10 +431,10 @@ async def activity_outcomes(cluster: Cluster) -> AsyncIterator[dict[str, dict[st
 
         async def probe(row: ActivityRow) -> dict[str, Any]:
             result = await cluster.temporal.execute_workflow(
-                Probe.run,
+                "test/reliability/probe",
                 args=[
                     row.activity,
-                    execution_api.AgentExecution(**row.execution),
+                    json_format.ParseDict(row.execution, execution_api.AgentExecution()),
                     list(row.texts),
                     cluster.runner_queue,
                 ],
@@ -580,7 +586,9 @@ class ExecutionOutcome:
 async def run_bad_execution(cluster: Cluster, row: ExecutionRow) -> ExecutionOutcome:
     client = cluster.client
     suffix = uuid.uuid4().hex[:8]
-    agent = agent_api.Agent(metadata={"name": f"bad input {suffix}"}, spec=row.agent)
+    agent = agent_api.Agent()
+    agent.metadata.name = f"bad input {suffix}"
+    json_format.ParseDict(row.agent, agent.spec)
     agent.spec.instructions = agent.spec.instructions or "You are careful."
     if row.skill_archive is not None:
         skill = await client.push_skill(f"unsafe-{suffix}", row.skill_archive)
@@ -594,9 +602,7 @@ async def run_bad_execution(cluster: Cluster, row: ExecutionRow) -> ExecutionOut
     for key, value in row.runtime_env.items():
         execution.spec.runtime_env[key].value = value
     if row.environment_refs:
-        instance = instance_api.AgentInstance(
-            metadata={"name": f"bad-input-{suffix}"}, spec={"agent_id": created.metadata.id}
-        )
+        instance = _instance(f"bad-input-{suffix}", agent_id=created.metadata.id)
         for slug in row.environment_refs:
             instance.spec.environment_refs.add(kind=kind_pb2.ApiResourceKind.environment, slug=slug)
         instance = await _raw(client.instance_commands.create, instance)

@@ -12,7 +12,6 @@ import time
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
-from redis.asyncio import Redis
 
 from stigmer_stub.client import RpcFailed
 from tests.reliability.cluster import (
@@ -108,13 +107,7 @@ async def test_without_redis_live_events_are_dropped_and_the_run_completes(
     (worker,) = cluster.worker_of(dark)
     assert worker.events("live_events_unavailable", execution_id=dark)
     assert_complete_long_run(cluster, lit_final, 2)
-    endpoints = cluster.stack.endpoints
-    redis = Redis(host=endpoints.redis_host, port=endpoints.redis_port)
-    try:
-        entries = await redis.xrange(f"stigmer:execution:{lit}:events")
-    finally:
-        await redis.aclose()
-    kinds = [fields[b"type"].decode() for _, fields in entries]
+    kinds = [fields[b"type"].decode() for fields in await cluster.live_events(lit)]
     assert "tool_start" in kinds and kinds[-1] == "end", "live events flow again"
 
 

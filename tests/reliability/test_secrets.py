@@ -24,7 +24,7 @@ import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from google.protobuf import json_format
-from redis.asyncio import Redis
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
 from tests.reliability.cluster import (
@@ -69,13 +69,8 @@ async def heartbeat_details(
 
 
 async def live_events(cluster: Cluster, execution_id: str) -> bytes:
-    endpoints = cluster.stack.endpoints
-    redis = Redis(host=endpoints.redis_host, port=endpoints.redis_port)
-    try:
-        entries = await redis.xrange(f"stigmer:execution:{execution_id}:events")
-    finally:
-        await redis.aclose()
-    return b"\n".join(value for _, fields in entries for value in fields.values())
+    entries = await cluster.live_events(execution_id)
+    return b"\n".join(value for fields in entries for value in fields.values())
 
 
 def leaks(haystack: bytes, secrets: dict[str, str]) -> list[str]:
@@ -154,8 +149,7 @@ async def test_no_secret_appears_in_logs_statuses_payloads_or_heartbeats(cluster
             given = event.HasField("workflow_execution_started_event_attributes") or event.HasField(
                 "activity_task_scheduled_event_attributes"
             )
-            kind = HistoryEvent.DESCRIPTOR.fields_by_name["event_type"].enum_type
-            name = kind.values_by_number[event.event_type].name
+            name = EventType.Name(event.event_type)
             found[f"history of {execution_id}: {event.event_id} {name}"] = leaks(
                 raw, worker_keys if given else secrets
             )
