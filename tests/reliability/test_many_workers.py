@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
-from tests.reliability.cluster import WORKER_CONCURRENCY, Cluster, assert_complete_long_run
+from tests.reliability.cluster import (
+    CHECKPOINTER,
+    WORKER_CONCURRENCY,
+    Cluster,
+    assert_complete_long_run,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,5 +41,5 @@ async def test_workers_on_one_queue_share_the_load_and_every_execution_completes
     assert len(used) >= 2, f"the executions spread across the workers: {ran_by}"
     assert used <= {w.name for w in workers}
     for worker in workers:
-        # Every worker opened the shared Postgres checkpointer, though they started together.
-        assert worker.events("checkpointer_opened", kind="postgres")
+        # Every worker opened the shared checkpointer, though they started together.
+        assert worker.events("checkpointer_opened", kind=CHECKPOINTER)
