@@ -97,7 +97,11 @@ async def stored(cluster: Cluster) -> Stored:
     execution_id = await cluster.start(
         "Remember me", agent_id=agent.metadata.id, model="scripted:quick"
     )
-    execution = await cluster.finished(execution_id)
+    await cluster.finished(execution_id)
+    # The workflow records the outcome after the runner's last push; only then is it settled.
+    handle = cluster.temporal.get_workflow_handle(f"stigmer/agent-execution/invoke/{execution_id}")
+    assert await _closed(handle)
+    execution = await client.get_execution(execution_id)
     assert execution.status.phase == Phase.EXECUTION_COMPLETED
     witness = Stored(agent, execution, skill.metadata.slug, skill.status.version_hash)
     witness.workers = cluster.live_workers()
