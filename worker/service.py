@@ -63,6 +63,7 @@ from worker.execution import (
 from worker.heartbeat import HeartbeatFn, heartbeating
 from worker.logs import SECRETS
 from worker.observability.metrics import Metrics
+from worker.observability.tracing import EventSpans
 from worker.preparation import NoPreparation, Prepared, Preparer
 from worker.settings import Settings
 
@@ -369,10 +370,26 @@ class GraphtonExecutions:
         progress: Progress,
         handover: Handover,
     ) -> None:
+        spans = EventSpans(self._settings.provider.value)
+        try:
+            await self._consume(plan, builder, publisher, progress, handover, spans)
+        finally:
+            spans.close()
+
+    async def _consume(
+        self,
+        plan: ExecutionPlan,
+        builder: StatusBuilder,
+        publisher: StatusPublisherLike,
+        progress: Progress,
+        handover: Handover,
+        spans: EventSpans,
+    ) -> None:
         metrics = self._metrics
         async for event in self._runtime.events(plan):
             progress.events += 1
             handover.observe(event)
+            spans.observe(event)
             if metrics is not None:
                 metrics.events()
                 if isinstance(event, ModelTurnEnded) and event.usage is not None:

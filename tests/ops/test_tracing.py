@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from worker.observability import tracing
+from worker.observability.tracing import EventSpans
 from worker.settings import ObservabilitySettings
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -132,3 +133,36 @@ async def test_grpc_calls_get_a_client_span_and_send_its_context(
     assert sent["authorization"] == "b"  # the caller's metadata survives
     assert ok.context is not None
     assert sent["traceparent"].split("-")[1] == f"{ok.context.trace_id:032x}"
+
+
+def test_event_spans_cover_each_model_turn_and_tool_call_under_the_current_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    from tests.activities.fakes import final_turn, tool_turn
+
+    events = EventSpans("scripted")
+    with tracing.span("activity ExecuteGraphton") as outer:
+        for event in [*tool_turn(1), *tool_turn(2, fail=True), *final_turn()]:
+            events.observe(event)
+        events.close()
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    chats = [s for s in spans.get_finished_spans() if s.name == "chat fake-model"]
+    assert len(chats) == 3
+    tools = [s for s in spans.get_finished_spans() if s.name == "execute_tool ls"]
+    assert [t.status.status_code for t in tools] == [StatusCode.UNSET, StatusCode.ERROR]
+    assert chats[0].attributes["gen_ai.usage.output_tokens"] == 5
+    assert chats[0].attributes["gen_ai.system"] == "scripted"
+    parent = outer.get_span_context().span_id
+    assert all(s.parent is not None and s.parent.span_id == parent for s in [*chats, *tools])
+    assert finished["activity ExecuteGraphton"].parent is None
+
+
+def test_event_spans_close_what_a_cancelled_run_left_open(spans: InMemorySpanExporter) -> None:
+    from tests.activities.fakes import tool_turn
+
+    events = EventSpans()
+    for event in tool_turn(1)[:4]:  # the tool started but never ended
+        events.observe(event)
+    events.close()
+    (tool,) = [s for s in spans.get_finished_spans() if s.name.startswith("execute_tool")]
+    assert tool.status.status_code is StatusCode.ERROR

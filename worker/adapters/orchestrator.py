@@ -45,6 +45,7 @@ from worker.errors import (
     Unavailable,
 )
 from worker.logs import SECRETS
+from worker.observability.tracing import TracingClientInterceptor
 from worker.settings import BackendSettings, Settings
 
 _Req = TypeVar("_Req")
@@ -114,8 +115,10 @@ def channel_options(backend: BackendSettings) -> list[tuple[str, int | str]]:
 def open_channel(backend: BackendSettings, *, tls: bool) -> aio.Channel:
     """The process's channel to the orchestrator; call inside the running event loop."""
     options = channel_options(backend)
+    # A span per call, and its context sent along, so a traced orchestrator continues the trace.
+    interceptors = [TracingClientInterceptor()]
     if not tls:
-        return aio.insecure_channel(backend.endpoint, options=options)
+        return aio.insecure_channel(backend.endpoint, options=options, interceptors=interceptors)
     root_certs: bytes | None = None
     if backend.tls_ca_cert_path is not None:
         try:
@@ -125,7 +128,9 @@ def open_channel(backend: BackendSettings, *, tls: bool) -> aio.Channel:
                 f"STIGMER_BACKEND_CA_CERT_PATH: cannot read {backend.tls_ca_cert_path}: {err}"
             ) from err
     credentials = grpc.ssl_channel_credentials(root_certificates=root_certs)
-    return aio.secure_channel(backend.endpoint, credentials, options=options)
+    return aio.secure_channel(
+        backend.endpoint, credentials, options=options, interceptors=interceptors
+    )
 
 
 class GrpcOrchestrator:

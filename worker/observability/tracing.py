@@ -26,10 +26,11 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
+from worker.domain.agent_events import ModelTurnEnded, TokenDelta, ToolEnded, ToolStarted
 from worker.settings import ObservabilitySettings
 
 TRACER_NAME = "agent-runner"
@@ -164,3 +165,61 @@ class TracingClientInterceptor(aio.UnaryUnaryClientInterceptor):
             call = await continuation(details, request)
             # Awaited inside the span so it covers the whole round trip and records a failure.
             return await call
+
+
+class EventSpans:
+    """Spans for model turns and tool calls, derived from the agent's event stream.
+
+    The stream says when a turn's first token arrived and when it ended, and when each tool call
+    started and ended, which is what the spans need; no LangChain callback is involved. Spans
+    are children of the span current when the stream is consumed (the activity's).
+    """
+
+    def __init__(self, provider: str = "") -> None:
+        self._provider = provider
+        self._turns: dict[str, Span] = {}
+        self._tools: dict[str, Span] = {}
+
+    def observe(self, event: object) -> None:
+        tracer = _tracer()
+        if isinstance(event, TokenDelta) and event.message_id not in self._turns:
+            self._turns[event.message_id] = tracer.start_span(
+                "chat", kind=SpanKind.CLIENT, attributes={"gen_ai.operation.name": "chat"}
+            )
+        elif isinstance(event, ModelTurnEnded):
+            turn = self._turns.pop(event.message_id, None) or tracer.start_span(
+                "chat", kind=SpanKind.CLIENT, attributes={"gen_ai.operation.name": "chat"}
+            )
+            if event.model_name:
+                turn.update_name(f"chat {event.model_name}")
+                turn.set_attribute("gen_ai.request.model", event.model_name)
+            if self._provider:
+                turn.set_attribute("gen_ai.system", self._provider)
+            if event.usage is not None:
+                turn.set_attribute("gen_ai.usage.input_tokens", event.usage.input_tokens)
+                turn.set_attribute("gen_ai.usage.output_tokens", event.usage.output_tokens)
+            turn.set_attribute("gen_ai.response.tool_calls", len(event.tool_calls))
+            turn.end()
+        elif isinstance(event, ToolStarted):
+            self._tools[event.tool_call_id] = tracer.start_span(
+                f"execute_tool {event.name}",
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": event.name,
+                    "gen_ai.tool.call.id": event.tool_call_id,
+                },
+            )
+        elif isinstance(event, ToolEnded):
+            tool = self._tools.pop(event.tool_call_id, None)
+            if tool is not None:
+                if event.error:
+                    tool.set_status(Status(StatusCode.ERROR, event.error[:200]))
+                tool.end()
+
+    def close(self) -> None:
+        """End what the run left open (cancelled or failed mid-turn)."""
+        for open_span in [*self._turns.values(), *self._tools.values()]:
+            open_span.set_status(Status(StatusCode.ERROR, "run ended first"))
+            open_span.end()
+        self._turns.clear()
+        self._tools.clear()
