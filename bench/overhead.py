@@ -18,13 +18,14 @@ its own process answering from memory. The stub would do as well, but on two cor
 per `updateStatus` (see the pipeline benchmark) competes with the worker for CPU, and that is not
 the runner's cost.
 
-Each concurrency level runs in a fresh worker process: a warm-up run of each kind, then rounds that
-alternate the two kinds (so load from elsewhere on a shared machine hits both alike). Overhead is
-the mean wall time of an execution over the mean wall time of a graph run, minus one. Memory per
-concurrent execution is the worker's peak resident memory during the first ExecuteGraphton round
-over its resident memory before it, divided by the number of executions. CPU is the worker
-process's CPU time per run of each kind; their difference is the runner's own CPU per execution,
-which other load on a shared machine does not inflate the way it inflates wall time.
+Each concurrency level runs in a fresh worker process: a warm-up run of each kind, then rounds of
+one ExecuteGraphton batch and one graph batch (so load from elsewhere on a shared machine hits both
+alike). The overhead is the median over the rounds of (mean ExecuteGraphton wall time / mean graph
+wall time) - 1; the table shows the spread of the rounds too. Memory per concurrent execution is
+the worker's peak resident memory during the first ExecuteGraphton batch over its resident memory
+before it, divided by the number of executions. CPU is the worker process's CPU time per run of
+each kind; their difference is the runner's own CPU per execution, which other load on a shared
+machine does not inflate the way it inflates wall time.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import collections
 import itertools
 import json
 import os
+import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ from temporalio.testing import ActivityEnvironment
 
 from bench import infra
 from bench.fake_orchestrator import session_id
+from bench.fixtures import load_run
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_pct, mean
 from worker.activities.runner import attempts_left, cancelled_by_worker_shutdown
@@ -59,20 +62,21 @@ from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
+from worker.domain.agent_events import AgentEvent, ModelTurnEnded, TokenDelta
 from worker.execution import resolve
 from worker.logs import configure
 from worker.observability.metrics import Metrics
 from worker.preparation import SpecPreparer
 from worker.runtime import GraphtonRuntime
 from worker.sandbox import create_sandbox_provider
-from worker.service import ExecutionPlan, GraphtonExecutions
+from worker.service import AgentRuntime, ExecutionPlan, GraphtonExecutions
 from worker.settings import Settings, load_settings
 
 NAME = "overhead"
 TITLE = "Overhead of an ExecuteGraphton run"
 LEVELS = (1, 10, 50)
 QUICK_LEVELS = (1, 10)
-ROUNDS = {1: 4, 10: 2, 50: 1}
+ROUNDS = {1: 4, 10: 5, 50: 1}
 TOKEN_DELAY_MS = 20.0
 SCRIPT = "demo"
 INSTRUCTIONS = f"You are a careful engineer.\nscript: {SCRIPT}"
@@ -113,8 +117,49 @@ class Composed:
     preparer: SpecPreparer
 
 
+@dataclass
+class CountingSink:
+    """Counts `updateStatus` calls on their way to the orchestrator."""
+
+    inner: GrpcOrchestrator
+    calls: int = 0
+
+    async def update_status(
+        self, execution_id: str, status: execution_api.AgentExecutionStatus
+    ) -> None:
+        self.calls += 1
+        await self.inner.update_status(execution_id, status)
+
+
+class ReplayRuntime:
+    """An `AgentRuntime` that plays a recorded run at the scripted model's pace: no graph."""
+
+    def __init__(self, events: Sequence[AgentEvent], token_delay_s: float) -> None:
+        self._events = events
+        self._delay = token_delay_s
+
+    async def events(self, plan: ExecutionPlan) -> AsyncIterator[AgentEvent]:
+        for event in self._events:
+            if isinstance(event, TokenDelta):
+                await asyncio.sleep(self._delay)
+            yield event
+
+
+def demo_run() -> list[AgentEvent]:
+    """The recorded `demo` run: the fixture's events up to the main agent's final answer."""
+    events = load_run()
+    for index, event in enumerate(events):
+        if isinstance(event, ModelTurnEnded) and not event.tool_calls and not event.sub_agent_id:
+            return events[: index + 1]
+    return events
+
+
 async def _compose(
-    settings: Settings, orchestrator: GrpcOrchestrator, stack: AsyncExitStack
+    settings: Settings,
+    orchestrator: GrpcOrchestrator,
+    stack: AsyncExitStack,
+    runtime: AgentRuntime | None = None,
+    counter: CountingSink | None = None,
 ) -> Composed:
     """`GraphtonExecutions` composed as `worker.app.run` composes it (minus Temporal itself)."""
     metrics = Metrics()
@@ -129,12 +174,12 @@ async def _compose(
         SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
         metrics=metrics,
     )
-    runtime = GraphtonRuntime(settings, checkpointer)
-    sink = MeteredStatusSink(orchestrator, metrics)
+    graphton = GraphtonRuntime(settings, checkpointer)
+    sink = MeteredStatusSink(counter or orchestrator, metrics)
     executions = GraphtonExecutions(
         settings,
         orchestrator,
-        runtime,
+        runtime or graphton,
         lambda execution_id: StatusPublisher(sink, execution_id, settings.status),
         live,
         heartbeat=lambda: activity.heartbeat,
@@ -144,7 +189,7 @@ async def _compose(
         cancelled_by_shutdown=cancelled_by_worker_shutdown,
         preparer=preparer,
     )
-    return Composed(executions, runtime, preparer)
+    return Composed(executions, graphton, preparer)
 
 
 async def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,13 +223,14 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         stack.push_async_callback(orchestrator.close)
         worker = await _compose(settings, orchestrator, stack)
 
-        def full_job() -> Job:
+        def full_job(executions: GraphtonExecutions | None = None) -> Job:
             execution = new_execution()
+            run = (executions or worker.executions).run
 
             async def job() -> float:
                 began = time.perf_counter()
                 status = await ActivityEnvironment().run(
-                    worker.executions.run, execution, f"thread-{execution.spec.session_id}"
+                    run, execution, f"thread-{execution.spec.session_id}"
                 )
                 phases.append(enum_pb2.ExecutionPhase.Name(status.phase))
                 return time.perf_counter() - began
@@ -217,34 +263,64 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         rss_before = infra.rss_bytes()
         stop = asyncio.Event()
         sampler = asyncio.create_task(_rss_peak(stop))
-        full: list[float] = []
-        graph: list[float] = []
-        cpu = {"full": 0.0, "graph": 0.0}
+        rounds: list[dict[str, Any]] = []
         try:
-            walls, spent = await _timed_batch([full_job() for _ in range(n)])
+            first = await _timed_batch([full_job() for _ in range(n)])
         finally:
             stop.set()
             peak = await sampler
-        full += walls
-        cpu["full"] += spent
         for index in range(args.rounds):
-            if index:
-                walls, spent = await _timed_batch([full_job() for _ in range(n)])
-                full += walls
-                cpu["full"] += spent
-            walls, spent = await graph_batch(n)
-            graph += walls
-            cpu["graph"] += spent
+            full = first if index == 0 else await _timed_batch([full_job() for _ in range(n)])
+            graph = await graph_batch(n)
+            rounds.append(
+                {
+                    "full_s": full[0],
+                    "full_cpu_s": full[1],
+                    "graph_s": graph[0],
+                    "graph_cpu_s": graph[1],
+                }
+            )
+        replayed = demo_run()
+        counter = CountingSink(orchestrator)
+        replay = ReplayRuntime(replayed, args.token_delay_ms / 1000)
+        alone = await _compose(settings, orchestrator, stack, runtime=replay, counter=counter)
+        walls, spent = await _timed_batch([full_job(alone.executions) for _ in range(n)])
     return {
         "concurrency": n,
-        "rounds": args.rounds,
         "phases": dict(collections.Counter(phases)),
-        "full_s": full,
-        "graph_s": graph,
-        "full_cpu_s_per_run": cpu["full"] / len(full),
-        "graph_cpu_s_per_run": cpu["graph"] / len(graph),
+        "runner_alone": {
+            "events": len(replayed),
+            "nominal_s": sum(isinstance(e, TokenDelta) for e in replayed)
+            * args.token_delay_ms
+            / 1000,
+            "wall_s": mean(walls),
+            "cpu_s": spent / n,
+            "status_updates": counter.calls / n,
+        },
+        "rounds": rounds,
         "rss_before_bytes": rss_before,
         "rss_peak_bytes": peak,
+    }
+
+
+def summarize(outcome: dict[str, Any]) -> dict[str, Any]:
+    """Per-kind means, the median of the per-round wall ratios and their spread."""
+    rounds = outcome["rounds"]
+    full = [t for r in rounds for t in r["full_s"]]
+    graph = [t for r in rounds for t in r["graph_s"]]
+    ratios = [mean(r["full_s"]) / mean(r["graph_s"]) for r in rounds]
+    n = outcome["concurrency"]
+    return {
+        "runs": len(full),
+        "full_s": mean(full),
+        "graph_s": mean(graph),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "full_cpu_s": sum(r["full_cpu_s"] for r in rounds) / len(full),
+        "graph_cpu_s": sum(r["graph_cpu_s"] for r in rounds) / len(graph),
+        "memory_per_execution_bytes": (outcome["rss_peak_bytes"] - outcome["rss_before_bytes"]) / n,
+        "rss_peak_bytes": outcome["rss_peak_bytes"],
     }
 
 
@@ -275,8 +351,8 @@ def child_main(argv: Sequence[str]) -> None:
 
 
 def runs_needed(n: int, rounds: int) -> int:
-    """Sessions one level uses: a warm-up of each kind, then `rounds` batches of each."""
-    return 2 + 2 * n * rounds
+    """Sessions one level uses: a warm-up of each kind, `rounds` batches of each, the replay."""
+    return 2 + 2 * n * rounds + n
 
 
 async def _level(orchestrator: infra.Child, n: int, rounds: int) -> dict[str, Any]:
@@ -326,32 +402,29 @@ def run(*, quick: bool = False) -> Result:
     runs = asyncio.run(_run_all(levels, quick))
     result.data["runs"] = runs
     rows = []
-    for key, r in runs.items():
-        n = int(key)
-        full, graph = mean(r["full_s"]), mean(r["graph_s"])
-        pct = (full / graph - 1) * 100
-        per_exec = (r["rss_peak_bytes"] - r["rss_before_bytes"]) / n
-        cpu_full, cpu_graph = r["full_cpu_s_per_run"], r["graph_cpu_s_per_run"]
-        r["overhead_pct"] = pct
-        r["memory_per_execution_bytes"] = per_exec
+    summaries: dict[str, dict[str, Any]] = {}
+    for key, outcome in runs.items():
+        m = summaries[key] = outcome["summary"] = summarize(outcome)
+        pct = (m["ratio"] - 1) * 100
+        extra_cpu_ms = (m["full_cpu_s"] - m["graph_cpu_s"]) * 1000
         rows.append(
             [
                 key,
-                str(len(r["full_s"])),
-                f"{graph:.2f}",
-                f"{full:.2f}",
-                f"{full / graph:.3f}",
+                str(m["runs"]),
+                f"{m['graph_s']:.2f}",
+                f"{m['full_s']:.2f}",
+                f"{m['ratio']:.3f} ({m['ratio_min']:.2f}-{m['ratio_max']:.2f})",
                 fmt_pct(pct),
-                f"{cpu_graph:.2f} / {cpu_full:.2f}",
-                f"{(cpu_full - cpu_graph) * 1000:+,.0f}",
-                fmt_bytes(per_exec),
-                fmt_bytes(r["rss_peak_bytes"]),
+                f"{m['graph_cpu_s']:.2f} / {m['full_cpu_s']:.2f}",
+                f"{extra_cpu_ms:+,.0f}",
+                fmt_bytes(m["memory_per_execution_bytes"]),
+                fmt_bytes(m["rss_peak_bytes"]),
             ]
         )
         result.metric(f"overhead_pct@{key}", pct, "%", "lower")
-        result.metric(f"memory_per_execution@{key}", per_exec, "B", "lower")
-        result.metric(f"execution_s@{key}", full, "s", "lower")
-        result.metric(f"runner_cpu_ms@{key}", (cpu_full - cpu_graph) * 1000, "ms", "lower")
+        result.metric(f"runner_cpu_ms@{key}", extra_cpu_ms, "ms", "lower")
+        result.metric(f"memory_per_execution@{key}", m["memory_per_execution_bytes"], "B", "lower")
+        result.metric(f"execution_s@{key}", m["full_s"], "s", "lower")
     result.tables.append(
         Table(
             title="Wall time per run, graph alone vs ExecuteGraphton",
@@ -360,7 +433,7 @@ def run(*, quick: bool = False) -> Result:
                 "runs of each",
                 "graph alone s",
                 "ExecuteGraphton s",
-                "ratio",
+                "ratio: median of rounds (min-max)",
                 "overhead",
                 "CPU s per run graph / ExecuteGraphton",
                 "runner CPU ms per execution",
@@ -370,24 +443,62 @@ def run(*, quick: bool = False) -> Result:
             rows=rows,
         )
     )
-    target = runs.get(str(TARGET_LEVEL))
+    alone_rows = []
+    for key, outcome in runs.items():
+        alone = outcome["runner_alone"]
+        alone_rows.append(
+            [
+                key,
+                str(alone["events"]),
+                f"{alone['status_updates']:.0f}",
+                f"{alone['cpu_s'] * 1000:,.0f}",
+                f"{alone['cpu_s'] * 1e6 / alone['events']:,.0f}",
+                f"{alone['wall_s']:.2f} / {alone['nominal_s']:.2f}",
+            ]
+        )
+        result.metric(f"runner_alone_cpu_ms@{key}", alone["cpu_s"] * 1000, "ms", "lower")
+    result.tables.append(
+        Table(
+            title="The runner alone: the recorded demo run replayed through the same composition",
+            columns=[
+                "concurrent",
+                "events per run",
+                "updateStatus per run",
+                "CPU ms per execution",
+                "CPU µs per event",
+                "wall s / model time s",
+            ],
+            rows=alone_rows,
+            note="No graph: the recorded events are played at the scripted model's pace, so all "
+            "CPU here is the runner's (resolution, preparation, StatusBuilder, publisher, gRPC, "
+            "logs, metrics, heartbeats).",
+        )
+    )
+    target = summaries.get(str(TARGET_LEVEL))
     if target is not None:
-        extra_cpu = target["full_cpu_s_per_run"] - target["graph_cpu_s_per_run"]
-        cpu_pct = extra_cpu / target["graph_cpu_s_per_run"] * 100
+        pct = (target["ratio"] - 1) * 100
+        extra_cpu = target["full_cpu_s"] - target["graph_cpu_s"]
+        cpu_pct = extra_cpu / target["graph_cpu_s"] * 100
         result.targets.append(
             Target(
                 goal=f"overhead ≤ {TARGET_PCT:.0f}% at {TARGET_LEVEL} concurrent (wall time)",
-                measured=f"{fmt_pct(target['overhead_pct'])} wall; the runner's CPU is "
+                measured=f"{fmt_pct(pct)} wall (rounds {fmt_pct((target['ratio_min'] - 1) * 100)}"
+                f" to {fmt_pct((target['ratio_max'] - 1) * 100)}); runner CPU "
                 f"{fmt_pct(cpu_pct)} of the graph's own",
-                met=target["overhead_pct"] <= TARGET_PCT,
+                met=pct <= TARGET_PCT,
             )
         )
+        alone = runs[str(TARGET_LEVEL)]["runner_alone"]
+        gap_s = target["full_s"] - target["graph_s"]
         result.findings.append(
-            f"At {TARGET_LEVEL} concurrent the runner spent {extra_cpu * 1000:,.0f} ms of CPU per "
-            f"execution beyond the graph run's own {target['graph_cpu_s_per_run'] * 1000:,.0f} ms "
-            f"({fmt_pct(cpu_pct)}). When the worker is CPU-bound that share is what the wall time "
-            "grows by; wall times on a shared machine vary by more than the target between rounds, "
-            "so read the wall-time verdict together with the CPU figure."
+            f"At {TARGET_LEVEL} concurrent an ExecuteGraphton run took {gap_s:.2f} s longer than "
+            f"the graph alone but used only {extra_cpu * 1000:,.0f} ms more CPU "
+            f"({fmt_pct(cpu_pct)} of the graph's {target['graph_cpu_s'] * 1000:,.0f} ms); the "
+            f"runner alone costs {alone['cpu_s'] * 1000:,.0f} ms of CPU for "
+            f"{alone['status_updates']:.0f} status updates per run. The rest of the gap is time "
+            "the worker waited rather than computed, with its event loop already saturated by the "
+            "graph runs. Round ratios ranged from "
+            f"{target['ratio_min']:.2f} to {target['ratio_max']:.2f} on this shared machine."
         )
     return result
 
