@@ -57,13 +57,18 @@ def scope_key(owner_scope: scope_pb2.ApiResourceOwnerScope.ValueType, org: str) 
     return f"{owner_scope}:{org}"
 
 
-def encode(resource: Message) -> str:
-    return json_format.MessageToJson(resource, indent=None)
+def encode(resource: Message) -> bytes:
+    # Binary proto: as opaque to MongoDB as a JSON string (no user keys become field names), and
+    # an order of magnitude cheaper to parse and write for a long execution's status.
+    return resource.SerializeToString(deterministic=True)
 
 
-def decode(message_type: type[M], text: str) -> M:
-    # Ignore unknown fields: documents written by a newer stub must stay readable.
-    return json_format.Parse(text, message_type(), ignore_unknown_fields=True)
+def decode(message_type: type[M], stored: bytes | str) -> M:
+    if isinstance(stored, str):
+        # Documents written by earlier stubs hold ProtoJSON; unknown fields of a newer stub are
+        # ignored there, and kept (as unknown fields) by the binary parser.
+        return json_format.Parse(stored, message_type(), ignore_unknown_fields=True)
+    return message_type.FromString(bytes(stored))
 
 
 @dataclass(frozen=True, slots=True)
