@@ -91,6 +91,8 @@ NOTES: dict[str, str] = {
     "STIGMER_STATUS_UPDATE_EVENTS": "Push a status update after this many agent events.",
     "STIGMER_STATUS_UPDATE_INTERVAL_MS": "Push a status update at most this long after a change "
     "(fewer events than the count above).",
+    "STIGMER_STATUS_UPDATE_MIN_GAP_MS": "Least time between two status updates when significant "
+    "changes (tool starts and ends, todos) arrive in a burst; they are coalesced into one update.",
     "STIGMER_STATUS_FINAL_DEADLINE_SECONDS": "How long the final status update is retried before "
     "the activity returns without it.",
     "SANDBOX_BACKEND": "Where agent commands run. Unset: `daytona` in cloud mode with "

@@ -30,9 +30,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def flushed_policy(clock: FakeClock, *, every: int = 10, interval_ms: int = 200) -> UpdatePolicy:
+def flushed_policy(
+    clock: FakeClock, *, every: int = 10, interval_ms: int = 200, min_gap_ms: int = 0
+) -> UpdatePolicy:
     """A policy that has just flushed, so the interval starts now."""
-    policy = UpdatePolicy(events_per_update=every, interval_ms=interval_ms, clock=clock)
+    policy = UpdatePolicy(
+        events_per_update=every, interval_ms=interval_ms, min_gap_ms=min_gap_ms, clock=clock
+    )
     policy.record(significant=True)
     policy.flushed()
     return policy
@@ -134,3 +138,34 @@ def test_invalid_limits_are_rejected() -> None:
         UpdatePolicy(events_per_update=0)
     with pytest.raises(ValueError, match="interval_ms"):
         UpdatePolicy(interval_ms=-1)
+    with pytest.raises(ValueError, match="min_gap_ms"):
+        UpdatePolicy(min_gap_ms=-1)
+
+
+def test_a_burst_of_significant_changes_waits_out_the_minimum_gap(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50)
+    assert not policy.record(significant=True)
+    assert policy.deadline() == pytest.approx(clock.now + 0.05)
+    clock.advance_ms(30)
+    assert not policy.record(significant=True)
+    clock.advance_ms(20)
+    assert policy.due(), "due once the gap since the last flush has passed"
+
+
+def test_a_significant_change_after_the_gap_is_due_at_once(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50)
+    clock.advance_ms(60)
+    assert policy.record(significant=True)
+
+
+def test_n_events_inside_the_gap_also_wait_for_it(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, every=3, interval_ms=200, min_gap_ms=50)
+    assert [policy.record() for _ in range(3)] == [False, False, False]
+    clock.advance_ms(50)
+    assert policy.due()
+
+
+def test_the_minimum_gap_never_exceeds_the_interval(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=20, min_gap_ms=500)
+    policy.record(significant=True)
+    assert policy.deadline() == pytest.approx(clock.now + 0.02)

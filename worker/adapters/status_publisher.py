@@ -108,6 +108,7 @@ class StatusPublisher:
         self._policy = UpdatePolicy(
             events_per_update=settings.events_per_update,
             interval_ms=settings.interval_ms,
+            min_gap_ms=settings.min_gap_ms,
             clock=clock,
         )
         self._backoff = backoff or Backoff()

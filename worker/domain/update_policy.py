@@ -9,6 +9,10 @@ arrive. The policy here flushes pending changes when any of these holds:
   never older than the interval when it reaches the orchestrator, and a quiet run is not polled);
 - a significant change arrived (phase, tool start or end, todo, sub-agent, error): at once.
 
+The first and last rules are held to `min_gap_ms` after the previous flush: a burst of tool
+starts and ends (each one significant) becomes one call instead of one per change, which keeps
+the call count under "every N events" while a change still waits at most the gap.
+
 The policy only decides. It does no I/O and owns no timer: the caller asks `due()` after each
 change and sleeps until `deadline()` otherwise. The clock is injected so tests control time.
 """
@@ -30,6 +34,7 @@ class UpdatePolicy:
         *,
         events_per_update: int = 10,
         interval_ms: int = 200,
+        min_gap_ms: int = 50,
         clock: Clock = time.monotonic,
     ) -> None:
         if events_per_update < 1:
@@ -38,6 +43,9 @@ class UpdatePolicy:
             raise ValueError("interval_ms must not be negative")
         self._every = events_per_update
         self._interval = interval_ms / 1000.0
+        if min_gap_ms < 0:
+            raise ValueError("min_gap_ms must not be negative")
+        self._min_gap = min(min_gap_ms, interval_ms) / 1000.0
         self._clock = clock
         self._pending = 0
         self._significant = False
@@ -59,16 +67,15 @@ class UpdatePolicy:
         """Whether pending changes should be flushed now."""
         if self._pending == 0:
             return False
-        if self._significant or self._pending >= self._every:
-            return True
-        return self._clock() >= self._last_flush + self._interval
+        deadline = self.deadline()
+        return deadline is not None and self._clock() >= deadline
 
     def deadline(self) -> float | None:
         """The clock reading at which pending changes fall due by time; None if nothing pends."""
         if self._pending == 0:
             return None
         if self._significant or self._pending >= self._every:
-            return self._clock()
+            return self._last_flush + self._min_gap
         return self._last_flush + self._interval
 
     def flushed(self) -> None:
