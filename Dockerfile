@@ -22,8 +22,8 @@ WORKDIR /src
 # pip from building any sdist (whose build requirements would not be hash-checked); `--no-deps`
 # because the lock is complete.
 COPY requirements.lock ./
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
+RUN python -m venv /venv \
+    && /venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
         --only-binary=:all: -r requirements.lock
 
 # The build backend comes from the dev lock, hashed like everything else, into a throwaway venv:
@@ -33,8 +33,8 @@ RUN awk 'BEGIN { n = split("hatchling packaging pathspec pluggy tomlkit trove-cl
              for (i = 1; i <= n; i++) want[w[i]] = 1 } \
          /^[a-z0-9]/ { split($1, p, "=="); keep = (p[1] in want) } \
          keep' requirements-dev.lock > build-tools.lock \
-    && python -m venv /opt/buildtools \
-    && /opt/buildtools/bin/pip install --no-cache-dir --require-hashes --no-deps \
+    && python -m venv /buildtools \
+    && /buildtools/bin/pip install --no-cache-dir --require-hashes --no-deps \
         --only-binary=:all: -r build-tools.lock
 
 COPY pyproject.toml README.md ./
@@ -43,9 +43,9 @@ COPY stigmer_stub ./stigmer_stub
 COPY devstack ./devstack
 COPY apis/stubs/python ./apis/stubs/python
 # Our own wheel has no third-party content of its own: `--no-deps` installs just it.
-RUN /opt/buildtools/bin/python -m pip wheel --no-cache-dir --no-deps --no-build-isolation \
+RUN /buildtools/bin/python -m pip wheel --no-cache-dir --no-deps --no-build-isolation \
         --wheel-dir /tmp/wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/agent_runner-*.whl
+    && /venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/agent_runner-*.whl
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -58,13 +58,13 @@ RUN groupadd --system --gid 10001 runner \
     && mkdir -p /workspace/sandboxes /workspace/data \
     && chown -R 10001:10001 /workspace
 
-COPY --from=build /opt/venv /opt/venv
+COPY --from=build /venv /venv
 COPY main.py /app/main.py
 
 # Writable state lives under /workspace (a volume; an emptyDir in Kubernetes), so the root
 # filesystem can be mounted read-only. The health server listens on all interfaces inside the
 # container because probes arrive on the pod IP.
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/workspace \
