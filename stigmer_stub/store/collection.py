@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DocumentTooLarge, DuplicateKeyError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 
 from stigmer_stub import paging
 from stigmer_stub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
@@ -165,6 +165,11 @@ class ResourceCollection(Generic[M]):
             raise AlreadyExists(self.kind.label, meta.slug or meta.id) from err
         except DocumentTooLarge as err:
             raise _too_large(self.kind.label) from err
+        except OperationFailure as err:
+            # The server's own size check (the driver's only sees the document it encodes).
+            if err.code in _TOO_LARGE_CODES:
+                raise _too_large(self.kind.label) from err
+            raise
         return resource
 
     async def load(self, resource_id: str, *, field: str | None = None) -> Stored[M]:
@@ -238,6 +243,11 @@ class ResourceCollection(Generic[M]):
             raise AlreadyExists(self.kind.label, meta.slug) from err
         except DocumentTooLarge as err:
             raise _too_large(self.kind.label) from err
+        except OperationFailure as err:
+            # The server's own size check (the driver's only sees the document it encodes).
+            if err.code in _TOO_LARGE_CODES:
+                raise _too_large(self.kind.label) from err
+            raise
         return result.matched_count == 1
 
     async def delete(self, resource_id: str, *, field: str | None = None) -> M:
@@ -292,6 +302,10 @@ class ResourceCollection(Generic[M]):
             total_count=count,
             next_token=paging.keyset_token(docs[-1]["_id"]) if more and docs else "",
         )
+
+
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+"""BSONObjectTooLarge, and the update-result-too-large codes."""
 
 
 def _too_large(label: str) -> InvalidArgument:

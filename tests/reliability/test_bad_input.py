@@ -192,9 +192,10 @@ STUB_ROWS = [
         "larger than max",
     ),
     StubRow(
-        # 3 MB on the wire, over 16 MB as stored JSON: each control character becomes \u0001.
+        # Just under the 16 MiB gRPC limit on the wire; with the id, slug, audit and the
+        # document's indexed fields added, just over the store's 16 MiB document limit.
         "agent over the store's document limit",
-        lambda c, s: c.create_agent("huge agent", instructions="\x01" * (3 * MiB)),
+        lambda c, s: c.create_agent("huge agent", instructions="x" * (16 * MiB - 100)),
         Code.INVALID_ARGUMENT,
         "16 MB document limit",
     ),
