@@ -81,9 +81,9 @@ EXPOSE 8080
 
 # Readiness, not liveness: an unhealthy container here means "not polling Temporal", which is
 # what an operator looking at `docker ps` wants to know. Standard library only (no curl in slim);
-# urlopen raises on any non-2xx answer, so a 503 exits non-zero.
+# any answer but 200 (a 503 while not ready) or no answer at all exits non-zero.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('HEALTH_PORT', '8080'), timeout=4)"]
+    CMD ["python", "-c", "import http.client as h, os; c = h.HTTPConnection('127.0.0.1', int(os.environ.get('HEALTH_PORT', '8080')), timeout=4); c.request('GET', '/readyz'); raise SystemExit(c.getresponse().status != 200)"]
 
 # The worker handles SIGTERM itself (graceful drain). Python as PID 1 does not reap orphaned
 # sandbox grandchildren: run with `docker run --init`; the Kubernetes Deployment sets

@@ -189,7 +189,7 @@ def test_healthcheck_asks_the_readiness_endpoint_over_http(
     assert len(checks) == 1
     command = checks[0]
     assert "/readyz" in command and "HEALTH_PORT" in command
-    assert "urllib.request.urlopen" in command
+    assert "HTTPConnection" in command and "status != 200" in command
     assert "import worker" not in command and "curl" not in command
 
 
