@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
 from stigmer_stub import errors
 from stigmer_stub.logs import get_logger
@@ -41,7 +41,7 @@ def status_code(err: errors.StubError) -> grpc.StatusCode:
 
 
 async def _abort(context: aio.ServicerContext[Any, Any], method: str, err: Exception) -> None:
-    if isinstance(err, ConnectionFailure):
+    if isinstance(err, ConnectionFailure | ExecutionTimeout | WTimeoutError):
         # The store is unreachable or timed out: the caller may retry, unlike INTERNAL.
         err = errors.Unavailable(f"the store did not answer: {type(err).__name__}")
     if isinstance(err, errors.StubError):
