@@ -106,29 +106,36 @@ def grpc_span(full_method: str) -> Iterator[Span]:
         yield current
 
 
-@contextmanager
-def model_span(model: str, *, provider: str = "") -> Iterator[Span]:
-    """Around one chat-model call (GenAI semantic conventions); add token counts to the span."""
-    attributes: dict[str, AttributeValue] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": model,
-    }
+def _chat_attributes(model: str, provider: str) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {"gen_ai.operation.name": "chat"}
+    if model:
+        attributes["gen_ai.request.model"] = model
     if provider:
         attributes["gen_ai.system"] = provider
-    with span(f"chat {model}", attributes, kind=SpanKind.CLIENT) as current:
-        yield current
+    return attributes
 
 
-@contextmanager
-def tool_span(tool: str, *, call_id: str = "") -> Iterator[Span]:
-    """Around one tool execution."""
+def _tool_attributes(tool: str, call_id: str) -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": tool,
     }
     if call_id:
         attributes["gen_ai.tool.call.id"] = call_id
-    with span(f"execute_tool {tool}", attributes) as current:
+    return attributes
+
+
+@contextmanager
+def model_span(model: str, *, provider: str = "") -> Iterator[Span]:
+    """Around one chat-model call (GenAI semantic conventions); add token counts to the span."""
+    with span(f"chat {model}", _chat_attributes(model, provider), kind=SpanKind.CLIENT) as current:
+        yield current
+
+
+@contextmanager
+def tool_span(tool: str, *, call_id: str = "") -> Iterator[Span]:
+    """Around one tool execution."""
+    with span(f"execute_tool {tool}", _tool_attributes(tool, call_id)) as current:
         yield current
 
 
@@ -183,18 +190,12 @@ class EventSpans:
     def observe(self, event: object) -> None:
         tracer = _tracer()
         if isinstance(event, TokenDelta) and event.message_id not in self._turns:
-            self._turns[event.message_id] = tracer.start_span(
-                "chat", kind=SpanKind.CLIENT, attributes={"gen_ai.operation.name": "chat"}
-            )
+            self._turns[event.message_id] = self._start_turn()
         elif isinstance(event, ModelTurnEnded):
-            turn = self._turns.pop(event.message_id, None) or tracer.start_span(
-                "chat", kind=SpanKind.CLIENT, attributes={"gen_ai.operation.name": "chat"}
-            )
+            turn = self._turns.pop(event.message_id, None) or self._start_turn()
             if event.model_name:
                 turn.update_name(f"chat {event.model_name}")
                 turn.set_attribute("gen_ai.request.model", event.model_name)
-            if self._provider:
-                turn.set_attribute("gen_ai.system", self._provider)
             if event.usage is not None:
                 turn.set_attribute("gen_ai.usage.input_tokens", event.usage.input_tokens)
                 turn.set_attribute("gen_ai.usage.output_tokens", event.usage.output_tokens)
@@ -203,11 +204,7 @@ class EventSpans:
         elif isinstance(event, ToolStarted):
             self._tools[event.tool_call_id] = tracer.start_span(
                 f"execute_tool {event.name}",
-                attributes={
-                    "gen_ai.operation.name": "execute_tool",
-                    "gen_ai.tool.name": event.name,
-                    "gen_ai.tool.call.id": event.tool_call_id,
-                },
+                attributes=_tool_attributes(event.name, event.tool_call_id),
             )
         elif isinstance(event, ToolEnded):
             tool = self._tools.pop(event.tool_call_id, None)
@@ -215,6 +212,12 @@ class EventSpans:
                 if event.error:
                     tool.set_status(Status(StatusCode.ERROR, event.error[:200]))
                 tool.end()
+
+    def _start_turn(self) -> Span:
+        # The model's name is known only when the turn ends; the span is renamed then.
+        return _tracer().start_span(
+            "chat", kind=SpanKind.CLIENT, attributes=_chat_attributes("", self._provider)
+        )
 
     def close(self) -> None:
         """End what the run left open (cancelled or failed mid-turn)."""
