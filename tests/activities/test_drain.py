@@ -18,9 +18,9 @@ from temporalio.testing import ActivityEnvironment
 from tests.activities.fakes import FakeOrchestratorPorts, final_turn, tool_turn
 from tests.activities.test_runner_activities import NullLive, an_execution, make_settings, phases
 from worker.activities.runner import RunnerActivities, cancelled_by_worker_shutdown
-from worker.adapters.local_workspace import LocalWorkspaces
 from worker.adapters.status_publisher import StatusPublisher
 from worker.domain.agent_events import AgentEvent
+from worker.sandbox import LocalSandboxes
 from worker.service import ExecutionPlan, GraphtonExecutions
 
 
@@ -63,7 +63,7 @@ def activities(
         worker_stopping=activity.wait_for_worker_shutdown,
         cancelled_by_shutdown=cancelled_by_worker_shutdown,
     )
-    return RunnerActivities(fake, executions, LocalWorkspaces(settings.sandbox_root))
+    return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
 
 
 async def wait_for(predicate: Any) -> None:

@@ -15,8 +15,8 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_turn, tool_turn
 from worker.activities.runner import RunnerActivities
-from worker.adapters.local_workspace import LocalWorkspaces
 from worker.adapters.status_publisher import StatusPublisher
+from worker.sandbox import LocalSandboxes
 from worker.service import GraphtonExecutions
 from worker.settings import Settings, load_settings
 
@@ -52,7 +52,7 @@ def make_activities(
         NullLive(),
         heartbeat=lambda: activity.heartbeat,
     )
-    return RunnerActivities(fake, executions, LocalWorkspaces(settings.sandbox_root))
+    return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
 
 
 def an_execution(session_id: str = "ses-1", message: str = "List the files") -> Any:
@@ -210,7 +210,7 @@ async def test_retryable_failure_with_attempts_left_keeps_the_run_in_progress(
         heartbeat=lambda: activity.heartbeat,
         attempts_left=lambda: True,
     )
-    acts = RunnerActivities(fake, executions, LocalWorkspaces(settings.sandbox_root))
+    acts = RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
     with pytest.raises(ApplicationError) as err:
         await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t")
     assert not err.value.non_retryable
