@@ -62,10 +62,12 @@ from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
+from worker.app import settle_heap
 from worker.domain.agent_events import AgentEvent, ModelTurnEnded, TokenDelta
 from worker.execution import resolve
 from worker.logs import configure
 from worker.observability.metrics import Metrics
+from worker.observability.tracing import configure_tracing
 from worker.preparation import SpecPreparer
 from worker.runtime import GraphtonRuntime
 from worker.sandbox import create_sandbox_provider
@@ -163,6 +165,8 @@ async def _compose(
 ) -> Composed:
     """`GraphtonExecutions` composed as `worker.app.run` composes it (minus Temporal itself)."""
     metrics = Metrics()
+    # As `worker.app.run`: a real tracer provider (spans built, none exported without OTLP).
+    stack.callback(configure_tracing(settings.observability, set_global=False).shutdown)
     checkpointer = await stack.enter_async_context(open_checkpointer(settings))
     live = live_events_for(settings.redis)
     stack.push_async_callback(live.aclose)
@@ -189,6 +193,7 @@ async def _compose(
         cancelled_by_shutdown=cancelled_by_worker_shutdown,
         preparer=preparer,
     )
+    settle_heap()  # as `worker.app.main` does once the worker is composed
     return Composed(executions, graphton, preparer)
 
 

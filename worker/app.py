@@ -11,6 +11,7 @@ cancelled by the SDK and ends the same way, never as a user's CANCELLED.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.metadata
 import signal
 import sys
@@ -73,8 +74,27 @@ def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path is not None else None
 
 
-async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the worker until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+def settle_heap() -> int:
+    """Collect once, then move every object alive now out of the garbage collector's reach.
+
+    What is alive once the worker is composed (modules, pydantic schemas, the agent libraries,
+    clients) stays alive for the whole process, yet every full collection would walk it again:
+    about 400,000 objects, 100-200 ms with the event loop stopped. Frozen, a full collection walks
+    only what executions allocate. Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+async def run(
+    settings: Settings, *, stop: asyncio.Event | None = None, freeze_heap: bool = False
+) -> None:
+    """Run the worker until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
+
+    `freeze_heap` calls `settle_heap()` once the worker is composed; the process entry point
+    does, tests that start several workers in one process do not.
+    """
     stop = stop or _stop_on_signals()
     async with AsyncExitStack() as stack:
         in_flight = InFlightRegistry()
@@ -153,6 +173,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             # Explicit: the SDK's default build id hashes every loaded module, seconds of CPU.
             build_id=f"agent-runner-{_version()}",
         )
+        if freeze_heap:
+            log.info("heap_settled", frozen_objects=settle_heap())
         run_task = asyncio.create_task(worker.run(), name="temporal-worker")
         polling.set()
         log.info(
@@ -216,4 +238,4 @@ def main() -> None:
         raise SystemExit(2) from None
     configure(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
     with suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, freeze_heap=True))

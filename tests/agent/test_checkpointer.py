@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.mongodb import MongoDBSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from devstack import Stack
-from worker.agent.checkpointer import open_checkpointer
+from worker.agent.checkpointer import InlineSqliteSaver, open_checkpointer
 from worker.agent.factory import build_agent, stream_agent
 from worker.agent.scripted import ScriptedChatModel
 from worker.domain.agent_events import ModelTurnEnded
@@ -42,9 +43,43 @@ async def test_sqlite_kind_creates_its_directory_and_tables(tmp_path: Path) -> N
     path = tmp_path / "nested" / "dir" / "checkpoints.sqlite"
     settings = load_settings({"CHECKPOINTER_SQLITE_PATH": str(path)})
     async with open_checkpointer(settings) as saver:
-        assert isinstance(saver, AsyncSqliteSaver)
+        assert isinstance(saver, InlineSqliteSaver)
         await memory_answer(saver, "The password hint is 'blue'.")
     assert path.is_file()
+
+
+async def test_sqlite_saver_keeps_a_thread_across_reopening(tmp_path: Path) -> None:
+    settings = load_settings({"CHECKPOINTER_SQLITE_PATH": str(tmp_path / "c.sqlite")})
+    async with open_checkpointer(settings) as saver:
+        await memory_answer(saver, "The password hint is 'blue'.")
+    async with open_checkpointer(settings) as saver:
+        assert isinstance(saver, InlineSqliteSaver)
+        mode = saver.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = saver.conn.execute("PRAGMA synchronous").fetchone()[0]
+        assert (mode, sync) == ("wal", 1)  # 1 = NORMAL
+        config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+        checkpoints = [c async for c in saver.alist(config)]
+        assert checkpoints
+        latest = await saver.aget_tuple(config)
+        assert latest is not None
+        assert latest.config == checkpoints[0].config
+
+
+async def test_sqlite_saver_can_write_while_a_listing_is_open(tmp_path: Path) -> None:
+    """`alist` must not hold the saver's lock across a yield, or this would deadlock."""
+    settings = load_settings({"CHECKPOINTER_SQLITE_PATH": str(tmp_path / "c.sqlite")})
+    async with open_checkpointer(settings) as saver:
+        await memory_answer(saver, "The password hint is 'blue'.")
+        config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+        copied = 0
+        async for item in saver.alist(config, limit=2):
+            target: RunnableConfig = {"configurable": {"thread_id": "copy", "checkpoint_ns": ""}}
+            await asyncio.wait_for(
+                saver.aput(target, item.checkpoint, item.metadata, {}), timeout=5
+            )
+            copied += 1
+        assert copied == 2
+        assert len([c async for c in saver.alist({"configurable": {"thread_id": "copy"}})]) == 2
 
 
 def test_sqlite_path_defaults_under_the_data_dir(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,6 +32,20 @@ def test_no_endpoint_means_no_exporter() -> None:
     provider = tracing.configure_tracing(settings, set_global=False)
     assert processors(provider) == []
     assert provider.resource.attributes["service.name"] == "agent-runner"
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_context_still_flows() -> None:
+    settings = ObservabilitySettings.model_validate({})
+    provider = tracing.configure_tracing(settings, set_global=False)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("outer") as outer:
+        assert not outer.is_recording()
+        with tracing.span("inner") as inner:
+            assert not inner.is_recording()
+            assert inner.get_span_context().trace_id == outer.get_span_context().trace_id
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+    assert format(outer.get_span_context().trace_id, "032x") in carrier["traceparent"]
 
 
 def test_an_otlp_endpoint_adds_a_batching_exporter() -> None:

@@ -230,6 +230,7 @@ class StatusPublisher:
             self._log_failure(error, final=False, retry_in=delay)
 
     async def _wait_until_due(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             now = self._clock()
             if self._retry_at is not None and now < self._retry_at:
@@ -239,9 +240,14 @@ class StatusPublisher:
             else:
                 wake_at = self._policy.deadline()
             self._wake.clear()
-            timeout = None if wake_at is None else max(0.0, wake_at - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # A timer that sets the event, not `asyncio.wait_for`: that would start a task per
+            # wait, and the sender waits a few times per update.
+            timer = None if wake_at is None else loop.call_later(wake_at - now, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _send(
         self, snapshot: SnapshotFn, *, final: bool, limit_seconds: float | None
@@ -275,7 +281,8 @@ class StatusPublisher:
         self.stats.sent += 1
         self.stats.bytes_sent += size
         self.stats.last_latency_ms = latency_ms
-        log.info(
+        # Progress updates are many per execution: DEBUG; the final one is worth a line at INFO.
+        (log.info if final else log.debug)(
             "status_update_sent",
             execution_id=self._execution_id,
             seq=self._seq,

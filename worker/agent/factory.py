@@ -59,7 +59,7 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
 
-from worker.agent import sandbox
+from worker.agent import sandbox, schema_cache
 from worker.agent.events import EventNormalizer, message_text, replay
 from worker.domain.agent_events import AgentEvent
 from worker.errors import InvalidInput
@@ -122,6 +122,7 @@ def build_agent(
     live in the graph state and there is no shell. Raises `InvalidInput` when Graphton refuses the
     configuration (it validates sub-agents and MCP settings).
     """
+    schema_cache.install()
     prompt = instructions.strip()
     if len(prompt) < _MIN_PROMPT:
         prompt = f"{DEFAULT_INSTRUCTIONS}\n\n{prompt}".strip()

@@ -66,6 +66,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 DEFAULT_SCRIPT = "demo"
@@ -370,6 +371,30 @@ def _text(message: BaseMessage) -> str:
     return message.text if isinstance(message.text, str) else str(message.content)
 
 
+_OPENAI_TOOLS: dict[tuple[str, str, type], dict[str, Any]] = {}
+
+
+def _openai_tool(tool: Any) -> dict[str, Any]:
+    """`convert_to_openai_tool`, remembered per (name, description, argument schema class).
+
+    The agent binds its tools before every model call, and converting a LangChain tool builds a
+    fresh pydantic model each time; a tool with the same name, description and schema class
+    converts to the same dict. Tools with a dict schema, and anything not a `BaseTool`, convert
+    every time. Callers get a copy, so the remembered dict cannot be changed through them.
+    """
+    schema = getattr(tool, "args_schema", None)
+    if not isinstance(tool, BaseTool) or not isinstance(schema, type):
+        return convert_to_openai_tool(tool)
+    key = (tool.name, tool.description, schema)
+    found = _OPENAI_TOOLS.get(key)
+    if found is None:
+        found = convert_to_openai_tool(tool)
+        if len(_OPENAI_TOOLS) < 1024:
+            _OPENAI_TOOLS[key] = found
+    copied: dict[str, Any] = json.loads(json.dumps(found))
+    return copied
+
+
 class ScriptedChatModel(BaseChatModel):
     """A chat model that plays a script; see the module docstring."""
 
@@ -393,7 +418,7 @@ class ScriptedChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+        return self.bind(tools=[_openai_tool(t) for t in tools], **kwargs)
 
     # -- deciding -------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -53,7 +54,13 @@ def configure_tracing(
     `set_global` installs the provider as OpenTelemetry's global one, which the helpers below and
     `tracing_interceptor()` use by default; OpenTelemetry allows that only once per process.
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    resource = Resource.create({"service.name": settings.service_name})
+    if exporter is None and not settings.otlp_endpoint:
+        # Nowhere to send spans: build none. Contexts still propagate (to the orchestrator's
+        # calls, for instance); only the recording, about a millisecond per update, is saved.
+        provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    else:
+        provider = TracerProvider(resource=resource)
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif settings.otlp_endpoint:
