@@ -64,6 +64,7 @@ from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
 from worker.app import settle_heap
 from worker.domain.agent_events import AgentEvent, ModelTurnEnded, TokenDelta
+from worker.domain.status_wire import StatusPayload
 from worker.execution import resolve
 from worker.logs import configure
 from worker.observability.metrics import Metrics
@@ -126,9 +127,7 @@ class CountingSink:
     inner: GrpcOrchestrator
     calls: int = 0
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None:
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         self.calls += 1
         await self.inner.update_status(execution_id, status)
 

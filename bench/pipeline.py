@@ -40,6 +40,7 @@ from worker.adapters.ports import StatusSink
 from worker.adapters.status_publisher import StatusPublisher
 from worker.domain.agent_events import AgentEvent, TokenDelta, ToolEnded
 from worker.domain.status_builder import StatusBuilder
+from worker.domain.status_wire import StatusPayload
 from worker.settings import BackendSettings, StatusSettings
 
 NAME = "pipeline"
@@ -100,16 +101,15 @@ class Tracker:
     max_in_flight: int = 0
     _marks: dict[int, int] = field(default_factory=dict)
 
-    def snapshot(self) -> execution_api.AgentExecutionStatus:
-        """The builder's snapshot, remembering how many events it carries."""
+    def snapshot(self) -> StatusPayload:
+        """The builder's encoded status (what the worker sends), remembering how many events it
+        carries."""
         mark = len(self.applied_at)
-        status = self.builder.snapshot()
+        status = self.builder.encoded()
         self._marks[id(status)] = mark
         return status
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None:
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         mark = self._marks.pop(id(status), len(self.applied_at))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -221,7 +221,7 @@ class GraphtonExecutions:
             publisher.start()
             stack.push_async_callback(publisher.aclose)
             builder.start()
-            publisher.offer(builder.snapshot, significant=True)
+            publisher.offer(builder.encoded, significant=True)
             await self._publish_live(execution_id, phase_event("EXECUTION_IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
             handover = Handover()
@@ -302,7 +302,7 @@ class GraphtonExecutions:
         async with self._preparer.prepare(execution, resolved) as prepared:
             for note in prepared.notes if prepared is not None else ():
                 builder.note(note)
-            publisher.offer(builder.snapshot, significant=True)
+            publisher.offer(builder.encoded, significant=True)
             plan = self._plan(execution, thread_id, resolved, prepared)
             progress.stage = "running"
             await self._stream(plan, builder, publisher, progress, handover)
@@ -400,7 +400,7 @@ class GraphtonExecutions:
                     )
             applied = builder.apply(event)
             if applied.changed:
-                publisher.offer(builder.snapshot, significant=applied.significant)
+                publisher.offer(builder.encoded, significant=applied.significant)
                 counts = builder.counts
                 progress.messages, progress.tool_calls = counts.messages, counts.tool_calls
             for live in live_events(event, progress.messages - 1, builder):

@@ -26,6 +26,7 @@ from worker.domain.agent_events import (
     ToolStarted,
     Usage,
 )
+from worker.domain.status_wire import StatusPayload, as_status
 from worker.errors import NotFound, Unavailable
 from worker.service import ExecutionPlan
 
@@ -59,12 +60,10 @@ class FakeOrchestratorPorts:
         if self.down:
             raise Unavailable("fake orchestrator is down")
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None:
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         self._check()
         copy = execution_api.AgentExecutionStatus()
-        copy.CopyFrom(status)
+        copy.CopyFrom(as_status(status))
         self.updates.append((execution_id, copy))
 
     async def get_session(self, session_id: str) -> session_api.Session:

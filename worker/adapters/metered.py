@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
-
 from worker.adapters.ports import StatusSink
+from worker.domain.status_wire import StatusPayload
 from worker.observability.metrics import Metrics
 
 
@@ -15,9 +14,7 @@ class MeteredStatusSink:
         self._sink = sink
         self._metrics = metrics
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None:
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         started = time.perf_counter()
         ok = False
         try:

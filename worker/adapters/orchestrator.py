@@ -16,7 +16,6 @@ import grpc
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_command
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_command_grpc
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
@@ -36,6 +35,7 @@ from grpc import aio
 
 from worker.adapters.auth import StaticToken, TokenProvider
 from worker.adapters.oauth import ClientCredentialsToken
+from worker.domain.status_wire import StatusPayload, update_request_bytes
 from worker.errors import (
     ConfigurationError,
     InvalidInput,
@@ -47,6 +47,10 @@ from worker.errors import (
 from worker.logs import SECRETS
 from worker.observability.tracing import TracingClientInterceptor
 from worker.settings import BackendSettings, Settings
+
+UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
+    execution_command.DESCRIPTOR.services_by_name["AgentExecutionCommandController"].full_name
+)
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -156,6 +160,12 @@ class GrpcOrchestrator:
         self._owned_tokens: ClientCredentialsToken | None = None
         ch = self._channel
         self._executions = execution_command_grpc.AgentExecutionCommandControllerStub(ch)
+        # updateStatus with the request serialized by us (an `EncodedStatus` is already bytes)
+        # and the reply left unparsed: it echoes the whole stored execution, megabytes late in a
+        # long run, and the runner has no use for it.
+        self._update_status_raw: aio.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
+            UPDATE_STATUS_METHOD
+        )
         self._session_query = session_query.SessionQueryControllerStub(ch)
         self._session_command = session_command.SessionCommandControllerStub(ch)
         self._instance_query = instance_query.AgentInstanceQueryControllerStub(ch)
@@ -195,14 +205,11 @@ class GrpcOrchestrator:
 
     # StatusSink
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None:
-        request = execution_command.AgentExecutionUpdateStatusInput(
-            execution_id=execution_id, status=status
-        )
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         await self._call(
-            "AgentExecutionCommandController/updateStatus", self._executions.updateStatus, request
+            "AgentExecutionCommandController/updateStatus",
+            self._update_status_raw,
+            update_request_bytes(execution_id, status),
         )
 
     # SessionStore

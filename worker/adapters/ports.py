@@ -10,20 +10,19 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
 from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_api
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 
+from worker.domain.status_wire import StatusPayload
+
 
 class StatusSink(Protocol):
     """Where progressive status goes: the orchestrator's `updateStatus`."""
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None: ...
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None: ...
 
 
 class SessionStore(Protocol):

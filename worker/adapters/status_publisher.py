@@ -27,6 +27,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 
 from worker.adapters.ports import StatusSink
+from worker.domain.status_wire import EncodedStatus, StatusPayload
 from worker.domain.update_policy import Clock, UpdatePolicy
 from worker.errors import RunnerError
 from worker.logs import get_logger
@@ -34,9 +35,10 @@ from worker.settings import StatusSettings
 
 log = get_logger(__name__)
 
-SnapshotFn = Callable[[], execution_api.AgentExecutionStatus]
-Snapshot = execution_api.AgentExecutionStatus | SnapshotFn
-"""A complete status, or a callable that builds one when a send actually happens."""
+SnapshotFn = Callable[[], StatusPayload]
+Snapshot = StatusPayload | SnapshotFn
+"""A complete status (a proto or already encoded), or a callable that builds one when a send
+actually happens (`StatusBuilder.encoded` is the cheap one)."""
 
 
 @dataclass
@@ -66,9 +68,39 @@ class Backoff:
 
 
 def _as_fn(snapshot: Snapshot) -> SnapshotFn:
-    if isinstance(snapshot, execution_api.AgentExecutionStatus):
+    if isinstance(snapshot, execution_api.AgentExecutionStatus | EncodedStatus):
         return lambda: snapshot
     return snapshot
+
+
+def _summary(status: StatusPayload) -> dict[str, object]:
+    if isinstance(status, EncodedStatus):
+        phase, counts = (
+            status.phase,
+            (
+                status.messages,
+                status.tool_calls,
+                status.todos,
+                status.sub_agents,
+            ),
+        )
+    else:
+        phase, counts = (
+            status.phase,
+            (
+                len(status.messages),
+                len(status.tool_calls),
+                len(status.todos),
+                len(status.sub_agent_executions),
+            ),
+        )
+    return {
+        "phase": _phase_name(phase),
+        "messages": counts[0],
+        "tool_calls": counts[1],
+        "todos": counts[2],
+        "sub_agents": counts[3],
+    }
 
 
 def _phase_name(phase: int) -> str:
@@ -286,11 +318,7 @@ class StatusPublisher:
             "status_update_sent",
             execution_id=self._execution_id,
             seq=self._seq,
-            phase=_phase_name(status.phase),
-            messages=len(status.messages),
-            tool_calls=len(status.tool_calls),
-            todos=len(status.todos),
-            sub_agents=len(status.sub_agent_executions),
+            **_summary(status),
             bytes=size,
             latency_ms=latency_ms,
             final=final,

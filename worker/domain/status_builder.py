@@ -42,6 +42,7 @@ import structlog
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from google.protobuf import json_format, struct_pb2
 
+from worker.domain import status_wire
 from worker.domain import todos as todo_ids
 from worker.domain.agent_events import (
     AgentEvent,
@@ -173,6 +174,23 @@ def _struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
+class _Wire:
+    """An entry's encoding as a repeated-field element, kept while its proto is the same one.
+
+    Every change to an entry drops its cached proto; a new proto object means new bytes.
+    """
+
+    of: object = None
+    data: bytes = b""
+
+    def get(self, number: int, proto: Any) -> bytes:
+        if self.of is not proto:
+            self.data = status_wire.length_delimited(number, proto.SerializeToString())
+            self.of = proto
+        return self.data
+
+
+@dataclass(slots=True)
 class _Message:
     kind: enum_pb2.MessageType.ValueType
     parts: list[str]
@@ -182,6 +200,7 @@ class _Message:
     meta: dict[str, Any] = field(default_factory=dict)
     streaming: bool = False
     proto: api_pb2.AgentMessage | None = None
+    wire: _Wire = field(default_factory=_Wire)
 
 
 @dataclass(slots=True)
@@ -198,6 +217,7 @@ class _Tool:
     sub_agent_id: str = ""
     owner: _Message | None = None
     proto: api_pb2.ToolCall | None = None
+    wire: _Wire = field(default_factory=_Wire)
 
 
 @dataclass(slots=True)
@@ -223,6 +243,7 @@ class _SubAgent:
     error: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     proto: api_pb2.SubAgentExecution | None = None
+    wire: _Wire = field(default_factory=_Wire)
 
 
 class StatusBuilder:
@@ -352,6 +373,43 @@ class StatusBuilder:
             tool_calls=[self._tool_proto(t) for t in self._tools.values()],
             sub_agent_executions=[self._sub_proto(s) for s in self._subs.values()],
             todos=todos,
+        )
+
+    def encoded(self) -> status_wire.EncodedStatus:
+        """The same status as `snapshot()`, serialized from each entry's cached encoding.
+
+        What a progress update sends: an unchanged entry costs one copy of its bytes instead of a
+        proto copy and a re-serialization (see `worker.domain.status_wire`).
+        """
+        w = status_wire
+        parts: list[bytes] = [
+            m.wire.get(w.MESSAGES, self._message_proto(m)) for m in self._messages
+        ]
+        if self._phase:
+            parts.append(w.varint_field(w.PHASE, self._phase))
+        parts.extend(t.wire.get(w.TOOL_CALLS, self._tool_proto(t)) for t in self._tools.values())
+        parts.extend(
+            s.wire.get(w.SUB_AGENT_EXECUTIONS, self._sub_proto(s)) for s in self._subs.values()
+        )
+        for number, text in (
+            (w.ERROR, self._error),
+            (w.STARTED_AT, self._started_at),
+            (w.COMPLETED_AT, self._completed_at),
+        ):
+            if text:
+                parts.append(w.length_delimited(number, text.encode()))
+        for todo in self._todos.values():
+            entry = w.length_delimited(w.MAP_KEY, todo.id.encode()) + w.length_delimited(
+                w.MAP_VALUE, self._todo_proto(todo).SerializeToString()
+            )
+            parts.append(w.length_delimited(w.TODOS, entry))
+        return w.EncodedStatus(
+            data=b"".join(parts),
+            phase=self._phase,
+            messages=len(self._messages),
+            tool_calls=len(self._tools),
+            todos=len(self._todos),
+            sub_agents=len(self._subs),
         )
 
     # -- event handlers -----------------------------------------------------------------------
