@@ -429,7 +429,7 @@ async def test_offer_never_blocks_while_the_sink_hangs(
     assert sink.counters == [1, 20_001]
 
 
-async def test_each_update_is_logged_at_debug_with_its_number_and_counts(
+async def test_each_update_is_logged_with_its_number_and_counts(
     publisher: StatusPublisher, sink: FakeStatusSink
 ) -> None:
     status = execution_api.AgentExecutionStatus(
@@ -446,7 +446,7 @@ async def test_each_update_is_logged_at_debug_with_its_number_and_counts(
     assert len(sent) == 1
     assert sent[0] | {"latency_ms": 0} == {
         "event": "status_update_sent",
-        "log_level": "debug",
+        "log_level": "info",
         "execution_id": "aex-1",
         "seq": 1,
         "phase": "EXECUTION_IN_PROGRESS",
@@ -483,7 +483,9 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert backoff.delay(3, rng=lambda: 0.0) == pytest.approx(0.025)
 
 
-async def test_the_final_update_is_logged_at_info(sink: FakeStatusSink, producer: Producer) -> None:
+async def test_the_final_update_is_logged_as_final(
+    sink: FakeStatusSink, producer: Producer
+) -> None:
     async with StatusPublisher(sink, "aex-1", settings()) as publisher:
         with capture_logs() as logs:
             assert await publisher.finish(producer.final)

@@ -313,8 +313,7 @@ class StatusPublisher:
         self.stats.sent += 1
         self.stats.bytes_sent += size
         self.stats.last_latency_ms = latency_ms
-        # Progress updates are many per execution: DEBUG; the final one is worth a line at INFO.
-        (log.info if final else log.debug)(
+        log.info(
             "status_update_sent",
             execution_id=self._execution_id,
             seq=self._seq,
