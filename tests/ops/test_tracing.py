@@ -1,25 +1,26 @@
 """Tracing helpers: export only when configured, spans around model/tool/gRPC calls, and the
-gRPC client interceptor that sends the trace context to the orchestrator."""
+orchestrator calls sending the trace context along."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import grpc
 import pytest
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.adapters.fake_orchestrator import FakeOrchestrator, start_fake_orchestrator
+from worker.adapters.auth import StaticToken
+from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.errors import NotFound
 from worker.observability import tracing
 from worker.observability.tracing import EventSpans
-from worker.settings import ObservabilitySettings
+from worker.settings import BackendSettings, ObservabilitySettings
 
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+UPDATE_STATUS = "ai.stigmer.agentic.agentexecution.v1.AgentExecutionCommandController/updateStatus"
 
 
 def processors(provider: TracerProvider) -> list[object]:
@@ -97,57 +98,36 @@ def test_an_escaping_exception_marks_the_span_failed(spans: InMemorySpanExporter
     assert [e.name for e in failed.events] == ["exception"]
 
 
-class RecordingHealth(health_pb2_grpc.HealthServicer):
-    """A gRPC server standing in for the orchestrator; remembers the metadata it received."""
-
-    def __init__(self) -> None:
-        self.metadata: list[dict[str, str]] = []
-
-    async def Check(
-        self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
-    ) -> health_pb2.HealthCheckResponse:
-        self.metadata.append({k: str(v) for k, v in context.invocation_metadata() or ()})
-        if request.service == "down":
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
-
-
-@pytest.fixture
-async def recording_server() -> AsyncIterator[tuple[RecordingHealth, int]]:
-    servicer = RecordingHealth()
-    server = aio.server()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield servicer, port
-    finally:
-        await server.stop(grace=None)
-
-
-async def test_grpc_calls_get_a_client_span_and_send_its_context(
-    spans: InMemorySpanExporter, recording_server: tuple[RecordingHealth, int]
+async def test_orchestrator_calls_get_a_client_span_and_send_its_context(
+    spans: InMemorySpanExporter,
 ) -> None:
-    servicer, port = recording_server
-    async with aio.insecure_channel(
-        f"127.0.0.1:{port}", interceptors=[tracing.TracingClientInterceptor()]
-    ) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        await stub.Check(health_pb2.HealthCheckRequest(), metadata=(("authorization", "b"),))
-        with pytest.raises(aio.AioRpcError):
-            await stub.Check(health_pb2.HealthCheckRequest(service="down"))
-    ok, failed = spans.get_finished_spans()
-    assert ok.name == HEALTH_CHECK.lstrip("/") and ok.kind is SpanKind.CLIENT
-    assert ok.attributes is not None
-    assert (ok.attributes["rpc.service"], ok.attributes["rpc.method"]) == (
-        "grpc.health.v1.Health",
-        "Check",
+    fake = FakeOrchestrator()
+    server, port = await start_fake_orchestrator(fake)
+    client = GrpcOrchestrator(
+        BackendSettings.model_validate({"STIGMER_BACKEND_ENDPOINT": f"127.0.0.1:{port}"}),
+        tokens=StaticToken("tok-1"),
     )
+    try:
+        status = execution_api.AgentExecutionStatus(phase=execution_enum.EXECUTION_IN_PROGRESS)
+        await client.update_status("aex-1", status)
+        with pytest.raises(NotFound):
+            await client.get_session("ses-missing")
+    finally:
+        await client.close()
+        await server.stop(grace=None)
+    ok, failed = spans.get_finished_spans()
+    assert ok.name == UPDATE_STATUS and ok.kind is SpanKind.CLIENT
+    assert ok.attributes is not None
+    assert (ok.attributes["rpc.service"], ok.attributes["rpc.method"]) == tuple(
+        UPDATE_STATUS.split("/")
+    )
+    assert failed.name == "ai.stigmer.agentic.session.v1.SessionQueryController/get"
     assert failed.status.status_code is StatusCode.ERROR
-    sent = servicer.metadata[0]
-    assert sent["authorization"] == "b"  # the caller's metadata survives
+    sent = fake.calls[0].metadata
+    assert sent["authorization"] == "Bearer tok-1"  # the call's own metadata is there too
     assert ok.context is not None
     assert sent["traceparent"].split("-")[1] == f"{ok.context.trace_id:032x}"
+    assert sent["traceparent"].split("-")[2] == f"{ok.context.span_id:016x}"
 
 
 def test_event_spans_cover_each_model_turn_and_tool_call_under_the_current_span(

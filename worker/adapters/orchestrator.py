@@ -45,12 +45,23 @@ from worker.errors import (
     Unavailable,
 )
 from worker.logs import SECRETS
-from worker.observability.tracing import TracingClientInterceptor
+from worker.observability.tracing import client_call
 from worker.settings import BackendSettings, Settings
 
 UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
     execution_command.DESCRIPTOR.services_by_name["AgentExecutionCommandController"].full_name
 )
+
+_PACKAGES: Mapping[str, str] = {
+    "AgentExecutionCommandController": execution_command.DESCRIPTOR.package,
+    "SessionQueryController": session_api.DESCRIPTOR.package,
+    "SessionCommandController": session_api.DESCRIPTOR.package,
+    "AgentInstanceQueryController": instance_api.DESCRIPTOR.package,
+    "AgentQueryController": agent_api.DESCRIPTOR.package,
+    "EnvironmentQueryController": environment_api.DESCRIPTOR.package,
+    "SkillQueryController": skill_api.DESCRIPTOR.package,
+}
+"""The proto package of each orchestrator service the runner calls, for span names."""
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -119,10 +130,8 @@ def channel_options(backend: BackendSettings) -> list[tuple[str, int | str]]:
 def open_channel(backend: BackendSettings, *, tls: bool) -> aio.Channel:
     """The process's channel to the orchestrator; call inside the running event loop."""
     options = channel_options(backend)
-    # A span per call, and its context sent along, so a traced orchestrator continues the trace.
-    interceptors = [TracingClientInterceptor()]
     if not tls:
-        return aio.insecure_channel(backend.endpoint, options=options, interceptors=interceptors)
+        return aio.insecure_channel(backend.endpoint, options=options)
     root_certs: bytes | None = None
     if backend.tls_ca_cert_path is not None:
         try:
@@ -132,9 +141,7 @@ def open_channel(backend: BackendSettings, *, tls: bool) -> aio.Channel:
                 f"STIGMER_BACKEND_CA_CERT_PATH: cannot read {backend.tls_ca_cert_path}: {err}"
             ) from err
     credentials = grpc.ssl_channel_credentials(root_certificates=root_certs)
-    return aio.secure_channel(
-        backend.endpoint, credentials, options=options, interceptors=interceptors
-    )
+    return aio.secure_channel(backend.endpoint, credentials, options=options)
 
 
 class GrpcOrchestrator:
@@ -268,11 +275,17 @@ class GrpcOrchestrator:
         self, method: str, rpc: aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
     ) -> _Resp:
         token = await self._tokens.token()
-        metadata = (("authorization", "Bearer " + token),) if token else None
-        try:
-            return await rpc(request, timeout=self._timeout, metadata=metadata)
-        except aio.AioRpcError as err:
-            raise translate_error(method, err) from err
+        # A client span per call, its context sent along (W3C `traceparent`) so a traced
+        # orchestrator continues the trace. Done here rather than with a grpc.aio interceptor,
+        # which runs every call through an extra task: about half again the call's CPU.
+        service = method.partition("/")[0]
+        with client_call(f"/{_PACKAGES[service]}.{method}") as trace_context:
+            if token:
+                trace_context.append(("authorization", "Bearer " + token))
+            try:
+                return await rpc(request, timeout=self._timeout, metadata=tuple(trace_context))
+            except aio.AioRpcError as err:
+                raise translate_error(method, err) from err
 
 
 if TYPE_CHECKING:

@@ -13,11 +13,10 @@ Export: OTLP over gRPC to `OTEL_EXPORTER_OTLP_ENDPOINT` when it is set; otherwis
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from grpc import aio
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -146,39 +145,16 @@ def tool_span(tool: str, *, call_id: str = "") -> Iterator[Span]:
         yield current
 
 
-class TracingClientInterceptor(aio.UnaryUnaryClientInterceptor):
-    """A `grpc.aio` client interceptor: a span per unary call, its context sent as metadata
-    (W3C `traceparent`) so a traced orchestrator continues the trace.
-
-        aio.insecure_channel(target, interceptors=[TracingClientInterceptor()])
+@contextmanager
+def client_call(full_method: str) -> Iterator[list[tuple[str, str]]]:
+    """Around one outgoing unary RPC: its client span, current inside the block, and the
+    metadata (W3C `traceparent`, `tracestate`) that carries its context to the server; append
+    the call's own metadata to the list. An escaping exception marks the span failed.
     """
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[
-            [aio.ClientCallDetails, _Req], Awaitable[aio.UnaryUnaryCall[_Req, _Resp]]
-        ],
-        client_call_details: aio.ClientCallDetails,
-        request: _Req,
-    ) -> _Resp | aio.UnaryUnaryCall[_Req, _Resp]:
-        method: Any = client_call_details.method
-        name = method.decode() if isinstance(method, bytes) else str(method)
-        with grpc_span(name):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            metadata = aio.Metadata(*(client_call_details.metadata or ()))
-            for key, value in carrier.items():
-                metadata.add(key, value)
-            details = aio.ClientCallDetails(
-                client_call_details.method,
-                client_call_details.timeout,
-                metadata,
-                client_call_details.credentials,
-                client_call_details.wait_for_ready,
-            )
-            call = await continuation(details, request)
-            # Awaited inside the span so it covers the whole round trip and records a failure.
-            return await call
+    with grpc_span(full_method):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield list(carrier.items())
 
 
 class EventSpans:
