@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
+from google.protobuf.message import DecodeError, Message
 
 from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import AlreadyExists, InvalidArgument, Unavailable
@@ -22,11 +23,35 @@ from stigmer_stub.resources import (
     tags_query,
     utc_now,
 )
+from stigmer_stub.status_wire import ENTRY_TYPES, SplitStatus, split_status
 from stigmer_stub.store.collection import Page
 from stigmer_stub.store.database import Database
+from stigmer_stub.store.executions import MergedStatus
 
 Phase = enum_pb2.ExecutionPhase
 log = get_logger(__name__)
+
+
+def _check_enums(message: Message, path: str) -> None:
+    unknown = next(unknown_enum_values(message, path), None)
+    if unknown is not None:
+        field, _, number = unknown.partition(": ")
+        raise InvalidArgument(field, f"{number} is not a value of its enum")
+
+
+def _admit_entry(name: str, index: int, encoded: bytes) -> None:
+    """Check one incoming list entry the store does not hold yet: it must parse, and carry no
+    enum number its enum does not name (the rest of the update is checked before the merge)."""
+    entry_type = ENTRY_TYPES[name]
+    path = f"status.{name}[{index}]"
+    try:
+        entry = entry_type.FromString(encoded)
+    except DecodeError as err:
+        raise InvalidArgument(path, f"is not a valid {entry_type.DESCRIPTOR.name}") from err
+    if isinstance(entry, api_pb2.AgentExecutionStatus.TodosEntry):
+        _check_enums(entry.value, f"status.todos[{entry.key!r}]")
+    else:
+        _check_enums(entry, path)
 
 
 class Workflows(Protocol):
@@ -64,6 +89,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         clock: Clock = utc_now,
     ) -> None:
         super().__init__(db.executions, clock)
+        self.executions = db.executions
         self.db = db
         self.workflows = workflows
         self.agents = agents
@@ -126,39 +152,46 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         self, execution_id: str, status: api_pb2.AgentExecutionStatus
     ) -> api_pb2.AgentExecution:
         """Merge a runner's status update (contract §4, with the terminal guard)."""
+        encoded = await self.update_status_encoded(execution_id, split_status(status))
+        return api_pb2.AgentExecution.FromString(encoded)
+
+    async def update_status_encoded(self, execution_id: str, status: SplitStatus) -> bytes:
+        """`update_status` for a status read as its parts (`status_wire`), answering the merged
+        execution encoded: what the gRPC servicer uses, so a long status is never parsed whole."""
         if not execution_id:
             raise InvalidArgument("execution_id", "is required")
-        unknown = next(unknown_enum_values(status, "status"), None)
-        if unknown is not None:
-            field, _, number = unknown.partition(": ")
-            raise InvalidArgument(field, f"{number} is not a value of its enum")
-        return await self._merge(execution_id, status, authoritative=False)
+        _check_enums(status.rest, "status")
+        merged = await self._merge(execution_id, status, authoritative=False)
+        return merged.encoded
 
     async def finalize(
         self, execution_id: str, status: api_pb2.AgentExecutionStatus
     ) -> api_pb2.AgentExecution:
         """Merge the orchestrator's own verdict on how the run ended (past the terminal guard)."""
-        return await self._merge(execution_id, status, authoritative=True)
+        merged = await self._merge(execution_id, split_status(status), authoritative=True)
+        return api_pb2.AgentExecution.FromString(merged.encoded)
 
     async def _merge(
-        self, execution_id: str, status: api_pb2.AgentExecutionStatus, *, authoritative: bool
-    ) -> api_pb2.AgentExecution:
+        self, execution_id: str, status: SplitStatus, *, authoritative: bool
+    ) -> MergedStatus:
         now = self.clock()
 
-        def change(stored: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
-            merged = merge_status(stored.status, status, authoritative=authoritative)
+        def change(head: api_pb2.AgentExecution) -> None:
+            # Neither status has lists here: the store merges those (same rule as merge_status).
+            merged = merge_status(head.status, status.rest, authoritative=authoritative)
             stamp(merged.audit.status_audit, now, "status_updated")
-            stored.status.CopyFrom(merged)
-            return stored
+            head.status.CopyFrom(merged)
 
-        updated = await self.collection.mutate(execution_id, change, field="execution_id")
+        merged = await self.executions.merge_status(
+            execution_id, status, change, _admit_entry, field="execution_id"
+        )
         log.debug(
             "execution_status_merged",
             execution_id=execution_id,
-            phase=Phase.Name(updated.status.phase),
+            phase=Phase.Name(merged.head.status.phase),
             authoritative=authoritative,
         )
-        return updated
+        return merged
 
     def keep_status(self, stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
         incoming.status.CopyFrom(stored.status)
@@ -179,7 +212,12 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         return await self.page({"session_id": session_id}, size, token)
 
     async def subscribe(self, execution_id: str) -> AsyncIterator[api_pb2.AgentExecution]:
-        """The current state, then every change, ending after a terminal phase (or deletion).
+        """The current state, then every change, ending after a terminal phase (or deletion)."""
+        async for encoded in self.subscribe_encoded(execution_id):
+            yield api_pb2.AgentExecution.FromString(encoded)
+
+    async def subscribe_encoded(self, execution_id: str) -> AsyncIterator[bytes]:
+        """`subscribe`, each state encoded as the store assembles it (no parse per change).
 
         The change stream is opened *before* the first read and events are de-duplicated by
         the document version, so an update landing between the two is neither lost nor sent
@@ -187,20 +225,16 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         """
         if not execution_id:
             raise InvalidArgument("value", "is required")
-        async with self.collection.watch(execution_id) as changes:
+        async with self.executions.watch(execution_id) as changes:
             first = await self.collection.load(execution_id, field="value")
-            yield first.resource
+            yield self.executions.encoded(first.document)
             if is_terminal(first.resource.status.phase):
                 return
-            last_version = first.version
-            async for change in changes:
-                if change is None:
+            async for doc in changes.after(first):
+                if doc is None:
                     return
-                if change.version <= last_version:
-                    continue
-                last_version = change.version
-                yield change.resource
-                if is_terminal(change.resource.status.phase):
+                yield self.executions.encoded(doc)
+                if is_terminal(self.executions.phase(doc)):
                     return
 
     async def delete(self, resource_id: str, *, field: str = "value") -> api_pb2.AgentExecution:

@@ -8,7 +8,9 @@ FAILED or CANCELLED, later runner updates cannot change phase, error or completi
 still complete the transcript). Only the orchestrator's own workflow, which knows how the run
 really ended, merges *authoritatively* past that guard.
 
-Pure functions; the store applies them under compare-and-swap.
+Pure functions; the store applies them under compare-and-swap. On `updateStatus` the four lists
+never reach `merge_status` as messages: the store applies the same list rule to their encoded
+entries (`store/executions.py`) and merges only the rest of the status here.
 """
 
 from __future__ import annotations

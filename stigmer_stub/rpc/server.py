@@ -10,9 +10,7 @@ from ai.stigmer.agentic.agent.v1 import command_pb2_grpc as agent_cmd
 from ai.stigmer.agentic.agent.v1 import query_pb2 as agent_query_pb2
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_cmd_pb2
-from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_cmd
 from ai.stigmer.agentic.agentexecution.v1 import query_pb2 as execution_query_pb2
-from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
 from ai.stigmer.agentic.agentinstance.v1 import command_pb2 as instance_cmd_pb2
 from ai.stigmer.agentic.agentinstance.v1 import command_pb2_grpc as instance_cmd
 from ai.stigmer.agentic.agentinstance.v1 import query_pb2 as instance_query_pb2
@@ -99,12 +97,8 @@ def build_server(settings: GrpcSettings, ops: Operations) -> GrpcServer:
             ("grpc.max_send_message_length", limit),
         ],
     )
-    execution_cmd.add_AgentExecutionCommandControllerServicer_to_server(
-        servicers.AgentExecutionCommands(ops.executions), server
-    )
-    execution_query.add_AgentExecutionQueryControllerServicer_to_server(
-        servicers.AgentExecutionQueries(ops.executions), server
-    )
+    servicers.add_execution_commands(servicers.AgentExecutionCommands(ops.executions), server)
+    servicers.add_execution_queries(servicers.AgentExecutionQueries(ops.executions), server)
     session_cmd.add_SessionCommandControllerServicer_to_server(
         servicers.SessionCommands(ops.sessions), server
     )

@@ -6,8 +6,9 @@ Errors are raised as `StubError`s and mapped to status codes by `rpc.interceptor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
+import grpc
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_pb2
 from ai.stigmer.agentic.agent.v1 import command_pb2_grpc as agent_cmd
 from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
@@ -16,6 +17,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_pb2
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_cmd_pb2
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_cmd
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
+from ai.stigmer.agentic.agentexecution.v1 import query_pb2 as execution_query_pb2
 from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_pb2
 from ai.stigmer.agentic.agentinstance.v1 import command_pb2_grpc as instance_cmd
@@ -33,6 +35,9 @@ from ai.stigmer.agentic.skill.v1 import command_pb2_grpc as skill_cmd
 from ai.stigmer.agentic.skill.v1 import io_pb2 as skill_io
 from ai.stigmer.agentic.skill.v1 import query_pb2_grpc as skill_query
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from grpc import aio
 
 from stigmer_stub.executions import ExecutionOps
@@ -45,6 +50,7 @@ from stigmer_stub.resources import (
     tags_query,
 )
 from stigmer_stub.skills import SkillOps
+from stigmer_stub.status_wire import parse_update, split_view
 from stigmer_stub.store.collection import Page
 
 Context = aio.ServicerContext[Any, Any]
@@ -74,10 +80,85 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     ) -> execution_pb2.AgentExecution:
         return await self.ops.update_status(request.execution_id, request.status)
 
+    async def update_status_encoded(self, request: Message, context: Context) -> bytes:
+        """What the server runs for `updateStatus` (see `add_execution_commands`): the request
+        read as a `status_wire.UpdateStatusInput`, the reply the merged execution encoded."""
+        update = cast(Any, request)
+        return await self.ops.update_status_encoded(update.execution_id, split_view(update.status))
+
     async def delete(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> execution_pb2.AgentExecution:
         return await self.ops.delete(request.value)
+
+
+def add_execution_commands(servicer: AgentExecutionCommands, server: aio.Server) -> None:
+    """`add_AgentExecutionCommandControllerServicer_to_server`, except that `updateStatus` never
+    parses or encodes a status whole: its request is deserialized as a
+    `status_wire.UpdateStatusInput` (the lists' entries stay encoded) and its reply is the
+    encoded execution the store assembled, sent as is. Same wire format, same service."""
+    update_status = grpc.unary_unary_rpc_method_handler(
+        servicer.update_status_encoded,
+        request_deserializer=parse_update,
+        response_serializer=_as_is,
+    )
+    _add_service(server, _EXECUTION_COMMANDS, servicer, {"updateStatus": update_status})
+
+
+def add_execution_queries(servicer: AgentExecutionQueries, server: aio.Server) -> None:
+    """`add_AgentExecutionQueryControllerServicer_to_server`, except that `subscribe` sends each
+    state encoded as the store assembled it."""
+    subscribe = grpc.unary_stream_rpc_method_handler(
+        servicer.subscribe_encoded,
+        request_deserializer=execution_io.AgentExecutionId.FromString,
+        response_serializer=_as_is,
+    )
+    _add_service(server, _EXECUTION_QUERIES, servicer, {"subscribe": subscribe})
+
+
+def _add_service(
+    server: aio.Server,
+    service: ServiceDescriptor,
+    servicer: object,
+    overrides: dict[str, grpc.RpcMethodHandler[Any, Any]],
+) -> None:
+    """Register `servicer` for every method of `service` as the generated code does (requests
+    and replies as the service's message types), but with `overrides` for some methods."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        if method.name in overrides:
+            handlers[method.name] = overrides[method.name]
+            continue
+        if method.client_streaming:
+            raise TypeError(f"{service.full_name}/{method.name} streams requests")
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+            response_serializer=message_factory.GetMessageClass(
+                method.output_type
+            ).SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+_EXECUTION_COMMANDS = execution_cmd_pb2.DESCRIPTOR.services_by_name[
+    "AgentExecutionCommandController"
+]
+_EXECUTION_QUERIES = execution_query_pb2.DESCRIPTOR.services_by_name[
+    "AgentExecutionQueryController"
+]
+
+
+def _as_is(encoded: bytes) -> bytes:
+    return encoded
 
 
 class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerServicer):
@@ -112,6 +193,13 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     ) -> AsyncIterator[execution_pb2.AgentExecution]:
         async for execution in self.ops.subscribe(request.value):
             yield execution
+
+    async def subscribe_encoded(
+        self, request: execution_io.AgentExecutionId, context: Context
+    ) -> AsyncIterator[bytes]:
+        """What the server runs for `subscribe` (see `add_execution_queries`)."""
+        async for encoded in self.ops.subscribe_encoded(request.value):
+            yield encoded
 
 
 class SessionCommands(session_cmd.SessionCommandControllerServicer):

@@ -1,15 +1,18 @@
 """One MongoDB collection per resource kind, holding proto messages under optimistic concurrency.
 
-A document is the resource as a ProtoJSON *string* plus the fields the queries need, copied out
-and indexed: `slug`, `scope` (owner scope and org; slugs are unique per scope), `tags`, the
-kind's own fields (an execution's `session_id`, `phase`, ...) and `version`, which every write
-increments. The resource is stored as a string rather than a sub-document because its maps and
-`google.protobuf.Struct`s carry arbitrary keys (label keys with dots, tool arguments with `$ref`)
-that MongoDB field names cannot hold safely.
+A document is the resource as binary proto (`resource`; documents of earlier stubs hold a
+ProtoJSON string there) plus the fields the queries need, copied out and indexed: `slug`,
+`scope` (owner scope and org; slugs are unique per scope), `tags`, the kind's own fields (an
+execution's `session_id`, `phase`, ...) and `version`, which every write increments. The resource
+is stored opaque rather than as a sub-document because its maps and `google.protobuf.Struct`s
+carry arbitrary keys (label keys with dots, tool arguments with `$ref`) that MongoDB field names
+cannot hold safely. A kind may spread its resource over several such fields (`encode_fields` /
+`decode_document`; executions keep their status lists apart, see `store/executions.py`).
 
 Every update is a compare-and-swap on `version` (`mutate`), so concurrent writers never lose each
-other's changes; each write replaces the whole document, so the change stream's event for it
-carries exactly the state that write produced (what `subscribe` relies on).
+other's changes. A write either replaces the whole document or `$set`s some of its top-level
+fields; `watch` rebuilds the state each write produced from the change stream's events (a
+replacement carries it whole, an update the fields it set), which is what `subscribe` relies on.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import asyncio
 import random
 import re
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -37,6 +40,7 @@ from stigmer_stub.errors import AlreadyExists, Conflict, InvalidArgument, NotFou
 from stigmer_stub.ids import new_id
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 Document = dict[str, Any]
 
 # How long a compare-and-swap write keeps retrying against other processes' writes.
@@ -137,24 +141,42 @@ class ResourceCollection(Generic[M]):
     def new_id(self) -> str:
         return new_id(self.kind.prefix)
 
-    def to_document(self, resource: M, version: int, extra: Mapping[str, Any]) -> Document:
+    def encode_fields(self, resource: M) -> Document:
+        """The document fields that hold the resource itself."""
+        return {"resource": encode(resource)}
+
+    def decode_document(self, doc: Mapping[str, Any]) -> M:
+        """The resource a document holds (the inverse of `encode_fields`)."""
+        return decode(self.kind.message, doc["resource"])
+
+    def index_fields(self, resource: M) -> Document:
+        """The document fields copied out of the resource for queries."""
         meta = metadata_of(resource)
         return {
-            **extra,
-            "_id": meta.id,
             "slug": meta.slug,
             "scope": scope_key(meta.owner_scope, meta.org),
             "tags": list(meta.tags),
             **self.kind.fields(resource),
+        }
+
+    def to_document(self, resource: M, version: int, extra: Mapping[str, Any]) -> Document:
+        return {
+            **extra,
+            "_id": metadata_of(resource).id,
+            **self.index_fields(resource),
             "version": version,
-            "resource": encode(resource),
+            **self.encode_fields(resource),
         }
 
     def _stored(self, doc: Document) -> Stored[M]:
-        return Stored(decode(self.kind.message, doc["resource"]), int(doc["version"]), doc)
+        return Stored(self.decode_document(doc), int(doc["version"]), doc)
 
     def from_document(self, doc: Document) -> M:
-        return decode(self.kind.message, doc["resource"])
+        return self.decode_document(doc)
+
+    def encoded(self, doc: Mapping[str, Any]) -> bytes:
+        """The resource a document holds, encoded (kinds stored in pieces assemble it)."""
+        return self.decode_document(doc).SerializeToString()
 
     async def insert(self, resource: M, *, extra: Mapping[str, Any] | None = None) -> M:
         """Store a new resource; ALREADY_EXISTS when its slug is taken in its scope."""
@@ -215,16 +237,28 @@ class ResourceCollection(Generic[M]):
         `change` receives a copy it may modify and return; it runs again on a fresh copy when
         another writer got in first, so it must be a function of its input only.
         """
+
+        async def attempt() -> M | None:
+            stored = await self.load(resource_id, field=field)
+            candidate = self.kind.message()
+            candidate.CopyFrom(stored.resource)
+            updated = change(candidate)
+            return updated if await self.replace(stored, updated, extra=extra) else None
+
+        return await self.compare_and_swap(resource_id, attempt)
+
+    async def compare_and_swap(
+        self, resource_id: str, attempt: Callable[[], Awaitable[T | None]]
+    ) -> T:
+        """Run `attempt` (read, change, conditional write; None when the write lost the race)
+        until it wins, serialised with this process's other writers to the same resource."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CAS_DEADLINE_SECONDS
         async with self._locks.hold(resource_id):
             while True:
-                stored = await self.load(resource_id, field=field)
-                candidate = self.kind.message()
-                candidate.CopyFrom(stored.resource)
-                updated = change(candidate)
-                if await self.replace(stored, updated, extra=extra):
-                    return updated
+                result = await attempt()
+                if result is not None:
+                    return result
                 if loop.time() > deadline:
                     raise Conflict(f"{self.kind.label} {resource_id!r} is updated too often")
                 # Another process won the race; back off a little so the winners can finish.
@@ -236,8 +270,24 @@ class ResourceCollection(Generic[M]):
         """Compare-and-swap: write `resource` only if the stored version is still `stored`'s."""
         kept = {k: v for k, v in stored.document.items() if k not in ("_id", "version")}
         doc = self.to_document(resource, stored.version + 1, {**kept, **(extra or {})})
-        try:
+        with self._write_errors(resource):
             result = await self.raw.replace_one({"_id": doc["_id"], "version": stored.version}, doc)
+        return result.matched_count == 1
+
+    async def set_fields(self, resource: M, version: int, fields: Mapping[str, Any]) -> bool:
+        """Compare-and-swap: `$set` `fields` (and `version` + 1) only if the stored version is
+        still `version`."""
+        update = {"$set": {**fields, "version": version + 1}}
+        with self._write_errors(resource):
+            result = await self.raw.update_one(
+                {"_id": metadata_of(resource).id, "version": version}, update
+            )
+        return result.matched_count == 1
+
+    @contextmanager
+    def _write_errors(self, resource: M) -> Iterator[None]:
+        try:
+            yield
         except DuplicateKeyError as err:
             meta = metadata_of(resource)
             raise AlreadyExists(self.kind.label, meta.slug) from err
@@ -248,7 +298,6 @@ class ResourceCollection(Generic[M]):
             if err.code in _TOO_LARGE_CODES:
                 raise _too_large(self.kind.label) from err
             raise
-        return result.matched_count == 1
 
     async def delete(self, resource_id: str, *, field: str | None = None) -> M:
         doc = await self.raw.find_one_and_delete({"_id": resource_id}) if resource_id else None
@@ -257,33 +306,24 @@ class ResourceCollection(Generic[M]):
         return self.from_document(doc)
 
     @asynccontextmanager
-    async def watch(self, resource_id: str) -> AsyncIterator[AsyncIterator[Stored[M] | None]]:
-        """Every later write to one resource, as the state it wrote; `None` when it is deleted.
+    async def watch(self, resource_id: str) -> AsyncIterator[ChangeFeed[M]]:
+        """Every later write to one resource (see `ChangeFeed.after`).
 
         A change stream, so writes through any stub process on the same database are seen. The
         stream is open (its start position fixed on the server) when this returns, so a caller
         that reads the resource *after* entering misses nothing written in between. Unread
         events wait on the server, not in this process, so a slow reader holds back no writer.
+        No write looks anything up for a watcher: an event carries what its write changed.
         """
         stream = await self.raw.watch(
             [
                 {"$match": {"documentKey._id": resource_id}},
                 {"$match": {"operationType": {"$in": ["insert", "replace", "update", "delete"]}}},
             ],
-            full_document="updateLookup",
             max_await_time_ms=1000,
         )
         async with stream:
-            yield self._changes(stream)
-
-    async def _changes(self, stream: Any) -> AsyncIterator[Stored[M] | None]:
-        async for event in stream:
-            if event["operationType"] == "delete":
-                yield None
-                return
-            doc = event.get("fullDocument")
-            if doc is not None:
-                yield self._stored(doc)
+            yield ChangeFeed(self, resource_id, stream)
 
     async def page(self, query: Mapping[str, Any], cursor: paging.Cursor) -> Page[M]:
         """One page, newest first (ids are ULIDs, so `_id` order is creation order)."""
@@ -302,6 +342,58 @@ class ResourceCollection(Generic[M]):
             total_count=count,
             next_token=paging.keyset_token(docs[-1]["_id"]) if more and docs else "",
         )
+
+
+class ChangeFeed(Generic[M]):
+    """The writes to one resource from an open change stream, as the states they produced."""
+
+    def __init__(self, collection: ResourceCollection[M], resource_id: str, stream: Any) -> None:
+        self._collection = collection
+        self._id = resource_id
+        self._stream = stream
+
+    async def after(self, base: Stored[M]) -> AsyncIterator[Document | None]:
+        """The document of each state newer than `base` (read after the stream opened), in
+        order; `None` when the resource is deleted.
+
+        A replacement's event carries the whole document. An update's carries the fields it
+        set, which applied to the state before it give exactly the state it wrote, because
+        every write bumps `version` by one; an update that does not follow the last state
+        (or that cannot be applied) is replaced by a read of the current document.
+        """
+        doc, version = base.document, base.version
+        async for event in self._stream:
+            operation = event["operationType"]
+            if operation == "delete":
+                yield None
+                return
+            new: Document | None
+            if operation == "update":
+                description = event.get("updateDescription") or {}
+                written = (description.get("updatedFields") or {}).get("version")
+                if isinstance(written, int) and written <= version:
+                    continue  # already in the state we have
+                new = _apply_update(doc, description) if written == version + 1 else None
+                if new is None:
+                    new = await self._collection.raw.find_one({"_id": self._id})
+            else:
+                new = event.get("fullDocument")
+            if new is None or int(new["version"]) <= version:
+                continue
+            doc, version = new, int(new["version"])
+            yield new
+
+
+def _apply_update(doc: Document, description: Mapping[str, Any]) -> Document | None:
+    """`doc` after an update event's `updateDescription`; None if it names nested paths or
+    truncated arrays (the stub sets top-level fields only)."""
+    updated: Mapping[str, Any] = description.get("updatedFields") or {}
+    removed: Sequence[str] = description.get("removedFields") or []
+    if description.get("truncatedArrays") or any("." in k for k in [*updated, *removed]):
+        return None
+    new = {k: v for k, v in doc.items() if k not in removed}
+    new.update(updated)
+    return new
 
 
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})

@@ -16,6 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stigmer_stub.store.collection import Document, Kind, ResourceCollection
+from stigmer_stub.store.executions import ExecutionCollection
 
 AGENTS = Kind("agent", "agents", "agt", "Agent", agent_pb2.Agent)
 AGENT_INSTANCES = Kind(
@@ -71,7 +72,7 @@ class Database:
         self.agents = ResourceCollection(db, AGENTS)
         self.agent_instances = ResourceCollection(db, AGENT_INSTANCES)
         self.sessions = ResourceCollection(db, SESSIONS)
-        self.executions = ResourceCollection(db, EXECUTIONS)
+        self.executions = ExecutionCollection(db, EXECUTIONS)
         self.skills = ResourceCollection(db, SKILLS)
         self.environments = ResourceCollection(db, ENVIRONMENTS)
         # Earlier versions of each skill: {_id: "<skill id>/<hash>", skill_id, version_hash, tag,

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -228,6 +229,192 @@ async def test_update_status_errors(stub: Stub) -> None:
     with pytest.raises(RpcFailed) as empty:
         await stub.client.update_status("", api_pb2.AgentExecutionStatus())
     assert empty.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_update_with_empty_lists_keeps_the_stored_ones_without_rewriting_them(
+    stub: Stub, execution: api_pb2.AgentExecution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eid = execution.metadata.id
+    collection = stub.running.database.executions
+    written: list[set[str]] = []
+    real_set_fields = collection.set_fields
+
+    async def spy(resource: api_pb2.AgentExecution, version: int, fields: Any) -> bool:
+        written.append(set(fields))
+        return await real_set_fields(resource, version, fields)
+
+    monkeypatch.setattr(collection, "set_fields", spy)
+    full = api_pb2.AgentExecutionStatus(
+        phase=Phase.EXECUTION_IN_PROGRESS, messages=msgs("a", "b"), started_at="t0"
+    )
+    full.tool_calls.add(id="call-1", name="ls")
+    full.sub_agent_executions.add(id="sub-1")
+    full.todos["1"].content = "plan"
+    await stub.client.update_status(eid, full)
+
+    kept = await stub.client.update_status(eid, api_pb2.AgentExecutionStatus(error="oops"))
+    same = await stub.client.update_status(eid, full)  # every list as stored
+    grown = api_pb2.AgentExecutionStatus()
+    grown.CopyFrom(full)
+    grown.messages.extend(msgs("c"))
+    longer = await stub.client.update_status(eid, grown)
+
+    assert contents(kept) == ["a", "b"]
+    assert [t.id for t in kept.status.tool_calls] == ["call-1"]
+    assert [s.id for s in kept.status.sub_agent_executions] == ["sub-1"]
+    assert dict(kept.status.todos)["1"].content == "plan"
+    assert kept.status.error == "oops"
+    assert same.status.messages == full.messages
+    assert contents(longer) == ["a", "b", "c"]
+    assert await stub.client.get_execution(eid) == longer
+    lists = {f"status_{k}" for k in ("messages", "tool_calls", "sub_agent_executions", "todos")}
+    assert written[0] >= lists
+    assert written[1] & lists == set()
+    assert written[2] & lists == set()
+    assert written[3] & lists == {"status_messages"}
+    stored = await collection.raw.find_one({"_id": eid})
+    assert stored is not None
+    assert not api_pb2.AgentExecution.FromString(stored["resource"]).status.messages
+
+
+async def test_only_list_entries_not_stored_yet_are_parsed_and_checked(
+    stub: Stub, execution: api_pb2.AgentExecution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stigmer_stub import executions
+
+    eid = execution.metadata.id
+    admitted: list[tuple[str, int]] = []
+    real_admit = executions._admit_entry
+
+    def spy(name: str, index: int, encoded: bytes) -> None:
+        admitted.append((name, index))
+        real_admit(name, index, encoded)
+
+    monkeypatch.setattr(executions, "_admit_entry", spy)
+    await stub.client.update_status(eid, api_pb2.AgentExecutionStatus(messages=msgs("a", "b", "c")))
+    first = list(admitted)
+    admitted.clear()
+    await stub.client.update_status(
+        eid, api_pb2.AgentExecutionStatus(messages=msgs("a", "b", "c!", "d"))
+    )
+
+    assert first == [("messages", 0), ("messages", 1), ("messages", 2)]
+    assert admitted == [("messages", 2), ("messages", 3)]
+
+
+def raw_update(stub: Stub) -> Any:
+    """updateStatus taking the request already encoded (to send what no client would)."""
+    return stub.client.channel.unary_unary(
+        "/ai.stigmer.agentic.agentexecution.v1.AgentExecutionCommandController/updateStatus",
+        request_serializer=lambda data: data,
+        response_deserializer=api_pb2.AgentExecution.FromString,
+    )
+
+
+def encoded_update(execution_id: str, **lists: list[bytes]) -> bytes:
+    """An `AgentExecutionUpdateStatusInput` whose list entries are the given bytes."""
+    from stigmer_stub.status_wire import UpdateStatusInput
+
+    request: Any = UpdateStatusInput()
+    request.execution_id = execution_id
+    for name, entries in lists.items():
+        getattr(request.status, name).extend(entries)
+    return bytes(request.SerializeToString())
+
+
+async def test_a_new_list_entry_that_does_not_parse_or_names_no_enum_value_is_rejected(
+    stub: Stub, execution: api_pb2.AgentExecution
+) -> None:
+    eid = execution.metadata.id
+    before = await stub.client.update_status(eid, api_pb2.AgentExecutionStatus(messages=msgs("a")))
+    good = msgs("a")[0].SerializeToString()
+    not_utf8 = b"\x12\x02\xff\xfe"  # `content` is a string: it must be UTF-8
+    bad_enum = api_pb2.AgentMessage(tool_calls=[api_pb2.ToolCall(status=9)])  # type: ignore[list-item]
+
+    with pytest.raises(grpc.aio.AioRpcError) as garbled:
+        await raw_update(stub)(encoded_update(eid, messages=[good, not_utf8]), timeout=10)
+    with pytest.raises(RpcFailed) as unnamed:
+        await stub.client.update_status(
+            eid, api_pb2.AgentExecutionStatus(messages=[*msgs("a"), bad_enum])
+        )
+    todo = api_pb2.AgentExecutionStatus()
+    todo.todos["t.1"].status = 77  # type: ignore[assignment]
+    with pytest.raises(RpcFailed) as unnamed_todo:
+        await stub.client.update_status(eid, todo)
+
+    assert garbled.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (garbled.value.details() or "").startswith("status.messages[1]")
+    assert unnamed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert unnamed.value.details.startswith("status.messages[1].tool_calls[0].status")
+    assert "9 is not a value of its enum" in unnamed.value.details
+    assert unnamed_todo.value.details.startswith("status.todos['t.1'].status")
+    assert await stub.client.get_execution(eid) == before
+
+
+@pytest.mark.parametrize("form", ["binary", "protojson"])
+async def test_documents_of_earlier_stubs_are_read_and_updated(
+    stub: Stub, execution: api_pb2.AgentExecution, form: str
+) -> None:
+    """Earlier stubs stored the whole execution in `resource` (binary, or ProtoJSON before)."""
+    from google.protobuf import json_format
+
+    eid = execution.metadata.id
+    old = api_pb2.AgentExecution()
+    old.CopyFrom(execution)
+    old.status.phase = Phase.EXECUTION_IN_PROGRESS
+    old.status.messages.extend(msgs("a"))
+    old.status.tool_calls.add(id="call-1")
+    old.status.todos["1"].content = "plan"
+    collection = stub.running.database.executions
+    legacy = {
+        k: v for k, v in collection.to_document(old, 7, {}).items() if not k.startswith("status_")
+    }
+    legacy["resource"] = (
+        old.SerializeToString() if form == "binary" else json_format.MessageToJson(old)
+    )
+    await collection.raw.replace_one({"_id": eid}, legacy)
+
+    read = await stub.client.get_execution(eid)
+    updated = await stub.client.update_status(
+        eid, api_pb2.AgentExecutionStatus(messages=msgs("a", "b"))
+    )
+    again = await stub.client.update_status(
+        eid, api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_COMPLETED)
+    )
+
+    assert read == old
+    assert contents(updated) == ["a", "b"]
+    assert [t.id for t in updated.status.tool_calls] == ["call-1"]
+    assert dict(updated.status.todos)["1"].content == "plan"
+    assert again.status.phase == Phase.EXECUTION_COMPLETED
+    assert again.status.tool_calls == updated.status.tool_calls
+    stored = await collection.raw.find_one({"_id": eid})
+    assert stored is not None
+    assert stored["version"] == 9
+    assert not api_pb2.AgentExecution.FromString(stored["resource"]).status.tool_calls
+    only = api_pb2.AgentExecutionStatus.FromString(stored["status_tool_calls"])
+    assert only.tool_calls == old.status.tool_calls
+
+
+async def test_a_status_update_growing_the_document_past_the_store_limit_is_invalid_argument(
+    stub: Stub, execution: api_pb2.AgentExecution
+) -> None:
+    eid = execution.metadata.id
+    mib = 1024 * 1024
+    half = api_pb2.AgentExecutionStatus(messages=msgs(*("m" * mib for _ in range(9))))
+    await stub.client.update_status(eid, half)
+    more = api_pb2.AgentExecutionStatus()
+    for i in range(8):
+        more.tool_calls.add(id=f"call-{i}", result="r" * mib)
+
+    with pytest.raises(RpcFailed) as failed:
+        await stub.client.update_status(eid, more)
+
+    assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "16 MB document limit" in failed.value.details
+    stored = await stub.client.get_execution(eid)
+    assert len(stored.status.messages) == 9
+    assert not stored.status.tool_calls
 
 
 KINDS = ("messages", "tool_calls", "sub_agent_executions", "todos")

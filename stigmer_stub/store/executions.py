@@ -1,0 +1,184 @@
+"""Executions in the store: the status lists kept apart, so an update writes only what changed.
+
+An execution's document holds, besides the indexed fields, `resource`: the execution *without*
+its status lists (binary proto, small), and one field per list, `status_messages`,
+`status_tool_calls`, `status_sub_agent_executions` and `status_todos`, each the list's *chunk*
+(`status_wire.chunk`). Reading appends the chunks to `resource`, one parse. Documents written
+before this layout hold the whole execution in `resource` (binary or ProtoJSON) and no list
+fields; they read as before and get the layout at their next status update.
+
+`merge_status` applies a status update without parsing the lists: a list the update leaves
+empty keeps its stored chunk, a non-empty one replaces it with the update's entries as they were
+encoded, and only the entries not stored already are handed to `admit` (to be parsed and
+checked). The compare-and-swap `$set`s `resource`, the indexed fields and the lists that changed,
+and the caller gets the merged execution already encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+
+from stigmer_stub.errors import NotFound
+from stigmer_stub.status_wire import (
+    LISTS,
+    SplitStatus,
+    assemble,
+    chunk,
+    entries,
+    split_status,
+)
+from stigmer_stub.store.collection import Document, ResourceCollection, decode
+
+Execution = api_pb2.AgentExecution
+
+LIST_FIELDS: dict[str, str] = {name: f"status_{name}" for name in LISTS}
+"""The document field holding each status list's chunk."""
+
+_FEW = 16
+"""Up to this many entries that differ from the stored one at their index are checked without
+looking for them elsewhere in the stored list."""
+
+Admit = Callable[[str, int, bytes], None]
+"""Check an incoming list entry not stored yet: (list name, index in the update, encoding)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergedStatus:
+    head: Execution  # the merged execution without its status lists
+    encoded: bytes  # the whole merged execution, encoded
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    head: Execution
+    chunks: dict[str, bytes]
+    version: int
+    legacy: bool  # the whole execution in `resource`: every list field gets written
+
+
+def _head_of(execution: Execution) -> tuple[Execution, dict[str, bytes]]:
+    """An execution split into itself without its lists, and the lists' chunks."""
+    split = split_status(execution.status)
+    head = Execution()
+    head.CopyFrom(execution)
+    head.status.CopyFrom(split.rest)
+    return head, {name: chunk(name, split.lists[name]) for name in LISTS}
+
+
+def encode_execution(execution: Execution) -> Document:
+    """The document fields holding an execution: `resource` and one field per status list."""
+    head, chunks = _head_of(execution)
+    return {
+        "resource": head.SerializeToString(deterministic=True),
+        **{LIST_FIELDS[name]: chunks[name] for name in LISTS},
+    }
+
+
+def encoded_execution(doc: Mapping[str, Any]) -> bytes:
+    """The execution a document holds, encoded: `resource` with the lists' chunks appended."""
+    stored = doc["resource"]
+    if isinstance(stored, str):
+        return decode(Execution, stored).SerializeToString()
+    chunks = (doc.get(LIST_FIELDS[name]) for name in LISTS)
+    return assemble(bytes(stored), (bytes(c) for c in chunks if c))
+
+
+def decode_execution(doc: Mapping[str, Any]) -> Execution:
+    """The execution a document holds; documents of earlier stubs hold it all in `resource`."""
+    if isinstance(doc["resource"], str):
+        return decode(Execution, doc["resource"])  # ProtoJSON
+    return Execution.FromString(encoded_execution(doc))
+
+
+class ExecutionCollection(ResourceCollection[Execution]):
+    def encode_fields(self, resource: Execution) -> Document:
+        return encode_execution(resource)
+
+    def decode_document(self, doc: Mapping[str, Any]) -> Execution:
+        return decode_execution(doc)
+
+    def encoded(self, doc: Mapping[str, Any]) -> bytes:
+        return encoded_execution(doc)
+
+    def phase(self, doc: Mapping[str, Any]) -> enum_pb2.ExecutionPhase.ValueType:
+        """The execution's phase, from the indexed field (no parse)."""
+        phase = doc.get("phase")
+        if phase is None:
+            return self.decode_document(doc).status.phase
+        return enum_pb2.ExecutionPhase.ValueType(int(phase))
+
+    def _parts(self, doc: Mapping[str, Any]) -> _Parts:
+        stored = doc["resource"]
+        version = int(doc["version"])
+        if isinstance(stored, str) or any(f not in doc for f in LIST_FIELDS.values()):
+            head, chunks = _head_of(decode(Execution, stored))
+            return _Parts(head, chunks, version, legacy=True)
+        chunks = {name: bytes(doc[field]) for name, field in LIST_FIELDS.items()}
+        return _Parts(Execution.FromString(bytes(stored)), chunks, version, legacy=False)
+
+    async def merge_status(
+        self,
+        execution_id: str,
+        incoming: SplitStatus,
+        change: Callable[[Execution], None],
+        admit: Admit,
+        *,
+        field: str | None = None,
+    ) -> MergedStatus:
+        """Merge `incoming` into the stored execution under compare-and-swap (contract §4).
+
+        `change` merges everything but the lists into the stored execution's head (it runs
+        again on a fresh head when another writer got in first); the lists are merged here: a
+        non-empty incoming list replaces the stored one wholesale, an empty one keeps it.
+        NOT_FOUND (naming `field`) when there is no such execution.
+        """
+        replacing = {name: chunk(name, e) for name, e in incoming.lists.items() if e}
+        admitted: set[bytes] = set()
+
+        def admit_new(name: str, stored_chunk: bytes) -> None:
+            # Entries already stored were checked when they arrived; in a long run that is all
+            # but the last few, so only the others are parsed. The runner appends, so an entry
+            # is first compared with the stored one at its index (no hashing of megabytes).
+            # (Entries a document of an earlier stub holds count as stored too: only one stored
+            # before the enum check existed, and sent again unchanged, would not be rechecked.)
+            stored = entries(name, stored_chunk) if stored_chunk else []
+            arrived = incoming.lists[name]
+            fresh = [
+                (index, entry)
+                for index, (entry, before) in enumerate(zip(arrived, stored, strict=False))
+                if entry != before
+            ]
+            fresh += enumerate(arrived[len(stored) :], len(stored))
+            if len(fresh) > _FEW:
+                known = set(stored)
+                fresh = [(index, entry) for index, entry in fresh if entry not in known]
+            for index, entry in fresh:
+                if entry not in admitted:
+                    admit(name, index, entry)
+                    admitted.add(entry)
+
+        async def attempt() -> MergedStatus | None:
+            doc = await self.raw.find_one({"_id": execution_id}) if execution_id else None
+            if doc is None:
+                raise NotFound(self.kind.label, execution_id, field=field)
+            parts = self._parts(doc)
+            for name, new_chunk in replacing.items():
+                if new_chunk != parts.chunks[name]:
+                    admit_new(name, parts.chunks[name])
+            head = parts.head
+            change(head)
+            encoded_head = head.SerializeToString(deterministic=True)
+            chunks = {**parts.chunks, **replacing}
+            fields: Document = {**self.index_fields(head), "resource": encoded_head}
+            for name, list_field in LIST_FIELDS.items():
+                if parts.legacy or chunks[name] != parts.chunks[name]:
+                    fields[list_field] = chunks[name]
+            if not await self.set_fields(head, parts.version, fields):
+                return None
+            return MergedStatus(head, assemble(encoded_head, chunks.values()))
+
+        return await self.compare_and_swap(execution_id, attempt)
