@@ -71,6 +71,9 @@ def _temporal(
     )
 
 
+IN_MEMORY_CACHE = "4G"
+
+
 def _mongo(
     binary: Path, config: StackConfig, workdir: Path, log_path: Path, endpoints: Endpoints
 ) -> Service:
@@ -91,6 +94,12 @@ def _mongo(
         "--log-level",
         "INFO",
     ]
+    if storage == ":memory:":
+        # In memory, every document and every oplog entry (change streams read the oplog) must
+        # fit in WiredTiger's cache, 1 GiB by default: a long run's status updates (megabytes
+        # each) overflowed it with WT_CACHE_FULL. A larger ceiling (memory is only used as it
+        # fills) and a shorter oplog window keep such runs inside it.
+        argv += ["--cache-size", IN_MEMORY_CACHE, "--oplog-retention-seconds", "300"]
     host, port = endpoints.host, endpoints.mongo_port
 
     def nudge() -> None:

@@ -8,19 +8,24 @@ runner remove the sandbox through `CleanupSandbox`.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from redis.asyncio import Redis
+from temporalio.client import Client
 
 from devstack import Endpoints
 from stigmer_stub.app import running_stub
 from stigmer_stub.client import StigmerClient
+from stigmer_stub.workflow import workflow_id
 from tests.stub.support import stub_settings
 from worker import app
 from worker.settings import load_settings
@@ -52,8 +57,8 @@ class Loop:
         return seen
 
 
-@pytest.fixture
-async def loop(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Loop]:
+@asynccontextmanager
+async def running_loop(stack: Endpoints, tmp_path: Path, **worker_env: str) -> AsyncIterator[Loop]:
     suffix = uuid.uuid4().hex[:10]
     settings = stub_settings(stack, database=f"loop_{suffix}", suffix=suffix)
     async with running_stub(settings) as stub, StigmerClient(stub.address) as client:
@@ -67,6 +72,7 @@ async def loop(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Loop]:
                 "REDIS_PORT": str(stack.redis_port),
                 "HEALTH_PORT": "0",
                 "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "2",
+                **worker_env,
             }
         )
         stop = asyncio.Event()
@@ -78,6 +84,12 @@ async def loop(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Loop]:
             stop.set()
             await asyncio.wait_for(worker, 60)
             await redis.aclose()
+
+
+@pytest.fixture
+async def loop(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Loop]:
+    async with running_loop(stack, tmp_path) as running:
+        yield running
 
 
 async def test_two_turns_share_memory_and_files_and_delete_cleans_the_sandbox(loop: Loop) -> None:
@@ -129,3 +141,38 @@ async def test_two_turns_share_memory_and_files_and_delete_cleans_the_sandbox(lo
     async with asyncio.timeout(60):
         while workspace.exists():
             await asyncio.sleep(0.2)
+
+
+async def _last_heartbeat(temporal: Client, execution_id: str) -> datetime | None:
+    description = await temporal.get_workflow_handle(workflow_id(execution_id)).describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.HasField("last_heartbeat_time"):
+            return pending.last_heartbeat_time.ToDatetime()
+    return None
+
+
+async def test_a_cancel_reaches_a_running_execution_within_a_heartbeat_interval(
+    stack: Endpoints, tmp_path: Path
+) -> None:
+    """Temporal hands a cancel to an activity only in a heartbeat's reply; the worker beats every
+    5 s. A cancel made right after a beat was recorded still lands within seconds, long before
+    the orchestrator's 30 s heartbeat timeout."""
+    async with running_loop(stack, tmp_path, STIGMER_SCRIPTED_TOKEN_DELAY_MS="30") as loop:
+        agent = await loop.client.create_agent(
+            "long-agent", instructions="You work step by step.\nscript: long:60"
+        )
+        created = await loop.client.create_execution("Work it through", agent_id=agent.metadata.id)
+        execution_id = created.metadata.id
+        temporal = await Client.connect(stack.temporal_address)
+        async with asyncio.timeout(60):
+            while (first := await _last_heartbeat(temporal, execution_id)) is None:
+                await asyncio.sleep(0.2)
+            while await _last_heartbeat(temporal, execution_id) == first:
+                await asyncio.sleep(0.2)
+        began = time.monotonic()
+        ended = await loop.client.cancel(execution_id)
+        waited = time.monotonic() - began
+
+    assert ended.status.phase == enum_pb2.EXECUTION_CANCELLED
+    assert len(ended.status.tool_calls) < 60, "the run was stopped, not finished"
+    assert waited < 15, f"the cancel took {waited:.1f} s to reach the running execution"
