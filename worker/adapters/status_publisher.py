@@ -74,33 +74,18 @@ def _as_fn(snapshot: Snapshot) -> SnapshotFn:
 
 
 def _summary(status: StatusPayload) -> dict[str, object]:
+    """Phase and list sizes for the update's log line, without parsing an encoded status."""
     if isinstance(status, EncodedStatus):
-        phase, counts = (
-            status.phase,
-            (
-                status.messages,
-                status.tool_calls,
-                status.todos,
-                status.sub_agents,
-            ),
-        )
+        counts = (status.messages, status.tool_calls, status.todos, status.sub_agents)
     else:
-        phase, counts = (
-            status.phase,
-            (
-                len(status.messages),
-                len(status.tool_calls),
-                len(status.todos),
-                len(status.sub_agent_executions),
-            ),
+        counts = (
+            len(status.messages),
+            len(status.tool_calls),
+            len(status.todos),
+            len(status.sub_agent_executions),
         )
-    return {
-        "phase": _phase_name(phase),
-        "messages": counts[0],
-        "tool_calls": counts[1],
-        "todos": counts[2],
-        "sub_agents": counts[3],
-    }
+    names = ("messages", "tool_calls", "todos", "sub_agents")
+    return {"phase": _phase_name(status.phase), **dict(zip(names, counts, strict=True))}
 
 
 def _phase_name(phase: int) -> str:
