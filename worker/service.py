@@ -33,6 +33,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
 from worker.adapters.live_events import (
+    NullLiveEvents,
     phase_event,
     sub_agent_event,
     todo_event,
@@ -385,26 +386,35 @@ class GraphtonExecutions:
         handover: Handover,
         spans: EventSpans,
     ) -> None:
+        # This loop runs for every event of every run, on the event loop the agents share: what
+        # a run does not need (live events without Redis, spans nobody exports) is skipped, and
+        # the events counter is added to in batches.
         metrics = self._metrics
-        async for event in self._runtime.events(plan):
-            progress.events += 1
-            handover.observe(event)
-            spans.observe(event)
-            if metrics is not None:
-                metrics.events()
-                if isinstance(event, ModelTurnEnded) and event.usage is not None:
-                    metrics.tokens_used(
-                        event.model_name,
-                        input_tokens=event.usage.input_tokens,
-                        output_tokens=event.usage.output_tokens,
-                    )
-            applied = builder.apply(event)
-            if applied.changed:
-                publisher.offer(builder.encoded, significant=applied.significant)
-                counts = builder.counts
-                progress.messages, progress.tool_calls = counts.messages, counts.tool_calls
-            for live in live_events(event, progress.messages - 1, builder):
-                await self._publish_live(plan.execution_id, live)
+        live = not isinstance(self._live, NullLiveEvents)
+        tracing = spans.recording
+        counted = progress.events
+        try:
+            async for event in self._runtime.events(plan):
+                progress.events += 1
+                handover.observe(event)
+                if tracing:
+                    spans.observe(event)
+                if metrics is not None and isinstance(event, ModelTurnEnded):
+                    _count_tokens(metrics, event)
+                applied = builder.apply(event)
+                if applied.changed:
+                    publisher.offer(builder.encoded, significant=applied.significant)
+                    progress.messages = builder.message_count
+                    progress.tool_calls = builder.tool_call_count
+                if live:
+                    for item in live_events(event, progress.messages - 1, builder):
+                        await self._publish_live(plan.execution_id, item)
+                if metrics is not None and progress.events - counted >= _METRIC_BATCH:
+                    metrics.events(progress.events - counted)
+                    counted = progress.events
+        finally:
+            if metrics is not None and progress.events > counted:
+                metrics.events(progress.events - counted)
 
     async def _end(
         self,
@@ -442,6 +452,18 @@ class GraphtonExecutions:
         except RunnerError as err:  # best effort by contract; adapters should not raise at all
             log.warning("live_event_failed", error=str(err))
 
+
+def _count_tokens(metrics: Metrics, turn: ModelTurnEnded) -> None:
+    if turn.usage is not None:
+        metrics.tokens_used(
+            turn.model_name,
+            input_tokens=turn.usage.input_tokens,
+            output_tokens=turn.usage.output_tokens,
+        )
+
+
+_METRIC_BATCH = 50
+"""Events added to the processed-events counter at a time (and the rest when a run ends)."""
 
 _TERMINAL = frozenset(
     {enum_pb2.EXECUTION_COMPLETED, enum_pb2.EXECUTION_FAILED, enum_pb2.EXECUTION_CANCELLED}

@@ -161,3 +161,33 @@ def test_event_spans_close_what_a_cancelled_run_left_open(spans: InMemorySpanExp
     events.close()
     (tool,) = [s for s in spans.get_finished_spans() if s.name.startswith("execute_tool")]
     assert tool.status.status_code is StatusCode.ERROR
+
+
+async def test_without_an_exporter_orchestrator_calls_send_the_callers_context() -> None:
+    provider = tracing.configure_tracing(ObservabilitySettings.model_validate({}), set_global=False)
+    assert not EventSpans().recording
+    fake = FakeOrchestrator()
+    server, port = await start_fake_orchestrator(fake)
+    client = GrpcOrchestrator(
+        BackendSettings.model_validate({"STIGMER_BACKEND_ENDPOINT": f"127.0.0.1:{port}"}),
+        tokens=StaticToken("tok-1"),
+    )
+    try:
+        with provider.get_tracer("test").start_as_current_span("RunActivity") as activity:
+            status = execution_api.AgentExecutionStatus(phase=execution_enum.EXECUTION_IN_PROGRESS)
+            await client.update_status("aex-1", status)
+    finally:
+        await client.close()
+        await server.stop(grace=None)
+    sent = fake.calls[0].metadata
+    assert sent["authorization"] == "Bearer tok-1"
+    context = activity.get_span_context()
+    # No client span of its own: the orchestrator continues from the activity's span.
+    assert sent["traceparent"].split("-")[1:3] == [
+        f"{context.trace_id:032x}",
+        f"{context.span_id:016x}",
+    ]
+
+
+def test_an_exporter_turns_event_spans_on(spans: InMemorySpanExporter) -> None:
+    assert EventSpans().recording

@@ -59,7 +59,7 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
 
-from worker.agent import sandbox, schema_cache
+from worker.agent import langsmith_inline, sandbox, schema_cache
 from worker.agent.events import EventNormalizer, message_text, replay
 from worker.domain.agent_events import AgentEvent
 from worker.errors import InvalidInput
@@ -123,6 +123,7 @@ def build_agent(
     configuration (it validates sub-agents and MCP settings).
     """
     schema_cache.install()
+    langsmith_inline.install()
     prompt = instructions.strip()
     if len(prompt) < _MIN_PROMPT:
         prompt = f"{DEFAULT_INSTRUCTIONS}\n\n{prompt}".strip()

@@ -353,6 +353,14 @@ class StatusBuilder:
         return self._phase
 
     @property
+    def message_count(self) -> int:
+        return len(self._messages)
+
+    @property
+    def tool_call_count(self) -> int:
+        return len(self._tools)
+
+    @property
     def counts(self) -> StatusCounts:
         return StatusCounts(
             messages=len(self._messages),
