@@ -18,14 +18,16 @@ its own process answering from memory. The stub would do as well, but on two cor
 per `updateStatus` (see the pipeline benchmark) competes with the worker for CPU, and that is not
 the runner's cost.
 
-Each concurrency level runs in a fresh worker process: a warm-up run of each kind, then rounds of
-one ExecuteGraphton batch and one graph batch (so load from elsewhere on a shared machine hits both
-alike). The overhead is the median over the rounds of (mean ExecuteGraphton wall time / mean graph
-wall time) - 1; the table shows the spread of the rounds too. Memory per concurrent execution is
-the worker's peak resident memory during the first ExecuteGraphton batch over its resident memory
-before it, divided by the number of executions. CPU is the worker process's CPU time per run of
-each kind; their difference is the runner's own CPU per execution, which other load on a shared
-machine does not inflate the way it inflates wall time.
+Each concurrency level runs in a fresh worker process: a warm-up run of each kind, a batch of
+ExecuteGraphton runs for memory, then rounds of one ExecuteGraphton batch and one graph batch, the
+order alternating from round to round (so load from elsewhere on a shared machine, or a drift over
+the process's life, hits both alike). The overhead is the median over the rounds of (mean
+ExecuteGraphton wall time / mean graph wall time) - 1; the table shows the spread of the rounds
+too. Memory per concurrent execution is the worker's peak resident memory during the memory batch
+over its resident memory before it, divided by the number of executions; that batch is not timed,
+since sampling memory wakes the event loop every 20 ms. CPU is the worker process's CPU time per
+run of each kind; their difference is the runner's own CPU per execution, which other load on a
+shared machine does not inflate the way it inflates wall time.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ NAME = "overhead"
 TITLE = "Overhead of an ExecuteGraphton run"
 LEVELS = (1, 10, 50)
 QUICK_LEVELS = (1, 10)
-ROUNDS = {1: 4, 10: 5, 50: 1}
+ROUNDS = {1: 4, 10: 8, 50: 1}
 TOKEN_DELAY_MS = 20.0
 SCRIPT = "demo"
 INSTRUCTIONS = f"You are a careful engineer.\nscript: {SCRIPT}"
@@ -264,18 +266,25 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up: imports, first graph build, first gRPC calls, the checkpoint database.
         await graph_batch(1)
         await _timed_batch([full_job()])
+        # Memory: a batch of its own, since the sampler's wake-ups would count against its time.
         rss_before = infra.rss_bytes()
         stop = asyncio.Event()
         sampler = asyncio.create_task(_rss_peak(stop))
-        rounds: list[dict[str, Any]] = []
         try:
-            first = await _timed_batch([full_job() for _ in range(n)])
+            await _timed_batch([full_job() for _ in range(n)])
         finally:
             stop.set()
             peak = await sampler
+        rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
-            full = first if index == 0 else await _timed_batch([full_job() for _ in range(n)])
-            graph = await graph_batch(n)
+            # Alternate which kind goes first, so a drift over the process's life (a growing
+            # checkpoint database, a warming heap) does not favour either.
+            if index % 2 == 0:
+                full = await _timed_batch([full_job() for _ in range(n)])
+                graph = await graph_batch(n)
+            else:
+                graph = await graph_batch(n)
+                full = await _timed_batch([full_job() for _ in range(n)])
             rounds.append(
                 {
                     "full_s": full[0],
@@ -355,8 +364,9 @@ def child_main(argv: Sequence[str]) -> None:
 
 
 def runs_needed(n: int, rounds: int) -> int:
-    """Sessions one level uses: a warm-up of each kind, `rounds` batches of each, the replay."""
-    return 2 + 2 * n * rounds + n
+    """Sessions one level uses: a warm-up of each kind, the memory batch, `rounds` batches of
+    each kind, the replay."""
+    return 2 + n + 2 * n * rounds + n
 
 
 async def _level(orchestrator: infra.Child, n: int, rounds: int) -> dict[str, Any]:
