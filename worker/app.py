@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 
 from worker.activities.runner import (
     RunnerActivities,
+    activity_heartbeat_timeout,
     attempts_left,
     cancelled_by_worker_shutdown,
 )
@@ -155,6 +156,7 @@ async def run(
             lambda execution_id: StatusPublisher(status_sink, execution_id, settings.status),
             live,
             heartbeat=lambda: activity.heartbeat,
+            heartbeat_timeout=activity_heartbeat_timeout,
             metrics=metrics,
             attempts_left=attempts_left,
             worker_stopping=activity.wait_for_worker_shutdown,

@@ -19,6 +19,18 @@ log = structlog.get_logger(__name__)
 HeartbeatFn = Callable[..., None]
 ProgressFn = Callable[[], Mapping[str, Any]]
 
+# Beats per heartbeat timeout at least: one late beat (a busy loop, a slow Temporal server)
+# must not make the server time the attempt out.
+BEATS_PER_TIMEOUT = 3
+
+
+def beat_interval(configured: float, heartbeat_timeout: float | None) -> float:
+    """The period to beat at: the configured one, shortened to a third of the activity's
+    heartbeat timeout when the workflow set a timeout that short (None or 0: no timeout)."""
+    if not heartbeat_timeout or heartbeat_timeout <= 0:
+        return configured
+    return min(configured, heartbeat_timeout / BEATS_PER_TIMEOUT)
+
 
 async def _beat(send: HeartbeatFn, progress: ProgressFn, interval: float) -> None:
     while True:

@@ -61,7 +61,7 @@ from worker.execution import (
     shielded,
     validate,
 )
-from worker.heartbeat import HeartbeatFn, heartbeating
+from worker.heartbeat import HeartbeatFn, beat_interval, heartbeating
 from worker.logs import SECRETS
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import EventSpans
@@ -172,6 +172,7 @@ class GraphtonExecutions:
         live: LiveEvents,
         *,
         heartbeat: Callable[[], HeartbeatFn],
+        heartbeat_timeout: Callable[[], float | None] = lambda: None,
         metrics: Metrics | None = None,
         attempts_left: Callable[[], bool] = lambda: False,
         worker_stopping: Callable[[], Awaitable[None]] | None = None,
@@ -180,7 +181,9 @@ class GraphtonExecutions:
     ) -> None:
         """`attempts_left` says whether Temporal retries this attempt after a retryable error;
         `worker_stopping` returns when the worker begins to shut down (None: never);
-        `cancelled_by_shutdown` says whether the current cancellation is the worker's own."""
+        `cancelled_by_shutdown` says whether the current cancellation is the worker's own;
+        `heartbeat_timeout` is the current activity's heartbeat timeout in seconds (None: none),
+        which caps the heartbeat period."""
         self._settings = settings
         self._orchestrator = orchestrator
         self._runtime = runtime
@@ -188,6 +191,7 @@ class GraphtonExecutions:
         self._publishers = publishers
         self._live = live
         self._heartbeat = heartbeat
+        self._heartbeat_timeout = heartbeat_timeout
         self._metrics = metrics
         self._attempts_left = attempts_left
         self._worker_stopping = worker_stopping
@@ -203,7 +207,9 @@ class GraphtonExecutions:
             async with heartbeating(
                 self._heartbeat(),
                 progress.as_details,
-                interval=self._settings.temporal.heartbeat_interval_seconds,
+                interval=beat_interval(
+                    self._settings.temporal.heartbeat_interval_seconds, self._heartbeat_timeout()
+                ),
             ):
                 return await self._run(execution, execution_id, thread_id, progress)
         finally:

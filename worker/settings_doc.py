@@ -61,7 +61,8 @@ NOTES: dict[str, str] = {
     "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "On SIGTERM, how long in-flight activities may run on "
     "before they are cancelled. Keep Kubernetes' `terminationGracePeriodSeconds` longer.",
     "WORKER_HEARTBEAT_INTERVAL_SECONDS": "Activity heartbeat period; below the orchestrator's "
-    "30 s heartbeat timeout.",
+    "30 s heartbeat timeout. An activity scheduled with a shorter heartbeat timeout beats every "
+    "third of that timeout instead.",
     "STIGMER_BACKEND_ENDPOINT": "The orchestrator's gRPC `host:port`.",
     "STIGMER_API_KEY": "Static bearer token for orchestrator calls (alternative to OAuth2).",
     "STIGMER_BACKEND_TLS": "TLS to the orchestrator. Unset: on in `cloud` mode.",

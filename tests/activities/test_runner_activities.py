@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_turn, tool_turn
-from worker.activities.runner import RunnerActivities
+from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
 from worker.adapters.status_publisher import StatusPublisher
 from worker.sandbox import LocalSandboxes
 from worker.service import GraphtonExecutions
@@ -29,11 +31,11 @@ class NullLive:
         return None
 
 
-def make_settings(tmp_path: Path) -> Settings:
+def make_settings(tmp_path: Path, heartbeat_interval: str = "0.05") -> Settings:
     return load_settings(
         {
             "STIGMER_AGENT_RUNNER_DATA_DIR": str(tmp_path),
-            "WORKER_HEARTBEAT_INTERVAL_SECONDS": "0.05",
+            "WORKER_HEARTBEAT_INTERVAL_SECONDS": heartbeat_interval,
             "STIGMER_STATUS_UPDATE_INTERVAL_MS": "20",
             "STIGMER_STATUS_FINAL_DEADLINE_SECONDS": "2",
         }
@@ -41,9 +43,12 @@ def make_settings(tmp_path: Path) -> Settings:
 
 
 def make_activities(
-    tmp_path: Path, fake: FakeOrchestratorPorts, runtime: FakeRuntime
+    tmp_path: Path,
+    fake: FakeOrchestratorPorts,
+    runtime: FakeRuntime,
+    heartbeat_interval: str = "0.05",
 ) -> RunnerActivities:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, heartbeat_interval)
     executions = GraphtonExecutions(
         settings,
         fake,
@@ -51,6 +56,7 @@ def make_activities(
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
         heartbeat=lambda: activity.heartbeat,
+        heartbeat_timeout=activity_heartbeat_timeout,
     )
     return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
 
@@ -123,6 +129,27 @@ async def test_execute_graphton_completes_with_progressive_updates_and_heartbeat
     assert beats, "the activity heartbeated"
     assert beats[-1][0]["execution_id"] == "aex-1"
     assert runtime.plans[0].thread_id == "thread-ses-1"
+
+
+async def test_a_short_heartbeat_timeout_shortens_the_heartbeat_period(tmp_path: Path) -> None:
+    """The workflow's heartbeat timeout wins over the configured period: beating every 25 s
+    under a 0.3 s timeout would have Temporal time every attempt out."""
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1)], hang_after=True)
+    acts = make_activities(tmp_path, fake, runtime, heartbeat_interval="25")
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.3))
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    task = asyncio.create_task(env.run(acts.execute_graphton, an_execution(), "t"))
+    try:
+        async with asyncio.timeout(10):  # at the configured 25 s period, only one beat by then
+            while len(beats) < 4:
+                await asyncio.sleep(0.02)
+    finally:
+        env.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_missing_session_fails_non_retryable_and_pushes_failed(tmp_path: Path) -> None:

@@ -51,6 +51,12 @@ def cancelled_by_worker_shutdown() -> bool:
     return activity.is_worker_shutdown()
 
 
+def activity_heartbeat_timeout() -> float | None:
+    """The running activity's heartbeat timeout in seconds, as its workflow set it (None: none)."""
+    timeout = activity.info().heartbeat_timeout
+    return timeout.total_seconds() if timeout else None
+
+
 def to_application_error(err: RunnerError) -> ApplicationError:
     """A typed Temporal error: `type` is the class name, retryability from the error.
 
