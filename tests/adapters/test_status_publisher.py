@@ -429,7 +429,7 @@ async def test_offer_never_blocks_while_the_sink_hangs(
     assert sink.counters == [1, 20_001]
 
 
-async def test_each_update_is_logged_with_its_number_and_counts(
+async def test_a_progress_update_is_logged_at_debug_with_its_number_and_counts(
     publisher: StatusPublisher, sink: FakeStatusSink
 ) -> None:
     status = execution_api.AgentExecutionStatus(
@@ -446,7 +446,7 @@ async def test_each_update_is_logged_with_its_number_and_counts(
     assert len(sent) == 1
     assert sent[0] | {"latency_ms": 0} == {
         "event": "status_update_sent",
-        "log_level": "info",
+        "log_level": "debug",
         "execution_id": "aex-1",
         "seq": 1,
         "phase": "EXECUTION_IN_PROGRESS",

@@ -9,7 +9,7 @@ import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2
 
 from worker.domain import agent_events
-from worker.domain.agent_events import AgentEvent, TokenDelta
+from worker.domain.agent_events import AgentEvent, TokenDelta, ToolEnded, ToolStarted
 from worker.domain.status_builder import StatusBuilder
 from worker.domain.status_wire import (
     EncodedStatus,
@@ -67,6 +67,28 @@ def test_a_changed_entry_is_encoded_anew_and_unchanged_ones_are_reused() -> None
     assert "first and more ✓" in second.message().messages[-1].content
     # Nothing changed: the very same bytes, from the cache.
     assert builder.encoded().data == second.data
+
+
+def test_todos_are_encoded_anew_when_reworded_moved_or_dropped() -> None:
+    """Each todo's map entry is cached; every kind of change must show in the next encoding."""
+    builder = StatusBuilder()
+    builder.start()
+    rounds = [
+        [("Read the spec", "in_progress"), ("Write the code", "pending")],
+        [("Read the spec", "completed"), ("Write the code carefully", "in_progress")],
+        [("Add tests", "in_progress"), ("Read the spec", "completed")],  # one dropped
+    ]
+    seen: list[dict[str, int]] = []
+    for index, todos in enumerate(rounds):
+        items = [{"content": c, "status": s} for c, s in todos]
+        call = f"c{index}"
+        builder.apply(ToolStarted(tool_call_id=call, name="write_todos", args={"todos": items}))
+        builder.apply(ToolEnded(tool_call_id=call, name="write_todos", result="ok"))
+        encoded = assert_same(builder)
+        seen.append({t.content: t.status for t in encoded.message().todos.values()})
+    assert seen[1]["Write the code carefully"] == enum_pb2.TODO_IN_PROGRESS
+    assert seen[2]["Write the code carefully"] == enum_pb2.TODO_CANCELLED
+    assert seen[2]["Add tests"] == enum_pb2.TODO_IN_PROGRESS
 
 
 def test_failed_and_cancelled_runs_encode_their_error_and_end() -> None:

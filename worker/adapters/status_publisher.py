@@ -298,7 +298,9 @@ class StatusPublisher:
         self.stats.sent += 1
         self.stats.bytes_sent += size
         self.stats.last_latency_ms = latency_ms
-        log.info(
+        # Progress updates come several times a second per execution: DEBUG, with metrics
+        # counting them; the final one, which says the outcome reached the orchestrator, INFO.
+        (log.info if final else log.debug)(
             "status_update_sent",
             execution_id=self._execution_id,
             seq=self._seq,

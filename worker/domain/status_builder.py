@@ -145,6 +145,8 @@ _TODO_STATUS: Mapping[str, enum_pb2.TodoStatus.ValueType] = {
     "completed": enum_pb2.TODO_COMPLETED,
     "cancelled": enum_pb2.TODO_CANCELLED,
 }
+# The generated class of a `todos` map entry (key = todo id, value = TodoItem).
+_TODOS_ENTRY: Any = api_pb2.AgentExecutionStatus.TodosEntry
 _TERMINAL_TOOL = frozenset({enum_pb2.TOOL_CALL_COMPLETED, enum_pb2.TOOL_CALL_FAILED})
 _TERMINAL_SUB = frozenset({enum_pb2.SUB_AGENT_COMPLETED, enum_pb2.SUB_AGENT_FAILED})
 
@@ -218,6 +220,9 @@ class _Tool:
     owner: _Message | None = None
     proto: api_pb2.ToolCall | None = None
     wire: _Wire = field(default_factory=_Wire)
+    # The args never change once the call is known; their Struct is built once (a Struct
+    # from a dict is built in Python, field by field), then copied into each new proto.
+    args_struct: struct_pb2.Struct | None = None
 
 
 @dataclass(slots=True)
@@ -227,6 +232,9 @@ class _Todo:
     status: enum_pb2.TodoStatus.ValueType
     created_at: str
     updated_at: str
+    # The `todos` map entry and its encoding, kept until the todo changes (`entry` is None then).
+    entry: Any = None
+    wire: _Wire = field(default_factory=_Wire)
 
 
 @dataclass(slots=True)
@@ -406,11 +414,9 @@ class StatusBuilder:
         ):
             if text:
                 parts.append(w.length_delimited(number, text.encode()))
-        for todo in self._todos.values():
-            entry = w.length_delimited(w.MAP_KEY, todo.id.encode()) + w.length_delimited(
-                w.MAP_VALUE, self._todo_proto(todo).SerializeToString()
-            )
-            parts.append(w.length_delimited(w.TODOS, entry))
+        parts.extend(
+            todo.wire.get(w.TODOS, self._todo_entry(todo)) for todo in self._todos.values()
+        )
         return w.EncodedStatus(
             data=b"".join(parts),
             phase=self._phase,
@@ -634,6 +640,7 @@ class StatusBuilder:
                 self._todos[todo_id] = _Todo(todo_id, content, status, now, now)
             elif todo.content != content or todo.status != status:
                 todo.content, todo.status, todo.updated_at = content, status, now
+                todo.entry = None
         kept = set(ids)
         for old_id in self._todo_order:
             todo = self._todos[old_id]
@@ -642,6 +649,7 @@ class StatusBuilder:
                 enum_pb2.TODO_CANCELLED,
             ):
                 todo.status, todo.updated_at = enum_pb2.TODO_CANCELLED, now
+                todo.entry = None
         self._todo_order = ids
 
     def _next_todo(self) -> str:
@@ -694,7 +702,7 @@ class StatusBuilder:
             tool.proto = api_pb2.ToolCall(
                 id=tool.id,
                 name=tool.name,
-                args=_struct(tool.args),
+                args=self._args_struct(tool),
                 result=tool.result,
                 status=tool.status,
                 component_metadata=tool.component,
@@ -703,6 +711,12 @@ class StatusBuilder:
                 error=tool.error,
             )
         return tool.proto
+
+    @staticmethod
+    def _args_struct(tool: _Tool) -> struct_pb2.Struct:
+        if tool.args_struct is None:
+            tool.args_struct = _struct(tool.args)
+        return tool.args_struct
 
     def _sub_proto(self, sub: _SubAgent) -> api_pb2.SubAgentExecution:
         if sub.proto is None:
@@ -728,6 +742,13 @@ class StatusBuilder:
             created_at=todo.created_at,
             updated_at=todo.updated_at,
         )
+
+    @classmethod
+    def _todo_entry(cls, todo: _Todo) -> Any:
+        """The todo as an entry of the status's `todos` map (key and value, as on the wire)."""
+        if todo.entry is None:
+            todo.entry = _TODOS_ENTRY(key=todo.id, value=cls._todo_proto(todo))
+        return todo.entry
 
     # -- resume -------------------------------------------------------------------------------
 

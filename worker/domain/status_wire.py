@@ -23,8 +23,13 @@ _LEN = 2  # wire type of length-delimited fields (strings, bytes, messages)
 _VARINT = 0
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def varint(value: int) -> bytes:
     """Base-128 varint of a non-negative integer (negative enum values never occur here)."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]  # tags, enums and short lengths: most calls
     if value < 0:
         raise ValueError("varint of a negative number")
     out = bytearray()
@@ -41,7 +46,7 @@ def tag(number: int, wire_type: int) -> bytes:
 
 def length_delimited(number: int, payload: bytes) -> bytes:
     """One string, bytes or message field: tag, length, payload."""
-    return tag(number, _LEN) + varint(len(payload)) + payload
+    return b"".join((varint((number << 3) | _LEN), varint(len(payload)), payload))
 
 
 def varint_field(number: int, value: int) -> bytes:
