@@ -27,7 +27,7 @@ BEATS_PER_TIMEOUT = 3
 def beat_interval(configured: float, heartbeat_timeout: float | None) -> float:
     """The period to beat at: the configured one, shortened to a third of the activity's
     heartbeat timeout when the workflow set a timeout that short (None or 0: no timeout)."""
-    if not heartbeat_timeout or heartbeat_timeout <= 0:
+    if heartbeat_timeout is None or heartbeat_timeout <= 0:
         return configured
     return min(configured, heartbeat_timeout / BEATS_PER_TIMEOUT)
 
