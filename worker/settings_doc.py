@@ -94,6 +94,9 @@ NOTES: dict[str, str] = {
     "(fewer events than the count above).",
     "STIGMER_STATUS_UPDATE_MIN_GAP_MS": "Least time between two status updates when significant "
     "changes (tool starts and ends, todos) arrive in a burst; they are coalesced into one update.",
+    "STIGMER_STATUS_UPDATE_SETTLE_MS": "Least time between a change (or the significant change "
+    "that makes an update due) and the update carrying it, so changes arriving together (a tool "
+    "call's request, start and quick end) go in one update.",
     "STIGMER_STATUS_FINAL_DEADLINE_SECONDS": "How long the final status update is retried before "
     "the activity returns without it.",
     "SANDBOX_BACKEND": "Where agent commands run. Unset: `daytona` in cloud mode with "

@@ -249,6 +249,23 @@ async def test_a_significant_change_is_sent_at_once(
     assert sink.counters == [1, 3]
 
 
+async def test_a_significant_change_wakes_a_sender_already_waiting_for_the_interval(
+    sink: FakeStatusSink, producer: Producer
+) -> None:
+    async with StatusPublisher(
+        sink, "aex-1", settings(events=100, interval_ms=60_000)
+    ) as publisher:
+        await start_quiet(publisher, sink, producer)
+        producer.n += 1
+        publisher.offer(producer.snapshot)  # pending: the sender sleeps until the interval
+        await asyncio.sleep(0)
+        producer.n += 1
+        publisher.offer(producer.snapshot, significant=True)  # inside the minimum gap
+        await eventually(lambda: len(sink.received) == 2, within=1.0)
+
+    assert sink.counters == [1, 3]
+
+
 async def test_transient_failures_are_retried_with_backoff_and_logged(
     publisher: StatusPublisher, sink: FakeStatusSink, producer: Producer
 ) -> None:

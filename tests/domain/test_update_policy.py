@@ -1,4 +1,5 @@
-"""The update policy: flush after N events, after T ms with pending changes, or at once."""
+"""The update policy: flush after N events, after T ms with pending changes, or a significant
+change once its burst has settled; `record()` says when the caller must look at the deadline again."""
 
 from __future__ import annotations
 
@@ -31,11 +32,20 @@ def clock() -> FakeClock:
 
 
 def flushed_policy(
-    clock: FakeClock, *, every: int = 10, interval_ms: int = 200, min_gap_ms: int = 0
+    clock: FakeClock,
+    *,
+    every: int = 10,
+    interval_ms: int = 200,
+    min_gap_ms: int = 0,
+    settle_ms: int = 0,
 ) -> UpdatePolicy:
     """A policy that has just flushed, so the interval starts now."""
     policy = UpdatePolicy(
-        events_per_update=every, interval_ms=interval_ms, min_gap_ms=min_gap_ms, clock=clock
+        events_per_update=every,
+        interval_ms=interval_ms,
+        min_gap_ms=min_gap_ms,
+        settle_ms=settle_ms,
+        clock=clock,
     )
     policy.record(significant=True)
     policy.flushed()
@@ -53,20 +63,49 @@ def test_nothing_is_due_without_changes(clock: FakeClock) -> None:
 def test_first_change_is_due_at_once_because_no_flush_happened_within_the_interval(
     clock: FakeClock,
 ) -> None:
-    policy = UpdatePolicy(events_per_update=10, interval_ms=200, clock=clock)
-    assert policy.record()
+    policy = UpdatePolicy(events_per_update=10, interval_ms=200, settle_ms=0, clock=clock)
+    assert policy.record(), "the first change moves the deadline from none to now"
+    assert policy.due()
+
+
+def test_no_update_goes_out_sooner_than_the_settle_time_after_its_oldest_change(
+    clock: FakeClock,
+) -> None:
+    policy = UpdatePolicy(events_per_update=10, interval_ms=200, settle_ms=20, clock=clock)
+    policy.record()
+    assert not policy.due()
+    assert policy.deadline() == pytest.approx(clock.now + 0.02)
+    clock.advance_ms(20)
+    assert policy.due()
 
 
 def test_flush_falls_due_after_n_events(clock: FakeClock) -> None:
     policy = flushed_policy(clock, every=10)
-    results = [policy.record() for _ in range(10)]
-    assert results == [False] * 9 + [True]
+    due = []
+    for _ in range(10):
+        policy.record()
+        due.append(policy.due())
+    assert due == [False] * 9 + [True]
     assert policy.pending == 10
+
+
+def test_record_asks_for_a_new_look_only_when_the_deadline_moves_closer(
+    clock: FakeClock,
+) -> None:
+    policy = flushed_policy(clock, every=4, interval_ms=200, min_gap_ms=50)
+    moved = [policy.record() for _ in range(5)]
+    assert moved == [True, False, False, True, False], "the first change, then the 4th"
+    assert policy.deadline() == pytest.approx(clock.now + 0.05)
+    policy.flushed()
+    assert policy.record()
+    assert policy.record(significant=True), "the first significant change moves it"
+    assert not policy.record(significant=True), "later ones in the same burst do not"
 
 
 def test_flush_falls_due_when_the_interval_passes_with_pending_changes(clock: FakeClock) -> None:
     policy = flushed_policy(clock, interval_ms=200)
-    assert not policy.record()
+    policy.record()
+    assert not policy.due()
     clock.advance_ms(150)
     assert not policy.due()
     assert policy.deadline() == pytest.approx(clock.now + 0.05)
@@ -77,7 +116,8 @@ def test_flush_falls_due_when_the_interval_passes_with_pending_changes(clock: Fa
 def test_interval_counts_from_the_last_flush_not_from_the_change(clock: FakeClock) -> None:
     policy = flushed_policy(clock, interval_ms=200)
     clock.advance_ms(190)
-    assert not policy.record()
+    policy.record()
+    assert not policy.due()
     clock.advance_ms(10)
     assert policy.due()
 
@@ -85,22 +125,51 @@ def test_interval_counts_from_the_last_flush_not_from_the_change(clock: FakeCloc
 def test_a_quiet_period_lets_the_next_lone_change_through_at_once(clock: FakeClock) -> None:
     policy = flushed_policy(clock, interval_ms=200)
     clock.advance_ms(5_000)
-    assert policy.record()
+    policy.record()
+    assert policy.due()
 
 
-def test_a_significant_change_is_due_at_once(clock: FakeClock) -> None:
+def test_a_significant_change_is_due_at_once_without_a_settle_time(clock: FakeClock) -> None:
     policy = flushed_policy(clock, every=10, interval_ms=200)
-    assert not policy.record()
-    assert policy.record(significant=True)
+    policy.record()
+    assert not policy.due()
+    policy.record(significant=True)
+    assert policy.due()
     assert policy.deadline() == clock.now
+
+
+def test_a_significant_change_waits_the_settle_time_for_its_burst(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50, settle_ms=20)
+    clock.advance_ms(1_000)
+    policy.record(significant=True)
+    assert not policy.due()
+    assert policy.deadline() == pytest.approx(clock.now + 0.02)
+    clock.advance_ms(15)
+    policy.record(significant=True)
+    assert policy.deadline() == pytest.approx(clock.now + 0.005), "counted from the first one"
+    clock.advance_ms(5)
+    assert policy.due()
+    assert policy.pending == 2
+
+
+def test_the_interval_deadline_wins_when_it_comes_before_the_settle_time(
+    clock: FakeClock,
+) -> None:
+    policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50, settle_ms=20)
+    policy.record()
+    clock.advance_ms(190)
+    policy.record(significant=True)
+    assert policy.deadline() == pytest.approx(clock.now + 0.01)
 
 
 def test_significance_is_remembered_until_the_flush(clock: FakeClock) -> None:
     policy = flushed_policy(clock)
     policy.record(significant=True)
-    assert policy.record()
+    policy.record()
+    assert policy.due()
     policy.flushed()
-    assert not policy.record()
+    policy.record()
+    assert not policy.due()
 
 
 def test_flushed_resets_count_and_restarts_the_interval(clock: FakeClock) -> None:
@@ -111,7 +180,8 @@ def test_flushed_resets_count_and_restarts_the_interval(clock: FakeClock) -> Non
     policy.flushed()
     assert policy.pending == 0
     assert not policy.due()
-    assert not policy.record()
+    policy.record()
+    assert not policy.due()
     assert policy.deadline() == pytest.approx(clock.now + 0.2)
 
 
@@ -131,6 +201,7 @@ def test_retry_later_makes_the_lost_snapshot_pending_again_without_urgency(
 def test_events_per_update_of_one_flushes_every_change(clock: FakeClock) -> None:
     policy = flushed_policy(clock, every=1)
     assert policy.record()
+    assert policy.due()
 
 
 def test_invalid_limits_are_rejected() -> None:
@@ -140,32 +211,41 @@ def test_invalid_limits_are_rejected() -> None:
         UpdatePolicy(interval_ms=-1)
     with pytest.raises(ValueError, match="min_gap_ms"):
         UpdatePolicy(min_gap_ms=-1)
+    with pytest.raises(ValueError, match="settle_ms"):
+        UpdatePolicy(settle_ms=-1)
 
 
 def test_a_burst_of_significant_changes_waits_out_the_minimum_gap(clock: FakeClock) -> None:
-    policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50)
-    assert not policy.record(significant=True)
+    policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50, settle_ms=20)
+    policy.record(significant=True)
+    assert not policy.due()
     assert policy.deadline() == pytest.approx(clock.now + 0.05)
     clock.advance_ms(30)
-    assert not policy.record(significant=True)
+    policy.record(significant=True)
+    assert not policy.due()
     clock.advance_ms(20)
     assert policy.due(), "due once the gap since the last flush has passed"
 
 
-def test_a_significant_change_after_the_gap_is_due_at_once(clock: FakeClock) -> None:
+def test_a_significant_change_after_the_gap_is_due_at_once_without_a_settle_time(
+    clock: FakeClock,
+) -> None:
     policy = flushed_policy(clock, interval_ms=200, min_gap_ms=50)
     clock.advance_ms(60)
-    assert policy.record(significant=True)
+    policy.record(significant=True)
+    assert policy.due()
 
 
 def test_n_events_inside_the_gap_also_wait_for_it(clock: FakeClock) -> None:
     policy = flushed_policy(clock, every=3, interval_ms=200, min_gap_ms=50)
-    assert [policy.record() for _ in range(3)] == [False, False, False]
+    for _ in range(3):
+        policy.record()
+    assert not policy.due()
     clock.advance_ms(50)
     assert policy.due()
 
 
-def test_the_minimum_gap_never_exceeds_the_interval(clock: FakeClock) -> None:
-    policy = flushed_policy(clock, interval_ms=20, min_gap_ms=500)
+def test_the_minimum_gap_and_the_settle_time_never_exceed_the_interval(clock: FakeClock) -> None:
+    policy = flushed_policy(clock, interval_ms=20, min_gap_ms=500, settle_ms=500)
     policy.record(significant=True)
     assert policy.deadline() == pytest.approx(clock.now + 0.02)

@@ -126,6 +126,7 @@ class StatusPublisher:
             events_per_update=settings.events_per_update,
             interval_ms=settings.interval_ms,
             min_gap_ms=settings.min_gap_ms,
+            settle_ms=settings.settle_ms,
             clock=clock,
         )
         self._backoff = backoff or Backoff()
@@ -163,11 +164,10 @@ class StatusPublisher:
         if self._stopping:
             return
         self.stats.offers += 1
-        was_idle = self._policy.pending == 0
         self._latest = _as_fn(snapshot)
         # Waking the sender on every token would cost a loop iteration each; it only needs to
-        # hear about a change that is due now or that arms the interval timer.
-        if self._policy.record(significant=significant) or was_idle:
+        # hear about a change that brings its deadline closer.
+        if self._policy.record(significant=significant):
             self._wake.set()
 
     async def finish(self, final_status: Snapshot) -> bool:

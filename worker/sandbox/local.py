@@ -450,6 +450,13 @@ def _exit_code(returncode: int | None) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def _make_workspace(path: Path) -> tuple[bool, Path]:
+    """Create `path` if needed; whether it existed, and its real path."""
+    existed = path.is_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return existed, path.resolve()
+
+
 class LocalSandboxes:
     """The `local` sandbox provider; also `CleanupSandbox`'s target for local sandboxes."""
 
@@ -526,9 +533,9 @@ class LocalSandboxes:
     async def acquire(self, session_key: str, *, sandbox_id: str = "") -> LocalSandbox:
         isolation = await self.detect_isolation()
         path = self.path_for(session_key)
-        existed = await self._run(path.is_dir)
-        await self._run(lambda: path.mkdir(parents=True, exist_ok=True))
-        real = await self._run(path.resolve)
+        # One trip to the file pool, not one per call: under load each trip waits its turn on
+        # the busy event loop and for the GIL, which made three trips most of a preparation.
+        existed, real = await self._run(lambda: _make_workspace(path))
         log.info(
             "sandbox_acquired",
             backend="local",
