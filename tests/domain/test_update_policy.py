@@ -1,5 +1,5 @@
 """The update policy: flush after N events, after T ms with pending changes, or a significant
-change once its burst has settled; `record()` says when the caller must look at the deadline again."""
+change once its burst has settled; `record()` says when to look at the deadline again."""
 
 from __future__ import annotations
 
