@@ -149,7 +149,7 @@ class StatusSettings(BaseSettings):
     min_gap_ms: int = Field(
         50, ge=0, le=10_000, validation_alias="STIGMER_STATUS_UPDATE_MIN_GAP_MS"
     )
-    settle_ms: int = Field(20, ge=0, le=10_000, validation_alias="STIGMER_STATUS_UPDATE_SETTLE_MS")
+    settle_ms: int = Field(50, ge=0, le=10_000, validation_alias="STIGMER_STATUS_UPDATE_SETTLE_MS")
     final_deadline_seconds: float = Field(
         60.0, gt=0, le=600, validation_alias="STIGMER_STATUS_FINAL_DEADLINE_SECONDS"
     )

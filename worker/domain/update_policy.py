@@ -12,7 +12,7 @@ arrive. The policy here flushes pending changes when any of these holds:
 
 Changes come in bursts: a model turn that asks for a tool, the tool's start, and a quick tool's
 end arrive within a few milliseconds of each other. No update goes out sooner than `settle_ms`
-after the oldest change it carries or the significant change that made it due (20 ms by default,
+after the oldest change it carries or the significant change that made it due (50 ms by default,
 far below what a person watching notices), so a burst is one update instead of two. The first
 and last rules are also held to `min_gap_ms` after the previous flush, so a long burst (a
 sub-agent's tool calls) becomes one call per gap instead of one per change.
@@ -40,7 +40,7 @@ class UpdatePolicy:
         events_per_update: int = 10,
         interval_ms: int = 200,
         min_gap_ms: int = 50,
-        settle_ms: int = 20,
+        settle_ms: int = 50,
         clock: Clock = time.monotonic,
     ) -> None:
         if events_per_update < 1:
