@@ -230,27 +230,11 @@ async def test_n_events_flush_without_waiting_for_the_timer(
     assert sink.counters == [1, 6]
 
 
-async def test_a_significant_change_is_sent_at_once(
-    sink: FakeStatusSink, producer: Producer
-) -> None:
-    async with StatusPublisher(
-        sink, "aex-1", settings(events=100, interval_ms=60_000)
-    ) as publisher:
-        await start_quiet(publisher, sink, producer)
-        producer.n += 1
-        publisher.offer(producer.snapshot)
-        await asyncio.sleep(0.05)
-        assert len(sink.received) == 1
-
-        producer.n += 1
-        publisher.offer(producer.snapshot, significant=True)
-        await eventually(lambda: len(sink.received) == 2, within=1.0)
-
-    assert sink.counters == [1, 3]
-
-
-async def test_a_significant_change_wakes_a_sender_already_waiting_for_the_interval(
-    sink: FakeStatusSink, producer: Producer
+@pytest.mark.parametrize(
+    "pause", [0.05, 0.0], ids=["after the minimum gap", "inside the minimum gap"]
+)
+async def test_a_significant_change_wakes_a_sender_waiting_for_the_interval(
+    sink: FakeStatusSink, producer: Producer, pause: float
 ) -> None:
     async with StatusPublisher(
         sink, "aex-1", settings(events=100, interval_ms=60_000)
@@ -258,9 +242,11 @@ async def test_a_significant_change_wakes_a_sender_already_waiting_for_the_inter
         await start_quiet(publisher, sink, producer)
         producer.n += 1
         publisher.offer(producer.snapshot)  # pending: the sender sleeps until the interval
-        await asyncio.sleep(0)
+        await asyncio.sleep(pause)
+        assert len(sink.received) == 1
+
         producer.n += 1
-        publisher.offer(producer.snapshot, significant=True)  # inside the minimum gap
+        publisher.offer(producer.snapshot, significant=True)
         await eventually(lambda: len(sink.received) == 2, within=1.0)
 
     assert sink.counters == [1, 3]
