@@ -17,13 +17,18 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_turn, tool_turn
 from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
-from worker.adapters.status_publisher import StatusPublisher
+from worker.run.attempt import AttemptControls
+from worker.run.service import GraphtonExecutions
+from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import LocalSandboxes
-from worker.service import GraphtonExecutions
 from worker.settings import Settings, load_settings
 
 
 class NullLive:
+    """Live events that the run builds in full (enabled) and this fake drops."""
+
+    enabled = True
+
     async def publish(self, execution_id: str, event: Any) -> None:
         return None
 
@@ -55,8 +60,9 @@ def make_activities(
         runtime,
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
-        heartbeat_timeout=activity_heartbeat_timeout,
+        attempt=AttemptControls(
+            heartbeat=lambda: activity.heartbeat, heartbeat_timeout=activity_heartbeat_timeout
+        ),
     )
     return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
 
@@ -234,8 +240,7 @@ async def test_retryable_failure_with_attempts_left_keeps_the_run_in_progress(
         runtime,
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
-        attempts_left=lambda: True,
+        attempt=AttemptControls(heartbeat=lambda: activity.heartbeat, attempts_left=lambda: True),
     )
     acts = RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
     with pytest.raises(ApplicationError) as err:
