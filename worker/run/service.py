@@ -1,4 +1,4 @@
-"""ExecuteGraphton's work: one execution from its proto to its final, pushed status.
+"""`GraphtonExecutions` drives a run through its stages and decides how it ends.
 
 Order of a run: heartbeat timer on → validate → IN_PROGRESS pushed at once → resolve Session →
 AgentInstance → Agent → prepare the run (workspace, model, agent graph) → stream the agent's

@@ -1,8 +1,9 @@
 """Skill archives unpacked safely: every extraction rule checked before and while writing.
 
 A skill's artifact is a zip from a user. `extract_archive` refuses member names that escape the
-directory, links, special files, declared or actual sizes over the limits, too many files and
-suspicious compression ratios, and raises `UnsafeArchive` (bad input: a retry cannot fix it).
+directory, links and special files, encrypted or repeated members, sizes (declared and actual)
+over the limits, too many entries and zip-bomb compression ratios, raising `UnsafeArchive` (bad
+input: a retry cannot fix it). A single top directory holding SKILL.md is unpacked as the root.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Skills from the agent spec into the sandbox: resolve, download, verify, unpack, cache, write.
+"""Skills from the agent spec into the sandbox: resolve, download, verify, then write.
 
 For each distinct reference (`SkillStore.get_skill`, so `ref.version` picks a tag or hash):
 
@@ -6,10 +6,9 @@ For each distinct reference (`SkillStore.get_skill`, so `ref.version` picks a ta
 2. Otherwise the artifact is downloaded (all skills concurrently) and its SHA-256 compared with
    `status.version_hash`. A missing, unready or mismatching artifact does not fail the run: the
    skill degrades to its SKILL.md text (`spec.skill_md`), and a warning says why.
-3. A verified archive is unpacked in a thread with limits (member names, links, sizes declared
-   and actual, file count, compression ratio) into a temporary directory that is renamed into the
-   cache when complete, so a cache entry is always whole. An archive that breaks a rule is bad
-   input: the run fails, naming the skill (retrying cannot fix an archive).
+3. A verified archive is unpacked in a thread into the cache (`worker.skills.cache`), under the
+   extraction rules of `worker.skills.archive`. An archive that breaks a rule is bad input: the
+   run fails, naming the skill (retrying cannot fix an archive).
 4. The files are written to `<sandbox.skills_root>/<version_hash>/`, executable bits kept, and the
    prompt section (contract §6) points there.
 
