@@ -20,6 +20,7 @@ from worker.sandbox.base import (
     Sandbox,
     SandboxPathError,
     SandboxProvider,
+    WriteRefused,
 )
 from worker.sandbox.local import LocalSandbox, LocalSandboxes
 from worker.settings import SandboxBackend, Settings
@@ -91,6 +92,7 @@ __all__ = [
     "Sandbox",
     "SandboxPathError",
     "SandboxProvider",
+    "WriteRefused",
     "create_sandbox_provider",
     "install_graphton_hook",
 ]
