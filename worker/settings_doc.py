@@ -85,7 +85,8 @@ NOTES: dict[str, str] = {
     "ANTHROPIC_API_KEY": "Anthropic API key (wins over `STIGMER_LLM_API_KEY`).",
     "OPENAI_API_KEY": "OpenAI API key (wins over `STIGMER_LLM_API_KEY`).",
     "STIGMER_LLM_MAX_TOKENS": "Maximum output tokens per model call; unset: the provider's "
-    "default.",
+    "default. A reply it cuts off inside a tool call fails the run (`TruncatedToolCall`), the "
+    "call not run.",
     "STIGMER_LLM_TEMPERATURE": "Sampling temperature; unset: the provider's default.",
     "STIGMER_AGENT_RECURSION_LIMIT": "LangGraph recursion limit (steps) of one agent run.",
     "STIGMER_SCRIPTED_TOKEN_DELAY_MS": "Delay between tokens of the scripted model (demos, tests).",

@@ -23,12 +23,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -42,6 +40,7 @@ from devstack import Stack
 from devstack.net import pick_free_ports
 from stigmer_cli.client import StigmerClient
 from stigmer_stub.converter import DATA_CONVERTER
+from tests.agent.fake_llm_servers import FakeLlmServer, Turn
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -162,110 +161,23 @@ def spawn(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> 
 # -- the LLM provider stand-in ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One scripted HTTP answer: a status, headers and a JSON error body (non-200 only)."""
-
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    error: str = ""
+def Reply(status: int = 200, headers: Mapping[str, str] | None = None, error: str = "") -> Turn:
+    """One scripted HTTP answer of the provider: a status, headers and an error message."""
+    return Turn(status=status, headers=dict(headers or {}), error_type="server_error", error=error)
 
 
-class LlmStandIn:
-    """An OpenAI-compatible `/v1/chat/completions` on loopback with scripted failures.
-
-    Each request takes the next `Reply` from the queue; an empty queue (or a 200) streams a
-    valid completion. Every request's headers are recorded.
-    """
+class LlmStandIn(FakeLlmServer):
+    """The cluster's OpenAI-compatible provider: the LLM fake every test shares
+    (`tests/agent/fake_llm_servers.py`), streaming `answer` unless scripted otherwise."""
 
     answer = "The provider recovered and this answer streamed in full."
 
     def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.always: Reply | None = None
-        self.requests: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(reply=self.answer)
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}/v1"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def script(self, *replies: Reply, always: Reply | None = None) -> None:
-        with self._lock:
-            self.replies = list(replies)
-            self.always = always
-            self.requests.clear()
-
-    def _next(self, headers: dict[str, str]) -> Reply:
-        with self._lock:
-            self.requests.append(headers)
-            if self.replies:
-                return self.replies.pop(0)
-            return self.always or Reply()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                reply = standin._next({k.lower(): v for k, v in self.headers.items()})
-                if reply.status != 200:
-                    payload = json.dumps(
-                        {"error": {"message": reply.error, "type": "server_error", "code": None}}
-                    ).encode()
-                    self.send_response(reply.status)
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.end_headers()
-                for part in standin._stream(str(body.get("model", ""))):
-                    self.wfile.write(part.encode())
-                    self.wfile.flush()
-
-        return Handler
-
-    def _stream(self, model: str) -> Iterator[str]:
-        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
-            data = {
-                "id": "chatcmpl-standin",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": model,
-                "choices": choices,
-                **extra,
-            }
-            return f"data: {json.dumps(data)}\n\n"
-
-        words = self.answer.split(" ")
-        yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-        for i, word in enumerate(words):
-            text = word if i == len(words) - 1 else word + " "
-            yield chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
-        yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
-        usage = {"prompt_tokens": 20, "completion_tokens": len(words), "total_tokens": 20}
-        yield chunk([], usage=usage)
-        yield "data: [DONE]\n\n"
+        return f"{self.url}/v1"
 
 
 # -- the cluster ----------------------------------------------------------------------------

@@ -311,3 +311,20 @@ async def test_the_deprecated_polling_mode_still_finds_started_sandboxes(
 
     assert connected == 0
     assert result.output == "up\n"
+
+
+async def test_a_live_sandbox_that_refuses_to_start_is_retried_not_replaced(
+    standin: DaytonaStandIn,
+) -> None:
+    provider = daytona_provider(standin, operation_timeout=3.0)
+    try:
+        old = await provider.acquire("ses-busy-state")
+        # A state the API's start refuses ("Sandbox is not in valid state") and that is not dead.
+        standin.set_state(standin.sandboxes[old.id], "resizing")
+        with pytest.raises(Unavailable) as raised:
+            await provider.acquire("ses-busy-state", sandbox_id=old.id)
+    finally:
+        await provider.aclose()
+
+    assert raised.value.retryable
+    assert standin.creates == 1, "the session's sandbox is not abandoned for a new one"

@@ -439,7 +439,11 @@ class DaytonaSandboxes:
             )
             if state in _DEAD:
                 return False
-            raise _translate(err, f"starting sandbox {sandbox.id} (state {state})") from err
+            translated = _translate(err, f"starting sandbox {sandbox.id} (state {state})")
+            if isinstance(translated, ConfigurationError):
+                # A 400 from start ("State change in progress"): the sandbox is alive and busy.
+                translated = Unavailable(str(translated))
+            raise translated from err
         return _state(sandbox) == _STARTED
 
     async def _create(self, session_key: str) -> AsyncSandbox:
