@@ -4,9 +4,12 @@ A session's sandbox is found, not remembered: it carries the label `stigmer-sess
 and a deterministic name, so a retry, a second execution of the same session, or another worker
 replica finds the same sandbox instead of creating a second one. Within this process a lock per
 session serializes lookup and creation; across processes the name is the tie-breaker (Daytona
-refuses a second sandbox with the same name, and the loser of that race adopts the winner's).
+refuses a second sandbox with the same name, and the loser of that race fetches the winner's by
+name: the label list is eventually consistent and may not show it yet).
 
-A sandbox found stopped or archived is started again; one found destroyed or failed is replaced.
+A sandbox found stopped, archived or archiving is started again, one stopping once it has
+stopped; one found destroyed or failed is replaced; a live one that will not start fails the
+attempt (retryable) rather than being replaced. A write the daemon refuses is `WriteRefused`.
 The sandbox id is returned so the execution records it on the session (`session.spec.sandbox_id`)
 and `CleanupSandbox` can delete it later.
 
@@ -318,8 +321,9 @@ class DaytonaSandboxes:
             api_key=api_key,
             api_url=api_url,
             target=target,
-            # The SDK otherwise opens a Socket.IO channel for state events; polling is the
-            # fallback it documents, and what a stand-in without Socket.IO supports.
+            # None keeps the SDK's default, a Socket.IO channel for state events (it falls back
+            # to polling by itself when the channel cannot connect); `poll_state` forces the
+            # deprecated polling mode.
             use_deprecated_polling=True if poll_state else None,
         )
         self._snapshot = snapshot_id or None
