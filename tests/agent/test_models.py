@@ -378,6 +378,18 @@ async def test_an_openai_account_out_of_quota_is_a_permanent_failure(fake: FakeL
     assert isinstance(typed, ConfigurationError)
     assert not typed.retryable
     assert "quota" in str(typed) and "billing" in str(typed)
+    assert len(fake.requests) == 1, "the client does not retry an account without credit"
+
+
+async def test_an_openai_rate_limit_is_still_retried_by_the_client(fake: FakeLlmServer) -> None:
+    limited = Turn(status=429, headers={"retry-after": "0"}, error_type="rate_limit_exceeded")
+    fake.script(limited)
+    model = build_chat_model(provider_settings(fake, "openai"), "gpt-x")
+
+    text, _ = await collect_text(model)
+
+    assert text == fake.reply
+    assert len(fake.requests) == 2
 
 
 async def test_an_openai_rate_limit_carries_its_retry_after(fake: FakeLlmServer) -> None:

@@ -288,7 +288,30 @@ def _openai(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
             raise _missing_key(Provider.OPENAI)
         # OpenAI-compatible servers (vLLM, LM Studio, ...) often need no key; the client needs one.
         key = SecretStr("not-needed")
-    return ChatOpenAI(**_hosted(llm, model, key, base_url))
+    chat = ChatOpenAI(**_hosted(llm, model, key, base_url))
+    hooks = chat.root_async_client._client.event_hooks["response"]
+    if _no_retry_without_quota not in hooks:  # the HTTP client is shared between instances
+        hooks.append(_no_retry_without_quota)
+    return chat
+
+
+async def _no_retry_without_quota(response: Any) -> None:
+    """Marks OpenAI's 429 `insufficient_quota` (an account without credit) as not retryable.
+
+    The openai client retries every 429 (`_should_retry` in its `_base_client.py`) unless the
+    response says `x-should-retry: false`; for a used-up account the retries only delay the
+    failure, which `worker.run.failures` then types as permanent.
+    """
+    if response.status_code != 429:
+        return
+    await response.aread()
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "insufficient_quota" in (error.get("code"), error.get("type")):
+        response.headers["x-should-retry"] = "false"
 
 
 def _ollama(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
