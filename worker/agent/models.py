@@ -111,7 +111,7 @@ class _ChatAnthropic(ChatAnthropic):
         elif (
             event.type == "message_delta"
             and chunk is not None
-            and getattr(event.usage, "input_tokens", None) is None
+            and not getattr(event.usage, "input_tokens", None)
         ):
             chunk.response_metadata[_START_INPUT + "_missing"] = True
         return chunk, block
