@@ -283,7 +283,7 @@ async def test_a_current_daemon_gets_the_environment_in_envs(standin: DaytonaSta
 
 
 async def test_states_arrive_on_the_socketio_channel_by_default(standin: DaytonaStandIn) -> None:
-    standin.start_delay = 0.3
+    standin.start_delay = 1.0  # time for the channel to connect before the sandbox starts
     provider = daytona_provider(standin)  # production's default: no polling
     try:
         box = await provider.acquire("ses-socket")
