@@ -348,9 +348,17 @@ class _OpenAi:
             tokens = self.fake.tokens(
                 _cut(text) if turn.truncated and not turn.tool_calls else text
             )
+            if turn.error_type:
+                tokens = tokens[:2]
             for token in tokens:
                 yield chunk([{"index": 0, "delta": {"content": token}, "finish_reason": None}])
             output += len(tokens)
+        if turn.error_type:
+            # After a 200 an error comes as a `data:` object with `error` (the openai SDK's
+            # `_streaming.py` raises `APIError` with that body).
+            error = {"message": turn.error or "The server had an error", "type": turn.error_type}
+            yield f"data: {json.dumps({'error': {**error, 'param': None, 'code': None}})}\n\n"
+            return
         for number, call in enumerate(turn.tool_calls):
             arguments = json.dumps(dict(call.args))
             if turn.truncated and number == len(turn.tool_calls) - 1:

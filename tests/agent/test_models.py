@@ -362,6 +362,20 @@ async def test_an_anthropic_overload_in_the_middle_of_the_stream_is_unavailable(
     assert "overloaded" in str(typed).lower()
 
 
+async def test_an_openai_server_error_in_the_middle_of_the_stream_is_unavailable(
+    fake: FakeLlmServer,
+) -> None:
+    fake.script(Turn(error_type="server_error", error="The server had an error"))
+    model = build_chat_model(provider_settings(fake, "openai"), "gpt-x")
+
+    with pytest.raises(Exception) as raised:
+        await model.ainvoke("Hello?")
+
+    typed = as_runner_error(raised.value)
+    assert isinstance(typed, Unavailable)
+    assert "server had an error" in str(typed)
+
+
 async def test_an_openai_account_out_of_quota_is_a_permanent_failure(fake: FakeLlmServer) -> None:
     quota = Turn(
         status=429,

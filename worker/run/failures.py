@@ -69,8 +69,10 @@ _STATUS_OF_TYPE = {
     "rate_limit_error": 429,
     "api_error": 500,
     "overloaded_error": 529,
+    "server_error": 500,
 }
-"""Anthropic's error types and the HTTP status each has (Anthropic API docs, "Errors")."""
+"""Error types and the HTTP status each has: Anthropic's (its API docs, "Errors"), and OpenAI's
+`server_error`, the type of an error that breaks off a stream after its 200."""
 
 
 def _chain(err: BaseException) -> list[BaseException]:
