@@ -395,7 +395,8 @@ async def _session(
             await session.initialize()
             yield session
         return
-    assert server.process is not None
+    if server.process is None:
+        raise RuntimeError(f"MCP server {server.name!r}: a stdio server without a process record")
     cwd = c.get("cwd") or home
     if not cwd.startswith("/"):
         cwd = posixpath.join(home, cwd)

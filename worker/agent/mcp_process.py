@@ -143,10 +143,10 @@ class _StderrSink:
             )
 
     def _line(self, raw: bytes) -> None:
-        text = self._redact(raw.decode("utf-8", errors="replace").rstrip("\r"))
+        text = self._redact(raw.decode("utf-8", errors="replace")).strip()
         if len(text) > STDERR_LINE_CHARS:
             text = text[:STDERR_LINE_CHARS] + f"… ({len(text) - STDERR_LINE_CHARS} more chars)"
-        if not text.strip():
+        if not text:
             return
         record = self._record
         record.tail.append(text)
@@ -179,7 +179,8 @@ async def _read_stdout(
 
 async def _write_stdin(process: Process, source: MemoryObjectReceiveStream[SessionMessage]) -> None:
     stdin = process.stdin
-    assert stdin is not None
+    if stdin is None:
+        raise RuntimeError("the server's stdin is not a pipe")
     async with source:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             async for item in source:
@@ -237,19 +238,21 @@ async def stdio_transport(
         [command, *args], env=dict(env), cwd=cwd, start_new_session=True
     )
     record.pid = process.pid
-    assert process.stdout is not None and process.stderr is not None
+    if process.stdout is None or process.stderr is None:
+        raise RuntimeError("the server's stdout and stderr are not pipes")
+    stdout, stderr = process.stdout, process.stderr
     from_server_sink, from_server = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     to_server, to_server_source = anyio.create_memory_object_stream[SessionMessage](0)
     sink = _StderrSink(record, redact)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_watch_exit, process, record)
-        tasks.start_soon(_read_stdout, process.stdout, from_server_sink)
+        tasks.start_soon(_read_stdout, stdout, from_server_sink)
         tasks.start_soon(_write_stdin, process, to_server_source)
         stderr_done = anyio.Event()
 
         async def stderr_reader() -> None:
             try:
-                await _read_stderr(process.stderr, sink)  # type: ignore[arg-type]
+                await _read_stderr(stderr, sink)
             finally:
                 stderr_done.set()
 
