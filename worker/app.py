@@ -37,6 +37,7 @@ from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
+from worker.agent.mcp import McpLimits
 from worker.converter import DATA_CONVERTER
 from worker.logs import configure
 from worker.observability.health import HealthServer, Readiness
@@ -147,6 +148,10 @@ async def run(
             sandboxes,
             SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
             metrics=metrics,
+            mcp_limits=McpLimits(
+                start_timeout=settings.mcp.start_timeout_seconds,
+                call_timeout=settings.mcp.call_timeout_seconds,
+            ),
         )
         status_sink = MeteredStatusSink(orchestrator, metrics)
         executions = GraphtonExecutions(

@@ -23,7 +23,7 @@ from langchain_core.tools import BaseTool
 
 from worker.adapters.ports import AgentCatalog, SessionStore, SkillStore
 from worker.adapters.skills import SkillInstaller, describe_ref, skill_refs_of
-from worker.agent.mcp import open_mcp_toolbox
+from worker.agent.mcp import McpLimits, open_mcp_toolbox
 from worker.agent.subagents import build_subagents
 from worker.domain.environment import MergedEnvironment, merge_environment
 from worker.errors import RunnerError
@@ -78,11 +78,13 @@ class SpecPreparer:
         skills: SkillInstaller,
         *,
         metrics: Metrics | None = None,
+        mcp_limits: McpLimits | None = None,
     ) -> None:
         self._orchestrator = orchestrator
         self._sandboxes = sandboxes
         self._skills = skills
         self._metrics = metrics
+        self._mcp_limits = mcp_limits or McpLimits()
 
     @asynccontextmanager
     async def prepare(
@@ -109,9 +111,10 @@ class SpecPreparer:
             environment.values,
             secrets=environment.secret_values,
             workspace=workspace,
+            limits=self._mcp_limits,
         ) as mcp:
-            notes.extend(mcp.warnings)
             subagents = build_subagents(agent.spec.sub_agents, mcp=mcp, skills=skills)
+            notes.extend(mcp.warnings)  # the servers' and the sub-agents' tool selections
             log.info(
                 "execution_prepared",
                 sandbox_id=sandbox.id,
