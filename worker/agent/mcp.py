@@ -1,8 +1,9 @@
 """MCP servers from the agent spec, as LangChain tools for one execution.
 
-`mcp_connections` turns `agent.spec.mcp_servers` into `langchain-mcp-adapters` connection configs:
+`mcp_connections` turns `agent.spec.mcp_servers` into connection configs:
 
-- stdio: `command`, `args`, `working_dir`, and an environment made of `env_placeholders`;
+- stdio: `command`, `args`, `working_dir` (default: the session's sandbox directory), and the
+  environment made of `env_placeholders`;
 - http: `url` (with `query_params` added), `headers`, `timeout_seconds`; transport
   `streamable_http`;
 - docker: a `docker run -i --rm ...` stdio command, only when a Docker runtime answers
@@ -14,17 +15,24 @@ string, any number of times: `{"GITHUB_TOKEN": "${GITHUB_TOKEN}"}`,
 `{"Authorization": "Bearer {{API_TOKEN}}"}`. They are filled in `env_placeholders`, `args`, HTTP
 `url`, `headers` and `query_params`; a value without one is taken literally; a placeholder naming
 a variable the environment lacks is an `InvalidInput` naming the server and the variable. A stdio
-server's environment is exactly its `env_placeholders` (plus the basics the MCP SDK adds: PATH,
-HOME, ...), never the whole agent environment and never the worker's.
+server's environment is its `env_placeholders` plus `BASE_ENV` from the worker and a private
+`HOME`, never the whole agent environment and never the rest of the worker's. A secret in `args`
+is visible to `ps` on the worker host: it works, with a warning.
 
 `open_mcp_toolbox` starts every server concurrently, each in its own task holding its session for
-the whole execution (one process per stdio server, not one per tool call), lists their tools,
-applies `enabled_tools`, and closes everything on exit. Sub-agents get their slice with
-`McpToolbox.tools_for(sub_agent.mcp_servers, sub_agent.mcp_tool_selections)`. A server that cannot
-start fails the execution with its name and the reason: a missing command or Docker runtime is a
-`ConfigurationError`, a bad placeholder or selection `InvalidInput`, a refused credential
-`PermissionDenied`, anything else (a crash, a timeout, a connection refused) `Unavailable`.
-Tool results pass through the execution's secret masking before the model sees them.
+the whole execution (one process per stdio server, see `mcp_process`; not one per tool call),
+lists their tools, applies `enabled_tools`, and closes everything on exit. Sub-agents get their
+slice with `McpToolbox.tools_for(sub_agent.mcp_servers, sub_agent.mcp_tool_selections)`.
+
+Every error about a server reads `MCP server 'name': ...`. A server that cannot start fails the
+execution: a missing command or Docker runtime is a `ConfigurationError`, a bad placeholder or
+selection `InvalidInput`, a refused credential `PermissionDenied`, no answer within the start
+limit (`McpLimits.start_timeout`, an http server's `timeout_seconds`) `DeadlineExceeded`, which is
+not retried, and a crash (named with its exit code and last stderr lines) or a refused connection
+`Unavailable`. Once started, a tool call never fails the execution: the server's error, a call
+past its limit (`McpLimits.call_timeout`, an http server's `timeout_seconds`) or a server that died
+is the tool's result, with status error, for the model to read. Tool results pass through the
+execution's secret masking before the model sees them.
 """
 
 from __future__ import annotations
