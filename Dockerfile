@@ -40,6 +40,7 @@ RUN awk 'BEGIN { n = split("hatchling packaging pathspec pluggy tomlkit trove-cl
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY stigmer_stub ./stigmer_stub
+COPY stigmer_cli ./stigmer_cli
 COPY devstack ./devstack
 COPY apis/stubs/python ./apis/stubs/python
 # Our own wheel has no third-party content of its own: `--no-deps` installs just it.

@@ -49,7 +49,7 @@ stub: setup
 # `make demo DEMO_ARGS=--keep` leaves everything running to browse the Temporal UI.
 DEMO_ARGS ?=
 demo: setup
-	$(BIN)/python -m stigmer_stub.demo $(DEMO_ARGS)
+	$(BIN)/python -m stigmer_cli.demo $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

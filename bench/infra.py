@@ -24,7 +24,7 @@ from typing import IO
 from bench.results import NotRun
 from devstack import Endpoints, Stack, StackConfig
 from devstack.net import pick_free_ports
-from stigmer_stub.client import StigmerClient
+from stigmer_cli.client import StigmerClient
 
 LOOPBACK = "127.0.0.1"
 STOP_SECONDS = 15.0

@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("graphton", "langgraph", "langchain-core", "grpcio", "protobuf", "temporalio")
-MEASURED = ("worker", "stigmer_stub", "devstack")
+MEASURED = ("worker", "stigmer_stub", "stigmer_cli", "devstack")
 """The directories whose uncommitted changes make a run's commit id not the whole story."""
 
 

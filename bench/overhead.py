@@ -61,21 +61,23 @@ from worker.activities.runner import attempts_left, cancelled_by_worker_shutdown
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
-from worker.adapters.skills import SkillCache, SkillInstaller
-from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
 from worker.app import settle_heap
 from worker.domain.agent_events import AgentEvent, ModelTurnEnded, TokenDelta
 from worker.domain.status_wire import StatusPayload
-from worker.execution import resolve
 from worker.logs import configure
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import configure_tracing
-from worker.preparation import SpecPreparer
-from worker.runtime import GraphtonRuntime
+from worker.run.attempt import AttemptControls
+from worker.run.prepare import SpecPreparer
+from worker.run.resolve import resolve
+from worker.run.runtime import GraphtonRuntime
+from worker.run.service import AgentRuntime, ExecutionPlan, GraphtonExecutions
+from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import create_sandbox_provider
-from worker.service import AgentRuntime, ExecutionPlan, GraphtonExecutions
 from worker.settings import Settings, load_settings
+from worker.skills.cache import SkillCache
+from worker.skills.installer import SkillInstaller
 
 NAME = "overhead"
 TITLE = "Overhead of an ExecuteGraphton run"
@@ -187,11 +189,13 @@ async def _compose(
         runtime or graphton,
         lambda execution_id: StatusPublisher(sink, execution_id, settings.status),
         live,
-        heartbeat=lambda: activity.heartbeat,
+        attempt=AttemptControls(
+            heartbeat=lambda: activity.heartbeat,
+            attempts_left=attempts_left,
+            worker_stopping=activity.wait_for_worker_shutdown,
+            cancelled_by_shutdown=cancelled_by_worker_shutdown,
+        ),
         metrics=metrics,
-        attempts_left=attempts_left,
-        worker_stopping=activity.wait_for_worker_shutdown,
-        cancelled_by_shutdown=cancelled_by_worker_shutdown,
         preparer=preparer,
     )
     settle_heap()  # as `worker.app.main` does once the worker is composed

@@ -36,11 +36,11 @@ from bench.fixtures import USER_MESSAGE, load_run, scaled
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_int, fmt_ms, percentile, size_label
 from worker.adapters.orchestrator import GrpcOrchestrator
-from worker.adapters.ports import StatusSink
-from worker.adapters.status_publisher import StatusPublisher
 from worker.domain.agent_events import AgentEvent, TokenDelta, ToolEnded
 from worker.domain.status_builder import StatusBuilder
 from worker.domain.status_wire import StatusPayload
+from worker.ports import StatusSink
+from worker.run.status_publisher import StatusPublisher
 from worker.settings import BackendSettings, StatusSettings
 
 NAME = "pipeline"

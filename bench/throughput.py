@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowFailureError
 from bench import infra
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_ms, percentile
-from stigmer_stub.client import StigmerClient
+from stigmer_cli.client import StigmerClient
 from stigmer_stub.workflow import workflow_id
 
 NAME = "throughput"

@@ -13,5 +13,6 @@ from it.
 Layout: `settings`, `logs` → `store/` (one collection per kind, compare-and-swap writes, change
 streams) → `resources`, `executions`, `skills` (the operations) → `rpc/` (servicers, error
 mapping, server) and `workflow`/`activities`/`temporal` (Temporal) → `app` (composition root).
-`client` is a small typed async client for the CLI and tests.
+The client side (the `stigmer` CLI, its typed async client, the live view and the demo) lives
+apart, in `stigmer_cli`.
 """

@@ -1,4 +1,5 @@
-"""The stub's typed errors. Transport-agnostic; `rpc.errors` maps them to gRPC status codes."""
+"""The stub's typed errors. Transport-agnostic; `stigmer_stub.rpc.interceptor` maps them to gRPC
+status codes (`status_code`) for every servicer."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ TERMINAL_PHASES = frozenset(
         enum_pb2.ExecutionPhase.EXECUTION_COMPLETED,
         enum_pb2.ExecutionPhase.EXECUTION_FAILED,
         enum_pb2.ExecutionPhase.EXECUTION_CANCELLED,
+        enum_pb2.ExecutionPhase.EXECUTION_TERMINATED,
     }
 )
 

@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from temporalio import activity
 from temporalio.client import Client, TLSConfig
 from temporalio.worker import Worker
 
-from worker.activities.runner import (
-    RunnerActivities,
-    activity_heartbeat_timeout,
-    attempts_left,
-    cancelled_by_worker_shutdown,
-)
+from worker.activities.runner import RunnerActivities, temporal_attempt
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
-from worker.adapters.skills import SkillCache, SkillInstaller
-from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
 from worker.agent.mcp import McpLimits
 from worker.converter import DATA_CONVERTER
@@ -44,11 +36,14 @@ from worker.observability.health import HealthServer, Readiness
 from worker.observability.inflight import InFlightInterceptor, InFlightRegistry
 from worker.observability.metrics import Metrics, TemporalMetricsBridge
 from worker.observability.tracing import configure_tracing, tracing_interceptor
-from worker.preparation import SpecPreparer
-from worker.runtime import GraphtonRuntime
+from worker.run.prepare import SpecPreparer
+from worker.run.runtime import GraphtonRuntime
+from worker.run.service import GraphtonExecutions
+from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import create_sandbox_provider
-from worker.service import GraphtonExecutions
 from worker.settings import Settings, SettingsError, load_settings, secret_values
+from worker.skills.cache import SkillCache
+from worker.skills.installer import SkillInstaller
 
 log = structlog.get_logger("worker")
 
@@ -160,12 +155,8 @@ async def run(
             GraphtonRuntime(settings, checkpointer),
             lambda execution_id: StatusPublisher(status_sink, execution_id, settings.status),
             live,
-            heartbeat=lambda: activity.heartbeat,
-            heartbeat_timeout=activity_heartbeat_timeout,
+            attempt=temporal_attempt(),
             metrics=metrics,
-            attempts_left=attempts_left,
-            worker_stopping=activity.wait_for_worker_shutdown,
-            cancelled_by_shutdown=cancelled_by_worker_shutdown,
             preparer=preparer,
         )
         activities = RunnerActivities(orchestrator, executions, sandboxes)

@@ -6,7 +6,7 @@ Errors are raised as `StubError`s and mapped to status codes by `rpc.interceptor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_pb2
@@ -91,6 +91,51 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     ) -> execution_pb2.AgentExecution:
         return await self.ops.delete(request.value)
 
+    # Contract §7 methods this stub does not serve yet: UNIMPLEMENTED is what a runner probing
+    # for them takes as "the January contract" (contract.md §7).
+
+    async def submitApproval(
+        self, request: execution_io.SubmitApprovalInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        await _not_yet(context, "submitApproval")
+
+    async def cancel(
+        self, request: execution_io.CancelAgentExecutionInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        await _not_yet(context, "cancel")
+
+    async def terminate(
+        self, request: execution_io.TerminateAgentExecutionInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        await _not_yet(context, "terminate")
+
+    async def pause(
+        self, request: execution_io.PauseAgentExecutionInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        await _not_yet(context, "pause")
+
+    async def resume(
+        self, request: execution_io.ResumeAgentExecutionInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        await _not_yet(context, "resume")
+
+    async def recover(
+        self, request: execution_io.RecoverAgentExecutionInput, context: Context
+    ) -> execution_pb2.AgentExecution:
+        await _not_yet(context, "recover")
+
+    async def uploadContent(
+        self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context
+    ) -> execution_io.ContentUploadResult:
+        await _not_yet(context, "uploadContent")
+
+
+async def _not_yet(context: Context, method: str) -> NoReturn:
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by this orchestrator yet"
+    )
+    raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
 
 def add_execution_commands(servicer: AgentExecutionCommands, server: aio.Server) -> None:
     """`add_AgentExecutionCommandControllerServicer_to_server`, except that `updateStatus` never
@@ -129,13 +174,12 @@ def _add_service(
         if method.name in overrides:
             handlers[method.name] = overrides[method.name]
             continue
-        if method.client_streaming:
-            raise TypeError(f"{service.full_name}/{method.name} streams requests")
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
@@ -200,6 +244,22 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
         """What the server runs for `subscribe` (see `add_execution_queries`)."""
         async for encoded in self.ops.subscribe_encoded(request.value):
             yield encoded
+
+    async def statContent(
+        self, request: execution_io.ContentKey, context: Context
+    ) -> execution_io.ContentUploadResult:
+        await _not_yet(context, "statContent")
+
+    async def getContent(
+        self, request: execution_io.ContentKey, context: Context
+    ) -> AsyncIterator[execution_io.ContentChunk]:
+        await _not_yet(context, "getContent")
+        yield execution_io.ContentChunk()  # pragma: no cover - makes this an async generator
+
+    async def getWindow(
+        self, request: execution_io.GetExecutionWindowInput, context: Context
+    ) -> execution_io.AgentExecutionWindow:
+        await _not_yet(context, "getWindow")
 
 
 class SessionCommands(session_cmd.SessionCommandControllerServicer):

@@ -1,6 +1,6 @@
 """Fakes for activity tests: an in-memory orchestrator and scripted agent runtimes.
 
-They implement the same ports as the real adapters (`worker.adapters.ports`), on real protos.
+They implement the same ports as the real adapters (`worker.ports`), on real protos.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from worker.domain.agent_events import (
 )
 from worker.domain.status_wire import StatusPayload, as_status
 from worker.errors import NotFound, Unavailable
-from worker.service import ExecutionPlan
+from worker.run.service import ExecutionPlan
 
 
 @dataclass

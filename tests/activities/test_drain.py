@@ -18,10 +18,11 @@ from temporalio.testing import ActivityEnvironment
 from tests.activities.fakes import FakeOrchestratorPorts, final_turn, tool_turn
 from tests.activities.test_runner_activities import NullLive, an_execution, make_settings, phases
 from worker.activities.runner import RunnerActivities, cancelled_by_worker_shutdown
-from worker.adapters.status_publisher import StatusPublisher
 from worker.domain.agent_events import AgentEvent
+from worker.run.attempt import AttemptControls
+from worker.run.service import ExecutionPlan, GraphtonExecutions
+from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import LocalSandboxes
-from worker.service import ExecutionPlan, GraphtonExecutions
 
 
 @dataclass
@@ -58,10 +59,12 @@ def activities(
         runtime,
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
-        attempts_left=lambda: attempts_left,
-        worker_stopping=activity.wait_for_worker_shutdown,
-        cancelled_by_shutdown=cancelled_by_worker_shutdown,
+        attempt=AttemptControls(
+            heartbeat=lambda: activity.heartbeat,
+            attempts_left=lambda: attempts_left,
+            worker_stopping=activity.wait_for_worker_shutdown,
+            cancelled_by_shutdown=cancelled_by_worker_shutdown,
+        ),
     )
     return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
 

@@ -16,8 +16,8 @@ from temporalio.testing import ActivityEnvironment
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, tool_turn
 from tests.activities.test_runner_activities import an_execution, make_activities
 from worker.converter import DATA_CONVERTER
-from worker.execution import as_runner_error
 from worker.logs import SECRETS
+from worker.run.failures import as_runner_error
 
 
 async def encoded_failure(err: BaseException) -> Failure:

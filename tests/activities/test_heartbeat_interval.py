@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.heartbeat import BEATS_PER_TIMEOUT, beat_interval
+from worker.run.heartbeat import BEATS_PER_TIMEOUT, beat_interval
 
 
 @pytest.mark.parametrize("timeout", [None, 0.0, -1.0])

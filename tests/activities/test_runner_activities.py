@@ -17,13 +17,18 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_turn, tool_turn
 from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
-from worker.adapters.status_publisher import StatusPublisher
+from worker.run.attempt import AttemptControls
+from worker.run.service import GraphtonExecutions
+from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import LocalSandboxes
-from worker.service import GraphtonExecutions
 from worker.settings import Settings, load_settings
 
 
 class NullLive:
+    """Live events that the run builds in full (enabled) and this fake drops."""
+
+    enabled = True
+
     async def publish(self, execution_id: str, event: Any) -> None:
         return None
 
@@ -55,8 +60,9 @@ def make_activities(
         runtime,
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
-        heartbeat_timeout=activity_heartbeat_timeout,
+        attempt=AttemptControls(
+            heartbeat=lambda: activity.heartbeat, heartbeat_timeout=activity_heartbeat_timeout
+        ),
     )
     return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
 
@@ -234,8 +240,7 @@ async def test_retryable_failure_with_attempts_left_keeps_the_run_in_progress(
         runtime,
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
-        attempts_left=lambda: True,
+        attempt=AttemptControls(heartbeat=lambda: activity.heartbeat, attempts_left=lambda: True),
     )
     acts = RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
     with pytest.raises(ApplicationError) as err:
@@ -243,3 +248,45 @@ async def test_retryable_failure_with_attempts_left_keeps_the_run_in_progress(
     assert not err.value.non_retryable
     assert enum_pb2.EXECUTION_FAILED not in phases(fake), "a retried run is not reported FAILED"
     assert len(fake.updates[-1][1].messages) == 2, "the transcript so far was pushed"
+
+
+class RecordingLive:
+    """Live events that record what the run publishes, switched on or off."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.types: list[str] = []
+        self.closed: list[str] = []
+
+    async def publish(self, execution_id: str, event: Any) -> None:
+        self.types.append(event["type"])
+
+    async def close_stream(self, execution_id: str) -> None:
+        self.closed.append(execution_id)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_disabled_live_events_get_only_phases_and_the_close(
+    tmp_path: Path, enabled: bool
+) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    settings = make_settings(tmp_path)
+    live = RecordingLive(enabled=enabled)
+    executions = GraphtonExecutions(
+        settings,
+        fake,
+        FakeRuntime([*tool_turn(1), *final_turn()]),
+        lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
+        live,
+        attempt=AttemptControls(heartbeat=lambda: activity.heartbeat),
+    )
+    acts = RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
+
+    status = await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t")
+
+    assert status.phase == enum_pb2.EXECUTION_COMPLETED
+    assert live.closed == ["aex-1"]
+    if enabled:
+        assert {"phase", "tool_start", "tool_end"} <= set(live.types)
+    else:
+        assert live.types == ["phase", "phase"], "a disabled stream gets no per-event work"

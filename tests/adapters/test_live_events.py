@@ -318,6 +318,7 @@ async def test_null_live_events_accept_everything() -> None:
     live = live_events_for(redis_settings(None, 6379))
 
     assert isinstance(live, NullLiveEvents)
+    assert not live.enabled, "the run builds no live events for the null object"
     await live.publish("aex-1", {"type": "token", "text": "x"})
     await live.close_stream("aex-1")
     await live.aclose()

@@ -11,8 +11,8 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 from structlog.testing import capture_logs
 
-from worker.adapters.status_publisher import Backoff, StatusPublisher
 from worker.errors import InvalidInput, NotFound, Unavailable
+from worker.run.status_publisher import Backoff, StatusPublisher
 from worker.settings import StatusSettings
 
 FAST_BACKOFF = Backoff(base_seconds=0.01, cap_seconds=0.05)

@@ -497,6 +497,142 @@ service EnvironmentQueryController
 """
 
 
+# Contract §7: what is added on top of the January contract. Later-upstream names and numbers
+# where upstream defined them; our own fields at 100 and up. A row here for a message already in
+# MESSAGES adds to it.
+ADDITIONS = """
+file ai/stigmer/agentic/agentexecution/v1/api.proto
+message AgentMessage
+  6 is_streaming bool
+  100 content_ref ToolCallOutputRef
+message ToolCall
+  10 requires_approval bool
+  11 approval_message string
+  12 approval_requested_at string
+  13 approval_decided_at string
+  14 approved_by string
+  15 approval_action ApprovalAction
+  16 is_streaming bool
+  17 mcp_server_slug string
+  18 args_preview string
+  21 output_ref ToolCallOutputRef
+message ToolCallOutputRef
+  1 storage_key string
+  2 download_url string
+  3 size_bytes int64
+  4 content_hash string
+  5 mime_type string
+  6 is_image bool
+  7 truncated_preview string
+message SubAgentExecution
+  100 messages repeated AgentMessage
+
+file ai/stigmer/agentic/agentexecution/v1/spec.proto
+message AgentExecutionSpec
+  7 auto_approve_all bool
+
+file ai/stigmer/agentic/agentexecution/v1/enum.proto
+enum ExecutionPhase
+  6 EXECUTION_WAITING_FOR_APPROVAL
+  7 EXECUTION_PAUSED
+  8 EXECUTION_TERMINATED
+enum MessageType
+  5 MESSAGE_THINKING
+enum ToolCallStatus
+  5 TOOL_CALL_WAITING_APPROVAL
+  6 TOOL_CALL_SKIPPED
+  7 TOOL_CALL_INTERRUPTED
+enum SubAgentStatus
+  5 SUB_AGENT_CANCELLED
+enum ApprovalAction
+  0 APPROVAL_ACTION_UNSPECIFIED
+  1 APPROVAL_ACTION_APPROVE
+  2 APPROVAL_ACTION_SKIP
+  3 APPROVAL_ACTION_REJECT
+  4 APPROVAL_ACTION_APPROVE_ALL
+
+file ai/stigmer/agentic/agentexecution/v1/io.proto
+message AgentExecutionList
+  100 next_page_token string
+message SubmitApprovalInput
+  1 agent_execution_id string
+  2 tool_call_id string
+  3 action ApprovalAction
+  4 comment string
+message CancelAgentExecutionInput
+  1 id string
+  2 reason string
+message TerminateAgentExecutionInput
+  1 id string
+  2 reason string
+message PauseAgentExecutionInput
+  1 id string
+  2 reason string
+message ResumeAgentExecutionInput
+  1 id string
+message RecoverAgentExecutionInput
+  1 id string
+message ContentUploadChunk
+  1 execution_id string
+  2 content_hash string
+  3 size_bytes int64
+  4 mime_type string
+  5 is_image bool
+  6 offset int64
+  7 data bytes
+message ContentUploadResult
+  1 ref ToolCallOutputRef
+  2 committed_bytes int64
+  3 already_stored bool
+message ContentKey
+  1 execution_id string
+  2 key string
+message ContentChunk
+  1 offset int64
+  2 data bytes
+  3 size_bytes int64
+  4 content_hash string
+  5 mime_type string
+message GetExecutionWindowInput
+  1 id string
+  2 message_offset int32
+  3 message_limit int32
+  4 tool_call_offset int32
+  5 tool_call_limit int32
+message AgentExecutionWindow
+  1 execution AgentExecution
+  2 message_offset int32
+  3 total_messages int32
+  4 tool_call_offset int32
+  5 total_tool_calls int32
+
+file ai/stigmer/agentic/agent/v1/spec.proto
+message AgentSpec
+  100 tool_approvals repeated ToolApprovalPolicy
+message ToolApprovalPolicy
+  1 tool string
+  2 message string
+"""
+
+SERVICE_ADDITIONS = """
+file ai/stigmer/agentic/agentexecution/v1/command.proto
+service AgentExecutionCommandController
+  submitApproval SubmitApprovalInput AgentExecution
+  cancel CancelAgentExecutionInput AgentExecution
+  terminate TerminateAgentExecutionInput AgentExecution
+  pause PauseAgentExecutionInput AgentExecution
+  resume ResumeAgentExecutionInput AgentExecution
+  recover RecoverAgentExecutionInput AgentExecution
+  uploadContent stream ContentUploadChunk ContentUploadResult
+
+file ai/stigmer/agentic/agentexecution/v1/query.proto
+service AgentExecutionQueryController
+  statContent ContentKey ContentUploadResult
+  getContent ContentKey stream ContentChunk
+  getWindow GetExecutionWindowInput AgentExecutionWindow
+"""
+
+
 @dataclass(frozen=True)
 class FieldRow:
     message: str
@@ -520,11 +656,13 @@ class MethodRow:
     input: str
     output: str
     server_streaming: bool
+    client_streaming: bool = False
 
 
 _SCALAR_TYPES = {
     FieldDescriptor.TYPE_STRING: "string",
     FieldDescriptor.TYPE_INT32: "int32",
+    FieldDescriptor.TYPE_INT64: "int64",
     FieldDescriptor.TYPE_BOOL: "bool",
     FieldDescriptor.TYPE_BYTES: "bytes",
 }
@@ -598,22 +736,24 @@ def _parse_services(table: str) -> tuple[dict[str, str], list[MethodRow]]:
             service = f"{package}.{words[1]}"
             files[service] = file
         else:
-            method, request, *response = words
-            streaming = response[0] == "stream"
+            method, *rest = words
+            client_streaming = rest[0] == "stream"
+            request, *response = rest[1:] if client_streaming else rest
             methods.append(
                 MethodRow(
                     service,
                     method,
                     _qualify(package, request),
                     _qualify(package, response[-1]),
-                    streaming,
+                    response[0] == "stream",
+                    client_streaming,
                 )
             )
     return files, methods
 
 
-MESSAGE_FILES, FIELD_ROWS, ENUM_ROWS = _parse_messages(MESSAGES)
-SERVICE_FILES, METHOD_ROWS = _parse_services(SERVICES)
+MESSAGE_FILES, FIELD_ROWS, ENUM_ROWS = _parse_messages(MESSAGES + ADDITIONS)
+SERVICE_FILES, METHOD_ROWS = _parse_services(SERVICES + SERVICE_ADDITIONS)
 
 
 def _base_type(field: FieldDescriptor) -> str:
@@ -709,7 +849,7 @@ def test_service_method_has_contract_types(row: MethodRow) -> None:
     assert method.input_type.full_name == row.input
     assert method.output_type.full_name == row.output
     assert method.server_streaming is row.server_streaming
-    assert method.client_streaming is False
+    assert method.client_streaming is row.client_streaming
 
 
 @pytest.mark.parametrize("service_name", sorted(SERVICE_FILES))
@@ -754,7 +894,8 @@ def _stub_paths() -> dict[str, str]:
 def test_generated_client_stubs_call_contract_paths() -> None:
     paths = _stub_paths()
     expected = {
-        f"/{row.service}/{row.method}": "unary_stream" if row.server_streaming else "unary_unary"
+        f"/{row.service}/{row.method}": ("stream" if row.client_streaming else "unary")
+        + ("_stream" if row.server_streaming else "_unary")
         for row in METHOD_ROWS
     }
     assert paths == expected

@@ -60,7 +60,7 @@ _MAX_DEPTH = 6
 def _scalar(field: FieldDescriptor, salt: int) -> object:
     if field.type == FieldDescriptor.TYPE_STRING:
         return f"{field.name}-{salt}"
-    if field.type == FieldDescriptor.TYPE_INT32:
+    if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
         return field.number * 10 + salt
     if field.type == FieldDescriptor.TYPE_BOOL:
         return True

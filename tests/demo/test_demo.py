@@ -31,7 +31,7 @@ def test_demo_runs_two_turns_that_remember_and_leaves_no_process_behind(tmp_path
         [
             sys.executable,
             "-m",
-            "stigmer_stub.demo",
+            "stigmer_cli.demo",
             "--token-delay-ms",
             "0",
             "--data-dir",

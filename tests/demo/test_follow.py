@@ -17,8 +17,8 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as e
 from rich.console import Console
 
-from stigmer_stub.cli import run_cli
-from stigmer_stub.follow import (
+from stigmer_cli.cli import run_cli
+from stigmer_cli.follow import (
     ExecutionView,
     PlainRenderer,
     RichRenderer,

@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 
 from devstack import Endpoints
+from stigmer_cli.client import StigmerClient
 from stigmer_stub.app import running_stub
-from stigmer_stub.client import StigmerClient
 from stigmer_stub.workflow import workflow_id
 from tests.stub.support import stub_settings
 from worker import app

@@ -10,10 +10,10 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool
 
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
-from worker.adapters.skills import PreparedSkill, PreparedSkills
 from worker.agent.mcp import McpToolbox
 from worker.agent.subagents import DEFAULT_SUB_AGENT_PROMPT, build_subagents
 from worker.errors import InvalidInput
+from worker.skills.installer import PreparedSkill, PreparedSkills
 
 
 def tool(name: str) -> BaseTool:

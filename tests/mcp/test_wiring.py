@@ -14,12 +14,13 @@ from langchain_core.messages import ToolMessage
 
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
 from tests.skills.fakes import Entry, FakeSkillStore, build_zip, make_skill, ref, sha
-from worker.adapters.skills import SkillCache, SkillInstaller, skill_refs_of
 from worker.agent.mcp import open_mcp_toolbox
 from worker.agent.subagents import build_subagents
 from worker.domain.environment import merge_environment
 from worker.logs import MASK, SECRETS
 from worker.sandbox import AgentSandbox, LocalSandboxes
+from worker.skills.cache import SkillCache
+from worker.skills.installer import SkillInstaller, skill_refs_of
 
 SERVER = str(Path(__file__).parent / "fixtures" / "echo_server.py")
 SECRET = "wiring-secret-0042"

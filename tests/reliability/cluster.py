@@ -40,7 +40,7 @@ from temporalio.client import Client
 
 from devstack import Stack
 from devstack.net import pick_free_ports
-from stigmer_stub.client import StigmerClient
+from stigmer_cli.client import StigmerClient
 from stigmer_stub.converter import DATA_CONVERTER
 
 ROOT = Path(__file__).resolve().parents[2]

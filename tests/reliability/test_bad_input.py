@@ -38,7 +38,7 @@ from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from stigmer_stub.client import RpcFailed, StigmerClient
+from stigmer_cli.client import RpcFailed, StigmerClient
 from tests.reliability.cluster import Cluster
 from tests.reliability.probe_workflow import RAW, Probe
 

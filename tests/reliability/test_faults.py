@@ -13,7 +13,7 @@ import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
-from stigmer_stub.client import RpcFailed
+from stigmer_cli.client import RpcFailed
 from tests.reliability.cluster import (
     COMMAND_TIMEOUT_SECONDS,
     OPENAI_API_KEY,

@@ -13,15 +13,11 @@ from ai.stigmer.agentic.skill.v1 import status_pb2 as skill_status
 from tests.sandbox.conftest import daytona_provider
 from tests.sandbox.daytona_standin import DaytonaStandIn
 from tests.skills.fakes import Entry, FakeSkillStore, build_zip, make_skill, ref, sha
-from worker.adapters.skills import (
-    ArchiveLimits,
-    SkillCache,
-    SkillInstaller,
-    UnsafeArchive,
-    skill_refs_of,
-)
 from worker.errors import InvalidInput, NotFound
 from worker.sandbox import LocalSandbox, LocalSandboxes
+from worker.skills.archive import ArchiveLimits, UnsafeArchive
+from worker.skills.cache import SkillCache
+from worker.skills.installer import SkillInstaller, skill_refs_of
 
 SKILL_MD = "# PDF tools\nRun scripts/extract.sh <file>.\n"
 VALID = build_zip(

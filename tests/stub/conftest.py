@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from devstack import Endpoints
+from stigmer_cli.client import StigmerClient
 from stigmer_stub.app import running_stub
-from stigmer_stub.client import StigmerClient
 from tests.stub.support import Stub, stub_settings
 
 

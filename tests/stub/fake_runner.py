@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from stigmer_stub.client import StigmerClient
+from stigmer_cli.client import StigmerClient
 from stigmer_stub.converter import DATA_CONVERTER
 
 Phase = enum_pb2.ExecutionPhase

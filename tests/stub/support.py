@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devstack import Endpoints
+from stigmer_cli.client import StigmerClient
 from stigmer_stub.app import RunningStub
-from stigmer_stub.client import StigmerClient
 from stigmer_stub.settings import (
     GrpcSettings,
     MongoSettings,

@@ -17,8 +17,8 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 
 from devstack import Endpoints
+from stigmer_cli.client import RpcFailed, StigmerClient
 from stigmer_stub.app import build_operations, running_stub
-from stigmer_stub.client import RpcFailed, StigmerClient
 from stigmer_stub.errors import Unavailable
 from stigmer_stub.paging import NEXT_PAGE_TOKEN_TRAILER
 from stigmer_stub.store.database import Database

@@ -18,7 +18,7 @@ import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 
 from devstack import Endpoints
-from stigmer_stub.client import StigmerClient
+from stigmer_cli.client import StigmerClient
 from tests.stub.support import Stub
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from ai.stigmer.commons.apiresource.apiresourcekind import api_resource_kind_pb2
 from ai.stigmer.commons.rpc import pagination_pb2
 from grpc import aio
 
-from stigmer_stub.client import RpcFailed
+from stigmer_cli.client import RpcFailed
 from tests.stub.support import Stub
 
 pytestmark = pytest.mark.integration
@@ -244,7 +244,7 @@ async def test_environments_crud_keep_secret_flags(stub: Stub) -> None:
 
 async def test_calls_with_a_bearer_token_are_accepted(stub: Stub) -> None:
     """The OSS server ignores the token; the stub must not reject calls carrying one."""
-    from stigmer_stub.client import StigmerClient
+    from stigmer_cli.client import StigmerClient
 
     async with StigmerClient(stub.address, api_key="test-key") as client:
         created = await client.create_agent("Token Bearer")

@@ -12,7 +12,7 @@ import pytest
 from ai.stigmer.agentic.skill.v1 import io_pb2 as skill_io
 from ai.stigmer.agentic.skill.v1 import status_pb2
 
-from stigmer_stub.client import RpcFailed
+from stigmer_cli.client import RpcFailed
 from tests.stub.support import Stub
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 Names and signatures are the contract (§1): `EnsureThread(session_id, agent_id) -> str`,
 `ExecuteGraphton(AgentExecution, thread_id) -> AgentExecutionStatus`, `CleanupSandbox(sandbox_id)`.
-Each method unpacks, delegates and translates errors; the work lives in `worker.execution`.
+Each method unpacks, delegates and translates errors; the work lives in `worker.run`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from worker.adapters.ports import SessionStore
 from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
 from worker.errors import RunnerError
 from worker.logs import SECRETS
+from worker.ports import SessionStore
+from worker.run.attempt import AttemptControls
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,17 @@ def activity_heartbeat_timeout() -> float | None:
     """The running activity's heartbeat timeout in seconds, as its workflow set it (None: none)."""
     timeout = activity.info().heartbeat_timeout
     return timeout.total_seconds() if timeout else None
+
+
+def temporal_attempt() -> AttemptControls:
+    """A run's view of the Temporal activity attempt that carries it."""
+    return AttemptControls(
+        heartbeat=lambda: activity.heartbeat,
+        heartbeat_timeout=activity_heartbeat_timeout,
+        attempts_left=attempts_left,
+        worker_stopping=activity.wait_for_worker_shutdown,
+        cancelled_by_shutdown=cancelled_by_worker_shutdown,
+    )
 
 
 def to_application_error(err: RunnerError) -> ApplicationError:

@@ -160,6 +160,8 @@ class _Stream:
 class NullLiveEvents:
     """Live events switched off (no `REDIS_HOST`): every call is a no-op."""
 
+    enabled = False
+
     async def publish(self, execution_id: str, event: Mapping[str, Any]) -> None:
         return None
 
@@ -176,6 +178,8 @@ class RedisLiveEvents:
     Construct once per process and `await aclose()` at shutdown. Call `close_stream` when an
     execution ends: it appends the `end` event and waits briefly for the buffer to drain.
     """
+
+    enabled = True
 
     def __init__(
         self,
@@ -374,7 +378,7 @@ def live_events_for(settings: RedisSettings) -> RedisLiveEvents | NullLiveEvents
 
 
 if TYPE_CHECKING:
-    from worker.adapters import ports
+    from worker import ports
 
     _REDIS: type[ports.LiveEvents] = RedisLiveEvents
     _NULL: type[ports.LiveEvents] = NullLiveEvents

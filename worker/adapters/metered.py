@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from worker.adapters.ports import StatusSink
 from worker.domain.status_wire import StatusPayload
 from worker.observability.metrics import Metrics
+from worker.ports import StatusSink
 
 
 class MeteredStatusSink:

@@ -289,7 +289,7 @@ class GrpcOrchestrator:
 
 
 if TYPE_CHECKING:
-    from worker.adapters import ports
+    from worker import ports
 
     _STATUS: type[ports.StatusSink] = GrpcOrchestrator
     _SESSIONS: type[ports.SessionStore] = GrpcOrchestrator

@@ -20,9 +20,9 @@ from typing import Any
 
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
 
-from worker.adapters.skills import PreparedSkills
 from worker.agent.mcp import McpToolbox
 from worker.errors import InvalidInput
+from worker.skills.installer import PreparedSkills
 
 DEFAULT_SUB_AGENT_PROMPT = "You are a focused assistant. Complete the task you are given."
 

@@ -4,7 +4,7 @@
 records each `activity.heartbeat(...)` and removes it when it ends, and counts finished
 `ExecuteGraphton` runs by outcome in the metrics. A running `ExecuteGraphton` is in phase
 `EXECUTION_IN_PROGRESS`; a heartbeat whose first detail is a mapping with a `stage` key (what
-`worker.execution.Progress.as_details` sends) sets the run's stage. Activities need not call
+`worker.run.heartbeat.Progress.as_details` sends) sets the run's stage. Activities need not call
 anything; `current().set_phase(...)` / `.set_outcome(...)` exist for what the interceptor cannot
 infer.
 """

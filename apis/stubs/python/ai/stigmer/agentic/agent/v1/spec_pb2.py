@@ -26,7 +26,7 @@ from ai.stigmer.agentic.environment.v1 import spec_pb2 as ai_dot_stigmer_dot_age
 from ai.stigmer.commons.apiresource import io_pb2 as ai_dot_stigmer_dot_commons_dot_apiresource_dot_io__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ai/stigmer/agentic/agent/v1/spec.proto\x12\x1b\x61i.stigmer.agentic.agent.v1\x1a,ai/stigmer/agentic/environment/v1/spec.proto\x1a\'ai/stigmer/commons/apiresource/io.proto\"\xda\x02\n\tAgentSpec\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08icon_url\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x45\n\x0bmcp_servers\x18\x04 \x03(\x0b\x32\x30.ai.stigmer.agentic.agent.v1.McpServerDefinition\x12H\n\nskill_refs\x18\x05 \x03(\x0b\x32\x34.ai.stigmer.commons.apiresource.ApiResourceReference\x12\x39\n\nsub_agents\x18\x06 \x03(\x0b\x32%.ai.stigmer.agentic.agent.v1.SubAgent\x12\x44\n\x08\x65nv_spec\x18\x07 \x01(\x0b\x32\x32.ai.stigmer.agentic.environment.v1.EnvironmentSpec\"\xe6\x02\n\x08SubAgent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x13\n\x0bmcp_servers\x18\x04 \x03(\t\x12Y\n\x13mcp_tool_selections\x18\x05 \x03(\x0b\x32<.ai.stigmer.agentic.agent.v1.SubAgent.McpToolSelectionsEntry\x12H\n\nskill_refs\x18\x06 \x03(\x0b\x32\x34.ai.stigmer.commons.apiresource.ApiResourceReference\x1ag\n\x16McpToolSelectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12<\n\x05value\x18\x02 \x01(\x0b\x32-.ai.stigmer.agentic.agent.v1.McpToolSelection:\x02\x38\x01\")\n\x10McpToolSelection\x12\x15\n\renabled_tools\x18\x01 \x03(\t\"\xfa\x01\n\x13McpServerDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\x05stdio\x18\x02 \x01(\x0b\x32(.ai.stigmer.agentic.agent.v1.StdioServerH\x00\x12\x37\n\x04http\x18\x03 \x01(\x0b\x32\'.ai.stigmer.agentic.agent.v1.HttpServerH\x00\x12;\n\x06\x64ocker\x18\x04 \x01(\x0b\x32).ai.stigmer.agentic.agent.v1.DockerServerH\x00\x12\x15\n\renabled_tools\x18\x05 \x03(\tB\r\n\x0bserver_type\"\xd2\x01\n\x0bStdioServer\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12W\n\x10\x65nv_placeholders\x18\x03 \x03(\x0b\x32=.ai.stigmer.agentic.agent.v1.StdioServer.EnvPlaceholdersEntry\x12\x13\n\x0bworking_dir\x18\x04 \x01(\t\x1a\x36\n\x14\x45nvPlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x02\n\nHttpServer\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x45\n\x07headers\x18\x02 \x03(\x0b\x32\x34.ai.stigmer.agentic.agent.v1.HttpServer.HeadersEntry\x12N\n\x0cquery_params\x18\x03 \x03(\x0b\x32\x38.ai.stigmer.agentic.agent.v1.HttpServer.QueryParamsEntry\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x05\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10QueryParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xda\x02\n\x0c\x44ockerServer\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12X\n\x10\x65nv_placeholders\x18\x03 \x03(\x0b\x32>.ai.stigmer.agentic.agent.v1.DockerServer.EnvPlaceholdersEntry\x12\x39\n\x07volumes\x18\x04 \x03(\x0b\x32(.ai.stigmer.agentic.agent.v1.VolumeMount\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x37\n\x05ports\x18\x06 \x03(\x0b\x32(.ai.stigmer.agentic.agent.v1.PortMapping\x12\x16\n\x0e\x63ontainer_name\x18\x07 \x01(\t\x1a\x36\n\x14\x45nvPlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x0bVolumeMount\x12\x11\n\thost_path\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontainer_path\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"J\n\x0bPortMapping\x12\x11\n\thost_port\x18\x01 \x01(\x05\x12\x16\n\x0e\x63ontainer_port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ai/stigmer/agentic/agent/v1/spec.proto\x12\x1b\x61i.stigmer.agentic.agent.v1\x1a,ai/stigmer/agentic/environment/v1/spec.proto\x1a\'ai/stigmer/commons/apiresource/io.proto\"\xa3\x03\n\tAgentSpec\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08icon_url\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x45\n\x0bmcp_servers\x18\x04 \x03(\x0b\x32\x30.ai.stigmer.agentic.agent.v1.McpServerDefinition\x12H\n\nskill_refs\x18\x05 \x03(\x0b\x32\x34.ai.stigmer.commons.apiresource.ApiResourceReference\x12\x39\n\nsub_agents\x18\x06 \x03(\x0b\x32%.ai.stigmer.agentic.agent.v1.SubAgent\x12\x44\n\x08\x65nv_spec\x18\x07 \x01(\x0b\x32\x32.ai.stigmer.agentic.environment.v1.EnvironmentSpec\x12G\n\x0etool_approvals\x18\x64 \x03(\x0b\x32/.ai.stigmer.agentic.agent.v1.ToolApprovalPolicy\"3\n\x12ToolApprovalPolicy\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe6\x02\n\x08SubAgent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x13\n\x0bmcp_servers\x18\x04 \x03(\t\x12Y\n\x13mcp_tool_selections\x18\x05 \x03(\x0b\x32<.ai.stigmer.agentic.agent.v1.SubAgent.McpToolSelectionsEntry\x12H\n\nskill_refs\x18\x06 \x03(\x0b\x32\x34.ai.stigmer.commons.apiresource.ApiResourceReference\x1ag\n\x16McpToolSelectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12<\n\x05value\x18\x02 \x01(\x0b\x32-.ai.stigmer.agentic.agent.v1.McpToolSelection:\x02\x38\x01\")\n\x10McpToolSelection\x12\x15\n\renabled_tools\x18\x01 \x03(\t\"\xfa\x01\n\x13McpServerDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\x05stdio\x18\x02 \x01(\x0b\x32(.ai.stigmer.agentic.agent.v1.StdioServerH\x00\x12\x37\n\x04http\x18\x03 \x01(\x0b\x32\'.ai.stigmer.agentic.agent.v1.HttpServerH\x00\x12;\n\x06\x64ocker\x18\x04 \x01(\x0b\x32).ai.stigmer.agentic.agent.v1.DockerServerH\x00\x12\x15\n\renabled_tools\x18\x05 \x03(\tB\r\n\x0bserver_type\"\xd2\x01\n\x0bStdioServer\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12W\n\x10\x65nv_placeholders\x18\x03 \x03(\x0b\x32=.ai.stigmer.agentic.agent.v1.StdioServer.EnvPlaceholdersEntry\x12\x13\n\x0bworking_dir\x18\x04 \x01(\t\x1a\x36\n\x14\x45nvPlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x02\n\nHttpServer\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x45\n\x07headers\x18\x02 \x03(\x0b\x32\x34.ai.stigmer.agentic.agent.v1.HttpServer.HeadersEntry\x12N\n\x0cquery_params\x18\x03 \x03(\x0b\x32\x38.ai.stigmer.agentic.agent.v1.HttpServer.QueryParamsEntry\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x05\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10QueryParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xda\x02\n\x0c\x44ockerServer\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12X\n\x10\x65nv_placeholders\x18\x03 \x03(\x0b\x32>.ai.stigmer.agentic.agent.v1.DockerServer.EnvPlaceholdersEntry\x12\x39\n\x07volumes\x18\x04 \x03(\x0b\x32(.ai.stigmer.agentic.agent.v1.VolumeMount\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x37\n\x05ports\x18\x06 \x03(\x0b\x32(.ai.stigmer.agentic.agent.v1.PortMapping\x12\x16\n\x0e\x63ontainer_name\x18\x07 \x01(\t\x1a\x36\n\x14\x45nvPlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x0bVolumeMount\x12\x11\n\thost_path\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontainer_path\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"J\n\x0bPortMapping\x12\x11\n\thost_port\x18\x01 \x01(\x05\x12\x16\n\x0e\x63ontainer_port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +44,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCKERSERVER_ENVPLACEHOLDERSENTRY']._loaded_options = None
   _globals['_DOCKERSERVER_ENVPLACEHOLDERSENTRY']._serialized_options = b'8\001'
   _globals['_AGENTSPEC']._serialized_start=159
-  _globals['_AGENTSPEC']._serialized_end=505
-  _globals['_SUBAGENT']._serialized_start=508
-  _globals['_SUBAGENT']._serialized_end=866
-  _globals['_SUBAGENT_MCPTOOLSELECTIONSENTRY']._serialized_start=763
-  _globals['_SUBAGENT_MCPTOOLSELECTIONSENTRY']._serialized_end=866
-  _globals['_MCPTOOLSELECTION']._serialized_start=868
-  _globals['_MCPTOOLSELECTION']._serialized_end=909
-  _globals['_MCPSERVERDEFINITION']._serialized_start=912
-  _globals['_MCPSERVERDEFINITION']._serialized_end=1162
-  _globals['_STDIOSERVER']._serialized_start=1165
-  _globals['_STDIOSERVER']._serialized_end=1375
-  _globals['_STDIOSERVER_ENVPLACEHOLDERSENTRY']._serialized_start=1321
-  _globals['_STDIOSERVER_ENVPLACEHOLDERSENTRY']._serialized_end=1375
-  _globals['_HTTPSERVER']._serialized_start=1378
-  _globals['_HTTPSERVER']._serialized_end=1679
-  _globals['_HTTPSERVER_HEADERSENTRY']._serialized_start=1581
-  _globals['_HTTPSERVER_HEADERSENTRY']._serialized_end=1627
-  _globals['_HTTPSERVER_QUERYPARAMSENTRY']._serialized_start=1629
-  _globals['_HTTPSERVER_QUERYPARAMSENTRY']._serialized_end=1679
-  _globals['_DOCKERSERVER']._serialized_start=1682
-  _globals['_DOCKERSERVER']._serialized_end=2028
-  _globals['_DOCKERSERVER_ENVPLACEHOLDERSENTRY']._serialized_start=1321
-  _globals['_DOCKERSERVER_ENVPLACEHOLDERSENTRY']._serialized_end=1375
-  _globals['_VOLUMEMOUNT']._serialized_start=2030
-  _globals['_VOLUMEMOUNT']._serialized_end=2105
-  _globals['_PORTMAPPING']._serialized_start=2107
-  _globals['_PORTMAPPING']._serialized_end=2181
+  _globals['_AGENTSPEC']._serialized_end=578
+  _globals['_TOOLAPPROVALPOLICY']._serialized_start=580
+  _globals['_TOOLAPPROVALPOLICY']._serialized_end=631
+  _globals['_SUBAGENT']._serialized_start=634
+  _globals['_SUBAGENT']._serialized_end=992
+  _globals['_SUBAGENT_MCPTOOLSELECTIONSENTRY']._serialized_start=889
+  _globals['_SUBAGENT_MCPTOOLSELECTIONSENTRY']._serialized_end=992
+  _globals['_MCPTOOLSELECTION']._serialized_start=994
+  _globals['_MCPTOOLSELECTION']._serialized_end=1035
+  _globals['_MCPSERVERDEFINITION']._serialized_start=1038
+  _globals['_MCPSERVERDEFINITION']._serialized_end=1288
+  _globals['_STDIOSERVER']._serialized_start=1291
+  _globals['_STDIOSERVER']._serialized_end=1501
+  _globals['_STDIOSERVER_ENVPLACEHOLDERSENTRY']._serialized_start=1447
+  _globals['_STDIOSERVER_ENVPLACEHOLDERSENTRY']._serialized_end=1501
+  _globals['_HTTPSERVER']._serialized_start=1504
+  _globals['_HTTPSERVER']._serialized_end=1805
+  _globals['_HTTPSERVER_HEADERSENTRY']._serialized_start=1707
+  _globals['_HTTPSERVER_HEADERSENTRY']._serialized_end=1753
+  _globals['_HTTPSERVER_QUERYPARAMSENTRY']._serialized_start=1755
+  _globals['_HTTPSERVER_QUERYPARAMSENTRY']._serialized_end=1805
+  _globals['_DOCKERSERVER']._serialized_start=1808
+  _globals['_DOCKERSERVER']._serialized_end=2154
+  _globals['_DOCKERSERVER_ENVPLACEHOLDERSENTRY']._serialized_start=1447
+  _globals['_DOCKERSERVER_ENVPLACEHOLDERSENTRY']._serialized_end=1501
+  _globals['_VOLUMEMOUNT']._serialized_start=2156
+  _globals['_VOLUMEMOUNT']._serialized_end=2231
+  _globals['_PORTMAPPING']._serialized_start=2233
+  _globals['_PORTMAPPING']._serialized_end=2307
 # @@protoc_insertion_point(module_scope)

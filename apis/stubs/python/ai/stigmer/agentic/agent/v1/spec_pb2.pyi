@@ -33,6 +33,7 @@ class AgentSpec(_message.Message):
     SKILL_REFS_FIELD_NUMBER: _builtins.int
     SUB_AGENTS_FIELD_NUMBER: _builtins.int
     ENV_SPEC_FIELD_NUMBER: _builtins.int
+    TOOL_APPROVALS_FIELD_NUMBER: _builtins.int
     description: _builtins.str
     icon_url: _builtins.str
     instructions: _builtins.str
@@ -44,6 +45,10 @@ class AgentSpec(_message.Message):
     def sub_agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubAgent]: ...
     @_builtins.property
     def env_spec(self) -> _spec_pb2.EnvironmentSpec: ...
+    @_builtins.property
+    def tool_approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolApprovalPolicy]:
+        """Contract §7 (ours): which tools wait for a person. An agent without policies is never gated."""
+
     def __init__(
         self,
         *,
@@ -54,14 +59,41 @@ class AgentSpec(_message.Message):
         skill_refs: _abc.Iterable[_io_pb2.ApiResourceReference] | None = ...,
         sub_agents: _abc.Iterable[Global___SubAgent] | None = ...,
         env_spec: _spec_pb2.EnvironmentSpec | None = ...,
+        tool_approvals: _abc.Iterable[Global___ToolApprovalPolicy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["env_spec", b"env_spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "env_spec", b"env_spec", "icon_url", b"icon_url", "instructions", b"instructions", "mcp_servers", b"mcp_servers", "skill_refs", b"skill_refs", "sub_agents", b"sub_agents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "env_spec", b"env_spec", "icon_url", b"icon_url", "instructions", b"instructions", "mcp_servers", b"mcp_servers", "skill_refs", b"skill_refs", "sub_agents", b"sub_agents", "tool_approvals", b"tool_approvals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentSpec: _TypeAlias = AgentSpec  # noqa: Y015
+
+@_typing.final
+class ToolApprovalPolicy(_message.Message):
+    """Contract §7 (ours): one tool (or glob of tools) that waits for a person's approval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    tool: _builtins.str
+    """A tool name or a glob: `execute`, `write_*`, an MCP tool as `<server>/<tool>`."""
+    message: _builtins.str
+    """Shown to the approver; `{arg}` placeholders are filled from the call's arguments (redacted)."""
+    def __init__(
+        self,
+        *,
+        tool: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolApprovalPolicy: _TypeAlias = ToolApprovalPolicy  # noqa: Y015
 
 @_typing.final
 class SubAgent(_message.Message):

@@ -181,13 +181,23 @@ class AgentMessage(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    IS_STREAMING_FIELD_NUMBER: _builtins.int
+    CONTENT_REF_FIELD_NUMBER: _builtins.int
     type: _enum_pb2.MessageType.ValueType
     content: _builtins.str
     timestamp: _builtins.str
+    is_streaming: _builtins.bool
+    """Contract §7 (later upstream): the text is still being streamed."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def content_ref(self) -> Global___ToolCallOutputRef:
+        """Contract §7 (ours): the whole text, stored by the orchestrator when it is over the runner's
+        inline bound; `content` then holds only a preview.
+        """
+
     def __init__(
         self,
         *,
@@ -196,10 +206,12 @@ class AgentMessage(_message.Message):
         timestamp: _builtins.str = ...,
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        is_streaming: _builtins.bool = ...,
+        content_ref: Global___ToolCallOutputRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content_ref", b"content_ref", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "metadata", b"metadata", "timestamp", b"timestamp", "tool_calls", b"tool_calls", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_ref", b"content_ref", "is_streaming", b"is_streaming", "metadata", b"metadata", "timestamp", b"timestamp", "tool_calls", b"tool_calls", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +232,16 @@ class ToolCall(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REQUIRES_APPROVAL_FIELD_NUMBER: _builtins.int
+    APPROVAL_MESSAGE_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    APPROVAL_DECIDED_AT_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
+    APPROVAL_ACTION_FIELD_NUMBER: _builtins.int
+    IS_STREAMING_FIELD_NUMBER: _builtins.int
+    MCP_SERVER_SLUG_FIELD_NUMBER: _builtins.int
+    ARGS_PREVIEW_FIELD_NUMBER: _builtins.int
+    OUTPUT_REF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     result: _builtins.str
@@ -227,10 +249,30 @@ class ToolCall(_message.Message):
     started_at: _builtins.str
     completed_at: _builtins.str
     error: _builtins.str
+    requires_approval: _builtins.bool
+    """Contract §7 (later upstream) from here on."""
+    approval_message: _builtins.str
+    """Shown to the approver: the agent's message with the call's arguments filled in (redacted)."""
+    approval_requested_at: _builtins.str
+    """RFC 3339."""
+    approval_decided_at: _builtins.str
+    """RFC 3339."""
+    approved_by: _builtins.str
+    """The identity that decided (the API key's name, or "anonymous")."""
+    approval_action: _enum_pb2.ApprovalAction.ValueType
+    is_streaming: _builtins.bool
+    mcp_server_slug: _builtins.str
+    """The MCP server that serves the tool, empty for built-in tools."""
+    args_preview: _builtins.str
+    """A short, redacted rendering of the arguments."""
     @_builtins.property
     def args(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def component_metadata(self) -> Global___ComponentMetadata: ...
+    @_builtins.property
+    def output_ref(self) -> Global___ToolCallOutputRef:
+        """The whole result, stored by the orchestrator; `result` then holds only a short preview."""
+
     def __init__(
         self,
         *,
@@ -243,14 +285,64 @@ class ToolCall(_message.Message):
         started_at: _builtins.str = ...,
         completed_at: _builtins.str = ...,
         error: _builtins.str = ...,
+        requires_approval: _builtins.bool = ...,
+        approval_message: _builtins.str = ...,
+        approval_requested_at: _builtins.str = ...,
+        approval_decided_at: _builtins.str = ...,
+        approved_by: _builtins.str = ...,
+        approval_action: _enum_pb2.ApprovalAction.ValueType = ...,
+        is_streaming: _builtins.bool = ...,
+        mcp_server_slug: _builtins.str = ...,
+        args_preview: _builtins.str = ...,
+        output_ref: Global___ToolCallOutputRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "component_metadata", b"component_metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "component_metadata", b"component_metadata", "output_ref", b"output_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "completed_at", b"completed_at", "component_metadata", b"component_metadata", "error", b"error", "id", b"id", "name", b"name", "result", b"result", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_action", b"approval_action", "approval_decided_at", b"approval_decided_at", "approval_message", b"approval_message", "approval_requested_at", b"approval_requested_at", "approved_by", b"approved_by", "args", b"args", "args_preview", b"args_preview", "completed_at", b"completed_at", "component_metadata", b"component_metadata", "error", b"error", "id", b"id", "is_streaming", b"is_streaming", "mcp_server_slug", b"mcp_server_slug", "name", b"name", "output_ref", b"output_ref", "requires_approval", b"requires_approval", "result", b"result", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class ToolCallOutputRef(_message.Message):
+    """Contract §7 (later upstream): content stored by the orchestrator instead of inline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORAGE_KEY_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URL_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    IS_IMAGE_FIELD_NUMBER: _builtins.int
+    TRUNCATED_PREVIEW_FIELD_NUMBER: _builtins.int
+    storage_key: _builtins.str
+    download_url: _builtins.str
+    size_bytes: _builtins.int
+    content_hash: _builtins.str
+    """sha256 of the content, lower-case hex."""
+    mime_type: _builtins.str
+    is_image: _builtins.bool
+    truncated_preview: _builtins.str
+    def __init__(
+        self,
+        *,
+        storage_key: _builtins.str = ...,
+        download_url: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        content_hash: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        is_image: _builtins.bool = ...,
+        truncated_preview: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "download_url", b"download_url", "is_image", b"is_image", "mime_type", b"mime_type", "size_bytes", b"size_bytes", "storage_key", b"storage_key", "truncated_preview", b"truncated_preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallOutputRef: _TypeAlias = ToolCallOutputRef  # noqa: Y015
 
 @_typing.final
 class ComponentMetadata(_message.Message):
@@ -298,6 +390,7 @@ class SubAgentExecution(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id of the `task` tool call."""
     name: _builtins.str
@@ -310,6 +403,10 @@ class SubAgentExecution(_message.Message):
     error: _builtins.str
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentMessage]:
+        """Contract §7 (ours): the sub-agent's own conversation, turn by turn."""
+
     def __init__(
         self,
         *,
@@ -322,10 +419,11 @@ class SubAgentExecution(_message.Message):
         completed_at: _builtins.str = ...,
         error: _builtins.str = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        messages: _abc.Iterable[Global___AgentMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "error", b"error", "id", b"id", "input", b"input", "metadata", b"metadata", "name", b"name", "output", b"output", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "error", b"error", "id", b"id", "input", b"input", "messages", b"messages", "metadata", b"metadata", "name", b"name", "output", b"output", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,18 +23,19 @@ _sym_db = _symbol_database.Default()
 
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as ai_dot_stigmer_dot_agentic_dot_agentexecution_dot_v1_dot_api__pb2
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as ai_dot_stigmer_dot_agentic_dot_agentexecution_dot_v1_dot_io__pb2
 from ai.stigmer.commons.apiresource import io_pb2 as ai_dot_stigmer_dot_commons_dot_apiresource_dot_io__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2ai/stigmer/agentic/agentexecution/v1/command.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a.ai/stigmer/agentic/agentexecution/v1/api.proto\x1a\'ai/stigmer/commons/apiresource/io.proto\"\x83\x01\n\x1f\x41gentExecutionUpdateStatusInput\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12J\n\x06status\x18\x02 \x01(\x0b\x32:.ai.stigmer.agentic.agentexecution.v1.AgentExecutionStatus2\x8a\x04\n\x1f\x41gentExecutionCommandController\x12t\n\x06\x63reate\x12\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12t\n\x06update\x12\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x8b\x01\n\x0cupdateStatus\x12\x45.ai.stigmer.agentic.agentexecution.v1.AgentExecutionUpdateStatusInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12m\n\x06\x64\x65lete\x12-.ai.stigmer.commons.apiresource.ApiResourceId\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecutionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2ai/stigmer/agentic/agentexecution/v1/command.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a.ai/stigmer/agentic/agentexecution/v1/api.proto\x1a-ai/stigmer/agentic/agentexecution/v1/io.proto\x1a\'ai/stigmer/commons/apiresource/io.proto\"\x83\x01\n\x1f\x41gentExecutionUpdateStatusInput\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12J\n\x06status\x18\x02 \x01(\x0b\x32:.ai.stigmer.agentic.agentexecution.v1.AgentExecutionStatus2\xa4\x0b\n\x1f\x41gentExecutionCommandController\x12t\n\x06\x63reate\x12\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12t\n\x06update\x12\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x8b\x01\n\x0cupdateStatus\x12\x45.ai.stigmer.agentic.agentexecution.v1.AgentExecutionUpdateStatusInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12m\n\x06\x64\x65lete\x12-.ai.stigmer.commons.apiresource.ApiResourceId\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x81\x01\n\x0esubmitApproval\x12\x39.ai.stigmer.agentic.agentexecution.v1.SubmitApprovalInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x7f\n\x06\x63\x61ncel\x12?.ai.stigmer.agentic.agentexecution.v1.CancelAgentExecutionInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x85\x01\n\tterminate\x12\x42.ai.stigmer.agentic.agentexecution.v1.TerminateAgentExecutionInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12}\n\x05pause\x12>.ai.stigmer.agentic.agentexecution.v1.PauseAgentExecutionInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x7f\n\x06resume\x12?.ai.stigmer.agentic.agentexecution.v1.ResumeAgentExecutionInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x81\x01\n\x07recover\x12@.ai.stigmer.agentic.agentexecution.v1.RecoverAgentExecutionInput\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x86\x01\n\ruploadContent\x12\x38.ai.stigmer.agentic.agentexecution.v1.ContentUploadChunk\x1a\x39.ai.stigmer.agentic.agentexecution.v1.ContentUploadResult(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ai.stigmer.agentic.agentexecution.v1.command_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTEXECUTIONUPDATESTATUSINPUT']._serialized_start=182
-  _globals['_AGENTEXECUTIONUPDATESTATUSINPUT']._serialized_end=313
-  _globals['_AGENTEXECUTIONCOMMANDCONTROLLER']._serialized_start=316
-  _globals['_AGENTEXECUTIONCOMMANDCONTROLLER']._serialized_end=838
+  _globals['_AGENTEXECUTIONUPDATESTATUSINPUT']._serialized_start=229
+  _globals['_AGENTEXECUTIONUPDATESTATUSINPUT']._serialized_end=360
+  _globals['_AGENTEXECUTIONCOMMANDCONTROLLER']._serialized_start=363
+  _globals['_AGENTEXECUTIONCOMMANDCONTROLLER']._serialized_end=1807
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ Writes on agent executions."""
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as _api_pb2
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as _command_pb2
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as _io_pb2_1
 from ai.stigmer.commons.apiresource import io_pb2 as _io_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -39,6 +40,15 @@ class AgentExecutionCommandControllerStub:
     update: _grpc.UnaryUnaryMultiCallable[_api_pb2.AgentExecution, _api_pb2.AgentExecution]
     updateStatus: _grpc.UnaryUnaryMultiCallable[_command_pb2.AgentExecutionUpdateStatusInput, _api_pb2.AgentExecution]
     delete: _grpc.UnaryUnaryMultiCallable[_io_pb2.ApiResourceId, _api_pb2.AgentExecution]
+    submitApproval: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.SubmitApprovalInput, _api_pb2.AgentExecution]
+    """Contract §7 (later upstream): run control. Each returns the execution as stored after it."""
+    cancel: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.CancelAgentExecutionInput, _api_pb2.AgentExecution]
+    terminate: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.TerminateAgentExecutionInput, _api_pb2.AgentExecution]
+    pause: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.PauseAgentExecutionInput, _api_pb2.AgentExecution]
+    resume: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.ResumeAgentExecutionInput, _api_pb2.AgentExecution]
+    recover: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.RecoverAgentExecutionInput, _api_pb2.AgentExecution]
+    uploadContent: _grpc.StreamUnaryMultiCallable[_io_pb2_1.ContentUploadChunk, _io_pb2_1.ContentUploadResult]
+    """Contract §7 (ours): stores one large content (a tool result, a message text) whole."""
 
 @_typing.type_check_only
 class AgentExecutionCommandControllerAsyncStub(AgentExecutionCommandControllerStub):
@@ -49,6 +59,15 @@ class AgentExecutionCommandControllerAsyncStub(AgentExecutionCommandControllerSt
     update: _aio.UnaryUnaryMultiCallable[_api_pb2.AgentExecution, _api_pb2.AgentExecution]  # type: ignore[assignment]
     updateStatus: _aio.UnaryUnaryMultiCallable[_command_pb2.AgentExecutionUpdateStatusInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
     delete: _aio.UnaryUnaryMultiCallable[_io_pb2.ApiResourceId, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    submitApproval: _aio.UnaryUnaryMultiCallable[_io_pb2_1.SubmitApprovalInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    """Contract §7 (later upstream): run control. Each returns the execution as stored after it."""
+    cancel: _aio.UnaryUnaryMultiCallable[_io_pb2_1.CancelAgentExecutionInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    terminate: _aio.UnaryUnaryMultiCallable[_io_pb2_1.TerminateAgentExecutionInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    pause: _aio.UnaryUnaryMultiCallable[_io_pb2_1.PauseAgentExecutionInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    resume: _aio.UnaryUnaryMultiCallable[_io_pb2_1.ResumeAgentExecutionInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    recover: _aio.UnaryUnaryMultiCallable[_io_pb2_1.RecoverAgentExecutionInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
+    uploadContent: _aio.StreamUnaryMultiCallable[_io_pb2_1.ContentUploadChunk, _io_pb2_1.ContentUploadResult]  # type: ignore[assignment]
+    """Contract §7 (ours): stores one large content (a tool result, a message text) whole."""
 
 class AgentExecutionCommandControllerServicer(metaclass=_abc_1.ABCMeta):
     """Method names are lower camel case on the wire (e.g. /.../updateStatus)."""
@@ -80,5 +99,56 @@ class AgentExecutionCommandControllerServicer(metaclass=_abc_1.ABCMeta):
         request: _io_pb2.ApiResourceId,
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]: ...
+
+    @_abc_1.abstractmethod
+    def submitApproval(
+        self,
+        request: _io_pb2_1.SubmitApprovalInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]:
+        """Contract §7 (later upstream): run control. Each returns the execution as stored after it."""
+
+    @_abc_1.abstractmethod
+    def cancel(
+        self,
+        request: _io_pb2_1.CancelAgentExecutionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]: ...
+
+    @_abc_1.abstractmethod
+    def terminate(
+        self,
+        request: _io_pb2_1.TerminateAgentExecutionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]: ...
+
+    @_abc_1.abstractmethod
+    def pause(
+        self,
+        request: _io_pb2_1.PauseAgentExecutionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]: ...
+
+    @_abc_1.abstractmethod
+    def resume(
+        self,
+        request: _io_pb2_1.ResumeAgentExecutionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]: ...
+
+    @_abc_1.abstractmethod
+    def recover(
+        self,
+        request: _io_pb2_1.RecoverAgentExecutionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AgentExecution, _abc.Awaitable[_api_pb2.AgentExecution]]: ...
+
+    @_abc_1.abstractmethod
+    def uploadContent(
+        self,
+        request_iterator: _MaybeAsyncIterator[_io_pb2_1.ContentUploadChunk],
+        context: _ServicerContext,
+    ) -> _typing.Union[_io_pb2_1.ContentUploadResult, _abc.Awaitable[_io_pb2_1.ContentUploadResult]]:
+        """Contract §7 (ours): stores one large content (a tool result, a message text) whole."""
 
 def add_AgentExecutionCommandControllerServicer_to_server(servicer: AgentExecutionCommandControllerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/ai/stigmer/agentic/agentexecution/v1/enum.proto\x12$ai.stigmer.agentic.agentexecution.v1*\xab\x01\n\x0e\x45xecutionPhase\x12\x1f\n\x1b\x45XECUTION_PHASE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XECUTION_PENDING\x10\x01\x12\x19\n\x15\x45XECUTION_IN_PROGRESS\x10\x02\x12\x17\n\x13\x45XECUTION_COMPLETED\x10\x03\x12\x14\n\x10\x45XECUTION_FAILED\x10\x04\x12\x17\n\x13\x45XECUTION_CANCELLED\x10\x05*t\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rMESSAGE_HUMAN\x10\x01\x12\x0e\n\nMESSAGE_AI\x10\x02\x12\x10\n\x0cMESSAGE_TOOL\x10\x03\x12\x12\n\x0eMESSAGE_SYSTEM\x10\x04*\x8f\x01\n\x0eToolCallStatus\x12 \n\x1cTOOL_CALL_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11TOOL_CALL_PENDING\x10\x01\x12\x15\n\x11TOOL_CALL_RUNNING\x10\x02\x12\x17\n\x13TOOL_CALL_COMPLETED\x10\x03\x12\x14\n\x10TOOL_CALL_FAILED\x10\x04*y\n\nTodoStatus\x12\x1b\n\x17TODO_STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cTODO_PENDING\x10\x01\x12\x14\n\x10TODO_IN_PROGRESS\x10\x02\x12\x12\n\x0eTODO_COMPLETED\x10\x03\x12\x12\n\x0eTODO_CANCELLED\x10\x04*\x93\x01\n\x0eSubAgentStatus\x12 \n\x1cSUB_AGENT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11SUB_AGENT_PENDING\x10\x01\x12\x19\n\x15SUB_AGENT_IN_PROGRESS\x10\x02\x12\x17\n\x13SUB_AGENT_COMPLETED\x10\x03\x12\x14\n\x10SUB_AGENT_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/ai/stigmer/agentic/agentexecution/v1/enum.proto\x12$ai.stigmer.agentic.agentexecution.v1*\xff\x01\n\x0e\x45xecutionPhase\x12\x1f\n\x1b\x45XECUTION_PHASE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XECUTION_PENDING\x10\x01\x12\x19\n\x15\x45XECUTION_IN_PROGRESS\x10\x02\x12\x17\n\x13\x45XECUTION_COMPLETED\x10\x03\x12\x14\n\x10\x45XECUTION_FAILED\x10\x04\x12\x17\n\x13\x45XECUTION_CANCELLED\x10\x05\x12\"\n\x1e\x45XECUTION_WAITING_FOR_APPROVAL\x10\x06\x12\x14\n\x10\x45XECUTION_PAUSED\x10\x07\x12\x18\n\x14\x45XECUTION_TERMINATED\x10\x08*\x8a\x01\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rMESSAGE_HUMAN\x10\x01\x12\x0e\n\nMESSAGE_AI\x10\x02\x12\x10\n\x0cMESSAGE_TOOL\x10\x03\x12\x12\n\x0eMESSAGE_SYSTEM\x10\x04\x12\x14\n\x10MESSAGE_THINKING\x10\x05*\xe1\x01\n\x0eToolCallStatus\x12 \n\x1cTOOL_CALL_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11TOOL_CALL_PENDING\x10\x01\x12\x15\n\x11TOOL_CALL_RUNNING\x10\x02\x12\x17\n\x13TOOL_CALL_COMPLETED\x10\x03\x12\x14\n\x10TOOL_CALL_FAILED\x10\x04\x12\x1e\n\x1aTOOL_CALL_WAITING_APPROVAL\x10\x05\x12\x15\n\x11TOOL_CALL_SKIPPED\x10\x06\x12\x19\n\x15TOOL_CALL_INTERRUPTED\x10\x07*y\n\nTodoStatus\x12\x1b\n\x17TODO_STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cTODO_PENDING\x10\x01\x12\x14\n\x10TODO_IN_PROGRESS\x10\x02\x12\x12\n\x0eTODO_COMPLETED\x10\x03\x12\x12\n\x0eTODO_CANCELLED\x10\x04*\xac\x01\n\x0eSubAgentStatus\x12 \n\x1cSUB_AGENT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11SUB_AGENT_PENDING\x10\x01\x12\x19\n\x15SUB_AGENT_IN_PROGRESS\x10\x02\x12\x17\n\x13SUB_AGENT_COMPLETED\x10\x03\x12\x14\n\x10SUB_AGENT_FAILED\x10\x04\x12\x17\n\x13SUB_AGENT_CANCELLED\x10\x05*\xa5\x01\n\x0e\x41pprovalAction\x12\x1f\n\x1b\x41PPROVAL_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41PPROVAL_ACTION_APPROVE\x10\x01\x12\x18\n\x14\x41PPROVAL_ACTION_SKIP\x10\x02\x12\x1a\n\x16\x41PPROVAL_ACTION_REJECT\x10\x03\x12\x1f\n\x1b\x41PPROVAL_ACTION_APPROVE_ALL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ai.stigmer.agentic.agentexe
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECUTIONPHASE']._serialized_start=90
-  _globals['_EXECUTIONPHASE']._serialized_end=261
-  _globals['_MESSAGETYPE']._serialized_start=263
-  _globals['_MESSAGETYPE']._serialized_end=379
-  _globals['_TOOLCALLSTATUS']._serialized_start=382
-  _globals['_TOOLCALLSTATUS']._serialized_end=525
-  _globals['_TODOSTATUS']._serialized_start=527
-  _globals['_TODOSTATUS']._serialized_end=648
-  _globals['_SUBAGENTSTATUS']._serialized_start=651
-  _globals['_SUBAGENTSTATUS']._serialized_end=798
+  _globals['_EXECUTIONPHASE']._serialized_end=345
+  _globals['_MESSAGETYPE']._serialized_start=348
+  _globals['_MESSAGETYPE']._serialized_end=486
+  _globals['_TOOLCALLSTATUS']._serialized_start=489
+  _globals['_TOOLCALLSTATUS']._serialized_end=714
+  _globals['_TODOSTATUS']._serialized_start=716
+  _globals['_TODOSTATUS']._serialized_end=837
+  _globals['_SUBAGENTSTATUS']._serialized_start=840
+  _globals['_SUBAGENTSTATUS']._serialized_end=1012
+  _globals['_APPROVALACTION']._serialized_start=1015
+  _globals['_APPROVALACTION']._serialized_end=1180
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,12 @@ class _ExecutionPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Execut
     EXECUTION_COMPLETED: _ExecutionPhase.ValueType  # 3
     EXECUTION_FAILED: _ExecutionPhase.ValueType  # 4
     EXECUTION_CANCELLED: _ExecutionPhase.ValueType  # 5
+    EXECUTION_WAITING_FOR_APPROVAL: _ExecutionPhase.ValueType  # 6
+    """Contract §7 (later upstream): stopped at an approval gate until a person decides. Not terminal."""
+    EXECUTION_PAUSED: _ExecutionPhase.ValueType  # 7
+    """Contract §7: paused by a person; resumes from its checkpoint. Not terminal."""
+    EXECUTION_TERMINATED: _ExecutionPhase.ValueType  # 8
+    """Contract §7: stopped at once by a person. Terminal."""
 
 class ExecutionPhase(_ExecutionPhase, metaclass=_ExecutionPhaseEnumTypeWrapper):
     """Lifecycle phase of an execution. COMPLETED, FAILED and CANCELLED are terminal."""
@@ -38,6 +44,12 @@ EXECUTION_IN_PROGRESS: ExecutionPhase.ValueType  # 2
 EXECUTION_COMPLETED: ExecutionPhase.ValueType  # 3
 EXECUTION_FAILED: ExecutionPhase.ValueType  # 4
 EXECUTION_CANCELLED: ExecutionPhase.ValueType  # 5
+EXECUTION_WAITING_FOR_APPROVAL: ExecutionPhase.ValueType  # 6
+"""Contract §7 (later upstream): stopped at an approval gate until a person decides. Not terminal."""
+EXECUTION_PAUSED: ExecutionPhase.ValueType  # 7
+"""Contract §7: paused by a person; resumes from its checkpoint. Not terminal."""
+EXECUTION_TERMINATED: ExecutionPhase.ValueType  # 8
+"""Contract §7: stopped at once by a person. Terminal."""
 Global___ExecutionPhase: _TypeAlias = ExecutionPhase  # noqa: Y015
 
 class _MessageType:
@@ -51,6 +63,8 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     MESSAGE_AI: _MessageType.ValueType  # 2
     MESSAGE_TOOL: _MessageType.ValueType  # 3
     MESSAGE_SYSTEM: _MessageType.ValueType  # 4
+    MESSAGE_THINKING: _MessageType.ValueType  # 5
+    """Contract §7: model reasoning, shown apart from the answer."""
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper):
     """Author of a transcript message."""
@@ -60,6 +74,8 @@ MESSAGE_HUMAN: MessageType.ValueType  # 1
 MESSAGE_AI: MessageType.ValueType  # 2
 MESSAGE_TOOL: MessageType.ValueType  # 3
 MESSAGE_SYSTEM: MessageType.ValueType  # 4
+MESSAGE_THINKING: MessageType.ValueType  # 5
+"""Contract §7: model reasoning, shown apart from the answer."""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
 class _ToolCallStatus:
@@ -73,6 +89,12 @@ class _ToolCallStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolCa
     TOOL_CALL_RUNNING: _ToolCallStatus.ValueType  # 2
     TOOL_CALL_COMPLETED: _ToolCallStatus.ValueType  # 3
     TOOL_CALL_FAILED: _ToolCallStatus.ValueType  # 4
+    TOOL_CALL_WAITING_APPROVAL: _ToolCallStatus.ValueType  # 5
+    """Contract §7: stopped before it runs until a person decides."""
+    TOOL_CALL_SKIPPED: _ToolCallStatus.ValueType  # 6
+    """Contract §7: skipped or rejected by a person. Terminal."""
+    TOOL_CALL_INTERRUPTED: _ToolCallStatus.ValueType  # 7
+    """Contract §7: the execution ended before the call did (set by the orchestrator's merge). Terminal."""
 
 class ToolCallStatus(_ToolCallStatus, metaclass=_ToolCallStatusEnumTypeWrapper):
     """Progress of one tool call."""
@@ -82,6 +104,12 @@ TOOL_CALL_PENDING: ToolCallStatus.ValueType  # 1
 TOOL_CALL_RUNNING: ToolCallStatus.ValueType  # 2
 TOOL_CALL_COMPLETED: ToolCallStatus.ValueType  # 3
 TOOL_CALL_FAILED: ToolCallStatus.ValueType  # 4
+TOOL_CALL_WAITING_APPROVAL: ToolCallStatus.ValueType  # 5
+"""Contract §7: stopped before it runs until a person decides."""
+TOOL_CALL_SKIPPED: ToolCallStatus.ValueType  # 6
+"""Contract §7: skipped or rejected by a person. Terminal."""
+TOOL_CALL_INTERRUPTED: ToolCallStatus.ValueType  # 7
+"""Contract §7: the execution ended before the call did (set by the orchestrator's merge). Terminal."""
 Global___ToolCallStatus: _TypeAlias = ToolCallStatus  # noqa: Y015
 
 class _TodoStatus:
@@ -117,6 +145,8 @@ class _SubAgentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubAge
     SUB_AGENT_IN_PROGRESS: _SubAgentStatus.ValueType  # 2
     SUB_AGENT_COMPLETED: _SubAgentStatus.ValueType  # 3
     SUB_AGENT_FAILED: _SubAgentStatus.ValueType  # 4
+    SUB_AGENT_CANCELLED: _SubAgentStatus.ValueType  # 5
+    """Contract §7."""
 
 class SubAgentStatus(_SubAgentStatus, metaclass=_SubAgentStatusEnumTypeWrapper):
     """Progress of one sub-agent run."""
@@ -126,4 +156,36 @@ SUB_AGENT_PENDING: SubAgentStatus.ValueType  # 1
 SUB_AGENT_IN_PROGRESS: SubAgentStatus.ValueType  # 2
 SUB_AGENT_COMPLETED: SubAgentStatus.ValueType  # 3
 SUB_AGENT_FAILED: SubAgentStatus.ValueType  # 4
+SUB_AGENT_CANCELLED: SubAgentStatus.ValueType  # 5
+"""Contract §7."""
 Global___SubAgentStatus: _TypeAlias = SubAgentStatus  # noqa: Y015
+
+class _ApprovalAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApprovalActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApprovalAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPROVAL_ACTION_UNSPECIFIED: _ApprovalAction.ValueType  # 0
+    APPROVAL_ACTION_APPROVE: _ApprovalAction.ValueType  # 1
+    """Run the tool."""
+    APPROVAL_ACTION_SKIP: _ApprovalAction.ValueType  # 2
+    """Neutral: the model is told the tool was skipped."""
+    APPROVAL_ACTION_REJECT: _ApprovalAction.ValueType  # 3
+    """The person's comment goes back to the model as the tool's result; the run goes on."""
+    APPROVAL_ACTION_APPROVE_ALL: _ApprovalAction.ValueType  # 4
+    """Approve, and stop asking for the same tool for the rest of this execution."""
+
+class ApprovalAction(_ApprovalAction, metaclass=_ApprovalActionEnumTypeWrapper):
+    """Contract §7 (later upstream): a person's decision on a gated tool call."""
+
+APPROVAL_ACTION_UNSPECIFIED: ApprovalAction.ValueType  # 0
+APPROVAL_ACTION_APPROVE: ApprovalAction.ValueType  # 1
+"""Run the tool."""
+APPROVAL_ACTION_SKIP: ApprovalAction.ValueType  # 2
+"""Neutral: the model is told the tool was skipped."""
+APPROVAL_ACTION_REJECT: ApprovalAction.ValueType  # 3
+"""The person's comment goes back to the model as the tool's result; the run goes on."""
+APPROVAL_ACTION_APPROVE_ALL: ApprovalAction.ValueType  # 4
+"""Approve, and stop asking for the same tool for the rest of this execution."""
+Global___ApprovalAction: _TypeAlias = ApprovalAction  # noqa: Y015

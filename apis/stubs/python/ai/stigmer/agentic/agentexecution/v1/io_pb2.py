@@ -26,7 +26,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as ai_dot_stigmer_dot_a
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as ai_dot_stigmer_dot_agentic_dot_agentexecution_dot_v1_dot_enum__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-ai/stigmer/agentic/agentexecution/v1/io.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a.ai/stigmer/agentic/agentexecution/v1/api.proto\x1a/ai/stigmer/agentic/agentexecution/v1/enum.proto\"!\n\x10\x41gentExecutionId\x12\r\n\x05value\x18\x01 \x01(\t\"\x1a\n\tSessionId\x12\r\n\x05value\x18\x01 \x01(\t\"p\n\x12\x41gentExecutionList\x12\x13\n\x0btotal_pages\x18\x01 \x01(\x05\x12\x45\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\"\x96\x01\n\x1aListAgentExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x43\n\x05phase\x18\x03 \x01(\x0e\x32\x34.ai.stigmer.agentic.agentexecution.v1.ExecutionPhase\x12\x0c\n\x04tags\x18\x04 \x03(\t\"`\n#ListAgentExecutionsBySessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-ai/stigmer/agentic/agentexecution/v1/io.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a.ai/stigmer/agentic/agentexecution/v1/api.proto\x1a/ai/stigmer/agentic/agentexecution/v1/enum.proto\"!\n\x10\x41gentExecutionId\x12\r\n\x05value\x18\x01 \x01(\t\"\x1a\n\tSessionId\x12\r\n\x05value\x18\x01 \x01(\t\"\x89\x01\n\x12\x41gentExecutionList\x12\x13\n\x0btotal_pages\x18\x01 \x01(\x05\x12\x45\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x17\n\x0fnext_page_token\x18\x64 \x01(\t\"\x96\x01\n\x1aListAgentExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x43\n\x05phase\x18\x03 \x01(\x0e\x32\x34.ai.stigmer.agentic.agentexecution.v1.ExecutionPhase\x12\x0c\n\x04tags\x18\x04 \x03(\t\"`\n#ListAgentExecutionsBySessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x9e\x01\n\x13SubmitApprovalInput\x12\x1a\n\x12\x61gent_execution_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\x44\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x34.ai.stigmer.agentic.agentexecution.v1.ApprovalAction\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"7\n\x19\x43\x61ncelAgentExecutionInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x1cTerminateAgentExecutionInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x18PauseAgentExecutionInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x19ResumeAgentExecutionInput\x12\n\n\x02id\x18\x01 \x01(\t\"(\n\x1aRecoverAgentExecutionInput\x12\n\n\x02id\x18\x01 \x01(\t\"\x97\x01\n\x12\x43ontentUploadChunk\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x10\n\x08is_image\x18\x05 \x01(\x08\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"\x8c\x01\n\x13\x43ontentUploadResult\x12\x44\n\x03ref\x18\x01 \x01(\x0b\x32\x37.ai.stigmer.agentic.agentexecution.v1.ToolCallOutputRef\x12\x17\n\x0f\x63ommitted_bytes\x18\x02 \x01(\x03\x12\x16\n\x0e\x61lready_stored\x18\x03 \x01(\x08\"/\n\nContentKey\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"i\n\x0c\x43ontentChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x11\n\tmime_type\x18\x05 \x01(\t\"\x87\x01\n\x17GetExecutionWindowInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0emessage_offset\x18\x02 \x01(\x05\x12\x15\n\rmessage_limit\x18\x03 \x01(\x05\x12\x18\n\x10tool_call_offset\x18\x04 \x01(\x05\x12\x17\n\x0ftool_call_limit\x18\x05 \x01(\x05\"\xc3\x01\n\x14\x41gentExecutionWindow\x12G\n\texecution\x18\x01 \x01(\x0b\x32\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x16\n\x0emessage_offset\x18\x02 \x01(\x05\x12\x16\n\x0etotal_messages\x18\x03 \x01(\x05\x12\x18\n\x10tool_call_offset\x18\x04 \x01(\x05\x12\x18\n\x10total_tool_calls\x18\x05 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTEXECUTIONID']._serialized_end=217
   _globals['_SESSIONID']._serialized_start=219
   _globals['_SESSIONID']._serialized_end=245
-  _globals['_AGENTEXECUTIONLIST']._serialized_start=247
-  _globals['_AGENTEXECUTIONLIST']._serialized_end=359
-  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_start=362
-  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_end=512
-  _globals['_LISTAGENTEXECUTIONSBYSESSIONREQUEST']._serialized_start=514
-  _globals['_LISTAGENTEXECUTIONSBYSESSIONREQUEST']._serialized_end=610
+  _globals['_AGENTEXECUTIONLIST']._serialized_start=248
+  _globals['_AGENTEXECUTIONLIST']._serialized_end=385
+  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_start=388
+  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_end=538
+  _globals['_LISTAGENTEXECUTIONSBYSESSIONREQUEST']._serialized_start=540
+  _globals['_LISTAGENTEXECUTIONSBYSESSIONREQUEST']._serialized_end=636
+  _globals['_SUBMITAPPROVALINPUT']._serialized_start=639
+  _globals['_SUBMITAPPROVALINPUT']._serialized_end=797
+  _globals['_CANCELAGENTEXECUTIONINPUT']._serialized_start=799
+  _globals['_CANCELAGENTEXECUTIONINPUT']._serialized_end=854
+  _globals['_TERMINATEAGENTEXECUTIONINPUT']._serialized_start=856
+  _globals['_TERMINATEAGENTEXECUTIONINPUT']._serialized_end=914
+  _globals['_PAUSEAGENTEXECUTIONINPUT']._serialized_start=916
+  _globals['_PAUSEAGENTEXECUTIONINPUT']._serialized_end=970
+  _globals['_RESUMEAGENTEXECUTIONINPUT']._serialized_start=972
+  _globals['_RESUMEAGENTEXECUTIONINPUT']._serialized_end=1011
+  _globals['_RECOVERAGENTEXECUTIONINPUT']._serialized_start=1013
+  _globals['_RECOVERAGENTEXECUTIONINPUT']._serialized_end=1053
+  _globals['_CONTENTUPLOADCHUNK']._serialized_start=1056
+  _globals['_CONTENTUPLOADCHUNK']._serialized_end=1207
+  _globals['_CONTENTUPLOADRESULT']._serialized_start=1210
+  _globals['_CONTENTUPLOADRESULT']._serialized_end=1350
+  _globals['_CONTENTKEY']._serialized_start=1352
+  _globals['_CONTENTKEY']._serialized_end=1399
+  _globals['_CONTENTCHUNK']._serialized_start=1401
+  _globals['_CONTENTCHUNK']._serialized_end=1506
+  _globals['_GETEXECUTIONWINDOWINPUT']._serialized_start=1509
+  _globals['_GETEXECUTIONWINDOWINPUT']._serialized_end=1644
+  _globals['_AGENTEXECUTIONWINDOW']._serialized_start=1647
+  _globals['_AGENTEXECUTIONWINDOW']._serialized_end=1842
 # @@protoc_insertion_point(module_scope)

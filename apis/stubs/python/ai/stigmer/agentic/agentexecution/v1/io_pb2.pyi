@@ -70,7 +70,12 @@ class AgentExecutionList(_message.Message):
 
     TOTAL_PAGES_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     total_pages: _builtins.int
+    next_page_token: _builtins.str
+    """Contract §7 (ours): where the next page starts when this one was cut short to stay within
+    the reply size limit; empty on the last page.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.AgentExecution]: ...
     def __init__(
@@ -78,10 +83,11 @@ class AgentExecutionList(_message.Message):
         *,
         total_pages: _builtins.int = ...,
         entries: _abc.Iterable[_api_pb2.AgentExecution] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "total_pages", b"total_pages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "total_pages", b"total_pages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,3 +150,352 @@ class ListAgentExecutionsBySessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAgentExecutionsBySessionRequest: _TypeAlias = ListAgentExecutionsBySessionRequest  # noqa: Y015
+
+@_typing.final
+class SubmitApprovalInput(_message.Message):
+    """Contract §7 (later upstream) from here to the next comment: run-control inputs.
+
+    A person's decision on one pending gated tool call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    agent_execution_id: _builtins.str
+    tool_call_id: _builtins.str
+    action: _enum_pb2.ApprovalAction.ValueType
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_execution_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        action: _enum_pb2.ApprovalAction.ValueType = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_execution_id", b"agent_execution_id", "comment", b"comment", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitApprovalInput: _TypeAlias = SubmitApprovalInput  # noqa: Y015
+
+@_typing.final
+class CancelAgentExecutionInput(_message.Message):
+    """Cancels a running execution (never deletes it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelAgentExecutionInput: _TypeAlias = CancelAgentExecutionInput  # noqa: Y015
+
+@_typing.final
+class TerminateAgentExecutionInput(_message.Message):
+    """Stops a running execution at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminateAgentExecutionInput: _TypeAlias = TerminateAgentExecutionInput  # noqa: Y015
+
+@_typing.final
+class PauseAgentExecutionInput(_message.Message):
+    """Pauses a running execution at its next safe point."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseAgentExecutionInput: _TypeAlias = PauseAgentExecutionInput  # noqa: Y015
+
+@_typing.final
+class ResumeAgentExecutionInput(_message.Message):
+    """Resumes a paused execution from its checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeAgentExecutionInput: _TypeAlias = ResumeAgentExecutionInput  # noqa: Y015
+
+@_typing.final
+class RecoverAgentExecutionInput(_message.Message):
+    """Continues a FAILED execution from its checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverAgentExecutionInput: _TypeAlias = RecoverAgentExecutionInput  # noqa: Y015
+
+@_typing.final
+class ContentUploadChunk(_message.Message):
+    """Contract §7 (ours) from here on: large content stored by the orchestrator, and bounded reads.
+
+    One piece of a content upload. Every chunk names the content it belongs to; chunks arrive in
+    order of `offset`, and the orchestrator checks the whole against `content_hash`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    IS_IMAGE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    content_hash: _builtins.str
+    """sha256 of the whole content, lower-case hex; also what makes an upload idempotent."""
+    size_bytes: _builtins.int
+    """Size of the whole content."""
+    mime_type: _builtins.str
+    is_image: _builtins.bool
+    offset: _builtins.int
+    """Where this chunk's data starts within the content."""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        mime_type: _builtins.str = ...,
+        is_image: _builtins.bool = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "data", b"data", "execution_id", b"execution_id", "is_image", b"is_image", "mime_type", b"mime_type", "offset", b"offset", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentUploadChunk: _TypeAlias = ContentUploadChunk  # noqa: Y015
+
+@_typing.final
+class ContentUploadResult(_message.Message):
+    """Where an upload stands: stored whole (`ref` set), or how many bytes are held to resume from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    COMMITTED_BYTES_FIELD_NUMBER: _builtins.int
+    ALREADY_STORED_FIELD_NUMBER: _builtins.int
+    committed_bytes: _builtins.int
+    already_stored: _builtins.bool
+    """The content was already stored whole before this call."""
+    @_builtins.property
+    def ref(self) -> _api_pb2.ToolCallOutputRef: ...
+    def __init__(
+        self,
+        *,
+        ref: _api_pb2.ToolCallOutputRef | None = ...,
+        committed_bytes: _builtins.int = ...,
+        already_stored: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_stored", b"already_stored", "committed_bytes", b"committed_bytes", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentUploadResult: _TypeAlias = ContentUploadResult  # noqa: Y015
+
+@_typing.final
+class ContentKey(_message.Message):
+    """Names one stored content of an execution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    key: _builtins.str
+    """A `ToolCallOutputRef.storage_key` or a `content_hash`."""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentKey: _TypeAlias = ContentKey  # noqa: Y015
+
+@_typing.final
+class ContentChunk(_message.Message):
+    """One piece of a stored content, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    data: _builtins.bytes
+    size_bytes: _builtins.int
+    content_hash: _builtins.str
+    mime_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        size_bytes: _builtins.int = ...,
+        content_hash: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "data", b"data", "mime_type", b"mime_type", "offset", b"offset", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentChunk: _TypeAlias = ContentChunk  # noqa: Y015
+
+@_typing.final
+class GetExecutionWindowInput(_message.Message):
+    """A window of an execution's transcript, for executions too large to read whole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_OFFSET_FIELD_NUMBER: _builtins.int
+    MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_OFFSET_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_LIMIT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    message_offset: _builtins.int
+    message_limit: _builtins.int
+    """0: as many as fit in the reply."""
+    tool_call_offset: _builtins.int
+    tool_call_limit: _builtins.int
+    """0: as many as fit in the reply."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        message_offset: _builtins.int = ...,
+        message_limit: _builtins.int = ...,
+        tool_call_offset: _builtins.int = ...,
+        tool_call_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "message_limit", b"message_limit", "message_offset", b"message_offset", "tool_call_limit", b"tool_call_limit", "tool_call_offset", b"tool_call_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExecutionWindowInput: _TypeAlias = GetExecutionWindowInput  # noqa: Y015
+
+@_typing.final
+class AgentExecutionWindow(_message.Message):
+    """An execution whose status lists hold only the window asked for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_OFFSET_FIELD_NUMBER: _builtins.int
+    TOTAL_MESSAGES_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_OFFSET_FIELD_NUMBER: _builtins.int
+    TOTAL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    message_offset: _builtins.int
+    total_messages: _builtins.int
+    tool_call_offset: _builtins.int
+    total_tool_calls: _builtins.int
+    @_builtins.property
+    def execution(self) -> _api_pb2.AgentExecution: ...
+    def __init__(
+        self,
+        *,
+        execution: _api_pb2.AgentExecution | None = ...,
+        message_offset: _builtins.int = ...,
+        total_messages: _builtins.int = ...,
+        tool_call_offset: _builtins.int = ...,
+        total_tool_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "message_offset", b"message_offset", "tool_call_offset", b"tool_call_offset", "total_messages", b"total_messages", "total_tool_calls", b"total_tool_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentExecutionWindow: _TypeAlias = AgentExecutionWindow  # noqa: Y015

@@ -26,7 +26,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as ai_dot_stigmer_dot_a
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as ai_dot_stigmer_dot_agentic_dot_agentexecution_dot_v1_dot_io__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0ai/stigmer/agentic/agentexecution/v1/query.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a.ai/stigmer/agentic/agentexecution/v1/api.proto\x1a-ai/stigmer/agentic/agentexecution/v1/io.proto2\xad\x04\n\x1d\x41gentExecutionQueryController\x12s\n\x03get\x12\x36.ai.stigmer.agentic.agentexecution.v1.AgentExecutionId\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x82\x01\n\x04list\x12@.ai.stigmer.agentic.agentexecution.v1.ListAgentExecutionsRequest\x1a\x38.ai.stigmer.agentic.agentexecution.v1.AgentExecutionList\x12\x94\x01\n\rlistBySession\x12I.ai.stigmer.agentic.agentexecution.v1.ListAgentExecutionsBySessionRequest\x1a\x38.ai.stigmer.agentic.agentexecution.v1.AgentExecutionList\x12{\n\tsubscribe\x12\x36.ai.stigmer.agentic.agentexecution.v1.AgentExecutionId\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0ai/stigmer/agentic/agentexecution/v1/query.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a.ai/stigmer/agentic/agentexecution/v1/api.proto\x1a-ai/stigmer/agentic/agentexecution/v1/io.proto2\xa8\x07\n\x1d\x41gentExecutionQueryController\x12s\n\x03get\x12\x36.ai.stigmer.agentic.agentexecution.v1.AgentExecutionId\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution\x12\x82\x01\n\x04list\x12@.ai.stigmer.agentic.agentexecution.v1.ListAgentExecutionsRequest\x1a\x38.ai.stigmer.agentic.agentexecution.v1.AgentExecutionList\x12\x94\x01\n\rlistBySession\x12I.ai.stigmer.agentic.agentexecution.v1.ListAgentExecutionsBySessionRequest\x1a\x38.ai.stigmer.agentic.agentexecution.v1.AgentExecutionList\x12{\n\tsubscribe\x12\x36.ai.stigmer.agentic.agentexecution.v1.AgentExecutionId\x1a\x34.ai.stigmer.agentic.agentexecution.v1.AgentExecution0\x01\x12z\n\x0bstatContent\x12\x30.ai.stigmer.agentic.agentexecution.v1.ContentKey\x1a\x39.ai.stigmer.agentic.agentexecution.v1.ContentUploadResult\x12t\n\ngetContent\x12\x30.ai.stigmer.agentic.agentexecution.v1.ContentKey\x1a\x32.ai.stigmer.agentic.agentexecution.v1.ContentChunk0\x01\x12\x86\x01\n\tgetWindow\x12=.ai.stigmer.agentic.agentexecution.v1.GetExecutionWindowInput\x1a:.ai.stigmer.agentic.agentexecution.v1.AgentExecutionWindowb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ai.stigmer.agentic.agentexe
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTEXECUTIONQUERYCONTROLLER']._serialized_start=186
-  _globals['_AGENTEXECUTIONQUERYCONTROLLER']._serialized_end=743
+  _globals['_AGENTEXECUTIONQUERYCONTROLLER']._serialized_end=1122
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,12 @@ class AgentExecutionQueryControllerStub:
     listBySession: _grpc.UnaryUnaryMultiCallable[_io_pb2.ListAgentExecutionsBySessionRequest, _io_pb2.AgentExecutionList]
     subscribe: _grpc.UnaryStreamMultiCallable[_io_pb2.AgentExecutionId, _api_pb2.AgentExecution]
     """Sends the current state, then every change; ends after a terminal phase."""
+    statContent: _grpc.UnaryUnaryMultiCallable[_io_pb2.ContentKey, _io_pb2.ContentUploadResult]
+    """Contract §7 (ours): how much of a content is stored (to resume an upload, or to probe)."""
+    getContent: _grpc.UnaryStreamMultiCallable[_io_pb2.ContentKey, _io_pb2.ContentChunk]
+    """Contract §7 (ours): one stored content, whole, in chunks."""
+    getWindow: _grpc.UnaryUnaryMultiCallable[_io_pb2.GetExecutionWindowInput, _io_pb2.AgentExecutionWindow]
+    """Contract §7 (ours): a window of a large execution's transcript."""
 
 @_typing.type_check_only
 class AgentExecutionQueryControllerAsyncStub(AgentExecutionQueryControllerStub):
@@ -50,6 +56,12 @@ class AgentExecutionQueryControllerAsyncStub(AgentExecutionQueryControllerStub):
     listBySession: _aio.UnaryUnaryMultiCallable[_io_pb2.ListAgentExecutionsBySessionRequest, _io_pb2.AgentExecutionList]  # type: ignore[assignment]
     subscribe: _aio.UnaryStreamMultiCallable[_io_pb2.AgentExecutionId, _api_pb2.AgentExecution]  # type: ignore[assignment]
     """Sends the current state, then every change; ends after a terminal phase."""
+    statContent: _aio.UnaryUnaryMultiCallable[_io_pb2.ContentKey, _io_pb2.ContentUploadResult]  # type: ignore[assignment]
+    """Contract §7 (ours): how much of a content is stored (to resume an upload, or to probe)."""
+    getContent: _aio.UnaryStreamMultiCallable[_io_pb2.ContentKey, _io_pb2.ContentChunk]  # type: ignore[assignment]
+    """Contract §7 (ours): one stored content, whole, in chunks."""
+    getWindow: _aio.UnaryUnaryMultiCallable[_io_pb2.GetExecutionWindowInput, _io_pb2.AgentExecutionWindow]  # type: ignore[assignment]
+    """Contract §7 (ours): a window of a large execution's transcript."""
 
 class AgentExecutionQueryControllerServicer(metaclass=_abc_1.ABCMeta):
     """Method names are lower camel case on the wire."""
@@ -82,5 +94,29 @@ class AgentExecutionQueryControllerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_api_pb2.AgentExecution], _abc.AsyncIterator[_api_pb2.AgentExecution]]:
         """Sends the current state, then every change; ends after a terminal phase."""
+
+    @_abc_1.abstractmethod
+    def statContent(
+        self,
+        request: _io_pb2.ContentKey,
+        context: _ServicerContext,
+    ) -> _typing.Union[_io_pb2.ContentUploadResult, _abc.Awaitable[_io_pb2.ContentUploadResult]]:
+        """Contract §7 (ours): how much of a content is stored (to resume an upload, or to probe)."""
+
+    @_abc_1.abstractmethod
+    def getContent(
+        self,
+        request: _io_pb2.ContentKey,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_io_pb2.ContentChunk], _abc.AsyncIterator[_io_pb2.ContentChunk]]:
+        """Contract §7 (ours): one stored content, whole, in chunks."""
+
+    @_abc_1.abstractmethod
+    def getWindow(
+        self,
+        request: _io_pb2.GetExecutionWindowInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_io_pb2.AgentExecutionWindow, _abc.Awaitable[_io_pb2.AgentExecutionWindow]]:
+        """Contract §7 (ours): a window of a large execution's transcript."""
 
 def add_AgentExecutionQueryControllerServicer_to_server(servicer: AgentExecutionQueryControllerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ai.stigmer.agentic.executioncontext.v1 import spec_pb2 as ai_dot_stigmer_dot_agentic_dot_executioncontext_dot_v1_dot_spec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/ai/stigmer/agentic/agentexecution/v1/spec.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a\x31\x61i/stigmer/agentic/executioncontext/v1/spec.proto\"\xfe\x02\n\x12\x41gentExecutionSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12O\n\x10\x65xecution_config\x18\x04 \x01(\x0b\x32\x35.ai.stigmer.agentic.agentexecution.v1.ExecutionConfig\x12]\n\x0bruntime_env\x18\x05 \x03(\x0b\x32H.ai.stigmer.agentic.agentexecution.v1.AgentExecutionSpec.RuntimeEnvEntry\x12\x16\n\x0e\x63\x61llback_token\x18\x06 \x01(\x0c\x1ai\n\x0fRuntimeEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x45\n\x05value\x18\x02 \x01(\x0b\x32\x36.ai.stigmer.agentic.executioncontext.v1.ExecutionValue:\x02\x38\x01\"%\n\x0f\x45xecutionConfig\x12\x12\n\nmodel_name\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/ai/stigmer/agentic/agentexecution/v1/spec.proto\x12$ai.stigmer.agentic.agentexecution.v1\x1a\x31\x61i/stigmer/agentic/executioncontext/v1/spec.proto\"\x98\x03\n\x12\x41gentExecutionSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12O\n\x10\x65xecution_config\x18\x04 \x01(\x0b\x32\x35.ai.stigmer.agentic.agentexecution.v1.ExecutionConfig\x12]\n\x0bruntime_env\x18\x05 \x03(\x0b\x32H.ai.stigmer.agentic.agentexecution.v1.AgentExecutionSpec.RuntimeEnvEntry\x12\x16\n\x0e\x63\x61llback_token\x18\x06 \x01(\x0c\x12\x18\n\x10\x61uto_approve_all\x18\x07 \x01(\x08\x1ai\n\x0fRuntimeEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x45\n\x05value\x18\x02 \x01(\x0b\x32\x36.ai.stigmer.agentic.executioncontext.v1.ExecutionValue:\x02\x38\x01\"%\n\x0f\x45xecutionConfig\x12\x12\n\nmodel_name\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTEXECUTIONSPEC_RUNTIMEENVENTRY']._loaded_options = None
   _globals['_AGENTEXECUTIONSPEC_RUNTIMEENVENTRY']._serialized_options = b'8\001'
   _globals['_AGENTEXECUTIONSPEC']._serialized_start=141
-  _globals['_AGENTEXECUTIONSPEC']._serialized_end=523
-  _globals['_AGENTEXECUTIONSPEC_RUNTIMEENVENTRY']._serialized_start=418
-  _globals['_AGENTEXECUTIONSPEC_RUNTIMEENVENTRY']._serialized_end=523
-  _globals['_EXECUTIONCONFIG']._serialized_start=525
-  _globals['_EXECUTIONCONFIG']._serialized_end=562
+  _globals['_AGENTEXECUTIONSPEC']._serialized_end=549
+  _globals['_AGENTEXECUTIONSPEC_RUNTIMEENVENTRY']._serialized_start=444
+  _globals['_AGENTEXECUTIONSPEC_RUNTIMEENVENTRY']._serialized_end=549
+  _globals['_EXECUTIONCONFIG']._serialized_start=551
+  _globals['_EXECUTIONCONFIG']._serialized_end=588
 # @@protoc_insertion_point(module_scope)

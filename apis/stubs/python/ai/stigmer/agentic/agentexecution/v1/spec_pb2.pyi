@@ -52,10 +52,13 @@ class AgentExecutionSpec(_message.Message):
     EXECUTION_CONFIG_FIELD_NUMBER: _builtins.int
     RUNTIME_ENV_FIELD_NUMBER: _builtins.int
     CALLBACK_TOKEN_FIELD_NUMBER: _builtins.int
+    AUTO_APPROVE_ALL_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     agent_id: _builtins.str
     message: _builtins.str
     callback_token: _builtins.bytes
+    auto_approve_all: _builtins.bool
+    """Contract §7 (later upstream): no approval gate for this execution."""
     @_builtins.property
     def execution_config(self) -> Global___ExecutionConfig: ...
     @_builtins.property
@@ -69,10 +72,11 @@ class AgentExecutionSpec(_message.Message):
         execution_config: Global___ExecutionConfig | None = ...,
         runtime_env: _abc.Mapping[_builtins.str, _spec_pb2.ExecutionValue] | None = ...,
         callback_token: _builtins.bytes = ...,
+        auto_approve_all: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["execution_config", b"execution_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "callback_token", b"callback_token", "execution_config", b"execution_config", "message", b"message", "runtime_env", b"runtime_env", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "auto_approve_all", b"auto_approve_all", "callback_token", b"callback_token", "execution_config", b"execution_config", "message", b"message", "runtime_env", b"runtime_env", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

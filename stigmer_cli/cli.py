@@ -21,9 +21,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
 
-from stigmer_stub import logs
-from stigmer_stub.client import RpcFailed, StigmerClient
-from stigmer_stub.follow import (
+from stigmer_cli.client import RpcFailed, StigmerClient
+from stigmer_cli.follow import (
     PlainRenderer,
     Renderer,
     RichRenderer,
@@ -33,6 +32,7 @@ from stigmer_stub.follow import (
     watch,
     workflow_id,
 )
+from stigmer_stub import logs
 
 DEFAULT_ENDPOINT = "localhost:7234"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -353,7 +353,7 @@ def _describe_rpc_error(err: RpcFailed, endpoint: str) -> str:
     if unreachable or err.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return (
             f"{method}: {err.code.name}: cannot reach the orchestrator at {endpoint}; is it "
-            "running? (`make stub`, or `python -m stigmer_stub.demo --keep`)\n"
+            "running? (`make stub`, or `python -m stigmer_cli.demo --keep`)\n"
             f"  {err.details}"
         )
     return f"{method}: {err.code.name}: {err.details}"

@@ -1,4 +1,4 @@
-"""The small interfaces the activities depend on. Adapters implement them; tests fake them.
+"""The small interfaces a run depends on. `worker.adapters` implement them; tests fake them.
 
 Each port is a handful of async methods on real proto messages. Implementations translate their
 transport's failures into `worker.errors` types and apply their own deadlines.
@@ -50,6 +50,19 @@ class SkillStore(Protocol):
 class LiveEvents(Protocol):
     """Fine-grained events for live followers (token deltas, tool starts); best effort."""
 
+    @property
+    def enabled(self) -> bool:
+        """False when nothing is published: the run skips building live events at all."""
+        ...
+
     async def publish(self, execution_id: str, event: Mapping[str, Any]) -> None: ...
 
     async def close_stream(self, execution_id: str) -> None: ...
+
+
+class Orchestrator(StatusSink, SessionStore, AgentCatalog, Protocol):
+    """The orchestrator as a run needs it (one gRPC adapter implements all of it)."""
+
+
+class CatalogAndSessions(AgentCatalog, SessionStore, SkillStore, Protocol):
+    """The orchestrator as preparing a run needs it."""

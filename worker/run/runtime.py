@@ -11,8 +11,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from worker.agent.factory import SubAgentSpec, build_agent, stream_agent
 from worker.agent.models import build_chat_model
 from worker.domain.agent_events import AgentEvent
-from worker.preparation import Prepared
-from worker.service import ExecutionPlan
+from worker.run.prepare import Prepared
+from worker.run.service import ExecutionPlan
 from worker.settings import Settings
 
 

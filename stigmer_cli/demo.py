@@ -9,7 +9,7 @@ then stops everything, or with `--keep` leaves it running until Ctrl-C.
 Every child runs in its own process group with its output in a log file under `<data-dir>/logs`,
 and gets SIGTERM if this process dies; Ctrl-C and SIGTERM unwind through the same shutdown.
 
-    python -m stigmer_stub.demo [--keep] [--data-dir DIR] [--token-delay-ms MS]
+    python -m stigmer_cli.demo [--keep] [--data-dir DIR] [--token-delay-ms MS]
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from temporalio.api.workflowservice.v1.service_pb2_grpc import WorkflowServiceSt
 
 from devstack import Endpoints, Stack, StackConfig, StackError
 from devstack.process import ServerProcess, Signals, Spawner
-from stigmer_stub.client import RpcFailed, StigmerClient
-from stigmer_stub.follow import (
+from stigmer_cli.client import RpcFailed, StigmerClient
+from stigmer_cli.follow import (
     ExecutionView,
     PlainRenderer,
     Renderer,
@@ -378,7 +378,7 @@ class Demo:
         if not self.options.keep:
             self.out.print(
                 "  [dim]everything stops now; add --keep to browse the Temporal UI "
-                "(python -m stigmer_stub.demo --keep)[/]"
+                "(python -m stigmer_cli.demo --keep)[/]"
             )
         total = time.monotonic() - self.began
         self.out.print(f"\n[bold]demo finished in {total:.1f}s[/]")
@@ -620,7 +620,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stigmer_stub.demo",
+        prog="python -m stigmer_cli.demo",
         description="Start the embedded stack, the stub and the worker; run a two-turn "
         "conversation with live progress; stop everything (or keep it running).",
     )

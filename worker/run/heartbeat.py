@@ -1,4 +1,4 @@
-"""Heartbeats on a timer, for the whole life of an activity.
+"""Heartbeats on a timer, for the whole life of an activity, carrying the run's `Progress`.
 
 Temporal only delivers cancellation to an activity that heartbeats, and the orchestrator's
 heartbeat timeout is 30 s. A per-event heartbeat would go silent during a long model call or
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,6 +24,30 @@ ProgressFn = Callable[[], Mapping[str, Any]]
 # Beats per heartbeat timeout at least: one late beat (a busy loop, a slow Temporal server)
 # must not make the server time the attempt out.
 BEATS_PER_TIMEOUT = 3
+
+
+@dataclass
+class Progress:
+    """What the heartbeat reports; updated in place by the run."""
+
+    execution_id: str
+    stage: str = "starting"
+    events: int = 0
+    messages: int = 0
+    tool_calls: int = 0
+    status_updates: int = 0
+    started_monotonic: float = 0.0
+
+    def as_details(self) -> Mapping[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "stage": self.stage,
+            "events": self.events,
+            "messages": self.messages,
+            "tool_calls": self.tool_calls,
+            "status_updates": self.status_updates,
+            "elapsed_s": round(time.monotonic() - self.started_monotonic, 1),
+        }
 
 
 def beat_interval(configured: float, heartbeat_timeout: float | None) -> float:

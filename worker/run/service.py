@@ -1,4 +1,4 @@
-"""ExecuteGraphton's work: one execution from its proto to its final, pushed status.
+"""`GraphtonExecutions` drives a run through its stages and decides how it ends.
 
 Order of a run: heartbeat timer on → validate → IN_PROGRESS pushed at once → resolve Session →
 AgentInstance → Agent → prepare the run (workspace, model, agent graph) → stream the agent's
@@ -21,11 +21,12 @@ pushes CANCELLED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
@@ -33,7 +34,6 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
 from worker.adapters.live_events import (
-    NullLiveEvents,
     phase_event,
     sub_agent_event,
     todo_event,
@@ -41,7 +41,6 @@ from worker.adapters.live_events import (
     tool_end_event,
     tool_start_event,
 )
-from worker.adapters.ports import LiveEvents
 from worker.domain.agent_events import (
     AgentEvent,
     ModelTurnEnded,
@@ -52,23 +51,21 @@ from worker.domain.agent_events import (
 from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
 from worker.errors import RunnerError, WorkerShuttingDown
-from worker.execution import (
-    Orchestrator,
-    Progress,
-    Resolved,
-    as_runner_error,
-    resolve,
-    shielded,
-    validate,
-)
-from worker.heartbeat import HeartbeatFn, beat_interval, heartbeating
 from worker.logs import SECRETS
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import EventSpans
-from worker.preparation import NoPreparation, Prepared, Preparer
+from worker.ports import LiveEvents, Orchestrator
+from worker.run.attempt import AttemptControls
+from worker.run.failures import as_runner_error
+from worker.run.heartbeat import Progress, beat_interval, heartbeating
+from worker.run.prepare import NoPreparation, Prepared, Preparer
+from worker.run.resolve import Resolved, resolve, validate
+from worker.run.status_publisher import Snapshot
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,11 +88,13 @@ class AgentRuntime(Protocol):
 
 
 class StatusPublisherLike(Protocol):
+    """Pushes one execution's status without making the run wait (`StatusPublisher`)."""
+
     def start(self) -> None: ...
 
-    def offer(self, snapshot: Any, *, significant: bool = False) -> None: ...
+    def offer(self, snapshot: Snapshot, *, significant: bool = False) -> None: ...
 
-    async def finish(self, final_status: Any) -> bool: ...
+    async def finish(self, final_status: Snapshot) -> bool: ...
 
     async def aclose(self) -> None: ...
 
@@ -171,31 +170,18 @@ class GraphtonExecutions:
         publishers: PublisherFactory,
         live: LiveEvents,
         *,
-        heartbeat: Callable[[], HeartbeatFn],
-        heartbeat_timeout: Callable[[], float | None] = lambda: None,
+        attempt: AttemptControls,
         metrics: Metrics | None = None,
-        attempts_left: Callable[[], bool] = lambda: False,
-        worker_stopping: Callable[[], Awaitable[None]] | None = None,
-        cancelled_by_shutdown: Callable[[], bool] = lambda: False,
         preparer: Preparer | None = None,
     ) -> None:
-        """`attempts_left` says whether Temporal retries this attempt after a retryable error;
-        `worker_stopping` returns when the worker begins to shut down (None: never);
-        `cancelled_by_shutdown` says whether the current cancellation is the worker's own;
-        `heartbeat_timeout` is the current activity's heartbeat timeout in seconds (None: none),
-        which caps the heartbeat period."""
         self._settings = settings
         self._orchestrator = orchestrator
         self._runtime = runtime
         self._preparer: Preparer = preparer or NoPreparation()
         self._publishers = publishers
         self._live = live
-        self._heartbeat = heartbeat
-        self._heartbeat_timeout = heartbeat_timeout
+        self._attempt = attempt
         self._metrics = metrics
-        self._attempts_left = attempts_left
-        self._worker_stopping = worker_stopping
-        self._cancelled_by_shutdown = cancelled_by_shutdown
 
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
@@ -205,10 +191,11 @@ class GraphtonExecutions:
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
         try:
             async with heartbeating(
-                self._heartbeat(),
+                self._attempt.heartbeat(),
                 progress.as_details,
                 interval=beat_interval(
-                    self._settings.temporal.heartbeat_interval_seconds, self._heartbeat_timeout()
+                    self._settings.temporal.heartbeat_interval_seconds,
+                    self._attempt.heartbeat_timeout(),
                 ),
             ):
                 return await self._run(execution, execution_id, thread_id, progress)
@@ -240,7 +227,7 @@ class GraphtonExecutions:
                     handover,
                 )
             except asyncio.CancelledError:
-                if not self._cancelled_by_shutdown():
+                if not self._attempt.cancelled_by_shutdown():
                     builder.cancel()
                     await self._end(execution_id, builder, publisher, progress, outcome="cancelled")
                     raise
@@ -272,7 +259,7 @@ class GraphtonExecutions:
     ) -> RunnerError:
         """Push the status of a failed attempt; return the typed error to raise."""
         err = as_runner_error(exc)
-        will_retry = err.retryable and self._attempts_left()
+        will_retry = err.retryable and self._attempt.attempts_left()
         if not will_retry:
             builder.fail(str(err))
         # A retry resumes this run from its checkpoint: the orchestrator keeps the transcript at
@@ -320,16 +307,17 @@ class GraphtonExecutions:
         Raises `WorkerShuttingDown` when the run was stopped for a handover. With no attempt
         left a handover would fail the execution, so the run keeps the whole graceful window.
         """
-        if self._worker_stopping is None:
+        worker_stopping = self._attempt.worker_stopping
+        if worker_stopping is None:
             await work
             return
         task = asyncio.ensure_future(work)
-        stopping = asyncio.ensure_future(self._worker_stopping())
+        stopping = asyncio.ensure_future(worker_stopping())
         try:
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
                 return task.result()
-            if not self._attempts_left():
+            if not self._attempt.attempts_left():
                 log.info("execution_draining", handover=False, reason="no attempts left")
                 await task
                 return
@@ -396,7 +384,7 @@ class GraphtonExecutions:
         # a run does not need (live events without Redis, spans nobody exports) is skipped, and
         # the events counter is added to in batches.
         metrics = self._metrics
-        live = not isinstance(self._live, NullLiveEvents)
+        live = self._live.enabled
         tracing = spans.recording
         counted = progress.events
         try:
@@ -433,11 +421,11 @@ class GraphtonExecutions:
     ) -> execution_api.AgentExecutionStatus:
         progress.stage = outcome
         final = builder.snapshot()
-        landed = await shielded(publisher.finish(final))
-        await shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
+        landed = await _shielded(publisher.finish(final))
+        await _shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
         if final.phase in _TERMINAL:
             # A run that another attempt continues keeps its live stream open for it.
-            await shielded(self._live.close_stream(execution_id))
+            await _shielded(self._live.close_stream(execution_id))
         counts = builder.counts
         log.info(
             "execution_finished",
@@ -474,6 +462,17 @@ _METRIC_BATCH = 50
 _TERMINAL = frozenset(
     {enum_pb2.EXECUTION_COMPLETED, enum_pb2.EXECUTION_FAILED, enum_pb2.EXECUTION_CANCELLED}
 )
+
+
+async def _shielded(work: Awaitable[T]) -> T:
+    """Await `work` even if the surrounding task is being cancelled (final status pushes)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            return await task
+        raise
 
 
 def _phase(status: execution_api.AgentExecutionStatus) -> str:

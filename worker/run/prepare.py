@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,16 +26,16 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.environment.v1 import spec_pb2 as environment_spec
 from langchain_core.tools import BaseTool
 
-from worker.adapters.ports import AgentCatalog, SessionStore, SkillStore
-from worker.adapters.skills import SkillInstaller, describe_ref, skill_refs_of
 from worker.agent.mcp import McpLimits, open_mcp_toolbox
 from worker.agent.subagents import build_subagents
 from worker.domain.environment import MergedEnvironment, merge_environment
 from worker.errors import RunnerError
-from worker.execution import Resolved
 from worker.logs import SECRETS
 from worker.observability.metrics import Metrics
+from worker.ports import CatalogAndSessions
+from worker.run.resolve import Resolved
 from worker.sandbox import AgentSandbox, LocalSandbox, Sandbox, SandboxProvider
+from worker.skills.installer import SkillInstaller, describe_ref, skill_refs_of
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +57,8 @@ class Prepared:
 class Preparer(Protocol):
     def prepare(
         self, execution: execution_api.AgentExecution, resolved: Resolved
-    ) -> Any:  # an async context manager yielding `Prepared | None`
+    ) -> AbstractAsyncContextManager[Prepared | None]:
+        """The run's preparation, held for the whole run (None: nothing to prepare)."""
         ...
 
 
@@ -64,10 +70,6 @@ class NoPreparation:
         self, execution: execution_api.AgentExecution, resolved: Resolved
     ) -> AsyncIterator[Prepared | None]:
         yield None
-
-
-class CatalogAndSessions(AgentCatalog, SessionStore, SkillStore, Protocol):
-    """The orchestrator as preparation needs it."""
 
 
 class SpecPreparer:

@@ -35,7 +35,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from stigmer_stub.client import StigmerClient
+from stigmer_cli.client import StigmerClient
 
 log = structlog.get_logger(__name__)
 

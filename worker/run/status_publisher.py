@@ -26,11 +26,11 @@ from types import TracebackType
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 
-from worker.adapters.ports import StatusSink
 from worker.domain.status_wire import EncodedStatus, StatusPayload
 from worker.domain.update_policy import Clock, UpdatePolicy
 from worker.errors import RunnerError
 from worker.logs import get_logger
+from worker.ports import StatusSink
 from worker.settings import StatusSettings
 
 log = get_logger(__name__)
