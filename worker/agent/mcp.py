@@ -59,7 +59,7 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CONNECTION_CLOSED, CallToolResult, TextContent
 
 from worker.agent.mcp_process import ServerProcess, stdio_transport
 from worker.errors import (
@@ -362,8 +362,9 @@ def _call_guard(server: _Server, redact: Callable[[str], str]) -> Any:
             return _error_result(f"{failed}: no answer within {server.call_limit:g}s")
         except Exception as err:
             process = server.process
-            if process is not None and process.pid is not None:
-                await process.wait_exit(1.0)
+            answered = isinstance(err, McpError) and err.error.code != CONNECTION_CLOSED
+            if process is not None and process.pid is not None and not answered:
+                await process.wait_exit(1.0)  # a closed connection: did the server die?
             if process is not None and process.returncode is not None:
                 text = f"{failed}: the server {process.exit_text()}{process.last_words()}"
             else:
