@@ -17,13 +17,15 @@ from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_tur
 from tests.activities.test_runner_activities import NullLive, an_execution, make_settings
 from tests.mcp.test_mcp import SERVER
 from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
-from worker.adapters.skills import SkillCache, SkillInstaller
-from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.mcp import McpLimits
-from worker.preparation import SpecPreparer
+from worker.run.attempt import AttemptControls
+from worker.run.prepare import SpecPreparer
+from worker.run.service import GraphtonExecutions
+from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import LocalSandboxes
-from worker.service import GraphtonExecutions
 from worker.settings import load_settings
+from worker.skills.cache import SkillCache
+from worker.skills.installer import SkillInstaller
 
 
 def _activities(
@@ -43,8 +45,9 @@ def _activities(
         FakeRuntime(final_turn()),
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
-        heartbeat_timeout=activity_heartbeat_timeout,
+        attempt=AttemptControls(
+            heartbeat=lambda: activity.heartbeat, heartbeat_timeout=activity_heartbeat_timeout
+        ),
         preparer=preparer,
     )
     return RunnerActivities(fake, executions, sandboxes)
