@@ -18,6 +18,7 @@ from tests.activities.test_runner_activities import NullLive, an_execution, make
 from tests.mcp.test_mcp import SERVER
 from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
 from worker.agent.mcp import McpLimits
+from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
 from worker.run.attempt import AttemptControls
 from worker.run.prepare import SpecPreparer
 from worker.run.service import GraphtonExecutions
@@ -29,7 +30,10 @@ from worker.skills.installer import SkillInstaller
 
 
 def _activities(
-    tmp_path: Path, fake: FakeOrchestratorPorts, limits: McpLimits | None = None
+    tmp_path: Path,
+    fake: FakeOrchestratorPorts,
+    limits: McpLimits | None = None,
+    runtime: FakeRuntime | None = None,
 ) -> RunnerActivities:
     settings = make_settings(tmp_path)
     sandboxes = LocalSandboxes(settings.sandbox_root)
@@ -42,7 +46,7 @@ def _activities(
     executions = GraphtonExecutions(
         settings,
         fake,
-        FakeRuntime(final_turn()),
+        runtime or FakeRuntime(final_turn()),
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
         attempt=AttemptControls(
@@ -85,6 +89,37 @@ async def test_tool_selection_warnings_of_servers_and_sub_agents_reach_the_statu
     notes = [m.content for m in status.messages if m.type == enum_pb2.MESSAGE_SYSTEM]
     assert "MCP server 'echo': offers no tool named gone" in notes
     assert "sub-agent 'helper': MCP server 'echo' has no enabled tool named nope" in notes
+
+
+async def test_mcp_tool_calls_in_the_status_name_their_server(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    fake.agents["agt-1"].spec.mcp_servers.append(_echo("clock"))
+    calls = [
+        ModelTurnEnded(
+            message_id="ai-1",
+            text="",
+            tool_calls=(
+                ToolCallRequest(id="m1", name="add", args={"a": 1, "b": 2}),
+                ToolCallRequest(id="b1", name="ls", args={"path": "/"}),
+            ),
+        ),
+        ToolStarted(tool_call_id="m1", name="add", args={"a": 1, "b": 2}),
+        ToolEnded(tool_call_id="m1", name="add", result="3"),
+        ToolStarted(tool_call_id="b1", name="ls", args={"path": "/"}),
+        ToolEnded(tool_call_id="b1", name="ls", result="a.txt"),
+    ]
+    runtime = FakeRuntime([*calls, *final_turn()])
+
+    status = await ActivityEnvironment().run(
+        _activities(tmp_path, fake, runtime=runtime).execute_graphton,
+        an_execution(),
+        "thread-ses-1",
+    )
+
+    calls_by_id = {t.id: t for t in status.tool_calls}
+    assert calls_by_id["m1"].mcp_server_slug == "clock"
+    assert calls_by_id["m1"].component_metadata.component_type == "mcp"
+    assert calls_by_id["b1"].mcp_server_slug == ""
 
 
 async def test_the_start_limit_setting_reaches_the_servers(tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ class Prepared:
     subagents: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What the user should know about the preparation (degraded skills, isolation)."""
+    mcp_tools: dict[str, str] = field(default_factory=dict)
+    """MCP tool name → the server (its name in the agent spec) that serves it."""
 
 
 class Preparer(Protocol):
@@ -135,6 +137,7 @@ class SpecPreparer:
                 tools=mcp.tools(),
                 subagents=subagents,
                 notes=notes,
+                mcp_tools=mcp.server_of(),
             )
 
     def _timed(self, what: str) -> AbstractContextManager[Any]:
