@@ -24,7 +24,7 @@ from tests.mcp.test_mcp import SERVER, http_server, stdio_server
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
 from worker.agent.mcp import McpLimits, mcp_connections, open_mcp_toolbox
 from worker.agent.mcp_process import STDERR_LINE_CHARS, STDERR_LOG_LINES, STDERR_TAIL_LINES
-from worker.errors import DeadlineExceeded, RunnerError, Unavailable
+from worker.errors import ConfigurationError, DeadlineExceeded, RunnerError, Unavailable
 from worker.logs import MASK
 
 SECRET = "s3cr3t-token-0042"
@@ -363,7 +363,6 @@ def _http(name: str, url: str, **fields: Any) -> agent_spec.McpServerDefinition:
 
 FAILURES: dict[str, list[agent_spec.McpServerDefinition]] = {
     "missing command": [_stdio("x", "no-such-mcp-binary-xyz")],
-    "not executable": [_stdio("x", "/etc/hostname")],
     "empty command": [_stdio("x", "")],
     "crash at start": [_stdio("x", sys.executable, "-c", "raise SystemExit(2)")],
     "hung at start": [_stdio("x", "sleep", "30")],
@@ -385,6 +384,23 @@ async def test_every_server_failure_starts_with_the_same_prefix(case: str) -> No
 
     assert str(error).startswith("MCP server 'x': "), str(error)
     assert "MCP server 'x'" not in str(error)[len("MCP server 'x': ") :], "said once"
+
+
+async def test_a_command_that_cannot_be_run_is_a_configuration_error(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a program\n")
+    plain.chmod(0o644)
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01\x02 not an executable format")
+    garbage.chmod(0o755)
+
+    not_executable = await _failure([_stdio("x", str(plain))])
+    not_a_program = await _failure([_stdio("x", str(garbage))])
+
+    assert isinstance(not_executable, ConfigurationError)
+    assert str(not_executable) == f"MCP server 'x': command {str(plain)!r} is not executable"
+    assert isinstance(not_a_program, ConfigurationError)
+    assert str(not_a_program).startswith("MCP server 'x': failed to start: OSError: ")
 
 
 async def test_connections_still_fill_cwd_from_the_workspace() -> None:

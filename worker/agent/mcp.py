@@ -281,20 +281,26 @@ def _reason(err: BaseException, redact: Callable[[str], str]) -> str:
     return redact(f"{type(err).__name__}: {text}".strip().rstrip(":"))
 
 
+def _cannot_run(err: BaseException) -> bool:
+    """The command could not be run at all (missing, not executable, not a program): an OSError
+    from starting the process, as opposed to a network one."""
+    return isinstance(err, OSError) and not isinstance(err, ConnectionError | TimeoutError)
+
+
 def _startup_error(
     server: _Server, err: BaseException, redact: Callable[[str], str]
 ) -> RunnerError:
     leaves = [e for e in _leaves(err) if not isinstance(e, asyncio.CancelledError)] or [err]
     cause = leaves[0]
     for leaf in leaves:
-        if isinstance(leaf, httpx.HTTPStatusError | FileNotFoundError | PermissionError):
+        if isinstance(leaf, httpx.HTTPStatusError) or _cannot_run(leaf):
             cause = leaf
             break
     prefix = f"MCP server {server.name!r}: failed to start"
     process = server.process
     if isinstance(cause, RunnerError):
         return type(cause)(f"{prefix}: {redact(str(cause))}")
-    if isinstance(cause, FileNotFoundError | PermissionError):
+    if _cannot_run(cause):
         return ConfigurationError(f"{prefix}: {_reason(cause, redact)}")
     if process is not None and process.returncode is not None:
         return Unavailable(f"{prefix}: the server {process.exit_text()}{process.last_words()}")
