@@ -211,8 +211,10 @@ async def _end_group(process: Process, record: ServerProcess) -> None:
     await record.wait_exit(STDIN_CLOSE_GRACE_SECONDS)
     # The group outlives its leader while any member is left: end those too.
     _signal_group(pgid, signal.SIGTERM)
-    await record.wait_exit(TERM_GRACE_SECONDS)
-    if not await _until(lambda: not _group_alive(pgid), TERM_GRACE_SECONDS):
+    ended = await _until(
+        lambda: record.exited.is_set() and not _group_alive(pgid), TERM_GRACE_SECONDS
+    )
+    if not ended:
         log.warning("mcp_server_killed", server=record.name, pid=pgid)
         _signal_group(pgid, signal.SIGKILL)
     await record.wait_exit(TERM_GRACE_SECONDS)
