@@ -24,7 +24,13 @@ from tests.mcp.test_mcp import SERVER, http_server, stdio_server
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
 from worker.agent.mcp import McpLimits, mcp_connections, open_mcp_toolbox
 from worker.agent.mcp_process import STDERR_LINE_CHARS, STDERR_LOG_LINES, STDERR_TAIL_LINES
-from worker.errors import ConfigurationError, DeadlineExceeded, RunnerError, Unavailable
+from worker.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    PermissionDenied,
+    RunnerError,
+    Unavailable,
+)
 from worker.logs import MASK
 
 SECRET = "s3cr3t-token-0042"
@@ -83,6 +89,29 @@ async def hung_http_server() -> AsyncIterator[str]:
     finally:
         for writer in held:
             writer.close()
+        listener.close()
+
+
+@asynccontextmanager
+async def refusing_http_server(status: int) -> AsyncIterator[str]:
+    """Answers every request with `status` and a JSON error body."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"error": "bad credentials"}'
+        writer.write(
+            f"HTTP/1.1 {status} Nope\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
         listener.close()
 
 
@@ -225,6 +254,18 @@ async def test_a_stdio_server_hung_at_start_is_not_retried() -> None:
             pass
 
     assert caught.value.retryable is False
+
+
+async def test_a_refused_credential_is_permission_denied_within_the_timeout() -> None:
+    async with refusing_http_server(401) as url:
+        server = http_server(url, name="guarded")
+        with pytest.raises(PermissionDenied) as caught:
+            async with asyncio.timeout(30):
+                async with open_mcp_toolbox([server], {}, limits=McpLimits(start_timeout=120)):
+                    pass
+
+    assert str(caught.value).startswith("MCP server 'guarded': failed to start: ")
+    assert "401" in str(caught.value)
 
 
 async def test_an_http_call_longer_than_the_timeout_ends_at_the_timeout() -> None:
