@@ -29,6 +29,7 @@ from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.agent.checkpointer import open_checkpointer
+from worker.agent.mcp import McpLimits
 from worker.converter import DATA_CONVERTER
 from worker.logs import configure
 from worker.observability.health import HealthServer, Readiness
@@ -142,6 +143,10 @@ async def run(
             sandboxes,
             SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
             metrics=metrics,
+            mcp_limits=McpLimits(
+                start_timeout=settings.mcp.start_timeout_seconds,
+                call_timeout=settings.mcp.call_timeout_seconds,
+            ),
         )
         status_sink = MeteredStatusSink(orchestrator, metrics)
         executions = GraphtonExecutions(

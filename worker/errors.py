@@ -52,3 +52,8 @@ class WorkerShuttingDown(RunnerError):
     the thread's checkpoint (the status stays IN_PROGRESS meanwhile)."""
 
     retryable = True
+
+
+class DeadlineExceeded(RunnerError):
+    """Something did not answer within its limit where another attempt would only wait as long
+    again (an MCP server that hung at start)."""

@@ -171,6 +171,19 @@ class SandboxSettings(BaseSettings):
     daytona_snapshot_id: str | None = Field(None, validation_alias="DAYTONA_DEV_TOOLS_SNAPSHOT_ID")
 
 
+class McpSettings(BaseSettings):
+    """How long the agents' MCP servers may take."""
+
+    model_config = _GROUP
+
+    start_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, validation_alias="MCP_SERVER_START_TIMEOUT_SECONDS"
+    )
+    call_timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, validation_alias="MCP_TOOL_CALL_TIMEOUT_SECONDS"
+    )
+
+
 class CheckpointerSettings(BaseSettings):
     """Where LangGraph keeps each thread's checkpoints (a session's memory, and resume)."""
 
@@ -216,6 +229,7 @@ class Settings(BaseModel):
     llm: LlmSettings
     status: StatusSettings
     sandbox: SandboxSettings
+    mcp: McpSettings
     checkpointer: CheckpointerSettings
     redis: RedisSettings
     observability: ObservabilitySettings
@@ -284,6 +298,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "llm": LlmSettings,
     "status": StatusSettings,
     "sandbox": SandboxSettings,
+    "mcp": McpSettings,
     "checkpointer": CheckpointerSettings,
     "redis": RedisSettings,
     "observability": ObservabilitySettings,

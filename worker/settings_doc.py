@@ -34,6 +34,7 @@ GROUP_TITLES: dict[str, str] = {
     "llm": "Model provider",
     "status": "Status updates",
     "sandbox": "Sandboxes",
+    "mcp": "MCP servers",
     "checkpointer": "Checkpointer",
     "redis": "Live events (Redis)",
     "observability": "Health, metrics and tracing",
@@ -105,6 +106,11 @@ NOTES: dict[str, str] = {
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",
     "SANDBOX_COMMAND_TIMEOUT_SECONDS": "Time limit of every sandbox command; agents may ask less.",
     "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network.",
+    "MCP_SERVER_START_TIMEOUT_SECONDS": "How long a stdio or docker MCP server may take to start "
+    "and list its tools (an http server's limit is its own `timeout_seconds`). A server that hangs "
+    "fails the execution with the non-retryable `DeadlineExceeded`.",
+    "MCP_TOOL_CALL_TIMEOUT_SECONDS": "Time limit of one tool call on a stdio or docker MCP server "
+    "(an http server's is its `timeout_seconds`); a call past it returns a timeout to the model.",
     "DAYTONA_API_KEY": "Daytona API key (the `daytona` backend).",
     "DAYTONA_API_URL": "Daytona API URL; unset: the SDK's default.",
     "DAYTONA_DEV_TOOLS_SNAPSHOT_ID": "Daytona snapshot new sandboxes are created from.",

@@ -223,6 +223,17 @@ def test_component_metadata_is_inferred_from_tool_names() -> None:
     }
 
 
+def test_mcp_tool_calls_name_their_server_once_the_servers_are_known() -> None:
+    builder = StatusBuilder(clock=TickingClock())
+    builder.use_mcp_tools({"get_current_time": "time"})
+    builder.apply(ToolStarted(tool_call_id="c1", name="get_current_time", args={}))
+    builder.apply(ToolStarted(tool_call_id="c2", name="ls", args={}))
+
+    slugs = {t.name: t.mcp_server_slug for t in builder.snapshot().tool_calls}
+
+    assert slugs == {"get_current_time": "time", "ls": ""}
+
+
 # -- todos ------------------------------------------------------------------------------------
 
 

@@ -346,6 +346,11 @@ class StatusBuilder:
         self._completed_at = self._now()
         return SIGNIFICANT
 
+    def use_mcp_tools(self, servers: Mapping[str, str]) -> None:
+        """Tool name → MCP server, known once the servers started: their calls get the `mcp`
+        component and `mcp_server_slug` (contract §7; an orchestrator without it skips it)."""
+        self._mcp_tools.update(servers)
+
     def note(self, text: str) -> Applied:
         """A MESSAGE_SYSTEM entry: what the runner itself reports (a degraded skill, the
         sandbox's isolation), so it is in the transcript a user reads. Idempotent per text."""
@@ -709,6 +714,7 @@ class StatusBuilder:
                 started_at=tool.started_at,
                 completed_at=tool.completed_at,
                 error=tool.error,
+                mcp_server_slug=self._mcp_tools.get(tool.name, ""),
             )
         return tool.proto
 
