@@ -108,15 +108,24 @@ def snapshot_cost(builder: StatusBuilder) -> dict[str, float]:
 
 
 def status_memory(count: int) -> dict[str, Any]:
-    """`bench.memory` for `count` events, in its own process."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--events", str(count)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return measured
+    """`bench.memory` for `count` events: RSS growth and tracemalloc, each in its own process.
+
+    `stages[stage]` = {"traced_bytes", "rss_bytes"}."""
+    runs: dict[bool, dict[str, Any]] = {}
+    for traced in (False, True):
+        command = [sys.executable, "-m", "bench.memory", "--events", str(count)]
+        done = subprocess.run(
+            command + (["--traced"] if traced else []),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        runs[traced] = json.loads(done.stdout.strip().splitlines()[-1])
+    stages = {
+        stage: {"traced_bytes": runs[True]["stages"][stage], "rss_bytes": rss}
+        for stage, rss in runs[False]["stages"].items()
+    }
+    return {"events": count, "status_bytes": runs[False]["status_bytes"], "stages": stages}
 
 
 def profile(events: Sequence[AgentEvent], top: int = 15) -> str:

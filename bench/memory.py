@@ -9,11 +9,12 @@ pass would hide or inflate this one), after the recorded run's events are decode
   (its caches), the joined encoded status and the `updateStatus` request bytes made of it;
 - `final`: plus the final `snapshot()` proto the run ends with.
 
-Each stage is measured two ways: `tracemalloc` (Python's own allocations; protobuf's upb backend
-allocates outside it, so this misses every cached proto) and the growth of the process's
-resident set (RSS, everything, allocator slack included). The ratio is to the serialized status.
+Each stage is measured two ways, in two processes: `tracemalloc` (Python's own allocations;
+protobuf's upb backend allocates outside it, so this misses every cached proto) and, without
+tracemalloc (whose own bookkeeping is resident memory too), the growth of the process's resident
+set (RSS: everything, allocator slack included). The ratio is to the serialized status.
 
-    python -m bench.memory --events 100000     # one measurement, as JSON on stdout
+    python -m bench.memory --events 100000 [--traced]   # one measurement, JSON on stdout
 """
 
 from __future__ import annotations
@@ -37,23 +38,25 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(count: int) -> dict[str, Any]:
+def measure(count: int, *, traced: bool) -> dict[str, Any]:
+    """Bytes held at each stage: `tracemalloc`'s count when `traced`, else RSS growth."""
     from bench.builder import new_builder
 
     events = scaled(load_run(), count)
     gc.collect()
     rss_before = _rss()
-    tracemalloc.start()
+    if traced:
+        tracemalloc.start()
     try:
         traced_before = tracemalloc.get_traced_memory()[0]
-        stages: dict[str, dict[str, int]] = {}
+        stages: dict[str, int] = {}
 
         def mark(stage: str) -> None:
             gc.collect()
-            stages[stage] = {
-                "traced_bytes": tracemalloc.get_traced_memory()[0] - traced_before,
-                "rss_bytes": _rss() - rss_before,
-            }
+            if traced:
+                stages[stage] = tracemalloc.get_traced_memory()[0] - traced_before
+            else:
+                stages[stage] = _rss() - rss_before
 
         builder = new_builder()
         for event in events:
@@ -68,14 +71,15 @@ def measure(count: int) -> dict[str, Any]:
         del request, final
     finally:
         tracemalloc.stop()
-    return {"events": count, "status_bytes": size, "stages": stages}
+    return {"events": count, "status_bytes": size, "traced": traced, "stages": stages}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory")
     parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--traced", action="store_true", help="tracemalloc instead of RSS")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.events)))
+    print(json.dumps(measure(args.events, traced=args.traced)))
     return 0
 
 
