@@ -346,3 +346,17 @@ def test_resume_keeps_usage_and_sub_agent_messages_without_counting_twice(run: A
     message_id = metadata(main_turn.metadata)["message_id"]
     resumed.apply(ModelTurnEnded(message_id=message_id, text=main_turn.content))
     assert resumed.snapshot().usage == status.usage
+
+
+def test_a_sub_agent_turn_cut_off_by_a_failure_stops_streaming() -> None:
+    builder = StatusBuilder(clock=TickingClock())
+    builder.apply(ToolStarted(tool_call_id="t", name="task", args={"description": "dig"}))
+    builder.apply(TokenDelta(message_id="m1", text="half a thou", sub_agent_id="t"))
+    (sub,) = builder.snapshot().sub_agent_executions
+    assert metadata(sub.messages[0].metadata)["streaming"] is True
+    builder.fail("the model provider went away")
+    (sub,) = builder.snapshot().sub_agent_executions
+    assert sub.messages[0].content == "half a thou"
+    assert "streaming" not in metadata(sub.messages[0].metadata)
+    assert sub.status == enum_pb2.SUB_AGENT_FAILED
+    assert builder.encoded().message() == builder.snapshot()

@@ -781,11 +781,19 @@ class StatusBuilder:
         return f"todo-{self._todo_serial:03d}"
 
     def _finish_streaming(self) -> None:
+        """The run is over: no message, the agent's or a sub-agent's, is still streaming."""
         for message in reversed(self._messages):
             if message.streaming:
                 message.streaming = False
                 message.meta.pop("streaming", None)
                 message.proto = None
+        for sub in self._subs.values():
+            for message in sub.by_key.values():
+                if message.streaming:
+                    message.streaming = False
+                    message.meta.pop("streaming", None)
+                    message.proto = None
+                    sub.proto = None
 
     def _interrupt(self, reason: str) -> None:
         """Close what was in flight when the run stopped early, so nothing stays RUNNING."""
