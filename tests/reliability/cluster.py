@@ -32,9 +32,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, cast
 
+import bson
+import psycopg
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from psycopg import sql
+from pymongo import MongoClient
 from redis.asyncio import Redis
 from temporalio.client import Client
 
@@ -504,6 +508,24 @@ class Cluster:
         history = await handle.fetch_history()
         return [event.SerializeToString() for event in history.events]
 
+    async def checkpoint_bytes(self) -> bytes:
+        """Every value the shared checkpointer stores (every thread's checkpoints, blobs and
+        pending writes), as bytes: what a secret scan of the checkpointer looks through."""
+        if CHECKPOINTER == "mongodb":
+            return await asyncio.to_thread(_mongodb_contents, self.checkpointer_url)
+        parts: list[bytes] = []
+        async with await psycopg.AsyncConnection.connect(self.checkpointer_url) as db:
+            tables = await db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            for (table,) in await tables.fetchall():
+                rows = await db.execute(
+                    sql.SQL("SELECT * FROM {}").format(sql.Identifier(str(table)))
+                )
+                for row in await rows.fetchall():
+                    parts.extend(_as_bytes(value) for value in row)
+        return b"\n".join(parts)
+
     # Lifecycle ----------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -513,6 +535,24 @@ class Cluster:
         await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs))
         if self._client is not None:
             await self._client.close()
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False).encode()
+    return str(value).encode()
+
+
+def _mongodb_contents(url: str) -> bytes:
+    with MongoClient(url) as client:
+        db = client.get_default_database()
+        return b"\n".join(
+            bson.encode(document)
+            for name in db.list_collection_names()
+            for document in db[name].find()
+        )
 
 
 @contextlib.asynccontextmanager
