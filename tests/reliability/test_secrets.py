@@ -133,6 +133,10 @@ async def test_no_secret_appears_in_logs_statuses_payloads_or_heartbeats(cluster
     assert "gateway error" in failed.status.error and "***" in failed.status.error
     assert ai_messages(completed.status)
 
+    # Scan what the runs left once they are over: the worker writes its last logs, live events
+    # and history events after the final status the test saw.
+    for execution_id in (full_run, failing):
+        assert await cluster.closed(execution_id), cluster.describe(execution_id)
     found: dict[str, list[str]] = {}
     for proc in [*cluster.workers, *([cluster.stub] if cluster.stub else [])]:
         found[f"log of {proc.name}"] = leaks(proc.log_path.read_bytes(), secrets)
