@@ -103,7 +103,12 @@ NOTES: dict[str, str] = {
     "`DAYTONA_API_KEY`, else `local`.",
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",
     "SANDBOX_COMMAND_TIMEOUT_SECONDS": "Time limit of every sandbox command; agents may ask less.",
-    "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network.",
+    "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network (cut only where "
+    "they are isolated).",
+    "SANDBOX_ISOLATION": "Local sandbox: `required` (the worker refuses to start where "
+    "bubblewrap cannot isolate commands), `preferred` (isolate where possible, else plain "
+    "processes, reported) or `off`. Unset: `required` in cloud mode, else `preferred`. "
+    "See docs/sandboxes.md.",
     "DAYTONA_API_KEY": "Daytona API key (the `daytona` backend).",
     "DAYTONA_API_URL": "Daytona API URL; unset: the SDK's default.",
     "DAYTONA_DEV_TOOLS_SNAPSHOT_ID": "Daytona snapshot new sandboxes are created from.",
