@@ -134,7 +134,7 @@ async def test_an_unisolated_command_cannot_read_the_workers_environment(tmp_pat
         "OLDPWD",
         "_",
     }, "nothing inherited from the worker"
-    assert "worker process not dumpable" in box.isolation.detail
+    assert "worker not dumpable" in box.isolation.detail
 
 
 async def test_session_ids_that_are_not_plain_names_are_refused(tmp_path: Path) -> None:

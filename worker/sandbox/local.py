@@ -343,7 +343,7 @@ async def capability_drop(setpriv: str | None = None) -> list[str] | None:
     except (OSError, TimeoutError):
         return None
     fields = out.decode(errors="replace").split()
-    if proc.returncode != 0 or len(fields) != 2 or int(fields[1], 16) != 0:
+    if proc.returncode != 0 or fields[1:] != ["0" * len(fields[-1])]:
         return None
     return prefix
 
@@ -606,12 +606,14 @@ class LocalSandboxes:
 
     async def _hide_worker(self, found: Isolation) -> Isolation:
         """Keep unisolated commands out of the worker's /proc files; say what was done."""
-        hidden = ["not dumpable" if hide_own_process() else "still dumpable"]
+        notes = ["worker not dumpable" if hide_own_process() else "worker still dumpable"]
         if effective_capabilities():
             prefix = await capability_drop()
             self._unisolated_prefix = prefix or []
-            hidden.append("commands without capabilities" if prefix else "commands keep root")
-        detail = f"{found.detail}; worker process {', '.join(hidden)}"
+            notes.append(
+                "commands without capabilities" if prefix else "commands keep its capabilities"
+            )
+        detail = f"{found.detail}; {', '.join(notes)}"
         return Isolation("none", network=True, detail=detail)
 
     def _run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
