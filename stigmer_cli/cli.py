@@ -397,7 +397,7 @@ def _describe_rpc_error(err: RpcFailed, endpoint: str) -> str:
     if unreachable or err.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return (
             f"{method}: {err.code.name}: cannot reach the orchestrator at {endpoint}; is it "
-            "running? (`make stub`, or `python -m stigmer_cli.demo --keep`)\n"
+            "running? (`make stub`, or `make demo DEMO_ARGS=--keep`)\n"
             f"  {err.details}"
         )
     return f"{method}: {err.code.name}: {err.details}"

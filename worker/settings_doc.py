@@ -105,7 +105,12 @@ NOTES: dict[str, str] = {
     "`DAYTONA_API_KEY`, else `local`.",
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",
     "SANDBOX_COMMAND_TIMEOUT_SECONDS": "Time limit of every sandbox command; agents may ask less.",
-    "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network.",
+    "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network (cut only where "
+    "they are isolated).",
+    "SANDBOX_ISOLATION": "Local sandbox: `required` (the worker refuses to start where "
+    "bubblewrap cannot isolate commands), `preferred` (isolate where possible, else plain "
+    "processes, reported) or `off`. Unset: `required` in cloud mode, else `preferred`. "
+    "See docs/sandboxes.md.",
     "MCP_SERVER_START_TIMEOUT_SECONDS": "How long a stdio or docker MCP server may take to start "
     "and list its tools (an http server's limit is its own `timeout_seconds`). A server that hangs "
     "fails the execution with the non-retryable `DeadlineExceeded`.",

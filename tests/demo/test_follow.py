@@ -391,6 +391,7 @@ def test_cli_reports_an_unreachable_orchestrator_with_the_status_code(
     err = capsys.readouterr().err
     assert err.startswith("stigmer: AgentExecutionQueryController/get: UNAVAILABLE: ")
     assert "cannot reach the orchestrator at 127.0.0.1:1" in err
+    assert "make demo DEMO_ARGS=--keep" in err, "a command a fresh clone has, not bare python"
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

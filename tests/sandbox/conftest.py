@@ -53,7 +53,7 @@ async def provider(
             tmp_path / "sandboxes",
             command_timeout=5.0,
             output_limit=OUTPUT_LIMIT,
-            isolation="none" if request.param == "local-plain" else "auto",
+            isolation="off" if request.param == "local-plain" else "preferred",
         )
     else:
         server = DaytonaStandIn(tmp_path / "daytona")

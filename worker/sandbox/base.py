@@ -262,3 +262,13 @@ class Redactor:
             if value in text:
                 text = text.replace(value, MASK)
         return SECRETS.redact(text)
+
+    def data(self, raw: bytes) -> bytes:
+        """`raw` with every secret's UTF-8 bytes masked (a file the agent downloads, text or
+        not: a binary holding a secret loses it rather than keeps it)."""
+        mask = MASK.encode()
+        for value in sorted({*self.values, *SECRETS.values}, key=len, reverse=True):
+            encoded = value.encode()
+            if encoded in raw:
+                raw = raw.replace(encoded, mask)
+        return raw
