@@ -108,8 +108,9 @@ class DaytonaStandIn:
         """Seconds from `creating`/`starting` to `started`."""
         self.list_lag = 0.0
         """How far behind the present the label list is (seconds)."""
-        self.snapshots: set[str] | None = None
-        """Snapshots that exist; None accepts any name."""
+        self.snapshots: dict[str, str] | None = None
+        """Snapshots that exist and their states (`active`, `building`, `error`, ...); None
+        accepts any name as active."""
         self.quota_exceeded: int | None = None
         """When set, create answers this status with the quota message (403 in the current API
         source, `validateOrganizationQuotas`; older APIs answered 400)."""
@@ -122,7 +123,9 @@ class DaytonaStandIn:
         """403 FILE_ACCESS_DENIED in the current daemon source (`classifyChmodChownError`); older
         daemons answered every chmod failure with a generic 400."""
         self.honours_envs = True
-        """False plays an older daemon whose execute request has no `envs` field: it drops it."""
+        """False plays an older daemon, from before the execute request had its optional `envs`
+        (`daytona_toolbox_api_client_async/models/execute_request.py`): Go's JSON decoding drops
+        a field the struct does not have, so the command runs without the variables, silently."""
         self.executed: list[dict[str, Any]] = []
         self.socket_clients = 0
         self.events_sent = 0
@@ -278,6 +281,9 @@ class DaytonaStandIn:
             return _error(
                 400, f"Snapshot {snapshot} not found. Did you add it through the Daytona Dashboard?"
             )
+        if self.snapshots is not None and snapshot and self.snapshots[snapshot] != "active":
+            # API source, `createFromSnapshot`: a snapshot that is not active is a 400 too.
+            return _error(400, f"Snapshot {snapshot} is {self.snapshots[snapshot]}")
         if self.quota_exceeded is not None:
             # API source, `validateOrganizationQuotas`.
             return _error(

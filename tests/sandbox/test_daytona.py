@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from tests.sandbox.conftest import daytona_provider
 from tests.sandbox.daytona_standin import DaytonaStandIn
-from worker.errors import ConfigurationError, PermissionDenied, Unavailable
+from worker.errors import ConfigurationError, PermissionDenied, RunnerError, Unavailable
 from worker.sandbox import FileWrite, WriteRefused
 from worker.sandbox.daytona import SESSION_LABEL, SKILLS_ROOT, sandbox_name
 
@@ -216,7 +216,7 @@ async def test_a_used_up_quota_is_temporary(standin: DaytonaStandIn, status: int
 async def test_an_unknown_snapshot_is_a_configuration_error_that_names_the_setting(
     standin: DaytonaStandIn,
 ) -> None:
-    standin.snapshots = {"snap-dev-tools"}
+    standin.snapshots = {"snap-dev-tools": "active"}
     provider = daytona_provider(standin, snapshot_id="snap-typo")
     try:
         with pytest.raises(ConfigurationError, match="DAYTONA_DEV_TOOLS_SNAPSHOT_ID") as raised:
@@ -328,3 +328,19 @@ async def test_a_live_sandbox_that_refuses_to_start_is_retried_not_replaced(
 
     assert raised.value.retryable
     assert standin.creates == 1, "the session's sandbox is not abandoned for a new one"
+
+
+@pytest.mark.parametrize(("state", "retryable"), [("building", True), ("build_failed", False)])
+async def test_a_snapshot_not_ready_yet_is_temporary_and_a_broken_one_is_not(
+    standin: DaytonaStandIn, state: str, retryable: bool
+) -> None:
+    standin.snapshots = {"snap-dev-tools": state}
+    provider = daytona_provider(standin, snapshot_id="snap-dev-tools")
+    try:
+        with pytest.raises(RunnerError) as raised:
+            await provider.acquire("ses-snapshot-state")
+    finally:
+        await provider.aclose()
+
+    assert raised.value.retryable is retryable
+    assert f"is {state}" in str(raised.value)

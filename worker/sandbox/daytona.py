@@ -102,8 +102,13 @@ _STARTABLE = {
 _STOPPING = SandboxState.STOPPING.value
 # The API's quota refusals ("Total CPU limit exceeded. Maximum allowed: 10."), a 403 in its
 # current source and a 400 in older releases: capacity that frees up as other sandboxes stop.
-_QUOTA = re.compile(r"(limit|quota) exceeded", re.IGNORECASE)
+_QUOTA = re.compile(r"(total \w+ limit|quota) exceeded", re.IGNORECASE)
 _UNKNOWN_SNAPSHOT = re.compile(r"snapshot .* not found", re.IGNORECASE)
+# "Snapshot <name> is <state>" (the API's create, for a snapshot that is not active): these states
+# end by themselves; the others (error, build_failed, inactive, removing) need someone to act.
+_SNAPSHOT_NOT_READY = re.compile(
+    r"snapshot .* is (pending|pulling|building|pending_validation|validating)\b", re.IGNORECASE
+)
 _ISOLATION = Isolation("daytona", network=True, detail="remote sandbox VM")
 
 
@@ -491,11 +496,16 @@ class DaytonaSandboxes:
         raise Unavailable(f"daytona: could not create a sandbox for session {session_key}")
 
     def _refused(self, err: DaytonaBadRequestError) -> RunnerError:
-        """A 400 on create: an unknown snapshot (permanent) or a quota (temporary), else as is."""
+        """A 400 on create: an unknown snapshot (permanent), one still being prepared or a quota
+        (temporary), else as `_translate` says."""
         if _UNKNOWN_SNAPSHOT.search(str(err)):
             return ConfigurationError(
                 f"daytona: snapshot {self._snapshot!r} does not exist in this organization "
                 f"(DAYTONA_DEV_TOOLS_SNAPSHOT_ID): {SECRETS.redact(str(err))}"
+            )
+        if _SNAPSHOT_NOT_READY.search(str(err)):
+            return Unavailable(
+                f"daytona: snapshot {self._snapshot!r} is not ready yet: {SECRETS.redact(str(err))}"
             )
         return _translate(err, "creating a sandbox")
 
