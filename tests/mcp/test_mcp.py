@@ -13,7 +13,13 @@ import pytest
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
 from langchain_core.tools import BaseTool
 
-from worker.agent.mcp import McpToolbox, fill_placeholders, mcp_connections, open_mcp_toolbox
+from worker.agent.mcp import (
+    McpLimits,
+    McpToolbox,
+    fill_placeholders,
+    mcp_connections,
+    open_mcp_toolbox,
+)
 from worker.errors import ConfigurationError, DeadlineExceeded, InvalidInput, Unavailable
 from worker.logs import MASK
 
@@ -192,7 +198,7 @@ async def test_a_server_that_exits_at_once_fails_naming_the_server() -> None:
     with pytest.raises(
         Unavailable, match="'crasher': failed to start: the server exited with code 3"
     ):
-        async with open_mcp_toolbox([crashing], {}, startup_timeout=10):
+        async with open_mcp_toolbox([crashing], {}, limits=McpLimits(start_timeout=10)):
             pass
 
 
@@ -202,7 +208,7 @@ async def test_a_server_that_never_answers_times_out_naming_the_server() -> None
     )
 
     with pytest.raises(DeadlineExceeded, match="'silent': failed to start: no answer within 1s"):
-        async with open_mcp_toolbox([silent], {}, startup_timeout=1):
+        async with open_mcp_toolbox([silent], {}, limits=McpLimits(start_timeout=1)):
             pass
 
 
@@ -210,7 +216,7 @@ async def test_an_unreachable_http_server_fails_naming_the_server() -> None:
     server = http_server(f"http://127.0.0.1:{_free_port()}/mcp", name="offline")
 
     with pytest.raises(Unavailable, match="'offline': failed to start: ConnectError"):
-        async with open_mcp_toolbox([server], {}, startup_timeout=10):
+        async with open_mcp_toolbox([server], {}, limits=McpLimits(start_timeout=10)):
             pass
 
 
@@ -218,7 +224,7 @@ async def test_one_failing_server_stops_the_others() -> None:
     servers = [stdio_server(), http_server(f"http://127.0.0.1:{_free_port()}/mcp", name="down")]
 
     with pytest.raises(Unavailable, match="'down'"):
-        async with open_mcp_toolbox(servers, {}, startup_timeout=10):
+        async with open_mcp_toolbox(servers, {}, limits=McpLimits(start_timeout=10)):
             pass
 
 

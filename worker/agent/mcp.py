@@ -574,17 +574,11 @@ async def open_mcp_toolbox(
     secrets: Iterable[str] = (),
     workspace: str | None = None,
     limits: McpLimits | None = None,
-    startup_timeout: float | None = None,
     docker_probe: DockerProbe = docker_available,
 ) -> AsyncIterator[McpToolbox]:
-    """Start the agent's MCP servers for one execution; stop them when the block ends.
-
-    `startup_timeout`, when given, replaces `limits.start_timeout`.
-    """
+    """Start the agent's MCP servers for one execution; stop them when the block ends."""
     redact = Redactor(secrets)
     limits = limits or McpLimits()
-    if startup_timeout is not None:
-        limits = dataclasses.replace(limits, start_timeout=startup_timeout)
     connections = await mcp_connections(
         servers, env, workspace=workspace, docker_probe=docker_probe
     )
