@@ -37,6 +37,7 @@ from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
+from worker.content.offload import OffloadSupport
 from worker.converter import DATA_CONVERTER
 from worker.logs import configure
 from worker.observability.health import HealthServer, Readiness
@@ -162,8 +163,15 @@ async def run(
             worker_stopping=activity.wait_for_worker_shutdown,
             cancelled_by_shutdown=cancelled_by_worker_shutdown,
             preparer=preparer,
+            content=OffloadSupport(orchestrator.content_store(), settings.content),
         )
-        activities = RunnerActivities(orchestrator, executions, sandboxes)
+        activities = RunnerActivities(
+            orchestrator,
+            executions,
+            sandboxes,
+            source=orchestrator,
+            result_max_bytes=settings.content.result_max_bytes,
+        )
 
         client = await connect_temporal(
             settings, runtime=bridge.runtime(), interceptors=[tracing_interceptor()]

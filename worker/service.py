@@ -42,6 +42,8 @@ from worker.adapters.live_events import (
     tool_start_event,
 )
 from worker.adapters.ports import LiveEvents
+from worker.content.limits import ContentLimits
+from worker.content.offload import ContentOffloader, OffloadSupport
 from worker.domain.agent_events import (
     AgentEvent,
     ModelTurnEnded,
@@ -178,13 +180,18 @@ class GraphtonExecutions:
         worker_stopping: Callable[[], Awaitable[None]] | None = None,
         cancelled_by_shutdown: Callable[[], bool] = lambda: False,
         preparer: Preparer | None = None,
+        content: OffloadSupport | None = None,
     ) -> None:
         """`attempts_left` says whether Temporal retries this attempt after a retryable error;
         `worker_stopping` returns when the worker begins to shut down (None: never);
         `cancelled_by_shutdown` says whether the current cancellation is the worker's own;
         `heartbeat_timeout` is the current activity's heartbeat timeout in seconds (None: none),
-        which caps the heartbeat period."""
+        which caps the heartbeat period; `content` uploads large contents when the orchestrator
+        stores them (None: never)."""
         self._settings = settings
+        self._content = content
+        self._limits = ContentLimits.from_settings(settings.content)
+        self._uploads: dict[str, ContentOffloader] = {}
         self._orchestrator = orchestrator
         self._runtime = runtime
         self._preparer: Preparer = preparer or NoPreparation()
@@ -222,13 +229,16 @@ class GraphtonExecutions:
         thread_id: str,
         progress: Progress,
     ) -> execution_api.AgentExecutionStatus:
-        builder = StatusBuilder(user_message=execution.spec.message, redact=SECRETS.redact)
+        builder = StatusBuilder(
+            user_message=execution.spec.message, redact=SECRETS.redact, limits=self._limits
+        )
         publisher = self._publishers(execution_id)
         async with AsyncExitStack() as stack:
             publisher.start()
             stack.push_async_callback(publisher.aclose)
             builder.start()
             publisher.offer(builder.encoded, significant=True)
+            await self._attach_uploads(execution_id, builder, publisher, stack)
             await self._publish_live(execution_id, phase_event("EXECUTION_IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
             handover = Handover()
@@ -261,6 +271,29 @@ class GraphtonExecutions:
             builder.complete()
             return await self._end(execution_id, builder, publisher, progress, outcome="completed")
         raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
+
+    async def _attach_uploads(
+        self,
+        execution_id: str,
+        builder: StatusBuilder,
+        publisher: StatusPublisherLike,
+        stack: AsyncExitStack,
+    ) -> None:
+        """Large contents go to the orchestrator when it stores them (probed once a process)."""
+        if self._content is None:
+            return
+        offloader = await self._content.for_execution(execution_id)
+        if offloader is None:
+            return
+        offloader.set_listener(lambda: publisher.offer(builder.encoded, significant=True))
+        builder.attach_offloader(offloader)
+        self._uploads[execution_id] = offloader
+
+        async def detach() -> None:
+            self._uploads.pop(execution_id, None)
+            await offloader.aclose()
+
+        stack.push_async_callback(detach)
 
     async def _failed(
         self,
@@ -432,6 +465,10 @@ class GraphtonExecutions:
         outcome: str,
     ) -> execution_api.AgentExecutionStatus:
         progress.stage = outcome
+        uploads = self._uploads.get(execution_id)
+        if uploads is not None:
+            # The final status carries every reference whole (its storage key known).
+            await shielded(uploads.drain(self._settings.status.final_deadline_seconds))
         final = builder.snapshot()
         landed = await shielded(publisher.finish(final))
         await shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
