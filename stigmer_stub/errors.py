@@ -34,6 +34,10 @@ class FailedPrecondition(StubError):
     """The request is well-formed but the resource's state does not allow it."""
 
 
+class DataLoss(StubError):
+    """Bytes received do not match what the request said they are (a content's sha256)."""
+
+
 class Conflict(StubError):
     """A compare-and-swap write kept losing to concurrent writers; the caller may retry."""
 

@@ -246,7 +246,10 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         """
         current = await self.get(resource_id, field=field)
         if is_terminal(current.status.phase):
-            return await super().delete(resource_id, field=field)
+            deleted = await super().delete(resource_id, field=field)
+            contents = await self.db.content.delete_execution(resource_id)
+            log.info("execution_deleted", execution_id=resource_id, contents_deleted=contents)
+            return deleted
         log.info("execution_cancel_requested", execution_id=resource_id)
         try:
             await self.workflows.cancel(resource_id)

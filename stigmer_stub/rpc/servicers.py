@@ -40,6 +40,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
+from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.paging import NEXT_PAGE_TOKEN_TRAILER
 from stigmer_stub.resources import (
@@ -62,8 +63,9 @@ def _trail(context: Context, page: Page[Any]) -> None:
 
 
 class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServicer):
-    def __init__(self, ops: ExecutionOps) -> None:
+    def __init__(self, ops: ExecutionOps, content: ContentOps) -> None:
         self.ops = ops
+        self.content = content
 
     async def create(
         self, request: execution_pb2.AgentExecution, context: Context
@@ -127,7 +129,7 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def uploadContent(
         self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context
     ) -> execution_io.ContentUploadResult:
-        await _not_yet(context, "uploadContent")
+        return await self.content.upload(request_iterator)
 
 
 async def _not_yet(context: Context, method: str) -> NoReturn:
@@ -206,8 +208,9 @@ def _as_is(encoded: bytes) -> bytes:
 
 
 class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerServicer):
-    def __init__(self, ops: ExecutionOps) -> None:
+    def __init__(self, ops: ExecutionOps, content: ContentOps) -> None:
         self.ops = ops
+        self.content = content
 
     async def get(
         self, request: execution_io.AgentExecutionId, context: Context
@@ -248,13 +251,13 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     async def statContent(
         self, request: execution_io.ContentKey, context: Context
     ) -> execution_io.ContentUploadResult:
-        await _not_yet(context, "statContent")
+        return await self.content.stat(request)
 
     async def getContent(
         self, request: execution_io.ContentKey, context: Context
     ) -> AsyncIterator[execution_io.ContentChunk]:
-        await _not_yet(context, "getContent")
-        yield execution_io.ContentChunk()  # pragma: no cover - makes this an async generator
+        async for chunk in self.content.read(request):
+            yield chunk
 
     async def getWindow(
         self, request: execution_io.GetExecutionWindowInput, context: Context
