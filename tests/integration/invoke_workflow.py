@@ -38,3 +38,30 @@ class InvokeForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+
+
+@workflow.defn(name="test/agent-execution/invoke-by-id")
+class InvokeByIdForTest:
+    """The later upstream form (contract §7): `ExecuteGraphton(execution_id, thread_id)`, both
+    arguments `json/plain` strings; the runner reads the execution from the orchestrator."""
+
+    @workflow.run
+    async def run(
+        self, execution_id: str, session_id: str, queue: str
+    ) -> execution_api.AgentExecutionStatus:
+        thread_id: str = await workflow.execute_activity(
+            "EnsureThread",
+            args=[session_id, ""],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            result_type=str,
+        )
+        return await workflow.execute_activity(
+            "ExecuteGraphton",
+            args=[execution_id, thread_id],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=execution_api.AgentExecutionStatus,
+        )

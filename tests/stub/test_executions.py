@@ -412,7 +412,8 @@ async def test_a_status_update_growing_the_document_past_the_store_limit_is_inva
 
     assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "16 MB document limit" in failed.value.details
-    stored = await stub.client.get_execution(eid)
+    # Read from the store: a 9 MiB execution is more than one `get` reply holds.
+    stored = await stub.running.database.executions.get(eid)
     assert len(stored.status.messages) == 9
     assert not stored.status.tool_calls
 
