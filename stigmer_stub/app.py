@@ -47,7 +47,14 @@ def build_operations(
     agents = AgentOps(database)
     sessions = SessionOps(database, cleanup_sandbox=workflows.cleanup_sandbox)
     return Operations(
-        executions=ExecutionOps(database, workflows, agents, sessions),
+        executions=ExecutionOps(
+            database,
+            workflows,
+            agents,
+            sessions,
+            max_input_bytes=limits.max_execution_input_bytes,
+            max_reply_bytes=limits.max_reply_bytes,
+        ),
         sessions=sessions,
         agent_instances=agents.instances,
         agents=agents,

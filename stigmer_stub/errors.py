@@ -15,6 +15,10 @@ class InvalidArgument(StubError):
         self.field = field
 
 
+class TooLarge(InvalidArgument):
+    """A write would make a stored document larger than the store accepts (16 MB)."""
+
+
 class NotFound(StubError):
     def __init__(self, kind: str, key: str, *, field: str | None = None) -> None:
         where = f"{field}: " if field else ""

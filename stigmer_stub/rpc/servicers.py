@@ -51,15 +51,32 @@ from stigmer_stub.resources import (
     tags_query,
 )
 from stigmer_stub.skills import SkillOps
-from stigmer_stub.status_wire import parse_update, split_view
+from stigmer_stub.status_wire import parse_update, split_view, varint
 from stigmer_stub.store.collection import Page
+from stigmer_stub.store.executions import EncodedPage
 
 Context = aio.ServicerContext[Any, Any]
 
 
-def _trail(context: Context, page: Page[Any]) -> None:
+def _trail(context: Context, page: Page[Any] | EncodedPage) -> None:
     if page.next_token:
         context.set_trailing_metadata(((NEXT_PAGE_TOKEN_TRAILER, page.next_token),))
+
+
+_LIST_ENTRY_TAG = b"\x12"  # AgentExecutionList.entries: field 2, length-delimited
+
+
+def _execution_list(context: Context, page: EncodedPage) -> bytes:
+    """An `AgentExecutionList` of executions already encoded; the next-page token both in the
+    reply (contract §7) and in the trailer (for clients of the January contract)."""
+    _trail(context, page)
+    head = execution_io.AgentExecutionList(
+        total_pages=page.total_pages, next_page_token=page.next_token
+    ).SerializeToString()
+    parts = [head]
+    for entry in page.items:
+        parts += [_LIST_ENTRY_TAG, varint(len(entry)), entry]
+    return b"".join(parts)
 
 
 class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServicer):
@@ -153,14 +170,29 @@ def add_execution_commands(servicer: AgentExecutionCommands, server: aio.Server)
 
 
 def add_execution_queries(servicer: AgentExecutionQueries, server: aio.Server) -> None:
-    """`add_AgentExecutionQueryControllerServicer_to_server`, except that `subscribe` sends each
-    state encoded as the store assembled it."""
+    """`add_AgentExecutionQueryControllerServicer_to_server`, except that the replies holding
+    executions are sent encoded as the store assembled them (and sized to the reply budget)."""
+
+    def encoded(behaviour: Any, request_type: type[Message]) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=request_type.FromString, response_serializer=_as_is
+        )
+
     subscribe = grpc.unary_stream_rpc_method_handler(
         servicer.subscribe_encoded,
         request_deserializer=execution_io.AgentExecutionId.FromString,
         response_serializer=_as_is,
     )
-    _add_service(server, _EXECUTION_QUERIES, servicer, {"subscribe": subscribe})
+    overrides = {
+        "subscribe": subscribe,
+        "get": encoded(servicer.get_encoded, execution_io.AgentExecutionId),
+        "list": encoded(servicer.list_encoded, execution_io.ListAgentExecutionsRequest),
+        "listBySession": encoded(
+            servicer.list_by_session_encoded, execution_io.ListAgentExecutionsBySessionRequest
+        ),
+        "getWindow": encoded(servicer.window_encoded, execution_io.GetExecutionWindowInput),
+    }
+    _add_service(server, _EXECUTION_QUERIES, servicer, overrides)
 
 
 def _add_service(
@@ -215,25 +247,39 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     async def get(
         self, request: execution_io.AgentExecutionId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.get(request.value)
+        return execution_pb2.AgentExecution.FromString(await self.get_encoded(request, context))
+
+    async def get_encoded(self, request: execution_io.AgentExecutionId, context: Context) -> bytes:
+        """What the server runs for `get` (see `add_execution_queries`)."""
+        return await self.ops.get_encoded(request.value)
 
     async def list(
         self, request: execution_io.ListAgentExecutionsRequest, context: Context
     ) -> execution_io.AgentExecutionList:
+        encoded = await self.list_encoded(request, context)
+        return execution_io.AgentExecutionList.FromString(encoded)
+
+    async def list_encoded(
+        self, request: execution_io.ListAgentExecutionsRequest, context: Context
+    ) -> bytes:
         page = await self.ops.list(
             request.page_size, request.page_token, request.phase, list(request.tags)
         )
-        _trail(context, page)
-        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+        return _execution_list(context, page)
 
     async def listBySession(
         self, request: execution_io.ListAgentExecutionsBySessionRequest, context: Context
     ) -> execution_io.AgentExecutionList:
+        encoded = await self.list_by_session_encoded(request, context)
+        return execution_io.AgentExecutionList.FromString(encoded)
+
+    async def list_by_session_encoded(
+        self, request: execution_io.ListAgentExecutionsBySessionRequest, context: Context
+    ) -> bytes:
         page = await self.ops.list_by_session(
             request.session_id, request.page_size, request.page_token
         )
-        _trail(context, page)
-        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+        return _execution_list(context, page)
 
     async def subscribe(
         self, request: execution_io.AgentExecutionId, context: Context
@@ -262,7 +308,13 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     async def getWindow(
         self, request: execution_io.GetExecutionWindowInput, context: Context
     ) -> execution_io.AgentExecutionWindow:
-        await _not_yet(context, "getWindow")
+        encoded = await self.window_encoded(request, context)
+        return execution_io.AgentExecutionWindow.FromString(encoded)
+
+    async def window_encoded(
+        self, request: execution_io.GetExecutionWindowInput, context: Context
+    ) -> bytes:
+        return await self.ops.window(request)
 
 
 class SessionCommands(session_cmd.SessionCommandControllerServicer):

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from pymongo import DESCENDING
 
+from stigmer_stub import paging
 from stigmer_stub.errors import NotFound
 from stigmer_stub.status_wire import (
     LISTS,
@@ -32,6 +34,7 @@ from stigmer_stub.status_wire import (
     split_status,
 )
 from stigmer_stub.store.collection import Document, ResourceCollection, decode
+from stigmer_stub.windows import entry_cost, whole_or_window
 
 Execution = api_pb2.AgentExecution
 
@@ -50,6 +53,20 @@ Admit = Callable[[str, int, bytes], None]
 class MergedStatus:
     head: Execution  # the merged execution without its status lists
     encoded: bytes  # the whole merged execution, encoded
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPage:
+    """A page of executions, each encoded as it goes in a reply (see `page_replies`)."""
+
+    items: list[bytes]
+    total_pages: int
+    total_count: int
+    next_token: str
+
+
+_LIST_FRAMING = 1024
+"""Room kept in a list reply for its own fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +127,60 @@ class ExecutionCollection(ResourceCollection[Execution]):
         if phase is None:
             return self.decode_document(doc).status.phase
         return enum_pb2.ExecutionPhase.ValueType(int(phase))
+
+    def lists_of(self, doc: Mapping[str, Any]) -> tuple[bytes, dict[str, list[bytes]]]:
+        """A document's execution as its head (encoded, no lists) and each list's entries."""
+        parts = self._parts(doc)
+        head = (
+            parts.head.SerializeToString(deterministic=True)
+            if parts.legacy
+            else bytes(doc["resource"])
+        )
+        return head, {name: entries(name, c) if c else [] for name, c in parts.chunks.items()}
+
+    def reply(self, doc: Mapping[str, Any], budget: int) -> bytes:
+        """The execution as a reply of at most `budget` bytes: whole when it fits, otherwise a
+        window of its transcript (`windows.py`)."""
+        encoded = self.encoded(doc)
+        if len(encoded) <= budget:
+            return encoded
+        head, lists = self.lists_of(doc)
+        return whole_or_window(head, lists, budget)
+
+    async def page_replies(
+        self, query: Mapping[str, Any], cursor: paging.Cursor, budget: int
+    ) -> EncodedPage:
+        """One page, newest first, of at most `cursor.size` executions *and* at most `budget`
+        bytes: a page ends early (with a next-page token) before an execution that would not
+        fit, and an execution larger than a reply on its own goes windowed."""
+        count = await self.raw.count_documents(query)
+        scoped: Document = dict(query)
+        if cursor.after_id is not None:
+            scoped["_id"] = {"$lt": cursor.after_id}
+        room = budget - _LIST_FRAMING
+        items: list[bytes] = []
+        used, last_id, more = 0, "", False
+        found = self.raw.find(
+            scoped, sort=[("_id", DESCENDING)], skip=cursor.skip, limit=cursor.size + 1
+        )
+        async with found:
+            async for doc in found:
+                if len(items) == cursor.size:
+                    more = True
+                    break
+                entry = self.reply(doc, room)
+                if items and used + entry_cost(entry) > room:
+                    more = True
+                    break
+                items.append(entry)
+                used += entry_cost(entry)
+                last_id = str(doc["_id"])
+        return EncodedPage(
+            items=items,
+            total_pages=paging.total_pages(count, cursor.size),
+            total_count=count,
+            next_token=paging.keyset_token(last_id) if more and last_id else "",
+        )
 
     def _parts(self, doc: Mapping[str, Any]) -> _Parts:
         stored = doc["resource"]
