@@ -103,9 +103,11 @@ def translate_error(method: str, err: grpc.aio.AioRpcError) -> RunnerError:
     code = err.code()
     details = SECRETS.redact(err.details() or "")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in details:
-        kind: type[RunnerError] = PayloadTooLarge
-    else:
-        kind = ERRORS_BY_CODE.get(code, Unavailable)
+        return PayloadTooLarge(
+            f"{method}: {code.name}: {details} (the message is over a gRPC size limit: this "
+            "worker's STIGMER_BACKEND_MAX_MESSAGE_BYTES, or the orchestrator's own)"
+        )
+    kind = ERRORS_BY_CODE.get(code, Unavailable)
     return kind(f"{method}: {code.name}: {details}" if details else f"{method}: {code.name}")
 
 
