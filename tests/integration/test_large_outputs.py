@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from devstack import Endpoints
+from stigmer_stub.whole import restore_contents, whole_execution
 from stigmer_stub.workflow import workflow_id
 from tests.adapters.fake_orchestrator import FakeOrchestrator, start_fake_orchestrator
 from tests.agent.fake_llm_servers import FakeLlmServer
@@ -81,6 +82,11 @@ async def test_large_answers_end_completed_and_read_back_whole_from_the_stub(
                 assert len(answer.content) <= 4096, "the status carries only a preview"
                 whole = await loop.client.get_content(execution_id, ref.storage_key)
                 assert whole == llm.reply.encode(), f"{size} bytes read back byte for byte"
+                # What `stigmer get ID --json --full` prints: every stored content put back.
+                full = await whole_execution(loop.client, execution_id)
+                await restore_contents(loop.client, full)
+                restored = [m for m in full.status.messages if m.type == enum_pb2.MESSAGE_AI]
+                assert restored[-1].content == llm.reply
 
 
 async def test_a_january_orchestrator_gets_bounded_updates_and_the_id_signature_works(
