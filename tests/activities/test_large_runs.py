@@ -16,10 +16,11 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeContentStore, FakeOrchestratorPorts, FakeRuntime
 from worker.activities.result import bounded_result, payload_size
-from worker.activities.runner import RunnerActivities
+from worker.activities.runner import RunnerActivities, to_application_error
 from worker.adapters.status_publisher import StatusPublisher
 from worker.content.offload import OffloadSupport
 from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
+from worker.errors import AgentFailed
 from worker.sandbox import LocalSandboxes
 from worker.service import GraphtonExecutions
 from worker.settings import load_settings
@@ -203,3 +204,11 @@ def test_the_slim_result_keeps_a_long_error_short() -> None:
     assert result.phase == enum_pb2.EXECUTION_FAILED
     assert result.error.startswith("e" * 100) and len(result.error) < 17_000
     assert payload_size(result) < 256 * 1024
+
+
+def test_a_failure_message_is_bounded() -> None:
+    failure = to_application_error(AgentFailed("boom: " + "x" * 1_000_000))
+    assert failure.message.startswith("boom: x")
+    assert len(failure.message) < 17 * 1024
+    assert "1000006 characters in all" in failure.message
+    assert not failure.non_retryable

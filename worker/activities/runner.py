@@ -69,9 +69,19 @@ def to_application_error(err: RunnerError) -> ApplicationError:
     unredacted text (a provider's error quoting a key) into the history, and the orchestrator
     would show the innermost, least clear message. The worker's log keeps the chain, redacted.
     """
-    return ApplicationError(
-        SECRETS.redact(str(err)), type=type(err).__name__, non_retryable=not err.retryable
-    )
+    message = SECRETS.redact(str(err))
+    if len(message) > FAILURE_MESSAGE_MAX_CHARS:
+        # A failure is stored in the workflow history; an error quoting a huge tool output must
+        # not make it the next thing over Temporal's size limits.
+        message = (
+            message[:FAILURE_MESSAGE_MAX_CHARS] + f"… [{len(message)} characters in all; the "
+            "worker's log has the whole error]"
+        )
+    return ApplicationError(message, type=type(err).__name__, non_retryable=not err.retryable)
+
+
+FAILURE_MESSAGE_MAX_CHARS = 16 * 1024
+"""The longest failure message an activity reports to Temporal."""
 
 
 class RunnerActivities:
