@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
+from structlog.testing import capture_logs
 
 from stigmer_stub.client import RpcFailed, StigmerClient
 from stigmer_stub.windows import window_of
@@ -281,3 +282,19 @@ async def test_create_accepts_a_large_message_within_the_bound(stub: Stub, agent
     created = await stub.client.create_execution("x" * (900 * KiB), agent_id=agent_id)
 
     assert created.status.phase == Phase.EXECUTION_PENDING
+
+
+async def test_an_update_over_the_document_limit_is_refused_typed_and_logged_at_warning(
+    stub: Stub, agent_id: str
+) -> None:
+    execution_id = await large_execution(stub, agent_id, big_status(9, 0, each=1 * MiB))
+    more = big_status(0, 8, each=1 * MiB)
+
+    with capture_logs() as logs, pytest.raises(RpcFailed) as failed:
+        await stub.client.update_status(execution_id, more)
+
+    assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "16 MB document limit" in failed.value.details
+    assert {"event": "store_document_too_large", "log_level": "warning"}.items() <= next(
+        entry for entry in logs if entry["event"] == "store_document_too_large"
+    ).items()
