@@ -238,7 +238,7 @@ class GraphtonExecutions:
             stack.push_async_callback(publisher.aclose)
             builder.start()
             publisher.offer(builder.encoded, significant=True)
-            await self._attach_uploads(execution_id, builder, publisher, stack)
+            stack.push_async_callback(self._detach_uploads, execution_id)
             await self._publish_live(execution_id, phase_event("EXECUTION_IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
             handover = Handover()
@@ -273,11 +273,7 @@ class GraphtonExecutions:
         raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
 
     async def _attach_uploads(
-        self,
-        execution_id: str,
-        builder: StatusBuilder,
-        publisher: StatusPublisherLike,
-        stack: AsyncExitStack,
+        self, execution_id: str, builder: StatusBuilder, publisher: StatusPublisherLike
     ) -> None:
         """Large contents go to the orchestrator when it stores them (probed once a process)."""
         if self._content is None:
@@ -289,11 +285,10 @@ class GraphtonExecutions:
         builder.attach_offloader(offloader)
         self._uploads[execution_id] = offloader
 
-        async def detach() -> None:
-            self._uploads.pop(execution_id, None)
+    async def _detach_uploads(self, execution_id: str) -> None:
+        offloader = self._uploads.pop(execution_id, None)
+        if offloader is not None:
             await offloader.aclose()
-
-        stack.push_async_callback(detach)
 
     async def _failed(
         self,
@@ -337,6 +332,7 @@ class GraphtonExecutions:
         handover: Handover,
     ) -> None:
         progress.stage = "resolving"
+        await self._attach_uploads(execution.metadata.id.strip(), builder, publisher)
         resolved = await resolve(self._orchestrator, execution)
         progress.stage = "preparing"
         async with self._preparer.prepare(execution, resolved) as prepared:
