@@ -205,3 +205,24 @@ def test_a_resumed_builder_keeps_stored_references() -> None:
     again = resumed.snapshot()
     assert again.tool_calls[0].output_ref == stored.tool_calls[0].output_ref
     assert again.tool_calls[0].result == stored.tool_calls[0].result
+
+
+def test_a_sub_agent_output_over_the_message_bound_is_a_marked_preview() -> None:
+    builder = builder_with(None)
+    report = "r" * 5000
+    args = {"description": "Look around", "subagent_type": "general-purpose"}
+    builder.apply(
+        ModelTurnEnded(
+            message_id="ai-1",
+            text="Delegating.",
+            tool_calls=(ToolCallRequest(id="task-1", name="task", args=args),),
+        )
+    )
+    builder.apply(ToolStarted(tool_call_id="task-1", name="task", args=args))
+    builder.apply(ToolEnded(tool_call_id="task-1", name="task", result=report))
+    status = builder.snapshot()
+    output = status.sub_agent_executions[0].output
+    assert output.startswith("r" * 100)
+    assert "5000 characters in all" in output
+    assert "task tool call" in output
+    assert status.tool_calls[0].result == report, "the whole output is the task call's result"

@@ -791,16 +791,22 @@ class StatusBuilder:
         """
         floor = limits.preview * 2
         candidates: list[tuple[int, int, _Message | _Tool | _SubAgent]] = []
+        previewing = self._offloader is not None
         for message in self._messages:
-            if message.ref is None and not message.cut and _chars(message) > floor:
-                candidates.append((message.seq, _chars(message), message))
+            size = _chars(message)
+            if message.ref is not None or message.cut or size <= floor:
+                continue
+            if previewing and message.streaming and size > limits.message_inline:
+                continue  # its status already carries only a preview
+            candidates.append((message.seq, size, message))
         for tool in self._tools.values():
             if tool.ref is None and not tool.cut and len(tool.result) > floor:
                 copies = 2 if tool.owner is not None else 1
                 candidates.append((tool.seq, len(tool.result) * copies, tool))
         for sub in self._subs.values():
             size = sum(len(p) for p in sub.parts)
-            if not sub.cut and size > floor:
+            # An output over the message bound is a preview already.
+            if not sub.cut and floor < size <= limits.message_inline:
                 candidates.append((sub.seq, size, sub))
         candidates.sort(key=lambda c: c[0])
         target = limits.status_budget * 3 // 4
