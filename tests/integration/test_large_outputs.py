@@ -3,7 +3,8 @@ streaming the answer, and an orchestrator with or without the content RPCs (cont
 
 - The stub (gRPC + MongoDB-wire + its invoke workflow) stores large contents: a 3 MiB and a
   20 MiB answer each end COMPLETED once the workflow has closed, and the referenced content reads
-  back byte for byte.
+  back byte for byte; so does a tool reading a 5 MiB workspace file (the scripted model), whose
+  result, as bounded by the agent's `read_file`, is stored by reference.
 - A January orchestrator (the fake, content RPCs UNIMPLEMENTED): a 3 MiB answer still ends
   COMPLETED with every update under the status budget, and the later upstream signature
   `ExecuteGraphton(execution_id, thread_id)` runs an execution read by id.
@@ -14,6 +15,8 @@ Answers are streamed in 64 KiB words, so a 20 MiB answer is a few hundred chunks
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import uuid
 from pathlib import Path
 
@@ -57,24 +60,32 @@ def llm_env(server: FakeLlmServer) -> dict[str, str]:
     }
 
 
-async def test_large_answers_end_completed_and_read_back_whole_from_the_stub(
+async def test_large_outputs_end_completed_and_read_back_whole_from_the_stub(
     stack: Endpoints, tmp_path: Path
 ) -> None:
+    # A lower inline bound than the default, so that the workspace read below (Graphton's
+    # read_file returns at most about 30,000 characters, however large the file) is uploaded.
+    env = {"STIGMER_CONTENT_INLINE_BYTES": "16384"}
     with FakeLlmServer() as llm:
-        async with running_loop(stack, tmp_path, **llm_env(llm)) as loop:
+        env.update(llm_env(llm))
+        async with running_loop(stack, tmp_path, **env) as loop:
             agent = await loop.client.create_agent("big-agent", instructions="Answer at length.")
             temporal = await Client.connect(stack.temporal_address)
+
+            async def run(model: str = "") -> execution_api.AgentExecution:
+                created = await loop.client.create_execution(
+                    "Write the report", agent_id=agent.metadata.id, model_name=model
+                )
+                async with asyncio.timeout(240):
+                    await temporal.get_workflow_handle(workflow_id(created.metadata.id)).result()
+                stored = await loop.client.get_execution(created.metadata.id)
+                assert stored.status.phase == enum_pb2.EXECUTION_COMPLETED, stored.status.error
+                return stored
+
             for size in (3 * MIB, 20 * MIB):
                 llm.reply = answer_of(size, f"answer-{size}-")
-                created = await loop.client.create_execution(
-                    "Write the report", agent_id=agent.metadata.id
-                )
-                execution_id = created.metadata.id
-                async with asyncio.timeout(240):
-                    await temporal.get_workflow_handle(workflow_id(execution_id)).result()
-                stored = await loop.client.get_execution(execution_id)
-
-                assert stored.status.phase == enum_pb2.EXECUTION_COMPLETED, stored.status.error
+                stored = await run()
+                execution_id = stored.metadata.id
                 answer = [m for m in stored.status.messages if m.type == enum_pb2.MESSAGE_AI][-1]
                 ref = answer.content_ref
                 assert ref.storage_key, "the answer is stored by reference"
@@ -87,6 +98,20 @@ async def test_large_answers_end_completed_and_read_back_whole_from_the_stub(
                 await restore_contents(loop.client, full)
                 restored = [m for m in full.status.messages if m.type == enum_pb2.MESSAGE_AI]
                 assert restored[-1].content == llm.reply
+
+            # A tool reading a 5 MiB workspace file (the scripted model, through the sandbox).
+            stored = await run("scripted:big-read")
+            read = next(t for t in stored.status.tool_calls if t.name == "read_file")
+            assert read.output_ref.storage_key, "the tool result is stored by reference"
+            content = await loop.client.get_content(stored.metadata.id, read.output_ref.storage_key)
+            assert hashlib.sha256(content).hexdigest() == read.output_ref.content_hash
+            full = await whole_execution(loop.client, stored.metadata.id)
+            await restore_contents(loop.client, full)
+            restored = next(t for t in full.status.tool_calls if t.name == "read_file").result
+            seen = re.search(r"came back as (\d+) characters", stored.status.messages[-1].content)
+            assert seen is not None
+            assert len(restored) == int(seen.group(1)), "the model's view, whole"
+            assert restored.encode() == content
 
 
 async def test_a_january_orchestrator_gets_bounded_updates_and_the_id_signature_works(

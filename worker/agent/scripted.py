@@ -36,6 +36,8 @@ Scripts:
   Graphton's after-model middleware, the tool), so give it a recursion limit of `7 * turns + 20`;
 - `delegate`: two `task` calls in one turn (sub-agents running concurrently), then an answer;
 - `subagent`: what a delegated sub-agent does: looks at the workspace, then reports.
+- `big-read`: writes a 5 MiB log in the workspace from the shell, reads it whole with
+  `read_file`, then answers with what came back (large tool results; see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -341,6 +343,27 @@ def subagent(turn: Turn) -> Step:
     )
 
 
+BIG_LOG_BYTES = 5 * 1024 * 1024
+BIG_LOG_LINE = "0123456789 big log line " * 40 + "\n"
+
+
+def big_read(turn: Turn) -> Step:
+    path = "/big.log"
+    lines = BIG_LOG_BYTES // len(BIG_LOG_LINE)
+    match turn.step:
+        case 0:
+            if not turn.has("execute"):
+                return Step("This workspace has no shell; nothing to read.")
+            command = f"yes '{BIG_LOG_LINE.rstrip()}' | head -n {lines} > big.log && wc -c big.log"
+            return Step("Writing a large log first.", (Call("execute", {"command": command}),))
+        case 1:
+            args = turn.path_args("read_file", path, offset=0, limit=lines)
+            return Step("Reading the whole log.", (Call("read_file", args),))
+    result = turn.result_of("read_file")
+    size = len(result.text) if result is not None else 0
+    return Step(f"The log came back as {size} characters.")
+
+
 SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "demo": demo,
     "quick": quick,
@@ -349,6 +372,7 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "long": long,
     "delegate": delegate,
     "subagent": subagent,
+    "big-read": big_read,
 }
 _DELEGATING = frozenset({"demo", "delegate"})
 
