@@ -193,7 +193,7 @@ class ContentSettings(BaseSettings):
         ge=64,
         le=64 * 1024,
         validation_alias="STIGMER_CONTENT_PREVIEW_BYTES",
-        description="Length of the preview kept inline for uploaded or cut content.",
+        description="Characters kept inline as the preview of an uploaded or cut content.",
     )
     chunk_bytes: int = Field(
         1024 * 1024,
@@ -418,6 +418,11 @@ def _check(s: Settings) -> None:
         s.checkpointer.url is None
     ):
         problems.append(f"CHECKPOINTER={s.checkpointer.kind.value} needs CHECKPOINTER_URL")
+    if s.content.status_budget_bytes > b.max_message_bytes:
+        problems.append(
+            "STIGMER_STATUS_BUDGET_BYTES must not exceed STIGMER_BACKEND_MAX_MESSAGE_BYTES "
+            "(a status over the gRPC limit is never sent)"
+        )
     t = s.temporal
     if (t.tls_client_cert_path is None) != (t.tls_client_key_path is None):
         problems.append(
