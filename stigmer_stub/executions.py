@@ -199,7 +199,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             raise InvalidArgument("execution_id", "is required")
         _check_enums(status.rest, "status")
         merged = await self._merge(execution_id, status, authoritative=False)
-        return merged.encoded
+        return merged.reply(self.max_reply_bytes)
 
     async def finalize(
         self, execution_id: str, status: api_pb2.AgentExecutionStatus
@@ -253,7 +253,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
 
     async def get_encoded(self, execution_id: str) -> bytes:
         """`get`, encoded, within the reply budget (a window of a larger execution)."""
-        doc = await self.executions.raw.find_one({"_id": execution_id}) if execution_id else None
+        doc = await self.executions.load_document(execution_id)
         if doc is None:
             raise NotFound(self.label, execution_id, field="value")
         return self.executions.reply(doc, self.max_reply_bytes)
@@ -263,7 +263,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         for name in ("message_offset", "message_limit", "tool_call_offset", "tool_call_limit"):
             if getattr(request, name) < 0:
                 raise InvalidArgument(name, "must not be negative")
-        doc = await self.executions.raw.find_one({"_id": request.id}) if request.id else None
+        doc = await self.executions.load_document(request.id)
         if doc is None:
             raise NotFound(self.label, request.id, field="id")
         head, lists = self.executions.lists_of(doc)
@@ -303,9 +303,16 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             yield self.executions.reply(first.document, self.max_reply_bytes)
             if is_terminal(first.resource.status.phase):
                 return
-            async for doc in changes.after(first):
+            sent = first.version
+            async for changed in changes.after(first):
+                # A long list's slices may be gone from an older version: hydrate then reads
+                # the current one, which the feed may bring again (sent once, by version).
+                doc = None if changed is None else await self.executions.hydrate(changed)
                 if doc is None:
                     return
+                if int(doc["version"]) <= sent:
+                    continue
+                sent = int(doc["version"])
                 yield self.executions.reply(doc, self.max_reply_bytes)
                 if is_terminal(self.executions.phase(doc)):
                     return

@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from stigmer_stub.status_wire import ENTRY_TYPES, LISTS, assemble, chunk
+from stigmer_stub.status_wire import ENTRY_TYPES, LISTS, assemble, chunk, split_status
 
 MARKER_KEY = "stigmer_window"
 _FRAMING = 4096
@@ -162,6 +162,21 @@ def whole_or_window(head: bytes, lists: dict[str, list[bytes]], budget: int) -> 
         **side,
     }
     return assemble(head, (chunk(name, parts[name]) for name in LISTS))
+
+
+def bounded(execution: api_pb2.AgentExecution, budget: int) -> api_pb2.AgentExecution:
+    """`execution` itself when it fits in `budget`, otherwise its window (for replies built
+    from a parsed execution: `create`, `update`, `delete`)."""
+    if execution.ByteSize() <= budget:
+        return execution
+    split = split_status(execution.status)
+    head = api_pb2.AgentExecution()
+    head.CopyFrom(execution)
+    head.status.CopyFrom(split.rest)
+    lists = {name: list(split.lists[name]) for name in LISTS}
+    return api_pb2.AgentExecution.FromString(
+        whole_or_window(head.SerializeToString(deterministic=True), lists, budget)
+    )
 
 
 def window_marker(omitted: dict[str, int]) -> bytes:

@@ -54,6 +54,7 @@ from stigmer_stub.skills import SkillOps
 from stigmer_stub.status_wire import parse_update, split_view, varint
 from stigmer_stub.store.collection import Page
 from stigmer_stub.store.executions import EncodedPage
+from stigmer_stub.windows import bounded
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -87,12 +88,15 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def create(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.create(request)
+        return self._bounded(await self.ops.create(request))
 
     async def update(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.update(request)
+        return self._bounded(await self.ops.update(request))
+
+    def _bounded(self, execution: execution_pb2.AgentExecution) -> execution_pb2.AgentExecution:
+        return bounded(execution, self.ops.max_reply_bytes)
 
     async def updateStatus(
         self, request: execution_cmd_pb2.AgentExecutionUpdateStatusInput, context: Context
@@ -108,7 +112,7 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def delete(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.delete(request.value)
+        return self._bounded(await self.ops.delete(request.value))
 
     # Contract §7 methods this stub does not serve yet: UNIMPLEMENTED is what a runner probing
     # for them takes as "the January contract" (contract.md §7).
