@@ -4,7 +4,8 @@ The recorded run scaled to 100k events is replayed as fast as it goes through wh
 uses: a StatusBuilder with the worker's default size bounds, the content uploader (the stub serves
 `uploadContent`), the StatusPublisher (default policy) and GrpcOrchestrator, into an execution of
 the stub (a subprocess on the devstack's MongoDB-wire server). A second replay ends the same run
-with a 5 MiB tool result and a 20 MiB answer. For each, measured:
+with a 5 MiB tool result and a 20 MiB answer; a third does too, without uploads (as against an
+orchestrator of the January contract: the status budget alone bounds it). For each, measured:
 
 - the largest `updateStatus` request, against the status budget (`STIGMER_STATUS_BUDGET_BYTES`,
   8 MiB) and the gRPC message limit of the worker and the stub (16 MiB);
@@ -161,16 +162,20 @@ async def _run_all(size: int) -> dict[str, dict[str, Any]]:
         orchestrator = GrpcOrchestrator(backend, tls=False)
         support = OffloadSupport(orchestrator.content_store(), ContentSettings())
         try:
+            large = [*base, *large_ending(5 * MIB, 20 * MIB)]
+            label = size_label(size)
             scenarios = {
-                f"{size_label(size)} events": base,
-                f"{size_label(size)} events + 5 MiB tool result + 20 MiB answer": [
-                    *base,
-                    *large_ending(5 * MIB, 20 * MIB),
-                ],
+                f"{label} events": (base, support),
+                f"{label} events + 5 MiB tool result + 20 MiB answer": (large, support),
+                # As against the January orchestrator: no uploads, the status budget alone.
+                f"{label} events + 5 MiB tool result + 20 MiB answer, no uploads": (
+                    large,
+                    OffloadSupport(None, ContentSettings()),
+                ),
             }
-            for label, events in scenarios.items():
+            for name, (events, offload) in scenarios.items():
                 execution = await client.create_execution(USER_MESSAGE, agent_id=agent.metadata.id)
-                runs[label] = await _replay(events, orchestrator, execution.metadata.id, support)
+                runs[name] = await _replay(events, orchestrator, execution.metadata.id, offload)
             largest, where = await asyncio.to_thread(
                 _largest_document, infra.stack().mongodb_uri, config.database
             )
@@ -227,7 +232,7 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
                 ]
                 for label, r in runs.items()
             ],
-            note="Largest stored document after both runs: "
+            note="Largest stored document after every run: "
             + _share(next(iter(runs.values()))["largest_document"], MONGO_DOCUMENT_LIMIT)
             + f", in `{next(iter(runs.values()))['largest_document_in']}`.",
         )
