@@ -6,7 +6,8 @@ streaming the answer, and an orchestrator with or without the content RPCs (cont
   back byte for byte; so does a tool reading a 5 MiB workspace file (the scripted model), whose
   result, as bounded by the agent's `read_file`, is stored by reference.
 - A January orchestrator (the fake, content RPCs UNIMPLEMENTED): a 3 MiB answer still ends
-  COMPLETED with every update under the status budget, and the later upstream signature
+  COMPLETED with every update under the status budget (the execution passed as a TypeScript
+  orchestrator writes it: a hand-made `json/protobuf` payload), and the later upstream signature
   `ExecuteGraphton(execution_id, thread_id)` runs an execution read by id.
 
 Answers are streamed in 64 KiB words, so a 20 MiB answer is a few hundred chunks.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import uuid
 from pathlib import Path
@@ -34,7 +36,7 @@ from stigmer_stub.whole import restore_contents, whole_execution
 from stigmer_stub.workflow import workflow_id
 from tests.adapters.fake_orchestrator import FakeOrchestrator, start_fake_orchestrator
 from tests.agent.fake_llm_servers import FakeLlmServer
-from tests.integration.invoke_workflow import InvokeByIdForTest, InvokeForTest
+from tests.integration.invoke_workflow import InvokeByIdForTest, InvokeRawForTest
 from tests.integration.test_full_loop import running_loop
 from worker import app
 from worker.converter import DATA_CONVERTER
@@ -148,17 +150,25 @@ async def test_a_january_orchestrator_gets_bounded_updates_and_the_id_signature_
             async with Worker(
                 client,
                 task_queue=queue + "-workflows",
-                workflows=[InvokeForTest, InvokeByIdForTest],
+                workflows=[InvokeRawForTest, InvokeByIdForTest],
                 workflow_runner=UnsandboxedWorkflowRunner(),
             ):
-                # The January signature (the execution as json/protobuf), a 3 MiB answer.
+                # The January signature, the execution as a TypeScript orchestrator writes it
+                # (a json/protobuf payload made by hand, with a field this runner does not know);
+                # a 3 MiB answer.
                 llm.reply = answer_of(3 * MIB, "january-")
-                execution = execution_api.AgentExecution(
-                    metadata={"id": "aex-big"}, spec={"session_id": "ses-1", "message": "Go"}
+                execution_json = json.dumps(
+                    {
+                        "apiVersion": "agentic.stigmer.ai/v1",
+                        "kind": "AgentExecution",
+                        "metadata": {"id": "aex-big"},
+                        "spec": {"sessionId": "ses-1", "message": "Go"},
+                        "status": {"phase": "EXECUTION_PENDING", "futureField": True},
+                    }
                 )
                 result = await client.execute_workflow(
-                    InvokeForTest.run,
-                    args=[execution, queue],
+                    InvokeRawForTest.run,
+                    args=[execution_json, "ses-1", queue],
                     id=f"large-{uuid.uuid4().hex[:8]}",
                     task_queue=queue + "-workflows",
                     result_type=execution_api.AgentExecutionStatus,
