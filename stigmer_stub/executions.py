@@ -253,6 +253,8 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
 
     async def get_encoded(self, execution_id: str) -> bytes:
         """`get`, encoded, within the reply budget (a window of a larger execution)."""
+        if not execution_id:
+            raise InvalidArgument("value", "is required")
         doc = await self.executions.load_document(execution_id)
         if doc is None:
             raise NotFound(self.label, execution_id, field="value")
@@ -263,6 +265,8 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         for name in ("message_offset", "message_limit", "tool_call_offset", "tool_call_limit"):
             if getattr(request, name) < 0:
                 raise InvalidArgument(name, "must not be negative")
+        if not request.id:
+            raise InvalidArgument("id", "is required")
         doc = await self.executions.load_document(request.id)
         if doc is None:
             raise NotFound(self.label, request.id, field="id")

@@ -142,9 +142,15 @@ async def test_get_window_refuses_negative_offsets_and_unknown_executions(
         await small_client.get_window(execution_id, message_offset=-1)
     with pytest.raises(RpcFailed) as missing:
         await small_client.get_window("aex-missing")
+    with pytest.raises(RpcFailed) as empty:
+        await small_client.get_window("")
+    with pytest.raises(RpcFailed) as empty_get:
+        await small_client.get_execution("")
 
     assert negative.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    assert empty.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert empty_get.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_a_single_message_larger_than_a_reply_is_sent_cut_with_a_note(
