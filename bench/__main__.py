@@ -51,11 +51,18 @@ def _throughput(args: argparse.Namespace) -> Result:
     return run(quick=args.quick)
 
 
+def _limits(args: argparse.Namespace) -> Result:
+    from bench.limits import run
+
+    return run(quick=args.quick, sizes=args.sizes)
+
+
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     "builder": ("StatusBuilder throughput", _builder),
     "pipeline": ("Status pipeline", _pipeline),
     "overhead": ("Overhead of an ExecuteGraphton run", _overhead),
     "throughput": ("Throughput end to end", _throughput),
+    "limits": ("Sizes against their limits", _limits),
 }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from bench.fixtures import USER_MESSAGE, composition, load_meta, load_run, scaled
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_int, fmt_ratio, size_label
+from worker.content.limits import ContentLimits
 from worker.domain.agent_events import AgentEvent
 from worker.domain.status_builder import StatusBuilder
 from worker.logs import SecretRegistry
@@ -56,7 +57,10 @@ def _redactor() -> SecretRegistry:
 
 
 def new_builder() -> StatusBuilder:
-    builder = StatusBuilder(user_message=USER_MESSAGE, redact=_redactor().redact)
+    # The worker's default size bounds, as every run has them.
+    builder = StatusBuilder(
+        user_message=USER_MESSAGE, redact=_redactor().redact, limits=ContentLimits()
+    )
     builder.start()
     return builder
 

@@ -33,6 +33,13 @@ from stigmer_cli.follow import (
     watch,
     workflow_id,
 )
+from stigmer_cli.whole import (
+    IncompleteTranscript,
+    NoSuchToolCall,
+    restore_contents,
+    tool_output,
+    whole_execution,
+)
 from stigmer_stub import logs
 
 DEFAULT_ENDPOINT = "localhost:7234"
@@ -52,6 +59,8 @@ examples:
   stigmer follow aex-01...
   stigmer get aex-01... --json
   stigmer cancel aex-01... --reason "wrong repository"
+  stigmer get aex-01... --json --full
+  stigmer output aex-01... call_01... > result.txt
   stigmer delete aex-01...
 
 environment:
@@ -169,7 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", help="show an execution")
     get.add_argument("execution_id", metavar="EXECUTION_ID")
     get.add_argument("--json", action="store_true", help="print the whole execution as JSON")
+    get.add_argument(
+        "--full",
+        action="store_true",
+        help="every message and tool call (however many replies that takes) and every stored "
+        "text content put back in place",
+    )
     get.set_defaults(handler=_get)
+
+    output = commands.add_parser(
+        "output",
+        help="write one tool call's whole output to stdout",
+        description="Write the whole output of one tool call of an execution to stdout, byte "
+        "for byte (a stored content, or the inline result). A storage key or content hash of "
+        "the execution is accepted in place of the tool call id.",
+    )
+    output.add_argument("execution_id", metavar="EXECUTION_ID")
+    output.add_argument("tool_call_id", metavar="TOOL_CALL_ID")
+    output.set_defaults(handler=_output)
 
     cancel = commands.add_parser(
         "cancel",
@@ -299,7 +325,14 @@ async def _follow_to_end(
 
 
 async def _get(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
-    execution = await client.get_execution(args.execution_id)
+    if args.full:
+        try:
+            execution = await whole_execution(client, args.execution_id)
+        except IncompleteTranscript as err:
+            raise CliError(str(err)) from err
+        await restore_contents(client, execution)
+    else:
+        execution = await client.get_execution(args.execution_id)
     if args.json:
         _print_json(execution)
         return EXIT_OK
@@ -323,6 +356,17 @@ async def _get(client: StigmerClient, args: argparse.Namespace, out: Console) ->
         ("message", execution.spec.message),
         ("answer", final_answer(execution)),
     )
+    return EXIT_OK
+
+
+async def _output(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
+    sink = sys.stdout.buffer
+    try:
+        async for data in tool_output(client, args.execution_id, args.tool_call_id):
+            sink.write(data)
+    except (NoSuchToolCall, IncompleteTranscript) as err:
+        raise CliError(str(err)) from err
+    sink.flush()
     return EXIT_OK
 
 

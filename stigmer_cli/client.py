@@ -8,7 +8,8 @@ this facade does not cover.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -253,6 +254,70 @@ class StigmerClient:
             raise RpcFailed("delete", err.code(), err.details() or "") from err
         return result
 
+    # Contents (contract §7) ------------------------------------------------------------------
+
+    async def upload_content(
+        self,
+        chunks: AsyncIterator[execution_io.ContentUploadChunk]
+        | Iterable[execution_io.ContentUploadChunk],
+    ) -> execution_io.ContentUploadResult:
+        """Send an upload's chunks as given (see `content_chunks`)."""
+        requests = chunks if isinstance(chunks, AsyncIterator) else iter(chunks)
+        try:
+            result: execution_io.ContentUploadResult = await self.execution_commands.uploadContent(
+                requests, timeout=self.timeout + 120, metadata=self._metadata
+            )
+        except aio.AioRpcError as err:
+            raise RpcFailed("uploadContent", err.code(), err.details() or "") from err
+        return result
+
+    async def stat_content(self, execution_id: str, key: str) -> execution_io.ContentUploadResult:
+        result: execution_io.ContentUploadResult = await self._call(
+            self.execution_queries.statContent,
+            execution_io.ContentKey(execution_id=execution_id, key=key),
+        )
+        return result
+
+    async def content_chunks(self, execution_id: str, key: str) -> AsyncGenerator[bytes, None]:
+        """A stored content's bytes, chunk by chunk (`getContent`)."""
+        call = self.execution_queries.getContent(
+            execution_io.ContentKey(execution_id=execution_id, key=key),
+            timeout=self.timeout + 600,
+            metadata=self._metadata,
+        )
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except aio.AioRpcError as err:
+            raise RpcFailed("getContent", err.code(), err.details() or "") from err
+        finally:
+            call.cancel()
+
+    async def get_content(self, execution_id: str, key: str) -> bytes:
+        """A stored content, whole."""
+        return b"".join([data async for data in self.content_chunks(execution_id, key)])
+
+    async def get_window(
+        self,
+        execution_id: str,
+        *,
+        message_offset: int = 0,
+        message_limit: int = 0,
+        tool_call_offset: int = 0,
+        tool_call_limit: int = 0,
+    ) -> execution_io.AgentExecutionWindow:
+        result: execution_io.AgentExecutionWindow = await self._call(
+            self.execution_queries.getWindow,
+            execution_io.GetExecutionWindowInput(
+                id=execution_id,
+                message_offset=message_offset,
+                message_limit=message_limit,
+                tool_call_offset=tool_call_offset,
+                tool_call_limit=tool_call_limit,
+            ),
+        )
+        return result
+
     # Skills ----------------------------------------------------------------------------------
 
     async def push_skill(self, name: str, artifact: bytes, *, tag: str = "") -> skill_pb2.Skill:
@@ -273,6 +338,32 @@ class StigmerClient:
             skill_io.GetArtifactRequest(artifact_storage_key=storage_key),
         )
         return response.artifact
+
+
+def content_chunks(
+    execution_id: str,
+    data: bytes,
+    *,
+    mime_type: str = "",
+    is_image: bool = False,
+    chunk_bytes: int = 256 * 1024,
+    offset: int = 0,
+) -> list[execution_io.ContentUploadChunk]:
+    """The chunks that upload `data` from `offset` (every chunk names the content)."""
+    digest = hashlib.sha256(data).hexdigest()
+    starts = range(offset, len(data), chunk_bytes) if offset < len(data) else [offset]
+    return [
+        execution_io.ContentUploadChunk(
+            execution_id=execution_id,
+            content_hash=digest,
+            size_bytes=len(data),
+            mime_type=mime_type,
+            is_image=is_image,
+            offset=start,
+            data=data[start : start + chunk_bytes],
+        )
+        for start in starts
+    ]
 
 
 def _method_name(method: Any) -> str:

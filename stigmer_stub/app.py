@@ -19,10 +19,11 @@ from temporalio.worker import Worker
 
 from stigmer_stub import logs, temporal
 from stigmer_stub.activities import StubActivities
+from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps, Workflows
 from stigmer_stub.resources import AgentOps, EnvironmentOps, SessionOps
 from stigmer_stub.rpc.server import Operations, build_server
-from stigmer_stub.settings import Settings, SettingsError, load_settings
+from stigmer_stub.settings import LimitsSettings, Settings, SettingsError, load_settings
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.store.collection import Document
 from stigmer_stub.store.database import Database
@@ -39,16 +40,27 @@ class RunningStub:
     ops: Operations
 
 
-def build_operations(database: Database, workflows: Workflows) -> Operations:
+def build_operations(
+    database: Database, workflows: Workflows, limits: LimitsSettings | None = None
+) -> Operations:
+    limits = limits or LimitsSettings.model_validate({})
     agents = AgentOps(database)
     sessions = SessionOps(database, cleanup_sandbox=workflows.cleanup_sandbox)
     return Operations(
-        executions=ExecutionOps(database, workflows, agents, sessions),
+        executions=ExecutionOps(
+            database,
+            workflows,
+            agents,
+            sessions,
+            max_input_bytes=limits.max_execution_input_bytes,
+            max_reply_bytes=limits.max_reply_bytes,
+        ),
         sessions=sessions,
         agent_instances=agents.instances,
         agents=agents,
         skills=SkillOps(database),
         environments=EnvironmentOps(database.environments),
+        content=ContentOps(database, max_content_bytes=limits.max_content_bytes),
     )
 
 
@@ -72,7 +84,7 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
 
         client = await temporal.connect(settings.temporal)
         workflows = temporal.TemporalWorkflows(client, settings.temporal, settings.workflow)
-        ops = build_operations(database, workflows)
+        ops = build_operations(database, workflows, settings.limits)
         worker = Worker(
             client,
             task_queue=settings.temporal.workflow_task_queue,

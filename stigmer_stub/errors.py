@@ -16,6 +16,10 @@ class InvalidArgument(StubError):
         self.field = field
 
 
+class TooLarge(InvalidArgument):
+    """A write would make a stored document larger than the store accepts (16 MB)."""
+
+
 class NotFound(StubError):
     def __init__(self, kind: str, key: str, *, field: str | None = None) -> None:
         where = f"{field}: " if field else ""
@@ -33,6 +37,10 @@ class AlreadyExists(StubError):
 
 class FailedPrecondition(StubError):
     """The request is well-formed but the resource's state does not allow it."""
+
+
+class DataLoss(StubError):
+    """Bytes received do not match what the request said they are (a content's sha256)."""
 
 
 class Conflict(StubError):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from stigmer_stub import paging, windows
 from stigmer_stub.enums import unknown_enum_values
-from stigmer_stub.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
+from stigmer_stub.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
 from stigmer_stub.merge import is_terminal, merge_status
@@ -24,12 +33,27 @@ from stigmer_stub.resources import (
     utc_now,
 )
 from stigmer_stub.status_wire import ENTRY_TYPES, SplitStatus, split_status
-from stigmer_stub.store.collection import Page
+from stigmer_stub.status_wire import varint as _varint
 from stigmer_stub.store.database import Database
-from stigmer_stub.store.executions import MergedStatus
+from stigmer_stub.store.executions import EncodedPage, MergedStatus
 
 Phase = enum_pb2.ExecutionPhase
 log = get_logger(__name__)
+
+DEFAULT_MAX_INPUT_BYTES = 1024 * 1024
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024 - 64 * 1024
+_WINDOW_FRAMING = 64
+"""Room kept in a `getWindow` reply for its own fields."""
+_EXECUTION_TAG = b"\x0a"  # AgentExecutionWindow.execution: field 1, length-delimited
+
+
+def workflow_input_bytes(execution: api_pb2.AgentExecution) -> int:
+    """The size of the execution as the workflow's input: Temporal's `json/protobuf` encoding
+    (compact, sorted keys, non-ASCII escaped), which is also how ExecuteGraphton receives it."""
+    encoded = json.dumps(
+        json_format.MessageToDict(execution), separators=(",", ":"), sort_keys=True
+    )
+    return len(encoded.encode())
 
 
 def _check_enums(message: Message, path: str) -> None:
@@ -87,8 +111,13 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         agents: AgentOps,
         sessions: SessionOps,
         clock: Clock = utc_now,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         super().__init__(db.executions, clock)
+        self.max_input_bytes = max_input_bytes
+        self.max_reply_bytes = max_reply_bytes
         self.executions = db.executions
         self.db = db
         self.workflows = workflows
@@ -101,6 +130,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         spec = resource.spec
         if not spec.session_id and not spec.agent_id:
             raise InvalidArgument("spec.session_id", "spec.session_id or spec.agent_id is required")
+        self._check_startable(resource)
         meta = resource.metadata
         if meta.name:
             # Fail on an unusable or taken name before creating a session for it.
@@ -137,6 +167,19 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         log.info("execution_created", execution_id=execution_id, session_id=spec.session_id)
         return created
 
+    def _check_startable(self, resource: api_pb2.AgentExecution) -> None:
+        """Refuse what could never start: the workflow's input carries the execution, and
+        Temporal refuses a payload over 2 MiB."""
+        size = workflow_input_bytes(resource)
+        if size > self.max_input_bytes:
+            field = "spec.message" if len(resource.spec.message) * 2 > size else "spec"
+            raise InvalidArgument(
+                field,
+                f"the execution is {size} bytes as the workflow's input; at most "
+                f"{self.max_input_bytes} bytes can start a run (Temporal refuses payloads over "
+                f"2 MiB; STIGMER_STUB_MAX_EXECUTION_INPUT_BYTES)",
+            )
+
     async def _insert_pending(self, resource: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
         meta = resource.metadata
         meta.id = self.collection.new_id()
@@ -162,7 +205,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             raise InvalidArgument("execution_id", "is required")
         _check_enums(status.rest, "status")
         merged = await self._merge(execution_id, status, authoritative=False)
-        return merged.encoded
+        return merged.reply(self.max_reply_bytes)
 
     async def finalize(
         self, execution_id: str, status: api_pb2.AgentExecutionStatus
@@ -198,18 +241,58 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
 
     async def list(
         self, size: int, token: str, phase: Phase.ValueType, tags: list[str]
-    ) -> Page[api_pb2.AgentExecution]:
+    ) -> EncodedPage:
+        """A page of executions, bounded by count and by the reply budget (`page_replies`)."""
         query: dict[str, Any] = tags_query(tags)
         if phase != Phase.EXECUTION_PHASE_UNSPECIFIED:
             query["phase"] = int(phase)
-        return await self.page(query, size, token)
+        return await self.executions.page_replies(
+            query, paging.cursor(size, token), self.max_reply_bytes
+        )
 
-    async def list_by_session(
-        self, session_id: str, size: int, token: str
-    ) -> Page[api_pb2.AgentExecution]:
+    async def list_by_session(self, session_id: str, size: int, token: str) -> EncodedPage:
         if not session_id:
             raise InvalidArgument("session_id", "is required")
-        return await self.page({"session_id": session_id}, size, token)
+        return await self.executions.page_replies(
+            {"session_id": session_id}, paging.cursor(size, token), self.max_reply_bytes
+        )
+
+    async def get_encoded(self, execution_id: str) -> bytes:
+        """`get`, encoded, within the reply budget (a window of a larger execution)."""
+        if not execution_id:
+            raise InvalidArgument("value", "is required")
+        doc = await self.executions.load_document(execution_id)
+        if doc is None:
+            raise NotFound(self.label, execution_id, field="value")
+        return self.executions.reply(doc, self.max_reply_bytes)
+
+    async def window(self, request: io_pb2.GetExecutionWindowInput) -> bytes:
+        """`getWindow`: the execution with the part of its transcript asked for, encoded."""
+        for name in ("message_offset", "message_limit", "tool_call_offset", "tool_call_limit"):
+            if getattr(request, name) < 0:
+                raise InvalidArgument(name, "must not be negative")
+        if not request.id:
+            raise InvalidArgument("id", "is required")
+        doc = await self.executions.load_document(request.id)
+        if doc is None:
+            raise NotFound(self.label, request.id, field="id")
+        head, lists = self.executions.lists_of(doc)
+        window = windows.page(
+            head,
+            lists,
+            self.max_reply_bytes - _WINDOW_FRAMING,
+            message_offset=request.message_offset,
+            message_limit=request.message_limit,
+            tool_call_offset=request.tool_call_offset,
+            tool_call_limit=request.tool_call_limit,
+        )
+        reply = io_pb2.AgentExecutionWindow(
+            message_offset=window.message_offset,
+            total_messages=window.total_messages,
+            tool_call_offset=window.tool_call_offset,
+            total_tool_calls=window.total_tool_calls,
+        ).SerializeToString()
+        return reply + _EXECUTION_TAG + _varint(len(window.encoded)) + window.encoded
 
     async def subscribe(self, execution_id: str) -> AsyncIterator[api_pb2.AgentExecution]:
         """The current state, then every change, ending after a terminal phase (or deletion)."""
@@ -227,13 +310,20 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             raise InvalidArgument("value", "is required")
         async with self.executions.watch(execution_id) as changes:
             first = await self.collection.load(execution_id, field="value")
-            yield self.executions.encoded(first.document)
+            yield self.executions.reply(first.document, self.max_reply_bytes)
             if is_terminal(first.resource.status.phase):
                 return
-            async for doc in changes.after(first):
+            sent = first.version
+            async for changed in changes.after(first):
+                # A long list's slices may be gone from an older version: hydrate then reads
+                # the current one, which the feed may bring again (sent once, by version).
+                doc = None if changed is None else await self.executions.hydrate(changed)
                 if doc is None:
                     return
-                yield self.executions.encoded(doc)
+                if int(doc["version"]) <= sent:
+                    continue
+                sent = int(doc["version"])
+                yield self.executions.reply(doc, self.max_reply_bytes)
                 if is_terminal(self.executions.phase(doc)):
                     return
 
@@ -244,7 +334,10 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         """
         current = await self.get(resource_id, field=field)
         if is_terminal(current.status.phase):
-            return await super().delete(resource_id, field=field)
+            deleted = await super().delete(resource_id, field=field)
+            contents = await self.db.content.delete_execution(resource_id)
+            log.info("execution_deleted", execution_id=resource_id, contents_deleted=contents)
+            return deleted
         return await self._cancel_running(resource_id, "", field=field)
 
     async def cancel(self, execution_id: str, reason: str = "") -> api_pb2.AgentExecution:

@@ -101,6 +101,27 @@ class WorkflowSettings(BaseSettings):
     )
 
 
+class LimitsSettings(BaseSettings):
+    """Size bounds: what the stub accepts, stores and answers (docs/reliability.md)."""
+
+    model_config = _GROUP
+
+    # The largest content (a tool result, a message text) `uploadContent` stores.
+    max_content_bytes: int = Field(
+        1024 * MiB, ge=1, validation_alias="STIGMER_STUB_MAX_CONTENT_BYTES"
+    )
+    # `get`, `subscribe`, `list`, `listBySession` and `getWindow` replies stay within this, so a
+    # client at gRPC's default 4 MiB receive limit (grpcurl, other SDKs) can read any execution.
+    max_reply_bytes: int = Field(
+        4 * MiB - 64 * 1024, ge=64 * 1024, validation_alias="STIGMER_STUB_MAX_REPLY_BYTES"
+    )
+    # `create` refuses an execution whose workflow input (the execution as ProtoJSON) is larger:
+    # Temporal refuses payloads over 2 MiB, so such an execution could never start.
+    max_execution_input_bytes: int = Field(
+        1 * MiB, ge=4 * 1024, le=2 * MiB, validation_alias="STIGMER_STUB_MAX_EXECUTION_INPUT_BYTES"
+    )
+
+
 class Settings(BaseModel):
     """Everything the stub reads from its environment, grouped, immutable."""
 
@@ -112,6 +133,7 @@ class Settings(BaseModel):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
 
 class _TopLevel(BaseSettings):
@@ -134,6 +156,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "mongo": MongoSettings,
     "temporal": TemporalSettings,
     "workflow": WorkflowSettings,
+    "limits": LimitsSettings,
 }
 
 

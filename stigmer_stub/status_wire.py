@@ -121,7 +121,8 @@ def entries(name: str, stored_chunk: bytes) -> list[bytes]:
     return list(getattr(cast(Any, StatusLists.FromString(stored_chunk)), name))
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A protobuf base-128 varint."""
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -130,7 +131,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_STATUS_TAG = _varint(_STATUS_FIELD << 3 | 2)  # field `status`, length-delimited
+_STATUS_TAG = varint(_STATUS_FIELD << 3 | 2)  # field `status`, length-delimited
 
 
 def assemble(head: bytes, chunks: Iterable[bytes]) -> bytes:
@@ -140,4 +141,4 @@ def assemble(head: bytes, chunks: Iterable[bytes]) -> bytes:
     if not parts:
         return head
     size = sum(len(c) for c in parts)
-    return b"".join([head, _STATUS_TAG, _varint(size), *parts])
+    return b"".join([head, _STATUS_TAG, varint(size), *parts])

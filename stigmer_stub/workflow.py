@@ -3,8 +3,10 @@
 It does what the Go orchestrator's workflow does: `EnsureThread`, then `ExecuteGraphton` on the
 runner's task queue named in the memo (`activityTaskQueue`, default `execution`). The runner
 pushes progress itself through `updateStatus`; the workflow records only how the run ended,
-through a local activity that merges phase and error (and the runner's returned status) without
-ever wiping the transcript.
+through a local activity that merges the outcome of the runner's returned status (phase, error,
+started and completed times) and never its lists: the transcript is the one the runner pushed.
+The returned status may be slim (no lists, above the runner's result bound) or whole (an older
+runner, or a small run); both record the same outcome.
 
 Deterministic code only: no I/O, no clocks but `workflow.now()`, imports limited to temporalio,
 the standard library and the generated protos.
@@ -30,7 +32,12 @@ MEMO_ACTIVITY_TASK_QUEUE = "activityTaskQueue"
 DEFAULT_ACTIVITY_TASK_QUEUE = "execution"
 
 Phase = enum_pb2.ExecutionPhase
-_TERMINAL = (Phase.EXECUTION_COMPLETED, Phase.EXECUTION_FAILED, Phase.EXECUTION_CANCELLED)
+_TERMINAL = (
+    Phase.EXECUTION_COMPLETED,
+    Phase.EXECUTION_FAILED,
+    Phase.EXECUTION_CANCELLED,
+    Phase.EXECUTION_TERMINATED,
+)
 
 
 def workflow_id(execution_id: str) -> str:
@@ -57,6 +64,16 @@ def describe_failure(err: BaseException) -> str:
         inner = inner.cause
     text = inner.message if isinstance(inner, FailureError) else str(inner)
     return prefix + (text or type(inner).__name__)
+
+
+def outcome_of(status: api_pb2.AgentExecutionStatus) -> api_pb2.AgentExecutionStatus:
+    """How a returned status says the run ended, without its lists (never merged)."""
+    return api_pb2.AgentExecutionStatus(
+        phase=status.phase,
+        error=status.error,
+        started_at=status.started_at,
+        completed_at=status.completed_at,
+    )
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -97,8 +114,7 @@ class InvokeAgentExecution:
             else:
                 await self._finalize(execution_id, Phase.EXECUTION_FAILED, describe_failure(err))
             raise
-        final = api_pb2.AgentExecutionStatus()
-        final.CopyFrom(status)
+        final = outcome_of(status)
         if final.phase not in _TERMINAL:
             # The activity returned, so the run is over whatever phase the runner last reported.
             final.phase = Phase.EXECUTION_COMPLETED

@@ -30,6 +30,7 @@ from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.agent.checkpointer import open_checkpointer
 from worker.agent.mcp import McpLimits
+from worker.content.offload import OffloadSupport
 from worker.converter import DATA_CONVERTER
 from worker.errors import ConfigurationError
 from worker.logs import configure
@@ -161,8 +162,15 @@ async def run(
             attempt=temporal_attempt(),
             metrics=metrics,
             preparer=preparer,
+            content=OffloadSupport(orchestrator.content_store(), settings.content),
         )
-        activities = RunnerActivities(orchestrator, executions, sandboxes)
+        activities = RunnerActivities(
+            orchestrator,
+            executions,
+            sandboxes,
+            source=orchestrator,
+            result_max_bytes=settings.content.result_max_bytes,
+        )
 
         client = await connect_temporal(
             settings, runtime=bridge.runtime(), interceptors=[tracing_interceptor()]

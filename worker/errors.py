@@ -18,12 +18,22 @@ class InvalidInput(RunnerError):
     """The execution, agent spec or a payload is malformed; retrying cannot help."""
 
 
+class PayloadTooLarge(InvalidInput):
+    """A message, payload or document is over a size limit (the message names the limit). The
+    same content is just as large on a retry, so it is never retried."""
+
+
 class NotFound(RunnerError):
     """A resource the execution names does not exist (session, agent, skill version, ...)."""
 
 
 class ConfigurationError(RunnerError):
     """The worker's own configuration cannot serve this execution (unknown model, bad key)."""
+
+
+class NotServed(ConfigurationError):
+    """The orchestrator does not serve this method (gRPC UNIMPLEMENTED): an older contract, or
+    the wrong endpoint. Optional features (contract §7) are switched off on it."""
 
 
 class PermissionDenied(RunnerError):

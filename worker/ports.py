@@ -6,10 +6,12 @@ transport's failures into `worker.errors` types and apply their own deadlines.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
@@ -23,6 +25,24 @@ class StatusSink(Protocol):
     """Where progressive status goes: the orchestrator's `updateStatus`."""
 
     async def update_status(self, execution_id: str, status: StatusPayload) -> None: ...
+
+
+class ContentStore(Protocol):
+    """Large content stored by the orchestrator (contract §7, `uploadContent`/`statContent`)."""
+
+    async def stat_content(self, execution_id: str, key: str) -> execution_io.ContentUploadResult:
+        """How much of a content (key: its sha256 hex or storage key) is stored."""
+        ...
+
+    async def upload_content(
+        self, chunks: AsyncIterator[execution_io.ContentUploadChunk]
+    ) -> execution_io.ContentUploadResult: ...
+
+
+class ExecutionSource(Protocol):
+    """Reads an execution by id (the later upstream `ExecuteGraphton(execution_id, thread_id)`)."""
+
+    async def get_execution(self, execution_id: str) -> execution_api.AgentExecution: ...
 
 
 class SessionStore(Protocol):

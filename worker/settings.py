@@ -166,6 +166,70 @@ class StatusSettings(BaseSettings):
     )
 
 
+class ContentSettings(BaseSettings):
+    """Size bounds: the activity result, inline content in the status, and content uploads."""
+
+    model_config = _GROUP
+
+    result_max_bytes: int = Field(
+        256 * 1024,
+        ge=4 * 1024,
+        le=2 * 1024 * 1024,
+        validation_alias="STIGMER_RESULT_MAX_BYTES",
+        description="Largest `ExecuteGraphton` result (its Temporal payload, ProtoJSON). Above "
+        "it the activity returns a slim status: phase, error and times, no lists (the "
+        "orchestrator already holds the transcript from `updateStatus`). Temporal warns at "
+        "512 KiB and refuses 2 MiB.",
+    )
+    tool_result_inline_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        validation_alias="STIGMER_CONTENT_INLINE_BYTES",
+        description="A tool result larger than this is uploaded to the orchestrator "
+        "(`uploadContent`) and the status carries a preview and `output_ref` instead. What the "
+        "model sees does not change.",
+    )
+    message_inline_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        validation_alias="STIGMER_CONTENT_MESSAGE_INLINE_BYTES",
+        description="An AI message text larger than this is uploaded once its turn ends and the "
+        "status carries a preview and `content_ref`; while it streams, updates carry only the "
+        "preview.",
+    )
+    preview_bytes: int = Field(
+        2 * 1024,
+        ge=64,
+        le=64 * 1024,
+        validation_alias="STIGMER_CONTENT_PREVIEW_BYTES",
+        description="Characters kept inline as the preview of an uploaded or cut content.",
+    )
+    chunk_bytes: int = Field(
+        1024 * 1024,
+        ge=16 * 1024,
+        le=4 * 1024 * 1024,
+        validation_alias="STIGMER_CONTENT_CHUNK_BYTES",
+        description="Size of one `uploadContent` chunk.",
+    )
+    status_budget_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=256 * 1024,
+        le=64 * 1024 * 1024,
+        validation_alias="STIGMER_STATUS_BUDGET_BYTES",
+        description="Largest status update. Above it the oldest inline contents (tool results, "
+        "message texts, sub-agent outputs) are cut to previews marked as cut, oldest first; "
+        "this is what keeps an orchestrator without `uploadContent` (10 MB messages) working.",
+    )
+    offload: bool = Field(
+        True,
+        validation_alias="STIGMER_CONTENT_OFFLOAD",
+        description="Upload large content when the orchestrator serves `uploadContent` (probed "
+        "once per process). `false`: never upload; the status budget alone bounds updates.",
+    )
+
+
 class SandboxSettings(BaseSettings):
     model_config = _GROUP
 
@@ -240,6 +304,7 @@ class Settings(BaseModel):
     backend: BackendSettings
     llm: LlmSettings
     status: StatusSettings
+    content: ContentSettings
     sandbox: SandboxSettings
     mcp: McpSettings
     checkpointer: CheckpointerSettings
@@ -315,6 +380,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "backend": BackendSettings,
     "llm": LlmSettings,
     "status": StatusSettings,
+    "content": ContentSettings,
     "sandbox": SandboxSettings,
     "mcp": McpSettings,
     "checkpointer": CheckpointerSettings,
@@ -385,6 +451,11 @@ def _check(s: Settings) -> None:
         s.checkpointer.url is None
     ):
         problems.append(f"CHECKPOINTER={s.checkpointer.kind.value} needs CHECKPOINTER_URL")
+    if s.content.status_budget_bytes > b.max_message_bytes:
+        problems.append(
+            "STIGMER_STATUS_BUDGET_BYTES must not exceed STIGMER_BACKEND_MAX_MESSAGE_BYTES "
+            "(a status over the gRPC limit is never sent)"
+        )
     t = s.temporal
     if (t.tls_client_cert_path is None) != (t.tls_client_key_path is None):
         problems.append(

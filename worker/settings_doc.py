@@ -33,6 +33,7 @@ GROUP_TITLES: dict[str, str] = {
     "backend": "Orchestrator (gRPC) and its credentials",
     "llm": "Model provider",
     "status": "Status updates",
+    "content": "Size limits and large content",
     "sandbox": "Sandboxes",
     "mcp": "MCP servers",
     "checkpointer": "Checkpointer",

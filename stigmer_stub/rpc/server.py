@@ -34,6 +34,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
+from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.resources import AgentInstanceOps, AgentOps, EnvironmentOps, SessionOps
 from stigmer_stub.rpc import servicers
@@ -69,6 +70,7 @@ class Operations:
     agents: AgentOps
     skills: SkillOps
     environments: EnvironmentOps
+    content: ContentOps
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,12 @@ def build_server(settings: GrpcSettings, ops: Operations) -> GrpcServer:
             ("grpc.max_send_message_length", limit),
         ],
     )
-    servicers.add_execution_commands(servicers.AgentExecutionCommands(ops.executions), server)
-    servicers.add_execution_queries(servicers.AgentExecutionQueries(ops.executions), server)
+    servicers.add_execution_commands(
+        servicers.AgentExecutionCommands(ops.executions, ops.content), server
+    )
+    servicers.add_execution_queries(
+        servicers.AgentExecutionQueries(ops.executions, ops.content), server
+    )
     session_cmd.add_SessionCommandControllerServicer_to_server(
         servicers.SessionCommands(ops.sessions), server
     )

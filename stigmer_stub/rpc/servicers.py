@@ -40,6 +40,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
+from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.paging import NEXT_PAGE_TOKEN_TRAILER
 from stigmer_stub.resources import (
@@ -50,30 +51,52 @@ from stigmer_stub.resources import (
     tags_query,
 )
 from stigmer_stub.skills import SkillOps
-from stigmer_stub.status_wire import parse_update, split_view
+from stigmer_stub.status_wire import parse_update, split_view, varint
 from stigmer_stub.store.collection import Page
+from stigmer_stub.store.executions import EncodedPage
+from stigmer_stub.windows import bounded
 
 Context = aio.ServicerContext[Any, Any]
 
 
-def _trail(context: Context, page: Page[Any]) -> None:
+def _trail(context: Context, page: Page[Any] | EncodedPage) -> None:
     if page.next_token:
         context.set_trailing_metadata(((NEXT_PAGE_TOKEN_TRAILER, page.next_token),))
 
 
+_LIST_ENTRY_TAG = b"\x12"  # AgentExecutionList.entries: field 2, length-delimited
+
+
+def _execution_list(context: Context, page: EncodedPage) -> bytes:
+    """An `AgentExecutionList` of executions already encoded; the next-page token both in the
+    reply (contract §7) and in the trailer (for clients of the January contract)."""
+    _trail(context, page)
+    head = execution_io.AgentExecutionList(
+        total_pages=page.total_pages, next_page_token=page.next_token
+    ).SerializeToString()
+    parts = [head]
+    for entry in page.items:
+        parts += [_LIST_ENTRY_TAG, varint(len(entry)), entry]
+    return b"".join(parts)
+
+
 class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServicer):
-    def __init__(self, ops: ExecutionOps) -> None:
+    def __init__(self, ops: ExecutionOps, content: ContentOps) -> None:
         self.ops = ops
+        self.content = content
 
     async def create(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.create(request)
+        return self._bounded(await self.ops.create(request))
 
     async def update(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.update(request)
+        return self._bounded(await self.ops.update(request))
+
+    def _bounded(self, execution: execution_pb2.AgentExecution) -> execution_pb2.AgentExecution:
+        return bounded(execution, self.ops.max_reply_bytes)
 
     async def updateStatus(
         self, request: execution_cmd_pb2.AgentExecutionUpdateStatusInput, context: Context
@@ -89,7 +112,7 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def delete(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.delete(request.value)
+        return self._bounded(await self.ops.delete(request.value))
 
     # Contract §7 methods. Those this stub does not serve yet answer UNIMPLEMENTED, which is what
     # a runner probing for them takes as "the January contract" (contract.md §7).
@@ -127,7 +150,7 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def uploadContent(
         self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context
     ) -> execution_io.ContentUploadResult:
-        await _not_yet(context, "uploadContent")
+        return await self.content.upload(request_iterator)
 
 
 async def _not_yet(context: Context, method: str) -> NoReturn:
@@ -151,14 +174,29 @@ def add_execution_commands(servicer: AgentExecutionCommands, server: aio.Server)
 
 
 def add_execution_queries(servicer: AgentExecutionQueries, server: aio.Server) -> None:
-    """`add_AgentExecutionQueryControllerServicer_to_server`, except that `subscribe` sends each
-    state encoded as the store assembled it."""
+    """`add_AgentExecutionQueryControllerServicer_to_server`, except that the replies holding
+    executions are sent encoded as the store assembled them (and sized to the reply budget)."""
+
+    def encoded(behaviour: Any, request_type: type[Message]) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=request_type.FromString, response_serializer=_as_is
+        )
+
     subscribe = grpc.unary_stream_rpc_method_handler(
         servicer.subscribe_encoded,
         request_deserializer=execution_io.AgentExecutionId.FromString,
         response_serializer=_as_is,
     )
-    _add_service(server, _EXECUTION_QUERIES, servicer, {"subscribe": subscribe})
+    overrides = {
+        "subscribe": subscribe,
+        "get": encoded(servicer.get_encoded, execution_io.AgentExecutionId),
+        "list": encoded(servicer.list_encoded, execution_io.ListAgentExecutionsRequest),
+        "listBySession": encoded(
+            servicer.list_by_session_encoded, execution_io.ListAgentExecutionsBySessionRequest
+        ),
+        "getWindow": encoded(servicer.window_encoded, execution_io.GetExecutionWindowInput),
+    }
+    _add_service(server, _EXECUTION_QUERIES, servicer, overrides)
 
 
 def _add_service(
@@ -206,31 +244,46 @@ def _as_is(encoded: bytes) -> bytes:
 
 
 class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerServicer):
-    def __init__(self, ops: ExecutionOps) -> None:
+    def __init__(self, ops: ExecutionOps, content: ContentOps) -> None:
         self.ops = ops
+        self.content = content
 
     async def get(
         self, request: execution_io.AgentExecutionId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.get(request.value)
+        return execution_pb2.AgentExecution.FromString(await self.get_encoded(request, context))
+
+    async def get_encoded(self, request: execution_io.AgentExecutionId, context: Context) -> bytes:
+        """What the server runs for `get` (see `add_execution_queries`)."""
+        return await self.ops.get_encoded(request.value)
 
     async def list(
         self, request: execution_io.ListAgentExecutionsRequest, context: Context
     ) -> execution_io.AgentExecutionList:
+        encoded = await self.list_encoded(request, context)
+        return execution_io.AgentExecutionList.FromString(encoded)
+
+    async def list_encoded(
+        self, request: execution_io.ListAgentExecutionsRequest, context: Context
+    ) -> bytes:
         page = await self.ops.list(
             request.page_size, request.page_token, request.phase, list(request.tags)
         )
-        _trail(context, page)
-        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+        return _execution_list(context, page)
 
     async def listBySession(
         self, request: execution_io.ListAgentExecutionsBySessionRequest, context: Context
     ) -> execution_io.AgentExecutionList:
+        encoded = await self.list_by_session_encoded(request, context)
+        return execution_io.AgentExecutionList.FromString(encoded)
+
+    async def list_by_session_encoded(
+        self, request: execution_io.ListAgentExecutionsBySessionRequest, context: Context
+    ) -> bytes:
         page = await self.ops.list_by_session(
             request.session_id, request.page_size, request.page_token
         )
-        _trail(context, page)
-        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+        return _execution_list(context, page)
 
     async def subscribe(
         self, request: execution_io.AgentExecutionId, context: Context
@@ -248,18 +301,24 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     async def statContent(
         self, request: execution_io.ContentKey, context: Context
     ) -> execution_io.ContentUploadResult:
-        await _not_yet(context, "statContent")
+        return await self.content.stat(request)
 
     async def getContent(
         self, request: execution_io.ContentKey, context: Context
     ) -> AsyncIterator[execution_io.ContentChunk]:
-        await _not_yet(context, "getContent")
-        yield execution_io.ContentChunk()  # pragma: no cover - makes this an async generator
+        async for chunk in self.content.read(request):
+            yield chunk
 
     async def getWindow(
         self, request: execution_io.GetExecutionWindowInput, context: Context
     ) -> execution_io.AgentExecutionWindow:
-        await _not_yet(context, "getWindow")
+        encoded = await self.window_encoded(request, context)
+        return execution_io.AgentExecutionWindow.FromString(encoded)
+
+    async def window_encoded(
+        self, request: execution_io.GetExecutionWindowInput, context: Context
+    ) -> bytes:
+        return await self.ops.window(request)
 
 
 class SessionCommands(session_cmd.SessionCommandControllerServicer):

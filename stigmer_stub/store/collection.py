@@ -36,8 +36,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 
 from stigmer_stub import paging
-from stigmer_stub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from stigmer_stub.errors import AlreadyExists, Conflict, NotFound, TooLarge
 from stigmer_stub.ids import new_id
+from stigmer_stub.logs import get_logger
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -400,5 +401,10 @@ _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 """BSONObjectTooLarge, and the update-result-too-large codes."""
 
 
-def _too_large(label: str) -> InvalidArgument:
-    return InvalidArgument("request", f"the {label} would exceed the store's 16 MB document limit")
+log = get_logger(__name__)
+
+
+def _too_large(label: str) -> TooLarge:
+    # WARNING: nothing was written, and the writer (a runner's status update) loses what it sent.
+    log.warning("store_document_too_large", kind=label)
+    return TooLarge("request", f"the {label} would exceed the store's 16 MB document limit")

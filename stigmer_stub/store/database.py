@@ -16,6 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stigmer_stub.store.collection import Document, Kind, ResourceCollection
+from stigmer_stub.store.content import ContentStore
 from stigmer_stub.store.executions import ExecutionCollection
 
 AGENTS = Kind("agent", "agents", "agt", "Agent", agent_pb2.Agent)
@@ -81,6 +82,8 @@ class Database:
         # Skill zips by storage key ("skills/<sha256>.zip"); content-addressed, so a push of
         # bytes already stored writes nothing.
         self.skill_artifacts: AsyncCollection[Document] = db["skill_artifacts"]
+        # Large contents of executions (GridFS) and uploads in progress, see `store/content.py`.
+        self.content = ContentStore(db)
 
     async def ensure_indexes(self) -> None:
         collections: list[ResourceCollection[Any]] = [
@@ -93,6 +96,7 @@ class Database:
         ]
         for collection in collections:
             await collection.ensure_indexes()
+        await self.content.ensure_indexes()
         await self.skill_versions.create_indexes(
             [
                 IndexModel([("skill_id", ASCENDING), ("version_hash", ASCENDING)]),

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 
-from stigmer_stub.errors import NotFound
+from stigmer_stub import paging
+from stigmer_stub.errors import Conflict, NotFound
 from stigmer_stub.status_wire import (
     LISTS,
     SplitStatus,
@@ -31,12 +34,24 @@ from stigmer_stub.status_wire import (
     entries,
     split_status,
 )
-from stigmer_stub.store.collection import Document, ResourceCollection, decode
+from stigmer_stub.store.collection import (
+    Document,
+    Kind,
+    ResourceCollection,
+    Stored,
+    decode,
+    metadata_of,
+)
+from stigmer_stub.store.segments import SPILL_BYTES, Ref, SegmentStore
+from stigmer_stub.windows import entry_cost, whole_or_window
 
 Execution = api_pb2.AgentExecution
 
 LIST_FIELDS: dict[str, str] = {name: f"status_{name}" for name in LISTS}
-"""The document field holding each status list's chunk."""
+"""The document field holding each status list's chunk (empty when the list is sliced)."""
+SEGMENT_FIELDS: dict[str, str] = {name: f"segments_{name}" for name in LISTS}
+"""The document field holding a long list's slice references (`store/segments.py`)."""
+_HYDRATE_ATTEMPTS = 8
 
 _FEW = 16
 """Up to this many entries that differ from the stored one at their index are checked without
@@ -50,6 +65,29 @@ Admit = Callable[[str, int, bytes], None]
 class MergedStatus:
     head: Execution  # the merged execution without its status lists
     encoded: bytes  # the whole merged execution, encoded
+    chunks: Mapping[str, bytes]  # each merged list's chunk
+
+    def reply(self, budget: int) -> bytes:
+        """The merged execution as a reply of at most `budget` bytes (`windows.py`)."""
+        if len(self.encoded) <= budget:
+            return self.encoded
+        head = self.head.SerializeToString(deterministic=True)
+        lists = {name: entries(name, c) if c else [] for name, c in self.chunks.items()}
+        return whole_or_window(head, lists, budget)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPage:
+    """A page of executions, each encoded as it goes in a reply (see `page_replies`)."""
+
+    items: list[bytes]
+    total_pages: int
+    total_count: int
+    next_token: str
+
+
+_LIST_FRAMING = 1024
+"""Room kept in a list reply for its own fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +132,137 @@ def decode_execution(doc: Mapping[str, Any]) -> Execution:
     return Execution.FromString(encoded_execution(doc))
 
 
+@dataclass(frozen=True, slots=True)
+class _Spilled:
+    fields: Document  # the list and slice-reference fields to write
+    written: list[str]  # slices written for this write (removed if it loses)
+    obsolete: list[str]  # slices the written version no longer references (removed if it wins)
+
+
 class ExecutionCollection(ResourceCollection[Execution]):
+    """Executions: the generic store, with the status lists in fields of their own and long
+    lists in slices (`store/segments.py`). Every document read goes through `hydrate`, which
+    puts a sliced list back into its field in memory, so the rest reads one layout."""
+
+    def __init__(self, db: AsyncDatabase[Document], kind: Kind[Execution]) -> None:
+        super().__init__(db, kind)
+        self.segments = SegmentStore(db)
+
+    async def ensure_indexes(self) -> None:
+        await super().ensure_indexes()
+        await self.segments.ensure_indexes()
+
+    async def hydrate(self, doc: Document) -> Document | None:
+        """`doc` with each sliced list read back into its list field; the current document
+        (hydrated) when a slice is gone (`doc` was an older version), None once deleted."""
+        for _ in range(_HYDRATE_ATTEMPTS):
+            sliced = {
+                name: refs for name, field in SEGMENT_FIELDS.items() if (refs := doc.get(field))
+            }
+            if not sliced:
+                return doc
+            hydrated = dict(doc)
+            for name, refs in sliced.items():
+                data = await self.segments.read(refs)
+                if data is None:
+                    break
+                hydrated[LIST_FIELDS[name]] = data
+            else:
+                return hydrated
+            fresh = await self.raw.find_one({"_id": doc["_id"]})
+            if fresh is None:
+                return None
+            doc = fresh
+        raise Conflict(f"{self.kind.label} {doc['_id']!r} changes faster than it can be read")
+
+    async def load_document(self, execution_id: str) -> Document | None:
+        """The execution's document, hydrated; None when there is none."""
+        doc = await self.raw.find_one({"_id": execution_id}) if execution_id else None
+        return None if doc is None else await self.hydrate(doc)
+
+    async def _spill(
+        self,
+        execution_id: str,
+        stored: Mapping[str, Any],
+        changed: Mapping[str, bytes],
+        arrived: Mapping[str, list[bytes]] | None = None,
+    ) -> _Spilled:
+        """The fields that write `changed` lists: a short one in its list field, a long one as
+        slices (written now) referenced from its slice field."""
+        fields: Document = {}
+        written: list[str] = []
+        obsolete: list[str] = []
+        for name, new_chunk in changed.items():
+            previous: list[Ref] = list(stored.get(SEGMENT_FIELDS[name]) or [])
+            if len(new_chunk) > SPILL_BYTES:
+                listed = (arrived or {}).get(name) or entries(name, new_chunk)
+                refs, fresh = await self.segments.write(execution_id, name, listed, previous)
+                fields[LIST_FIELDS[name]] = b""
+                fields[SEGMENT_FIELDS[name]] = refs
+                written += fresh
+            else:
+                refs = []
+                fields[LIST_FIELDS[name]] = new_chunk
+                if previous or SEGMENT_FIELDS[name] in stored:
+                    fields[SEGMENT_FIELDS[name]] = refs
+            kept = {str(ref["id"]) for ref in refs}
+            obsolete += [str(ref["id"]) for ref in previous if str(ref["id"]) not in kept]
+        return _Spilled(fields, written, obsolete)
+
+    async def load(self, resource_id: str, *, field: str | None = None) -> Stored[Execution]:
+        doc = await self.load_document(resource_id)
+        if doc is None:
+            raise NotFound(self.kind.label, resource_id, field=field)
+        return Stored(self.decode_document(doc), int(doc["version"]), doc)
+
+    async def find_one(self, query: Mapping[str, Any]) -> Execution | None:
+        doc = await self.raw.find_one(query, sort=[("_id", ASCENDING)])
+        hydrated = None if doc is None else await self.hydrate(doc)
+        return None if hydrated is None else self.from_document(hydrated)
+
+    async def insert(
+        self, resource: Execution, *, extra: Mapping[str, Any] | None = None
+    ) -> Execution:
+        """Store a new execution (long lists as slices); ALREADY_EXISTS when its slug is taken."""
+        doc = self.to_document(resource, 1, extra or {})
+        changed = {name: bytes(doc[field]) for name, field in LIST_FIELDS.items()}
+        spilled = await self._spill(metadata_of(resource).id, {}, changed)
+        doc.update(spilled.fields)
+        try:
+            with self._write_errors(resource):
+                await self.raw.insert_one(doc)
+        except BaseException:
+            await self.segments.delete(spilled.written)
+            raise
+        return resource
+
+    async def replace(
+        self,
+        stored: Stored[Execution],
+        resource: Execution,
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Compare-and-swap of the whole document, long lists written as slices."""
+        kept = {k: v for k, v in stored.document.items() if k not in ("_id", "version")}
+        doc = self.to_document(resource, stored.version + 1, {**kept, **(extra or {})})
+        changed = {name: bytes(doc[field]) for name, field in LIST_FIELDS.items()}
+        spilled = await self._spill(metadata_of(resource).id, stored.document, changed)
+        doc.update(spilled.fields)
+        with self._write_errors(resource):
+            result = await self.raw.replace_one({"_id": doc["_id"], "version": stored.version}, doc)
+        if result.matched_count != 1:
+            await self.segments.delete(spilled.written)
+            return False
+        await self.segments.delete(spilled.obsolete)
+        return True
+
+    async def delete(self, resource_id: str, *, field: str | None = None) -> Execution:
+        doc = await self.load_document(resource_id)
+        deleted = await super().delete(resource_id, field=field)
+        await self.segments.delete_execution(resource_id)
+        return deleted if doc is None else self.from_document(doc)
+
     def encode_fields(self, resource: Execution) -> Document:
         return encode_execution(resource)
 
@@ -110,6 +278,63 @@ class ExecutionCollection(ResourceCollection[Execution]):
         if phase is None:
             return self.decode_document(doc).status.phase
         return enum_pb2.ExecutionPhase.ValueType(int(phase))
+
+    def lists_of(self, doc: Mapping[str, Any]) -> tuple[bytes, dict[str, list[bytes]]]:
+        """A document's execution as its head (encoded, no lists) and each list's entries."""
+        parts = self._parts(doc)
+        head = (
+            parts.head.SerializeToString(deterministic=True)
+            if parts.legacy
+            else bytes(doc["resource"])
+        )
+        return head, {name: entries(name, c) if c else [] for name, c in parts.chunks.items()}
+
+    def reply(self, doc: Mapping[str, Any], budget: int) -> bytes:
+        """The execution as a reply of at most `budget` bytes: whole when it fits, otherwise a
+        window of its transcript (`windows.py`)."""
+        encoded = self.encoded(doc)
+        if len(encoded) <= budget:
+            return encoded
+        head, lists = self.lists_of(doc)
+        return whole_or_window(head, lists, budget)
+
+    async def page_replies(
+        self, query: Mapping[str, Any], cursor: paging.Cursor, budget: int
+    ) -> EncodedPage:
+        """One page, newest first, of at most `cursor.size` executions *and* at most `budget`
+        bytes: a page ends early (with a next-page token) before an execution that would not
+        fit, and an execution larger than a reply on its own goes windowed."""
+        count = await self.raw.count_documents(query)
+        scoped: Document = dict(query)
+        if cursor.after_id is not None:
+            scoped["_id"] = {"$lt": cursor.after_id}
+        room = budget - _LIST_FRAMING
+        items: list[bytes] = []
+        used, last_id, more = 0, "", False
+        found = self.raw.find(
+            scoped, sort=[("_id", DESCENDING)], skip=cursor.skip, limit=cursor.size + 1
+        )
+        async with found:
+            async for found_doc in found:
+                if len(items) == cursor.size:
+                    more = True
+                    break
+                doc = await self.hydrate(found_doc)
+                if doc is None:
+                    continue  # deleted while the page was read
+                entry = self.reply(doc, room)
+                if items and used + entry_cost(entry) > room:
+                    more = True
+                    break
+                items.append(entry)
+                used += entry_cost(entry)
+                last_id = str(doc["_id"])
+        return EncodedPage(
+            items=items,
+            total_pages=paging.total_pages(count, cursor.size),
+            total_count=count,
+            next_token=paging.keyset_token(last_id) if more and last_id else "",
+        )
 
     def _parts(self, doc: Mapping[str, Any]) -> _Parts:
         stored = doc["resource"]
@@ -162,7 +387,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
                     admitted.add(entry)
 
         async def attempt() -> MergedStatus | None:
-            doc = await self.raw.find_one({"_id": execution_id}) if execution_id else None
+            doc = await self.load_document(execution_id)
             if doc is None:
                 raise NotFound(self.kind.label, execution_id, field=field)
             parts = self._parts(doc)
@@ -174,11 +399,17 @@ class ExecutionCollection(ResourceCollection[Execution]):
             encoded_head = head.SerializeToString(deterministic=True)
             chunks = {**parts.chunks, **replacing}
             fields: Document = {**self.index_fields(head), "resource": encoded_head}
-            for name, list_field in LIST_FIELDS.items():
-                if parts.legacy or chunks[name] != parts.chunks[name]:
-                    fields[list_field] = chunks[name]
+            changed = {
+                name: chunks[name]
+                for name in LISTS
+                if parts.legacy or chunks[name] != parts.chunks[name]
+            }
+            spilled = await self._spill(execution_id, doc, changed, incoming.lists)
+            fields.update(spilled.fields)
             if not await self.set_fields(head, parts.version, fields):
+                await self.segments.delete(spilled.written)
                 return None
-            return MergedStatus(head, assemble(encoded_head, chunks.values()))
+            await self.segments.delete(spilled.obsolete)
+            return MergedStatus(head, assemble(encoded_head, chunks.values()), chunks)
 
         return await self.compare_and_swap(execution_id, attempt)

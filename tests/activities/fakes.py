@@ -6,11 +6,13 @@ They implement the same ports as the real adapters (`worker.ports`), on real pro
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
@@ -27,7 +29,7 @@ from worker.domain.agent_events import (
     Usage,
 )
 from worker.domain.status_wire import StatusPayload, as_status
-from worker.errors import NotFound, Unavailable
+from worker.errors import InvalidInput, NotFound, NotServed, Unavailable
 from worker.run.service import ExecutionPlan
 
 
@@ -41,6 +43,9 @@ class FakeOrchestratorPorts:
     updates: list[tuple[str, execution_api.AgentExecutionStatus]] = field(default_factory=list)
     session_updates: list[session_api.Session] = field(default_factory=list)
     down: bool = False
+    executions: dict[str, execution_api.AgentExecution] = field(default_factory=dict)
+    content: FakeContentStore | None = None
+    """None: an orchestrator of the January contract (the content RPCs are not served)."""
 
     @classmethod
     def with_agent(cls, session_id: str = "ses-1") -> FakeOrchestratorPorts:
@@ -65,6 +70,26 @@ class FakeOrchestratorPorts:
         copy = execution_api.AgentExecutionStatus()
         copy.CopyFrom(as_status(status))
         self.updates.append((execution_id, copy))
+
+    async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
+        self._check()
+        if execution_id not in self.executions:
+            raise NotFound(f"execution {execution_id} not found")
+        return self.executions[execution_id]
+
+    async def stat_content(self, execution_id: str, key: str) -> execution_io.ContentUploadResult:
+        self._check()
+        if self.content is None:
+            raise NotServed("AgentExecutionQueryController/statContent: UNIMPLEMENTED")
+        return await self.content.stat_content(execution_id, key)
+
+    async def upload_content(
+        self, chunks: AsyncIterator[execution_io.ContentUploadChunk]
+    ) -> execution_io.ContentUploadResult:
+        self._check()
+        if self.content is None:
+            raise NotServed("AgentExecutionCommandController/uploadContent: UNIMPLEMENTED")
+        return await self.content.upload_content(chunks)
 
     async def get_session(self, session_id: str) -> session_api.Session:
         self._check()
@@ -102,6 +127,73 @@ class FakeOrchestratorPorts:
 
     async def get_artifact(self, storage_key: str) -> bytes:
         raise NotFound(f"artifact {storage_key} not found")
+
+
+@dataclass
+class FakeContentStore:
+    """In-memory content storage with the §7 semantics: by (execution, sha256), checked whole,
+    resumable from the committed offset. `break_after` drops the stream once that many bytes
+    of a content are held (a broken connection)."""
+
+    held: dict[tuple[str, str], bytearray] = field(default_factory=dict)
+    whole: dict[tuple[str, str], execution_io.ContentUploadChunk] = field(default_factory=dict)
+    data_bytes_received: int = 0
+    uploads: int = 0
+    stats: int = 0
+    break_after: int | None = None
+
+    def ref(self, key: tuple[str, str]) -> execution_api.ToolCallOutputRef:
+        first = self.whole[key]
+        return execution_api.ToolCallOutputRef(
+            storage_key=f"{key[0]}/{key[1]}",
+            size_bytes=first.size_bytes,
+            content_hash=key[1],
+            mime_type=first.mime_type,
+        )
+
+    def content_of(self, execution_id: str, content_hash: str) -> bytes:
+        return bytes(self.held[(execution_id, content_hash)])
+
+    async def stat_content(self, execution_id: str, key: str) -> execution_io.ContentUploadResult:
+        self.stats += 1
+        if not key:
+            raise InvalidInput("statContent: INVALID_ARGUMENT: empty key")
+        hash_key = (execution_id, key.rpartition("/")[2])
+        if hash_key in self.whole:
+            return execution_io.ContentUploadResult(
+                ref=self.ref(hash_key), committed_bytes=self.whole[hash_key].size_bytes
+            )
+        if hash_key in self.held:
+            return execution_io.ContentUploadResult(committed_bytes=len(self.held[hash_key]))
+        raise NotFound(f"content {key} not found")
+
+    async def upload_content(
+        self, chunks: AsyncIterator[execution_io.ContentUploadChunk]
+    ) -> execution_io.ContentUploadResult:
+        self.uploads += 1
+        key: tuple[str, str] | None = None
+        first: execution_io.ContentUploadChunk | None = None
+        async for chunk in chunks:
+            key = (chunk.execution_id, chunk.content_hash)
+            first = first or chunk
+            if key in self.whole:
+                return execution_io.ContentUploadResult(ref=self.ref(key), already_stored=True)
+            buffer = self.held.setdefault(key, bytearray())
+            if chunk.offset != len(buffer):
+                raise InvalidInput(f"chunk at {chunk.offset}, expected {len(buffer)}")
+            buffer.extend(chunk.data)
+            self.data_bytes_received += len(chunk.data)
+            if self.break_after is not None and len(buffer) >= self.break_after:
+                self.break_after = None
+                raise Unavailable("uploadContent: UNAVAILABLE: connection reset")
+        if key is None or first is None:
+            raise InvalidInput("empty upload")
+        data = bytes(self.held[key])
+        if len(data) != first.size_bytes or hashlib.sha256(data).hexdigest() != key[1]:
+            del self.held[key]
+            raise InvalidInput("uploadContent: content does not match its hash")
+        self.whole[key] = first
+        return execution_io.ContentUploadResult(ref=self.ref(key), committed_bytes=len(data))
 
 
 def tool_turn(n: int, *, fail: bool = False) -> list[AgentEvent]:

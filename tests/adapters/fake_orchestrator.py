@@ -16,6 +16,7 @@ from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_command
+from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
@@ -81,6 +82,19 @@ class _Executions(execution_command.AgentExecutionCommandControllerServicer):
         )
         execution.status.CopyFrom(request.status)
         return execution
+
+
+class _ExecutionQuery(execution_query.AgentExecutionQueryControllerServicer):
+    """`get` only: the content methods (contract §7) answer UNIMPLEMENTED, as the January
+    orchestrator does."""
+
+    def __init__(self, fake: FakeOrchestrator) -> None:
+        self.fake = fake
+
+    async def get(self, request: Any, context: Any) -> execution_api.AgentExecution:
+        await self.fake.enter("ExecutionQuery.get", request, context)
+        found = self.fake.executions.get(request.value)
+        return found if found is not None else await self.fake.missing(context, "execution")
 
 
 class _SessionQuery(session_query.SessionQueryControllerServicer):
@@ -162,6 +176,9 @@ async def start_fake_orchestrator(
     )
     execution_command.add_AgentExecutionCommandControllerServicer_to_server(
         _Executions(fake), server
+    )
+    execution_query.add_AgentExecutionQueryControllerServicer_to_server(
+        _ExecutionQuery(fake), server
     )
     session_query.add_SessionQueryControllerServicer_to_server(_SessionQuery(fake), server)
     session_command.add_SessionCommandControllerServicer_to_server(_SessionCommand(fake), server)

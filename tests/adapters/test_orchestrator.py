@@ -33,6 +33,8 @@ from worker.errors import (
     ConfigurationError,
     InvalidInput,
     NotFound,
+    NotServed,
+    PayloadTooLarge,
     PermissionDenied,
     RunnerError,
     Unavailable,
@@ -242,12 +244,14 @@ async def test_a_response_over_the_size_limit_is_invalid_input_not_retryable(
         backend(endpoint, STIGMER_BACKEND_MAX_MESSAGE_BYTES=str(10 * MB))
     )
     try:
-        with pytest.raises(InvalidInput, match="getArtifact: RESOURCE_EXHAUSTED") as caught:
+        with pytest.raises(PayloadTooLarge, match="getArtifact: RESOURCE_EXHAUSTED") as caught:
             await orchestrator.get_artifact("skills/huge.zip")
     finally:
         await orchestrator.close()
 
     assert not caught.value.retryable
+    assert isinstance(caught.value, InvalidInput)
+    assert "STIGMER_BACKEND_MAX_MESSAGE_BYTES" in str(caught.value), "the error names the limit"
 
 
 @pytest.mark.parametrize(
@@ -260,7 +264,7 @@ async def test_a_response_over_the_size_limit_is_invalid_input_not_retryable(
         (grpc.StatusCode.ALREADY_EXISTS, InvalidInput),
         (grpc.StatusCode.PERMISSION_DENIED, PermissionDenied),
         (grpc.StatusCode.UNAUTHENTICATED, PermissionDenied),
-        (grpc.StatusCode.UNIMPLEMENTED, ConfigurationError),
+        (grpc.StatusCode.UNIMPLEMENTED, NotServed),
         (grpc.StatusCode.UNAVAILABLE, Unavailable),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable),
         (grpc.StatusCode.ABORTED, Unavailable),

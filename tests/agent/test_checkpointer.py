@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
@@ -16,9 +17,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.mongodb import MongoDBSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from devstack import Stack
+from devstack import Endpoints, Stack
 from tests.postgres import throwaway_postgres
-from worker.agent.checkpointer import InlineSqliteSaver, open_checkpointer
+from worker.agent.checkpointer import InlineSqliteSaver, SpillingMongoDBSaver, open_checkpointer
 from worker.agent.factory import build_agent, stream_agent
 from worker.agent.scripted import ScriptedChatModel
 from worker.domain.agent_events import ModelTurnEnded
@@ -142,3 +143,36 @@ async def test_postgres_kind_keeps_a_thread_on_a_real_postgres() -> None:
         async with open_checkpointer(settings) as saver:
             answer = await memory_answer(saver, "What was the build number?")
     assert "The build number is 1234." in answer
+
+
+@pytest.mark.integration
+async def test_mongodb_checkpoints_over_the_document_limit_live_in_gridfs(stack: Endpoints) -> None:
+    """A 20 MiB answer in the thread's state: the plain saver's document would be refused
+    (16 MB); the values go to GridFS, read back whole, and leave with their thread."""
+    url = stack.mongodb_uri.replace("/?", "/checkpoints_big?")
+    settings = load_settings({"CHECKPOINTER": "mongodb", "CHECKPOINTER_URL": url})
+    big = "a" * (20 * 1024 * 1024)
+    write = "w" * (6 * 1024 * 1024)
+    async with open_checkpointer(settings) as saver:
+        assert isinstance(saver, SpillingMongoDBSaver)
+        await asyncio.to_thread(saver.delete_thread, "big")
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": big}
+        config: RunnableConfig = {"configurable": {"thread_id": "big", "checkpoint_ns": ""}}
+        saved = await saver.aput(config, checkpoint, {"source": "loop", "step": 1}, {})
+        await saver.aput_writes(saved, [("messages", write)], task_id="task-1")
+
+        found = await saver.aget_tuple(saved)
+        assert found is not None
+        assert found.checkpoint["channel_values"]["messages"] == big
+        assert [value for _, _, value in found.pending_writes or []] == [write]
+        largest = max(
+            len(bson.encode(doc))
+            for collection in (saver.checkpoint_collection, saver.writes_collection)
+            for doc in collection.find({"thread_id": "big"})
+        )
+        assert largest < 64 * 1024, "the documents hold digests, not the values"
+        assert len(list(saver.blobs.find())) == 2, "the checkpoint's value and the write's"
+
+        await asyncio.to_thread(saver.delete_thread, "big")
+        assert list(saver.blobs.find()) == [], "the thread's blobs went with it"

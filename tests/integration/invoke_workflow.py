@@ -9,10 +9,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+
+EXECUTION_TYPE = b"ai.stigmer.agentic.agentexecution.v1.AgentExecution"
 
 
 @workflow.defn(name="test/agent-execution/invoke")
@@ -32,6 +35,65 @@ class InvokeForTest:
         return await workflow.execute_activity(
             "ExecuteGraphton",
             args=[execution, thread_id],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=execution_api.AgentExecutionStatus,
+        )
+
+
+@workflow.defn(name="test/agent-execution/invoke-by-id")
+class InvokeByIdForTest:
+    """The later upstream form (contract §7): `ExecuteGraphton(execution_id, thread_id)`, both
+    arguments `json/plain` strings; the runner reads the execution from the orchestrator."""
+
+    @workflow.run
+    async def run(
+        self, execution_id: str, session_id: str, queue: str
+    ) -> execution_api.AgentExecutionStatus:
+        thread_id: str = await workflow.execute_activity(
+            "EnsureThread",
+            args=[session_id, ""],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            result_type=str,
+        )
+        return await workflow.execute_activity(
+            "ExecuteGraphton",
+            args=[execution_id, thread_id],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=execution_api.AgentExecutionStatus,
+        )
+
+
+@workflow.defn(name="test/agent-execution/invoke-raw")
+class InvokeRawForTest:
+    """The January signature with the execution as another SDK's orchestrator (TypeScript, Go)
+    writes it: a hand-made `json/protobuf` payload of camelCase ProtoJSON, which may carry fields
+    this runner does not know."""
+
+    @workflow.run
+    async def run(
+        self, execution_json: str, session_id: str, queue: str
+    ) -> execution_api.AgentExecutionStatus:
+        thread_id: str = await workflow.execute_activity(
+            "EnsureThread",
+            args=[session_id, ""],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            result_type=str,
+        )
+        execution = Payload(
+            metadata={"encoding": b"json/protobuf", "messageType": EXECUTION_TYPE},
+            data=execution_json.encode(),
+        )
+        return await workflow.execute_activity(
+            "ExecuteGraphton",
+            args=[RawValue(execution), thread_id],
             task_queue=queue,
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=30),

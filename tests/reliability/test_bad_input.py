@@ -397,15 +397,14 @@ ACTIVITY_ROWS = [
             "spec": {"agent_id": f"agt-{NO_SUCH}", "message": "hi"},
         },
     ),
-    # The SDK decodes arguments before the activity runs and reports a failure to decode as a
-    # plain, retryable error; retries are bounded and end with this message (a documented limit).
+    # A string first argument is the later upstream signature (contract §7): an execution id,
+    # read from the orchestrator; one that names no execution is NotFound, not retried.
     ActivityRow(
-        "execution payload that is not an AgentExecution",
+        "execution id that names no execution",
         RAW,
         ("this is not an execution", "thread-x"),
-        "",
-        "Failed decoding arguments",
-        non_retryable=False,
+        "NotFound",
+        "agent execution 'this is not an execution' not found",
     ),
     ActivityRow(
         "sandbox cleanup without an id",

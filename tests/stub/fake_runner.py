@@ -8,7 +8,12 @@ it does is chosen by the execution's message:
 - `fail`: pushes the transcript, then fails with a non-retryable `ApplicationError`.
 - `flaky`: the first attempt fails with a retryable error, the second completes.
 - `hang`: pushes the transcript, then heartbeats until cancelled (and re-raises the cancel).
-- `in-progress`: returns a status still saying IN_PROGRESS (the workflow completes it).
+- `in-progress`: returns a status still saying IN_PROGRESS (the workflow completes it), with one
+  more message than it pushed.
+- `slim`: pushes the final transcript, returns a slim COMPLETED status (no lists).
+- `stale`: pushes the final transcript, returns a COMPLETED status whose lists hold one message
+  and one tool call (what must never replace the transcript).
+- `terminated`: returns a TERMINATED status (no lists).
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class FakeRunner:
             except asyncio.CancelledError:
                 self.cancelled.append(execution_id)
                 raise
+        if script == "terminated":
+            return api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_TERMINATED, error="stopped")
         final = api_pb2.AgentExecutionStatus()
         final.CopyFrom(progress)
         final.messages.add(type=MessageType.MESSAGE_AI, content=f"done in {thread_id}")
@@ -82,6 +89,16 @@ class FakeRunner:
             final.phase = Phase.EXECUTION_COMPLETED
             final.completed_at = "2026-01-01T00:00:05Z"
             await self.stub.update_status(execution_id, final)
+        if script == "slim":
+            return api_pb2.AgentExecutionStatus(
+                phase=final.phase, started_at=final.started_at, completed_at=final.completed_at
+            )
+        if script == "stale":
+            stale = api_pb2.AgentExecutionStatus()
+            stale.CopyFrom(final)
+            del stale.messages[1:]
+            stale.tool_calls.add(id="call-1", name="stale")
+            return stale
         return final
 
 

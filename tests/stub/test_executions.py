@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import bson
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
@@ -396,7 +397,7 @@ async def test_documents_of_earlier_stubs_are_read_and_updated(
     assert only.tool_calls == old.status.tool_calls
 
 
-async def test_a_status_update_growing_the_document_past_the_store_limit_is_invalid_argument(
+async def test_a_status_growing_past_the_store_limit_is_stored_whole_in_slices(
     stub: Stub, execution: api_pb2.AgentExecution
 ) -> None:
     eid = execution.metadata.id
@@ -407,14 +408,15 @@ async def test_a_status_update_growing_the_document_past_the_store_limit_is_inva
     for i in range(8):
         more.tool_calls.add(id=f"call-{i}", result="r" * mib)
 
-    with pytest.raises(RpcFailed) as failed:
-        await stub.client.update_status(eid, more)
+    await stub.client.update_status(eid, more)  # 17 MiB in all: over one document's 16 MB
 
-    assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "16 MB document limit" in failed.value.details
-    stored = await stub.client.get_execution(eid)
+    # Read from the store: a 17 MiB execution is more than one `get` reply holds.
+    stored = await stub.running.database.executions.get(eid)
     assert len(stored.status.messages) == 9
-    assert not stored.status.tool_calls
+    assert [t.result for t in stored.status.tool_calls] == ["r" * mib] * 8
+    doc = await stub.running.database.executions.raw.find_one({"_id": eid})
+    assert doc is not None
+    assert len(bson.encode(doc)) < 64 * 1024
 
 
 KINDS = ("messages", "tool_calls", "sub_agent_executions", "todos")

@@ -105,13 +105,58 @@ async def test_a_retryable_failure_is_retried_and_the_run_completes_without_the_
     assert final.status.error == ""
 
 
-async def test_a_returned_non_terminal_status_is_recorded_as_completed(
+async def test_a_returned_non_terminal_status_is_recorded_as_completed_without_its_lists(
     stub: Stub, runner: FakeRunner, agent_id: str
 ) -> None:
     created = await stub.client.create_execution("in-progress", agent_id=agent_id)
     states = await run_to_end(stub, created.metadata.id)
     assert states[-1].status.phase == Phase.EXECUTION_COMPLETED
-    assert len(states[-1].status.messages) == 3
+    # The transcript is what the runner pushed; the returned status's third message is not it.
+    assert [m.content for m in states[-1].status.messages] == ["in-progress", "working on it"]
+
+
+async def wait_closed(temporal: Client, execution_id: str) -> None:
+    await temporal.get_workflow_handle(workflow_id(execution_id)).result()
+
+
+async def test_a_slim_returned_status_records_the_outcome_and_keeps_the_transcript(
+    stub: Stub, runner: FakeRunner, temporal: Client, agent_id: str
+) -> None:
+    created = await stub.client.create_execution("slim", agent_id=agent_id)
+    await wait_closed(temporal, created.metadata.id)
+
+    final = (await stub.client.get_execution(created.metadata.id)).status
+    assert final.phase == Phase.EXECUTION_COMPLETED
+    assert final.completed_at == "2026-01-01T00:00:05Z"
+    assert [m.content for m in final.messages] == [
+        "slim",
+        "working on it",
+        f"done in thread-{created.spec.session_id}",
+    ]
+
+
+async def test_the_lists_of_a_whole_returned_status_never_replace_the_transcript(
+    stub: Stub, runner: FakeRunner, temporal: Client, agent_id: str
+) -> None:
+    created = await stub.client.create_execution("stale", agent_id=agent_id)
+    await wait_closed(temporal, created.metadata.id)
+
+    final = (await stub.client.get_execution(created.metadata.id)).status
+    assert final.phase == Phase.EXECUTION_COMPLETED
+    assert len(final.messages) == 3
+    assert len(final.tool_calls) == 0
+
+
+async def test_a_returned_terminated_status_is_recorded_as_terminated(
+    stub: Stub, runner: FakeRunner, temporal: Client, agent_id: str
+) -> None:
+    created = await stub.client.create_execution("terminated", agent_id=agent_id)
+    await wait_closed(temporal, created.metadata.id)
+
+    final = (await stub.client.get_execution(created.metadata.id)).status
+    assert final.phase == Phase.EXECUTION_TERMINATED
+    assert final.error == "stopped"
+    assert [m.content for m in final.messages] == ["terminated", "working on it"]
 
 
 async def _in_progress(stub: Stub, agent_id: str) -> str:

@@ -81,6 +81,9 @@ def test_sandbox_root_dir_wins_over_workspace_root() -> None:
         ({"REDIS_PORT": "70000"}, "REDIS_PORT"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
         ({"STIGMER_STATUS_UPDATE_EVENTS": "-1"}, "STIGMER_STATUS_UPDATE_EVENTS"),
+        # Temporal refuses a payload over 2 MiB: the result bound cannot be set above it.
+        ({"STIGMER_RESULT_MAX_BYTES": str(3 * 1024 * 1024)}, "STIGMER_RESULT_MAX_BYTES"),
+        ({"STIGMER_STATUS_BUDGET_BYTES": str(32 * 1024 * 1024)}, "STIGMER_STATUS_BUDGET_BYTES"),
     ],
 )
 def test_invalid_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:

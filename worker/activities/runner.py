@@ -2,7 +2,10 @@
 
 Names and signatures are the contract (§1): `EnsureThread(session_id, agent_id) -> str`,
 `ExecuteGraphton(AgentExecution, thread_id) -> AgentExecutionStatus`, `CleanupSandbox(sandbox_id)`.
-Each method unpacks, delegates and translates errors; the work lives in `worker.run`.
+`ExecuteGraphton` also takes the later upstream form (§7), `ExecuteGraphton(execution_id,
+thread_id)`: a `json/plain` string first argument is an execution id, read from the orchestrator.
+Its result is bounded (`worker.activities.result`). Each method unpacks, delegates and translates
+errors; the work lives in `worker.run`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from worker.activities.result import bounded_result
 from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
-from worker.errors import RunnerError
+from worker.errors import InvalidInput, RunnerError
 from worker.logs import SECRETS
-from worker.ports import SessionStore
+from worker.ports import ExecutionSource, SessionStore
 from worker.run.attempt import AttemptControls
 
 log = structlog.get_logger(__name__)
@@ -80,22 +84,44 @@ def to_application_error(err: RunnerError) -> ApplicationError:
     A dependency that said when to come back (`Unavailable.retry_after`) sets the next retry's
     delay, so the retry policy's backoff does not hammer it sooner.
     """
+    message = SECRETS.redact(str(err))
+    if len(message) > FAILURE_MESSAGE_MAX_CHARS:
+        # A failure is stored in the workflow history; an error quoting a huge tool output must
+        # not make it the next thing over Temporal's size limits.
+        message = (
+            message[:FAILURE_MESSAGE_MAX_CHARS] + f"… [{len(message)} characters in all; the "
+            "worker's log has the whole error]"
+        )
     wait = getattr(err, "retry_after", None)
     return ApplicationError(
-        SECRETS.redact(str(err)),
+        message,
         type=type(err).__name__,
         non_retryable=not err.retryable,
         next_retry_delay=timedelta(seconds=wait) if wait else None,
     )
 
 
+FAILURE_MESSAGE_MAX_CHARS = 16 * 1024
+"""The longest failure message an activity reports to Temporal."""
+
+
 class RunnerActivities:
     def __init__(
-        self, sessions: SessionStore, executions: ExecutionService, sandboxes: SandboxCleaner
+        self,
+        sessions: SessionStore,
+        executions: ExecutionService,
+        sandboxes: SandboxCleaner,
+        *,
+        source: ExecutionSource | None = None,
+        result_max_bytes: int = 256 * 1024,
     ) -> None:
+        """`source` reads an execution by id (the later upstream signature); `result_max_bytes`
+        bounds the ExecuteGraphton result (`STIGMER_RESULT_MAX_BYTES`)."""
         self._sessions = sessions
         self._executions = executions
         self._sandboxes = sandboxes
+        self._source = source
+        self._result_max_bytes = result_max_bytes
 
     @activity.defn(name="EnsureThread")
     async def ensure_thread(self, session_id: str, agent_id: str) -> str:
@@ -121,12 +147,26 @@ class RunnerActivities:
 
     @activity.defn(name="ExecuteGraphton")
     async def execute_graphton(
-        self, execution: execution_api.AgentExecution, thread_id: str
+        self, execution: execution_api.AgentExecution | str, thread_id: str
     ) -> execution_api.AgentExecutionStatus:
         try:
-            return await self._executions.run(execution, thread_id)
+            if isinstance(execution, str):
+                execution = await self._fetch(execution)
+            status = await self._executions.run(execution, thread_id)
+            return bounded_result(status, self._result_max_bytes)
         except RunnerError as err:
             raise to_application_error(err) from None
+
+    async def _fetch(self, execution_id: str) -> execution_api.AgentExecution:
+        """The execution named by the later upstream signature, as the orchestrator stores it."""
+        execution_id = execution_id.strip()
+        if not execution_id:
+            raise InvalidInput("ExecuteGraphton: the execution id is empty")
+        if self._source is None:
+            raise InvalidInput("ExecuteGraphton got an execution id; this runner reads none")
+        execution = await self._source.get_execution(execution_id)
+        log.info("execution_fetched", execution_id=execution_id)
+        return execution
 
     @activity.defn(name="CleanupSandbox")
     async def cleanup_sandbox(self, sandbox_id: str) -> None:

@@ -16,8 +16,11 @@ import grpc
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_command
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_command_grpc
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
+from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query_grpc
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.agentinstance.v1 import io_pb2 as instance_io
 from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
@@ -40,6 +43,8 @@ from worker.errors import (
     ConfigurationError,
     InvalidInput,
     NotFound,
+    NotServed,
+    PayloadTooLarge,
     PermissionDenied,
     RunnerError,
     Unavailable,
@@ -54,6 +59,7 @@ UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
 
 _PACKAGES: Mapping[str, str] = {
     "AgentExecutionCommandController": execution_command.DESCRIPTOR.package,
+    "AgentExecutionQueryController": execution_command.DESCRIPTOR.package,
     "SessionQueryController": session_api.DESCRIPTOR.package,
     "SessionCommandController": session_api.DESCRIPTOR.package,
     "AgentInstanceQueryController": instance_api.DESCRIPTOR.package,
@@ -75,7 +81,7 @@ ERRORS_BY_CODE: Mapping[grpc.StatusCode, type[RunnerError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
     # The endpoint is not an orchestrator that speaks this contract (wrong address or version).
-    grpc.StatusCode.UNIMPLEMENTED: ConfigurationError,
+    grpc.StatusCode.UNIMPLEMENTED: NotServed,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
@@ -97,9 +103,11 @@ def translate_error(method: str, err: grpc.aio.AioRpcError) -> RunnerError:
     code = err.code()
     details = SECRETS.redact(err.details() or "")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in details:
-        kind: type[RunnerError] = InvalidInput
-    else:
-        kind = ERRORS_BY_CODE.get(code, Unavailable)
+        return PayloadTooLarge(
+            f"{method}: {code.name}: {details} (the message is over a gRPC size limit: this "
+            "worker's STIGMER_BACKEND_MAX_MESSAGE_BYTES, or the orchestrator's own)"
+        )
+    kind = ERRORS_BY_CODE.get(code, Unavailable)
     return kind(f"{method}: {code.name}: {details}" if details else f"{method}: {code.name}")
 
 
@@ -173,6 +181,7 @@ class GrpcOrchestrator:
         self._update_status_raw: aio.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
             UPDATE_STATUS_METHOD
         )
+        self._execution_query = execution_query_grpc.AgentExecutionQueryControllerStub(ch)
         self._session_query = session_query.SessionQueryControllerStub(ch)
         self._session_command = session_command.SessionCommandControllerStub(ch)
         self._instance_query = instance_query.AgentInstanceQueryControllerStub(ch)
@@ -210,6 +219,12 @@ class GrpcOrchestrator:
         if self._owned_tokens is not None:
             await self._owned_tokens.aclose()
 
+    def content_store(self) -> GrpcContentStore:
+        """`statContent`/`uploadContent` over this channel, with the same credentials."""
+        from worker.adapters.content import GrpcContentStore  # noqa: PLC0415 - import cycle
+
+        return GrpcContentStore(self._channel, self._tokens, self._timeout)
+
     # StatusSink
 
     async def update_status(self, execution_id: str, status: StatusPayload) -> None:
@@ -217,6 +232,15 @@ class GrpcOrchestrator:
             "AgentExecutionCommandController/updateStatus",
             self._update_status_raw,
             update_request_bytes(execution_id, status),
+        )
+
+    # ExecutionSource
+
+    async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
+        return await self._call(
+            "AgentExecutionQueryController/get",
+            self._execution_query.get,
+            execution_io.AgentExecutionId(value=execution_id),
         )
 
     # SessionStore
@@ -290,8 +314,10 @@ class GrpcOrchestrator:
 
 if TYPE_CHECKING:
     from worker import ports
+    from worker.adapters.content import GrpcContentStore
 
     _STATUS: type[ports.StatusSink] = GrpcOrchestrator
     _SESSIONS: type[ports.SessionStore] = GrpcOrchestrator
     _CATALOG: type[ports.AgentCatalog] = GrpcOrchestrator
     _SKILLS: type[ports.SkillStore] = GrpcOrchestrator
+    _EXECUTIONS: type[ports.ExecutionSource] = GrpcOrchestrator

@@ -13,7 +13,12 @@ or indexes, and closes the connections on exit:
 - `postgres`: `CHECKPOINTER_URL`, through a connection pool; shared by several workers.
 - `mongodb`: `CHECKPOINTER_URL` (database from the URL path, else `agent_runner`); shared.
   langgraph-checkpoint-mongodb 0.5 has one saver whose async methods run the blocking driver in
-  threads, so it never blocks the event loop.
+  threads, so it never blocks the event loop. It stores each checkpoint (the thread's whole
+  state: every message) as one document, and MongoDB refuses a document over 16 MB: a long
+  answer or a long session would fail the run. `SpillingMongoDBSaver` keeps any serialized value
+  over `MONGO_SPILL_BYTES` in GridFS instead (bucket `checkpoint_blobs`, content-addressed by
+  sha256, shared by identical values) and leaves its digest in the document; deleting a thread
+  deletes the blobs no other checkpoint refers to.
 - `memory`: in the process only; tests and throwaway runs.
 
 Every kind masks secrets in the failures it stores: when a node raises, LangGraph saves the
@@ -25,6 +30,8 @@ results, statuses); see docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -32,6 +39,8 @@ from contextlib import asynccontextmanager, closing
 from typing import Any
 
 import structlog
+from gridfs import GridFS
+from gridfs.errors import FileExists
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
@@ -44,11 +53,13 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.mongodb import MongoDBSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from worker.errors import ConfigurationError, Unavailable
 from worker.logs import SECRETS
@@ -57,6 +68,11 @@ from worker.settings import CheckpointerKind, Settings
 log = structlog.get_logger(__name__)
 
 MONGO_DEFAULT_DB = "agent_runner"
+MONGO_SPILL_BYTES = 4 * 1024 * 1024
+"""A serialized checkpoint or write larger than this goes to GridFS (MongoDB's document limit is
+16 MB; the rest of the document and BSON's overhead need the room)."""
+MONGO_BLOB_BUCKET = "checkpoint_blobs"
+_SPILLED = "gridfs+"
 POSTGRES_POOL_SIZE = 10
 POSTGRES_SETUP_WAIT_SECONDS = 120.0
 # Any constant key will do; it only has to be the same in every worker.
@@ -100,10 +116,6 @@ class MemorySaver(_MaskedFailures, InMemorySaver):
 
 class PostgresSaver(_MaskedFailures, AsyncPostgresSaver):
     """`AsyncPostgresSaver` with masked failures."""
-
-
-class MongoSaver(_MaskedFailures, MongoDBSaver):
-    """`MongoDBSaver` with masked failures."""
 
 
 @asynccontextmanager
@@ -239,13 +251,75 @@ async def _setup_lock(pool: AsyncConnectionPool[Any]) -> AsyncIterator[None]:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
 
 
+class GridFSSpill:
+    """A serializer that keeps values over `limit` bytes in GridFS and their digest inline."""
+
+    def __init__(self, inner: SerializerProtocol, blobs: GridFS, limit: int) -> None:
+        self.inner = inner
+        self.blobs = blobs
+        self.limit = limit
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        type_, data = self.inner.dumps_typed(obj)
+        if len(data) <= self.limit:
+            return type_, data
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.blobs.exists(digest):
+            # Another worker may store the same bytes first.
+            with contextlib.suppress(FileExists, DuplicateKeyError):
+                self.blobs.put(data, _id=digest)
+        log.debug("checkpoint_value_spilled", bytes=len(data), digest=digest)
+        return _SPILLED + type_, digest.encode()
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        type_, payload = data
+        if type_.startswith(_SPILLED):
+            blob = self.blobs.get(payload.decode()).read()
+            return self.inner.loads_typed((type_[len(_SPILLED) :], blob))
+        return self.inner.loads_typed(data)
+
+
+class SpillingMongoDBSaver(_MaskedFailures, MongoDBSaver):
+    """The MongoDB saver with large values in GridFS (see the module docstring)."""
+
+    def __init__(
+        self, client: MongoClient[Any], *, db_name: str, spill_bytes: int = MONGO_SPILL_BYTES
+    ) -> None:
+        super().__init__(client, db_name=db_name)
+        self.blobs = GridFS(self.db, collection=MONGO_BLOB_BUCKET)
+        self.serde = GridFSSpill(JsonPlusSerializer(), self.blobs, spill_bytes)
+
+    def delete_thread(self, thread_id: str) -> None:
+        digests = self._spilled(self.checkpoint_collection, "checkpoint", thread_id)
+        digests |= self._spilled(self.writes_collection, "value", thread_id)
+        super().delete_thread(thread_id)
+        for digest in digests:
+            shared = self.checkpoint_collection.find_one(
+                {"checkpoint": digest}, {"_id": 1}
+            ) or self.writes_collection.find_one({"value": digest}, {"_id": 1})
+            if shared is None:
+                self.blobs.delete(digest.decode())
+
+    @staticmethod
+    def _spilled(collection: Any, field: str, thread_id: str) -> set[bytes]:
+        """The digests of a thread's values that live in GridFS."""
+        ids = [
+            doc["_id"]
+            for doc in collection.find({"thread_id": thread_id}, {"type": 1})
+            if str(doc.get("type", "")).startswith(_SPILLED)
+        ]
+        if not ids:
+            return set()
+        return {bytes(doc[field]) for doc in collection.find({"_id": {"$in": ids}}, {field: 1})}
+
+
 @asynccontextmanager
 async def _mongodb(url: str) -> AsyncIterator[MongoDBSaver]:
     client: MongoClient[Any] = MongoClient(url, serverSelectionTimeoutMS=10_000)
     try:
         database = client.get_default_database(default=MONGO_DEFAULT_DB).name
         # The saver creates its indexes in its constructor, with the blocking driver.
-        saver = await asyncio.to_thread(MongoSaver, client, db_name=database)
+        saver = await asyncio.to_thread(SpillingMongoDBSaver, client, db_name=database)
     except PyMongoError as err:
         client.close()
         raise Unavailable(f"cannot reach the MongoDB checkpointer: {type(err).__name__}") from err

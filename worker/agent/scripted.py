@@ -41,7 +41,9 @@ Scripts:
   (a long context, so a model with a small `profile["max_input_tokens"]` makes deepagents
   summarise the history), and delegations to a sub-agent type `researcher`;
 - `research`: a sub-agent that works in several turns, each with text and a tool call, then
-  reports (name it in a sub-agent's instructions).
+  reports (name it in a sub-agent's instructions);
+- `big-read`: writes a 5 MiB log in the workspace from the shell, reads it whole with
+  `read_file`, then answers with what came back (large tool results; see docs/reliability.md).
 
 A call with no tools bound at all is a helper call made inside the graph (deepagents'
 summarisation); it answers with a short summary of what it was given, whatever the script.
@@ -497,6 +499,27 @@ def _summarised(message: BaseMessage) -> tuple[int, str] | None:
     return (int(found.group(1)), found.group(2)) if found else (0, "")
 
 
+BIG_LOG_BYTES = 5 * 1024 * 1024
+BIG_LOG_LINE = "0123456789 big log line " * 40 + "\n"
+
+
+def big_read(turn: Turn) -> Step:
+    path = "/big.log"
+    lines = BIG_LOG_BYTES // len(BIG_LOG_LINE)
+    match turn.step:
+        case 0:
+            if not turn.has("execute"):
+                return Step("This workspace has no shell; nothing to read.")
+            command = f"yes '{BIG_LOG_LINE.rstrip()}' | head -n {lines} > big.log && wc -c big.log"
+            return Step("Writing a large log first.", (Call("execute", {"command": command}),))
+        case 1:
+            args = turn.path_args("read_file", path, offset=0, limit=lines)
+            return Step("Reading the whole log.", (Call("read_file", args),))
+    result = turn.result_of("read_file")
+    size = len(result.text) if result is not None else 0
+    return Step(f"The log came back as {size} characters.")
+
+
 SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "demo": demo,
     "quick": quick,
@@ -508,6 +531,7 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "deep": deep,
     "research": research,
     "summary": summary,
+    "big-read": big_read,
 }
 _DELEGATING = frozenset({"demo", "delegate", "deep"})
 _INTERNAL = frozenset({"subagent", "summary"})

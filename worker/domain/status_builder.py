@@ -41,6 +41,15 @@ already exist update them in place.
 
 Each `apply` returns an `Applied` saying whether the state changed and whether the change is
 significant (phase, tool start or end, todo, sub-agent, error), for the update policy.
+
+Large content (given `limits`, see `worker.content`): with an `Offloader` attached (the
+orchestrator stores content, contract §7), a tool result over the inline bound and an AI message
+text over its bound are handed to it; the entry then carries a preview and the reference
+(`ToolCall.output_ref`, `AgentMessage.content_ref`), and a message still streaming past its bound
+carries only a preview. A sub-agent's output over the message bound is a marked preview (the
+whole of it is the `task` call's result), and a tool argument string over the inline bound is
+cut. Whatever the orchestrator, a status over the budget has its oldest inline contents cut to
+previews marked as cut until it fits. Only what the status shows changes; the model's view never.
 """
 
 from __future__ import annotations
@@ -55,6 +64,16 @@ import structlog
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from google.protobuf import json_format, struct_pb2
 
+from worker.content.limits import ContentLimits, Offloader
+from worker.content.refs import (
+    ContentRef,
+    RefState,
+    cut_marker,
+    cut_text,
+    head_of_parts,
+    over,
+    utf8_size,
+)
 from worker.domain import status_wire
 from worker.domain import todos as todo_ids
 from worker.domain.agent_events import (
@@ -223,6 +242,10 @@ class _Message:
     streaming: bool = False
     proto: api_pb2.AgentMessage | None = None
     wire: _Wire = field(default_factory=_Wire)
+    chars: int = -1  # length of the text, -1: not counted yet
+    ref: ContentRef | None = None
+    cut: bool = False
+    seq: int = 0
 
 
 @dataclass(slots=True)
@@ -243,6 +266,9 @@ class _Tool:
     # The args never change once the call is known; their Struct is built once (a Struct
     # from a dict is built in Python, field by field), then copied into each new proto.
     args_struct: struct_pb2.Struct | None = None
+    ref: ContentRef | None = None
+    cut: bool = False
+    seq: int = 0
 
 
 @dataclass(slots=True)
@@ -283,6 +309,8 @@ class _SubAgent:
     # The entry without its messages; the messages' encodings are appended to it on the wire.
     proto: api_pb2.SubAgentExecution | None = None
     wire: _Wire = field(default_factory=_Wire)
+    cut: bool = False
+    seq: int = 0
 
     def messages(self) -> Iterable[_Message]:
         yield from self.head
@@ -331,7 +359,13 @@ class StatusBuilder:
         clock: Clock = utc_now,
         redact: Redactor = _identity,
         mcp_tools: Mapping[str, str] | None = None,
+        limits: ContentLimits | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
+        self._limits = limits
+        self._offloader = offloader
+        self._serial = 0
+        self._over_budget_logged = False
         self._clock = clock
         self._redact = redact
         self._mcp_tools = dict(mcp_tools or {})
@@ -430,6 +464,10 @@ class StatusBuilder:
         self._messages.append(_Message(enum_pb2.MESSAGE_SYSTEM, [content], self._now()))
         return SIGNIFICANT
 
+    def attach_offloader(self, offloader: Offloader | None) -> None:
+        """Hand large contents to `offloader` from now on (None: keep them inline)."""
+        self._offloader = offloader
+
     @property
     def phase(self) -> enum_pb2.ExecutionPhase.ValueType:
         return self._phase
@@ -453,6 +491,8 @@ class StatusBuilder:
 
     def snapshot(self) -> api_pb2.AgentExecutionStatus:
         """A fresh proto of the complete state (the orchestrator replaces lists wholesale)."""
+        if self._limits is not None:
+            self.encoded()  # cuts what the budget requires, so both forms are the same status
         todos = {t.id: self._todo_proto(t) for t in self._todos.values()}
         return api_pb2.AgentExecutionStatus(
             phase=self._phase,
@@ -472,6 +512,13 @@ class StatusBuilder:
         What a progress update sends: an unchanged entry costs one copy of its bytes instead of a
         proto copy and a re-serialization (see `worker.domain.status_wire`).
         """
+        status = self._encode()
+        limits = self._limits
+        if limits is not None and len(status.data) > limits.status_budget:
+            status = self._fit(status, limits)
+        return status
+
+    def _encode(self) -> status_wire.EncodedStatus:
         w = status_wire
         parts: list[bytes] = [
             m.wire.get(w.MESSAGES, self._message_proto(m)) for m in self._messages
@@ -528,6 +575,8 @@ class StatusBuilder:
             return UNCHANGED
         if event.text:
             message.parts.append(event.text)
+            if message.chars >= 0:
+                message.chars += len(event.text)
             message.proto = None
         return CHANGED
 
@@ -558,6 +607,7 @@ class StatusBuilder:
         else:
             owner = self._by_key.get(event.message_id) or self._new_ai(event.message_id)
             self._end_turn(owner, event)
+            self._offload_message(owner)
         for request in event.tool_calls:
             tool = self._tools.get(request.id)
             if tool is None:
@@ -570,6 +620,8 @@ class StatusBuilder:
 
     def _end_turn(self, message: _Message, event: ModelTurnEnded) -> None:
         message.parts = [event.text] if event.text else []
+        message.chars = len(event.text)
+        message.cut = False
         message.streaming = False
         message.meta.pop("streaming", None)
         if event.model_name:
@@ -614,7 +666,9 @@ class StatusBuilder:
         tool.error = error
         tool.started_at = tool.started_at or now
         tool.completed_at = now
+        tool.cut = False
         self._touch(tool)
+        self._offload_result(tool)
         if tool.name == TODO_TOOL and not error and not tool.sub_agent_id:
             self._apply_todos(tool, now)
         sub = self._subs.get(tool.id)
@@ -647,6 +701,8 @@ class StatusBuilder:
             key=key,
             meta={"message_id": key, "streaming": True},
             streaming=True,
+            chars=0,
+            seq=self._next_seq(),
         )
         self._messages.append(message)
         self._by_key[key] = message
@@ -668,12 +724,15 @@ class StatusBuilder:
         self, tool_id: str, name: str, args: Mapping[str, Any], sub_agent_id: str
     ) -> _Tool:
         plain_args = _plain(args, self._redact) if args else {}
+        if self._limits is not None and plain_args:
+            plain_args = _cap_strings(plain_args, self._limits)
         tool = _Tool(
             id=tool_id,
             name=name,
             args=plain_args,
             component=self._component(name, plain_args, sub_agent_id),
             sub_agent_id=sub_agent_id,
+            seq=self._next_seq(),
         )
         self._tools[tool_id] = tool
         if sub_agent_id:
@@ -688,6 +747,7 @@ class StatusBuilder:
                 id=tool_id,
                 name=sub_type if isinstance(sub_type, str) else "",
                 input=description if isinstance(description, str) else "",
+                seq=self._next_seq(),
             )
         return tool
 
@@ -792,6 +852,8 @@ class StatusBuilder:
                 message.streaming = False
                 message.meta.pop("streaming", None)
                 message.proto = None
+                self._offload_message(message)
+
         for sub in self._subs.values():
             for message in sub.by_key.values():
                 if message.streaming:
@@ -799,6 +861,123 @@ class StatusBuilder:
                     message.meta.pop("streaming", None)
                     message.proto = None
                     sub.proto = None
+
+    # -- large content ------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def _offload_message(self, message: _Message) -> None:
+        """Hand an AI message's finished text to the offloader when it is over its bound."""
+        limits, offloader = self._limits, self._offloader
+        if limits is None or offloader is None or message.kind != enum_pb2.MESSAGE_AI:
+            return
+        if _chars(message) <= limits.preview:
+            message.ref = None
+            return
+        text = "".join(message.parts)
+        if not over(text, limits.message_inline):
+            message.ref = None
+            return
+        content = self._redact(text)
+
+        def settled(ref: ContentRef) -> None:
+            if message.ref is ref:
+                if ref.state is RefState.FAILED:
+                    message.ref = None  # inline again; the budget cuts it if it must
+                message.proto = None
+
+        message.ref = offloader.offload(
+            content,
+            mime_type="text/markdown; charset=utf-8",
+            size_bytes=utf8_size(content),
+            on_settled=settled,
+        )
+        message.proto = None
+
+    def _offload_result(self, tool: _Tool) -> None:
+        """Hand a tool's result to the offloader when it is over the inline bound."""
+        limits, offloader = self._limits, self._offloader
+        tool.ref = None
+        if limits is None or offloader is None:
+            return
+        if not over(tool.result, limits.tool_result_inline):
+            return
+
+        def settled(ref: ContentRef) -> None:
+            if tool.ref is ref:
+                if ref.state is RefState.FAILED:
+                    tool.ref = None
+                self._touch(tool)
+
+        tool.ref = offloader.offload(
+            tool.result, size_bytes=utf8_size(tool.result), on_settled=settled
+        )
+
+    def _fit(
+        self, status: status_wire.EncodedStatus, limits: ContentLimits
+    ) -> status_wire.EncodedStatus:
+        """Cut the oldest inline contents to previews until the status is under the budget.
+
+        It cuts down to three quarters of the budget, so a growing run cuts now and then rather
+        than on every update.
+        """
+        floor = limits.preview * 2
+        candidates: list[tuple[int, int, _Message | _Tool | _SubAgent]] = []
+        previewing = self._offloader is not None
+        for message in self._messages:
+            size = _chars(message)
+            if message.ref is not None or message.cut or size <= floor:
+                continue
+            if previewing and message.streaming and size > limits.message_inline:
+                continue  # its status already carries only a preview
+            candidates.append((message.seq, size, message))
+        for tool in self._tools.values():
+            if tool.ref is None and not tool.cut and len(tool.result) > floor:
+                copies = 2 if tool.owner is not None else 1
+                candidates.append((tool.seq, len(tool.result) * copies, tool))
+        for sub in self._subs.values():
+            size = sum(len(p) for p in sub.parts)
+            # An output over the message bound is a preview already.
+            if not sub.cut and floor < size <= limits.message_inline:
+                candidates.append((sub.seq, size, sub))
+        candidates.sort(key=lambda c: c[0])
+        target = limits.status_budget * 3 // 4
+        before = len(status.data)
+        cut = 0
+        while candidates and len(status.data) > limits.status_budget:
+            excess = len(status.data) - target
+            removed = 0
+            while candidates and removed < excess:
+                _, size, entry = candidates.pop(0)
+                entry.cut = True
+                removed += size
+                cut += 1
+                if isinstance(entry, _Tool):
+                    self._touch(entry)
+                else:
+                    entry.proto = None
+            status = self._encode()
+        if cut:
+            log.info(
+                "status_contents_cut",
+                cut=cut,
+                bytes_before=before,
+                bytes_after=len(status.data),
+                budget_bytes=limits.status_budget,
+            )
+        if len(status.data) > limits.status_budget and not self._over_budget_logged:
+            self._over_budget_logged = True
+            log.warning(
+                "status_over_budget",
+                bytes=len(status.data),
+                budget_bytes=limits.status_budget,
+                messages=len(self._messages),
+                tool_calls=len(self._tools),
+                reason="nothing left to cut: the transcript's entries alone are over the budget",
+            )
+        return status
 
     def _interrupt(self, reason: str) -> None:
         """Close what was in flight when the run stopped early, so nothing stays RUNNING."""
@@ -821,22 +1000,50 @@ class StatusBuilder:
 
     def _message_proto(self, message: _Message) -> api_pb2.AgentMessage:
         if message.proto is None:
+            content, ref = self._message_content(message)
             message.proto = api_pb2.AgentMessage(
                 type=message.kind,
-                content=self._redact("".join(message.parts)),
+                content=content,
                 timestamp=message.timestamp,
                 tool_calls=[self._tool_proto(self._tools[i]) for i in message.tool_ids],
                 metadata=_struct(message.meta) if message.meta else None,
+                content_ref=ref,
             )
         return message.proto
 
+    def _message_content(self, message: _Message) -> tuple[str, api_pb2.ToolCallOutputRef | None]:
+        """The text a message's proto carries, and its reference when the text is stored."""
+        limits = self._limits
+        if limits is None:
+            return self._redact("".join(message.parts)), None
+        if message.ref is not None:
+            return message.ref.preview, message.ref.proto()
+        if message.cut:
+            head = self._redact(head_of_parts(message.parts, limits.preview))
+            return head + cut_marker(_chars(message), len(head), _BUDGET_CUT), None
+        if (
+            message.streaming
+            and self._offloader is not None
+            and _chars(message) > limits.message_inline
+        ):
+            head = self._redact(head_of_parts(message.parts, limits.preview))
+            return head + cut_marker(_chars(message), len(head), _STREAMING), None
+        return self._redact("".join(message.parts)), None
+
     def _tool_proto(self, tool: _Tool) -> api_pb2.ToolCall:
         if tool.proto is None:
+            result = tool.result
+            ref = None
+            if tool.ref is not None:
+                result, ref = tool.ref.preview, tool.ref.proto()
+            elif tool.cut and self._limits is not None:
+                result = cut_text(result, self._limits.preview, _BUDGET_CUT)
             tool.proto = api_pb2.ToolCall(
                 id=tool.id,
                 name=tool.name,
                 args=self._args_struct(tool),
-                result=tool.result,
+                result=result,
+                output_ref=ref,
                 status=tool.status,
                 component_metadata=tool.component,
                 started_at=tool.started_at,
@@ -862,11 +1069,15 @@ class StatusBuilder:
             }
             if sub.usage is not None:
                 meta["usage"] = sub.usage.as_strings()
+            output = self._redact("".join(sub.parts))
+            limits = self._limits
+            if limits is not None and (sub.cut or over(output, limits.message_inline)):
+                output = cut_text(output, limits.preview, _SUB_OUTPUT_CUT)
             sub.proto = api_pb2.SubAgentExecution(
                 id=sub.id,
                 name=sub.name,
                 input=sub.input,
-                output=self._redact("".join(sub.parts)),
+                output=output,
                 status=sub.status,
                 started_at=sub.started_at,
                 completed_at=sub.completed_at,
@@ -969,6 +1180,8 @@ class StatusBuilder:
             stored.timestamp,
             key=str(meta.get("message_id", "")),
             meta=meta,
+            ref=_seed_ref(stored.content_ref) if stored.HasField("content_ref") else None,
+            seq=self._next_seq(),
         )
         for call in stored.tool_calls:
             tool = self._tools.get(call.id)
@@ -1030,6 +1243,7 @@ class StatusBuilder:
             started_at=call.started_at,
             completed_at=call.completed_at,
             sub_agent_id=sub_id,
+            ref=_seed_ref(call.output_ref) if call.HasField("output_ref") else None,
         )
 
 
@@ -1040,6 +1254,45 @@ def _count(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _seed_ref(stored: api_pb2.ToolCallOutputRef) -> ContentRef:
+    """A reference an earlier attempt stored, kept as it was."""
+    ref = ContentRef(
+        size_bytes=stored.size_bytes,
+        mime_type=stored.mime_type,
+        preview=stored.truncated_preview,
+        is_image=stored.is_image,
+        content_hash=stored.content_hash,
+        storage_key=stored.storage_key,
+        download_url=stored.download_url,
+        state=RefState.STORED,
+    )
+    return ref
+
+
+_BUDGET_CUT = "cut to keep the status under STIGMER_STATUS_BUDGET_BYTES"
+_STREAMING = "still streaming; the whole text is stored when the turn ends"
+_SUB_OUTPUT_CUT = "the whole output is the result of this sub-agent's task tool call"
+
+
+def _chars(message: _Message) -> int:
+    if message.chars < 0:
+        message.chars = sum(len(p) for p in message.parts)
+    return message.chars
+
+
+def _cap_strings(value: Any, limits: ContentLimits) -> Any:
+    """Tool arguments with every string over the inline bound cut to a marked preview."""
+    if isinstance(value, str):
+        if over(value, limits.tool_result_inline):
+            return cut_text(value, limits.preview, "argument over STIGMER_CONTENT_INLINE_BYTES")
+        return value
+    if isinstance(value, dict):
+        return {k: _cap_strings(v, limits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap_strings(v, limits) for v in value]
+    return value
 
 
 def _problem(event: object) -> str | None:

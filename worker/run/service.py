@@ -41,6 +41,8 @@ from worker.adapters.live_events import (
     tool_end_event,
     tool_start_event,
 )
+from worker.content.limits import ContentLimits
+from worker.content.offload import ContentOffloader, OffloadSupport
 from worker.domain.agent_events import (
     AgentEvent,
     ModelTurnEnded,
@@ -173,8 +175,13 @@ class GraphtonExecutions:
         attempt: AttemptControls,
         metrics: Metrics | None = None,
         preparer: Preparer | None = None,
+        content: OffloadSupport | None = None,
     ) -> None:
+        """`content` uploads large contents when the orchestrator stores them (None: never)."""
         self._settings = settings
+        self._content = content
+        self._limits = ContentLimits.from_settings(settings.content)
+        self._uploads: dict[str, ContentOffloader] = {}
         self._orchestrator = orchestrator
         self._runtime = runtime
         self._preparer: Preparer = preparer or NoPreparation()
@@ -209,13 +216,16 @@ class GraphtonExecutions:
         thread_id: str,
         progress: Progress,
     ) -> execution_api.AgentExecutionStatus:
-        builder = StatusBuilder(user_message=execution.spec.message, redact=SECRETS.redact)
+        builder = StatusBuilder(
+            user_message=execution.spec.message, redact=SECRETS.redact, limits=self._limits
+        )
         publisher = self._publishers(execution_id)
         async with AsyncExitStack() as stack:
             publisher.start()
             stack.push_async_callback(publisher.aclose)
             builder.start()
             publisher.offer(builder.encoded, significant=True)
+            stack.push_async_callback(self._detach_uploads, execution_id)
             await self._publish_live(execution_id, phase_event("EXECUTION_IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
             handover = Handover()
@@ -248,6 +258,24 @@ class GraphtonExecutions:
             builder.complete()
             return await self._end(execution_id, builder, publisher, progress, outcome="completed")
         raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
+
+    async def _attach_uploads(
+        self, execution_id: str, builder: StatusBuilder, publisher: StatusPublisherLike
+    ) -> None:
+        """Large contents go to the orchestrator when it stores them (probed once a process)."""
+        if self._content is None:
+            return
+        offloader = await self._content.for_execution(execution_id)
+        if offloader is None:
+            return
+        offloader.set_listener(lambda: publisher.offer(builder.encoded, significant=True))
+        builder.attach_offloader(offloader)
+        self._uploads[execution_id] = offloader
+
+    async def _detach_uploads(self, execution_id: str) -> None:
+        offloader = self._uploads.pop(execution_id, None)
+        if offloader is not None:
+            await offloader.aclose()
 
     async def _failed(
         self,
@@ -291,6 +319,7 @@ class GraphtonExecutions:
         handover: Handover,
     ) -> None:
         progress.stage = "resolving"
+        await self._attach_uploads(execution.metadata.id.strip(), builder, publisher)
         resolved = await resolve(self._orchestrator, execution)
         progress.stage = "preparing"
         async with self._preparer.prepare(execution, resolved) as prepared:
@@ -422,6 +451,10 @@ class GraphtonExecutions:
         outcome: str,
     ) -> execution_api.AgentExecutionStatus:
         progress.stage = outcome
+        uploads = self._uploads.get(execution_id)
+        if uploads is not None:
+            # The final status carries every reference whole (its storage key known).
+            await _shielded(uploads.drain(self._settings.status.final_deadline_seconds))
         final = builder.snapshot()
         landed = await _shielded(publisher.finish(final))
         await _shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))

@@ -1,0 +1,150 @@
+"""Long status lists live in slices of their own, so an execution's document stays small.
+
+Against the real store: what the documents hold, what each update writes, and reads that meet a
+slice removed by a newer version.
+"""
+
+from __future__ import annotations
+
+import bson
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+
+from stigmer_stub.store.segments import SLICE_BYTES, SPILL_BYTES, slices
+from stigmer_stub.windows import window_of
+from tests.stub.support import Stub
+
+pytestmark = pytest.mark.integration
+MessageType = enum_pb2.MessageType
+KiB = 1024
+
+
+@pytest.fixture(scope="module")
+async def agent_id(stub: Stub) -> str:
+    return (await stub.client.create_agent("Slices Agent", instructions="answer")).metadata.id
+
+
+@pytest.fixture
+async def execution_id(stub: Stub, agent_id: str) -> str:
+    return (await stub.client.create_execution("long", agent_id=agent_id)).metadata.id
+
+
+def status(messages: int, each: int = 10 * KiB) -> api_pb2.AgentExecutionStatus:
+    built = api_pb2.AgentExecutionStatus()
+    for i in range(messages):
+        built.messages.add(type=MessageType.MESSAGE_AI, content=f"{i}:" + "x" * each)
+    return built
+
+
+async def slice_ids(stub: Stub, execution_id: str) -> set[str]:
+    segments = stub.running.database.executions.segments.raw
+    return {str(d["_id"]) async for d in segments.find({"execution_id": execution_id})}
+
+
+async def document(stub: Stub, execution_id: str) -> dict[str, object]:
+    doc = await stub.running.database.executions.raw.find_one({"_id": execution_id})
+    assert doc is not None
+    return doc
+
+
+def test_slices_are_cut_from_the_start_within_the_bound() -> None:
+    entries = [b"a" * 400 * KiB] * 5 + [b"b" * 2 * SLICE_BYTES]
+
+    cut = slices(entries)
+
+    assert [len(part) for part in cut] == [2, 2, 1, 1]
+    assert [entry for part in cut for entry in part] == entries
+    assert slices(entries[:-1]) == cut[:-1]  # an append leaves the earlier slices as they were
+
+
+async def test_a_long_list_leaves_the_document_for_slices_and_reads_back_whole(
+    stub: Stub, execution_id: str
+) -> None:
+    full = status(400)  # ~4 MiB of messages
+
+    await stub.client.update_status(execution_id, full)
+
+    doc = await document(stub, execution_id)
+    assert len(bson.encode(doc)) < 16 * KiB
+    assert doc["status_messages"] == b""
+    refs = doc["segments_messages"]
+    assert isinstance(refs, list)
+    assert len(refs) >= 4
+    assert await slice_ids(stub, execution_id) == {r["id"] for r in refs}
+    stored = await stub.running.database.executions.get(execution_id)
+    assert list(stored.status.messages) == list(full.messages)
+
+
+async def test_an_appended_message_writes_one_slice_and_removes_the_one_it_replaces(
+    stub: Stub, execution_id: str
+) -> None:
+    full = status(400)
+    await stub.client.update_status(execution_id, full)
+    before = await slice_ids(stub, execution_id)
+    refs_before = (await document(stub, execution_id))["segments_messages"]
+    assert isinstance(refs_before, list)
+
+    full.messages.add(type=MessageType.MESSAGE_AI, content="one more")
+    await stub.client.update_status(execution_id, full)
+
+    after = await slice_ids(stub, execution_id)
+    refs_after = (await document(stub, execution_id))["segments_messages"]
+    assert isinstance(refs_after, list)
+    assert refs_after[:-1] == refs_before[:-1]
+    assert len(after - before) == 1
+    assert before - after == {refs_before[-1]["id"]}
+    stored = await stub.running.database.executions.get(execution_id)
+    assert stored.status.messages[-1].content == "one more"
+
+
+async def test_a_list_that_shrinks_below_the_bound_goes_back_into_the_document(
+    stub: Stub, execution_id: str
+) -> None:
+    await stub.client.update_status(execution_id, status(400))
+    short = status(3)
+    assert short.ByteSize() < SPILL_BYTES
+
+    await stub.client.update_status(execution_id, short)
+
+    doc = await document(stub, execution_id)
+    assert doc["segments_messages"] == []
+    assert doc["status_messages"] != b""
+    assert await slice_ids(stub, execution_id) == set()
+    stored = await stub.running.database.executions.get(execution_id)
+    assert list(stored.status.messages) == list(short.messages)
+
+
+async def test_a_read_of_an_older_version_whose_slice_is_gone_reads_the_current_one(
+    stub: Stub, execution_id: str
+) -> None:
+    full = status(400)
+    await stub.client.update_status(execution_id, full)
+    old = await document(stub, execution_id)
+    full.messages.add(type=MessageType.MESSAGE_AI, content="newer")
+    await stub.client.update_status(execution_id, full)
+    executions = stub.running.database.executions
+    executions.segments._cache.clear()  # as another stub process would: nothing in memory
+
+    hydrated = await executions.hydrate(dict(old))
+
+    assert hydrated is not None
+    assert hydrated["version"] == int(str(old["version"])) + 1
+    assert executions.decode_document(hydrated).status.messages[-1].content == "newer"
+
+
+async def test_deleting_an_execution_removes_its_slices(stub: Stub, execution_id: str) -> None:
+    finished = status(400)
+    finished.phase = enum_pb2.EXECUTION_COMPLETED
+    await stub.client.update_status(execution_id, finished)
+    assert await slice_ids(stub, execution_id)
+
+    await stub.client.delete_execution(execution_id)
+
+    assert await slice_ids(stub, execution_id) == set()
+
+
+async def test_an_update_reply_stays_within_the_reply_budget(stub: Stub, execution_id: str) -> None:
+    reply = await stub.client.update_status(execution_id, status(600))  # ~6 MiB
+
+    assert reply.ByteSize() <= 4 * 1024 * KiB
+    assert window_of(reply.status.messages[0]) is not None
