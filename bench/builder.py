@@ -30,6 +30,7 @@ import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
+from bench import machine
 from bench.fixtures import USER_MESSAGE, composition, load_meta, load_run, scaled
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_int, fmt_ratio, size_label
@@ -123,6 +124,7 @@ def status_memory(count: int) -> dict[str, Any]:
             check=True,
             capture_output=True,
             text=True,
+            cwd=machine.ROOT,
         )
         runs[traced] = json.loads(done.stdout.strip().splitlines()[-1])
     stages = {

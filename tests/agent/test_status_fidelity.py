@@ -211,6 +211,16 @@ def test_each_sub_agent_carries_its_own_turns_usage(run: Any) -> None:
             "model_calls": str(count),
         }
         assert meta["model_turns"] == str(count)
+        helpers = [
+            c for c in facts.calls.values() if c.who.startswith("helper:") and c.sub_agent == sub.id
+        ]
+        inp, out, total, count = _sum(helpers)
+        assert helpers and meta["helper_usage"] == {
+            "input_tokens": str(inp),
+            "output_tokens": str(out),
+            "total_tokens": str(total),
+            "model_calls": str(count),
+        }
 
 
 # -- 2. todo identity --------------------------------------------------------------------------

@@ -29,7 +29,8 @@ What it produces:
   the end), with its conversation in `messages` (contract §7: one MESSAGE_AI per turn, its text
   and tool calls; at most `SUB_AGENT_MESSAGES` kept, the first and the latest halves, with a
   MESSAGE_SYSTEM marker saying how many were left out between them) and `metadata` {model_turns,
-  tool_calls, model, usage};
+  tool_calls, model, usage (its turns), helper_usage (helper calls made inside it, such as its
+  history's summarisation; counted in the execution's `usage.helpers`, not in `sub_agents`)};
 - counts in any `metadata` Struct are decimal strings (`"3"`): a Struct number is a double, which
   JSON renders as `3.0` in some encoders.
 - `component_metadata` on every tool call, from the tool's name (see `COMPONENTS`).
@@ -299,6 +300,7 @@ class _SubAgent:
     model_turns: int = 0
     tool_calls: int = 0
     usage: Tokens | None = None
+    helper_usage: Tokens | None = None
     # The conversation: the first messages, then the latest (a bounded deque), with the number
     # left out between them; `by_key` finds a kept turn by its message id.
     head: list[_Message] = field(default_factory=list)
@@ -631,7 +633,13 @@ class StatusBuilder:
         message.proto = None
 
     def _on_helper(self, event: HelperModelCall) -> Applied:
-        self._usage.helper(event.call_id, event.usage, event.helper, event.model_name)
+        calls = self._usage.helper(event.call_id, event.usage, event.helper, event.model_name)
+        sub = self._subs.get(event.sub_agent_id) if event.sub_agent_id else None
+        if sub is not None:
+            if sub.helper_usage is None:
+                sub.helper_usage = Tokens()
+            sub.helper_usage.add(event.usage, calls)
+            sub.proto = None
         return CHANGED
 
     def _on_tool_started(self, event: ToolStarted) -> Applied:
@@ -1069,6 +1077,8 @@ class StatusBuilder:
             }
             if sub.usage is not None:
                 meta["usage"] = sub.usage.as_strings()
+            if sub.helper_usage is not None:
+                meta["helper_usage"] = sub.helper_usage.as_strings()
             output = self._redact("".join(sub.parts))
             limits = self._limits
             if limits is not None and (sub.cut or over(output, limits.message_inline)):
@@ -1194,6 +1204,7 @@ class StatusBuilder:
     def _seed_sub(self, stored: api_pb2.SubAgentExecution) -> _SubAgent:
         meta = _struct_dict(stored.metadata) if stored.HasField("metadata") else {}
         usage = meta.pop("usage", None)
+        helper_usage = meta.pop("helper_usage", None)
         sub = _SubAgent(
             id=stored.id,
             name=stored.name,
@@ -1208,12 +1219,9 @@ class StatusBuilder:
             meta=meta,
         )
         if isinstance(usage, Mapping):
-            sub.usage = Tokens(
-                _count(usage.get("input_tokens")),
-                _count(usage.get("output_tokens")),
-                _count(usage.get("total_tokens")),
-                _count(usage.get("model_calls", sub.model_turns)),
-            )
+            sub.usage = _tokens(usage, sub.model_turns)
+        if isinstance(helper_usage, Mapping):
+            sub.helper_usage = _tokens(helper_usage, 0)
         for stored_message in stored.messages:
             if stored_message.type == enum_pb2.MESSAGE_SYSTEM:
                 omitted = _struct_dict(stored_message.metadata).get("omitted_messages")
@@ -1245,6 +1253,15 @@ class StatusBuilder:
             sub_agent_id=sub_id,
             ref=_seed_ref(call.output_ref) if call.HasField("output_ref") else None,
         )
+
+
+def _tokens(stored: Mapping[str, Any], calls: int) -> Tokens:
+    return Tokens(
+        _count(stored.get("input_tokens")),
+        _count(stored.get("output_tokens")),
+        _count(stored.get("total_tokens")),
+        _count(stored.get("model_calls", calls)),
+    )
 
 
 def _count(value: Any) -> int:

@@ -95,8 +95,9 @@ class UsageLedger:
         self.changed = True
         return True
 
-    def helper(self, call_id: str, usage: Usage, kind: str, model: str) -> None:
-        """Add one piece of a helper call's usage (the call counts once, on its first piece)."""
+    def helper(self, call_id: str, usage: Usage, kind: str, model: str) -> int:
+        """Add one piece of a helper call's usage; the calls it adds: 1 for the call's first
+        piece, else 0 (a call counts once)."""
         first = not call_id or call_id not in self.helper_calls
         if call_id:
             self.helper_calls.add(call_id)
@@ -107,6 +108,7 @@ class UsageLedger:
         found.add(usage, calls)
         self._model(model).add(usage, calls)
         self.changed = True
+        return calls
 
     def _model(self, model: str) -> Tokens:
         name = model or UNKNOWN_MODEL
