@@ -20,6 +20,7 @@ from worker.activities.runner import RunnerActivities, to_application_error
 from worker.content.offload import OffloadSupport
 from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
 from worker.errors import AgentFailed
+from worker.run.attempt import AttemptControls
 from worker.run.service import GraphtonExecutions
 from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import LocalSandboxes
@@ -27,6 +28,8 @@ from worker.settings import load_settings
 
 
 class NullLive:
+    enabled = False
+
     async def publish(self, execution_id: str, event: Any) -> None:
         return None
 
@@ -51,7 +54,7 @@ def make_activities(
         runtime,
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
-        heartbeat=lambda: activity.heartbeat,
+        attempt=AttemptControls(heartbeat=lambda: activity.heartbeat),
         content=OffloadSupport(fake, settings.content),
     )
     return RunnerActivities(
