@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from google.protobuf.message import DecodeError, Message
 
+from stigmer_stub import fencing
 from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import AlreadyExists, InvalidArgument, Unavailable
 from stigmer_stub.ids import slugify
@@ -149,19 +150,28 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         return await self.collection.insert(resource)
 
     async def update_status(
-        self, execution_id: str, status: api_pb2.AgentExecutionStatus
+        self,
+        execution_id: str,
+        status: api_pb2.AgentExecutionStatus,
+        *,
+        attempt: fencing.Attempt | None = None,
     ) -> api_pb2.AgentExecution:
-        """Merge a runner's status update (contract §4, with the terminal guard)."""
-        encoded = await self.update_status_encoded(execution_id, split_status(status))
+        """Merge a runner's status update (contract §4, with the terminal guard and the attempt
+        fence, see `fencing`)."""
+        encoded = await self.update_status_encoded(
+            execution_id, split_status(status), attempt=attempt
+        )
         return api_pb2.AgentExecution.FromString(encoded)
 
-    async def update_status_encoded(self, execution_id: str, status: SplitStatus) -> bytes:
+    async def update_status_encoded(
+        self, execution_id: str, status: SplitStatus, *, attempt: fencing.Attempt | None = None
+    ) -> bytes:
         """`update_status` for a status read as its parts (`status_wire`), answering the merged
         execution encoded: what the gRPC servicer uses, so a long status is never parsed whole."""
         if not execution_id:
             raise InvalidArgument("execution_id", "is required")
         _check_enums(status.rest, "status")
-        merged = await self._merge(execution_id, status, authoritative=False)
+        merged = await self._merge(execution_id, status, authoritative=False, attempt=attempt)
         return merged.encoded
 
     async def finalize(
@@ -172,9 +182,28 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         return api_pb2.AgentExecution.FromString(merged.encoded)
 
     async def _merge(
-        self, execution_id: str, status: SplitStatus, *, authoritative: bool
+        self,
+        execution_id: str,
+        status: SplitStatus,
+        *,
+        authoritative: bool,
+        attempt: fencing.Attempt | None = None,
     ) -> MergedStatus:
         now = self.clock()
+        ending = is_terminal(status.rest.phase)
+
+        def guard(doc: Mapping[str, Any], head: api_pb2.AgentExecution) -> dict[str, Any] | None:
+            stored = doc.get(fencing.FENCE_FIELD)
+            before = is_terminal(head.status.phase)
+            if authoritative:
+                fence = fencing.after_verdict(
+                    stored, terminal_before=before, terminal_after=before or ending
+                )
+            else:
+                fence = fencing.admit(
+                    stored, attempt, terminal_before=before, terminal_after=before or ending
+                )
+            return None if fence is None else {fencing.FENCE_FIELD: fence}
 
         def change(head: api_pb2.AgentExecution) -> None:
             # Neither status has lists here: the store merges those (same rule as merge_status).
@@ -183,13 +212,15 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             head.status.CopyFrom(merged)
 
         merged = await self.executions.merge_status(
-            execution_id, status, change, _admit_entry, field="execution_id"
+            execution_id, status, change, _admit_entry, field="execution_id", guard=guard
         )
         log.debug(
             "execution_status_merged",
             execution_id=execution_id,
             phase=Phase.Name(merged.head.status.phase),
             authoritative=authoritative,
+            attempt=None if attempt is None else attempt.label,
+            seq=None if attempt is None else attempt.seq,
         )
         return merged
 

@@ -30,6 +30,7 @@ from worker.activities.runner import (
     activity_heartbeat_timeout,
     attempts_left,
     cancelled_by_worker_shutdown,
+    current_attempt,
 )
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
@@ -162,6 +163,7 @@ async def run(
             worker_stopping=activity.wait_for_worker_shutdown,
             cancelled_by_shutdown=cancelled_by_worker_shutdown,
             preparer=preparer,
+            attempt=current_attempt,
         )
         activities = RunnerActivities(orchestrator, executions, sandboxes)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -62,8 +62,12 @@ class Progress:
     tool_calls: int = 0
     status_updates: int = 0
     started_monotonic: float = 0.0
+    updates_sent: Callable[[], int] | None = field(default=None, repr=False)
+    """Where `status_updates` comes from: the run's publisher, counting updates that landed."""
 
     def as_details(self) -> Mapping[str, Any]:
+        if self.updates_sent is not None:
+            self.status_updates = self.updates_sent()
         return {
             "execution_id": self.execution_id,
             "stage": self.stage,

@@ -49,9 +49,10 @@ from worker.domain.agent_events import (
     ToolEnded,
     ToolStarted,
 )
+from worker.domain.fencing import RunAttempt, attempt_bound
 from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
-from worker.errors import RunnerError, WorkerShuttingDown
+from worker.errors import InvalidInput, RunnerError, WorkerShuttingDown
 from worker.execution import (
     Orchestrator,
     Progress,
@@ -91,6 +92,11 @@ class AgentRuntime(Protocol):
 
 
 class StatusPublisherLike(Protocol):
+    @property
+    def updates_sent(self) -> int:
+        """Status updates that reached the orchestrator so far."""
+        ...
+
     def start(self) -> None: ...
 
     def offer(self, snapshot: Any, *, significant: bool = False) -> None: ...
@@ -178,8 +184,10 @@ class GraphtonExecutions:
         worker_stopping: Callable[[], Awaitable[None]] | None = None,
         cancelled_by_shutdown: Callable[[], bool] = lambda: False,
         preparer: Preparer | None = None,
+        attempt: Callable[[], RunAttempt | None] = lambda: None,
     ) -> None:
-        """`attempts_left` says whether Temporal retries this attempt after a retryable error;
+        """`attempt` names the running activity attempt (sent with every status update, so the
+        orchestrator can fence stale attempts; None: unknown); `attempts_left` says whether Temporal retries this attempt after a retryable error;
         `worker_stopping` returns when the worker begins to shut down (None: never);
         `cancelled_by_shutdown` says whether the current cancellation is the worker's own;
         `heartbeat_timeout` is the current activity's heartbeat timeout in seconds (None: none),
@@ -196,24 +204,62 @@ class GraphtonExecutions:
         self._attempts_left = attempts_left
         self._worker_stopping = worker_stopping
         self._cancelled_by_shutdown = cancelled_by_shutdown
+        self._attempt = attempt
 
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
     ) -> execution_api.AgentExecutionStatus:
-        execution_id = validate(execution)
+        try:
+            execution_id = validate(execution)
+        except InvalidInput as err:
+            await self._report_invalid(execution, err)
+            raise
         progress = Progress(execution_id=execution_id, started_monotonic=time.monotonic())
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
         try:
-            async with heartbeating(
-                self._heartbeat(),
-                progress.as_details,
-                interval=beat_interval(
-                    self._settings.temporal.heartbeat_interval_seconds, self._heartbeat_timeout()
-                ),
-            ):
-                return await self._run(execution, execution_id, thread_id, progress)
+            with attempt_bound(self._attempt()):
+                return await self._heartbeating(execution, execution_id, thread_id, progress)
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "thread_id")
+
+    async def _report_invalid(
+        self, execution: execution_api.AgentExecution, err: InvalidInput
+    ) -> None:
+        """Push FAILED for an execution that fails the runner's own checks, so an orchestrator
+        that does not record failures itself does not show it PENDING forever. Without an id
+        there is nothing to report it on."""
+        execution_id = execution.metadata.id.strip()
+        log.warning("execution_invalid", execution_id=execution_id or None, error=str(err))
+        if not execution_id:
+            return
+        builder = StatusBuilder(redact=SECRETS.redact)
+        builder.fail(str(err))
+        final = builder.snapshot()
+        publisher = self._publishers(execution_id)
+        with attempt_bound(self._attempt()):
+            try:
+                landed = await shielded(publisher.finish(final))
+            finally:
+                await publisher.aclose()
+        await shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
+        await shielded(self._live.close_stream(execution_id))
+        log.info("execution_finished", outcome="invalid", final_status_landed=landed)
+
+    async def _heartbeating(
+        self,
+        execution: execution_api.AgentExecution,
+        execution_id: str,
+        thread_id: str,
+        progress: Progress,
+    ) -> execution_api.AgentExecutionStatus:
+        async with heartbeating(
+            self._heartbeat(),
+            progress.as_details,
+            interval=beat_interval(
+                self._settings.temporal.heartbeat_interval_seconds, self._heartbeat_timeout()
+            ),
+        ):
+            return await self._run(execution, execution_id, thread_id, progress)
 
     async def _run(
         self,
@@ -224,6 +270,7 @@ class GraphtonExecutions:
     ) -> execution_api.AgentExecutionStatus:
         builder = StatusBuilder(user_message=execution.spec.message, redact=SECRETS.redact)
         publisher = self._publishers(execution_id)
+        progress.updates_sent = lambda: publisher.updates_sent
         async with AsyncExitStack() as stack:
             publisher.start()
             stack.push_async_callback(publisher.aclose)

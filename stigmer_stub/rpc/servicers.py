@@ -40,6 +40,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
+from stigmer_stub import fencing
 from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.paging import NEXT_PAGE_TOKEN_TRAILER
 from stigmer_stub.resources import (
@@ -78,13 +79,17 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def updateStatus(
         self, request: execution_cmd_pb2.AgentExecutionUpdateStatusInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.update_status(request.execution_id, request.status)
+        return await self.ops.update_status(
+            request.execution_id, request.status, attempt=_attempt(context)
+        )
 
     async def update_status_encoded(self, request: Message, context: Context) -> bytes:
         """What the server runs for `updateStatus` (see `add_execution_commands`): the request
         read as a `status_wire.UpdateStatusInput`, the reply the merged execution encoded."""
         update = cast(Any, request)
-        return await self.ops.update_status_encoded(update.execution_id, split_view(update.status))
+        return await self.ops.update_status_encoded(
+            update.execution_id, split_view(update.status), attempt=_attempt(context)
+        )
 
     async def delete(
         self, request: resource_io.ApiResourceId, context: Context
@@ -128,6 +133,11 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
         self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context
     ) -> execution_io.ContentUploadResult:
         await _not_yet(context, "uploadContent")
+
+
+def _attempt(context: Context) -> fencing.Attempt | None:
+    """The runner attempt an `updateStatus` names in its metadata (see `fencing`)."""
+    return fencing.from_metadata(context.invocation_metadata())
 
 
 async def _not_yet(context: Context, method: str) -> NoReturn:

@@ -45,6 +45,10 @@ looking for them elsewhere in the stored list."""
 Admit = Callable[[str, int, bytes], None]
 """Check an incoming list entry not stored yet: (list name, index in the update, encoding)."""
 
+Guard = Callable[[Mapping[str, Any], Execution], Mapping[str, Any] | None]
+"""Check an update against the stored document and its execution (before the merge): raises
+to refuse it, or returns extra document fields to write with it (the attempt fence)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MergedStatus:
@@ -128,13 +132,15 @@ class ExecutionCollection(ResourceCollection[Execution]):
         admit: Admit,
         *,
         field: str | None = None,
+        guard: Guard | None = None,
     ) -> MergedStatus:
         """Merge `incoming` into the stored execution under compare-and-swap (contract §4).
 
         `change` merges everything but the lists into the stored execution's head (it runs
         again on a fresh head when another writer got in first); the lists are merged here: a
         non-empty incoming list replaces the stored one wholesale, an empty one keeps it.
-        NOT_FOUND (naming `field`) when there is no such execution.
+        NOT_FOUND (naming `field`) when there is no such execution. `guard`, when given, sees
+        each stored document first (see `Guard`).
         """
         replacing = {name: chunk(name, e) for name, e in incoming.lists.items() if e}
         admitted: set[bytes] = set()
@@ -166,6 +172,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
             if doc is None:
                 raise NotFound(self.kind.label, execution_id, field=field)
             parts = self._parts(doc)
+            extra = guard(doc, parts.head) if guard is not None else None
             for name, new_chunk in replacing.items():
                 if new_chunk != parts.chunks[name]:
                     admit_new(name, parts.chunks[name])
@@ -173,7 +180,11 @@ class ExecutionCollection(ResourceCollection[Execution]):
             change(head)
             encoded_head = head.SerializeToString(deterministic=True)
             chunks = {**parts.chunks, **replacing}
-            fields: Document = {**self.index_fields(head), "resource": encoded_head}
+            fields: Document = {
+                **(extra or {}),
+                **self.index_fields(head),
+                "resource": encoded_head,
+            }
             for name, list_field in LIST_FIELDS.items():
                 if parts.legacy or chunks[name] != parts.chunks[name]:
                     fields[list_field] = chunks[name]

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from worker.adapters.ports import SessionStore
+from worker.domain.fencing import RunAttempt
 from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
 from worker.errors import RunnerError
 from worker.logs import SECRETS
@@ -40,6 +41,17 @@ def attempts_left() -> bool:
     if policy is None:
         return False
     return policy.maximum_attempts == 0 or info.attempt < policy.maximum_attempts
+
+
+def current_attempt() -> RunAttempt | None:
+    """The running activity attempt: its workflow run and attempt number (1 on the first try).
+
+    Attempt numbers grow within a workflow run; a new run of the same workflow starts over, so
+    the orchestrator orders attempts within one run id (`worker.domain.fencing`)."""
+    info = activity.info()
+    if not info.workflow_run_id:
+        return None  # an activity started on its own, outside any workflow
+    return RunAttempt(run_id=info.workflow_run_id, number=info.attempt)
 
 
 def cancelled_by_worker_shutdown() -> bool:
