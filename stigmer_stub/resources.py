@@ -19,6 +19,7 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from ai.stigmer.commons.apiresource import io_pb2, status_pb2
 
 from stigmer_stub import paging
+from stigmer_stub.auth import current_caller
 from stigmer_stub.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
@@ -58,9 +59,14 @@ def audit_of(resource: Any) -> status_pb2.ApiResourceAudit:
 def stamp(
     info: status_pb2.ApiResourceAuditInfo, now: datetime, event: str, *, created: bool = False
 ) -> None:
+    caller = current_caller()  # an authenticated caller's key name is the audit's actor
     if created:
         info.created_at.FromDatetime(now)
+        if caller is not None and caller.authenticated:
+            info.created_by.id = caller.name
     info.updated_at.FromDatetime(now)
+    if caller is not None and caller.authenticated:
+        info.updated_by.id = caller.name
     info.event = event
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stigmer_stub.auth import ApiKeys
 
 MiB = 1024 * 1024
 
@@ -35,6 +37,25 @@ class GrpcSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         5.0, ge=0, le=300, validation_alias="STIGMER_STUB_SHUTDOWN_GRACE_SECONDS"
     )
+
+
+class SecuritySettings(BaseSettings):
+    """Who may call the stub (docs/operations.md, "Identities")."""
+
+    model_config = _GROUP
+
+    # `name:role:key,...`, roles `runner` and `user`; unset: the stub is open to anyone.
+    api_keys: SecretStr | None = Field(None, validation_alias="STIGMER_STUB_API_KEYS")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            ApiKeys.parse(value.get_secret_value())  # KeyFormatError is a ValueError
+        return value
+
+    def keys(self) -> ApiKeys:
+        return ApiKeys.parse(self.api_keys.get_secret_value() if self.api_keys else None)
 
 
 class MongoSettings(BaseSettings):
@@ -112,6 +133,7 @@ class Settings(BaseModel):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 
 class _TopLevel(BaseSettings):
@@ -134,6 +156,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "mongo": MongoSettings,
     "temporal": TemporalSettings,
     "workflow": WorkflowSettings,
+    "security": SecuritySettings,
 }
 
 
