@@ -230,6 +230,9 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
     async def list(
         self, size: int, token: str, phase: Phase.ValueType, tags: list[str]
     ) -> Page[api_pb2.AgentExecution]:
+        if phase not in Phase.values():
+            # The same answer `updateStatus` gives a phase its enum does not name.
+            raise InvalidArgument("phase", f"{phase} is not a value of its enum")
         query: dict[str, Any] = tags_query(tags)
         if phase != Phase.EXECUTION_PHASE_UNSPECIFIED:
             query["phase"] = int(phase)

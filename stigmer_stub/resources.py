@@ -279,7 +279,8 @@ class AgentInstanceOps(ResourceOps[instance_pb2.AgentInstance]):
             raise InvalidArgument("agent_id", "is required")
         if page_num < 0:
             raise InvalidArgument("page_info.num", "must not be negative")
-        cursor = paging.Cursor(paging.page_size(size, field="page_info.size"), page=page_num or 1)
+        page = paging.page_number(page_num or 1, field="page_info.num")
+        cursor = paging.Cursor(paging.page_size(size, field="page_info.size"), page=page)
         return await self.collection.page({"agent_id": agent_id}, cursor)
 
 
