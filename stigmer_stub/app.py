@@ -67,7 +67,14 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
             appname="stigmer-stub",
         )
         stack.push_async_callback(mongo.close)
-        database = Database(mongo[settings.mongo.database])
+        secrets = settings.security.secret_box()
+        if not secrets.enabled:
+            log.warning(
+                "secrets_stored_in_clear",
+                reason="STIGMER_STUB_SECRETS_KEY is not set: secret runtime-env values are "
+                "stored unencrypted in MongoDB",
+            )
+        database = Database(mongo[settings.mongo.database], secrets)
         await database.ensure_indexes()
 
         client = await temporal.connect(settings.temporal)

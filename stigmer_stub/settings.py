@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stigmer_stub.auth import ApiKeys
+from stigmer_stub.secret_values import SecretBox, parse_key
 
 MiB = 1024 * 1024
 
@@ -53,6 +54,20 @@ class SecuritySettings(BaseSettings):
         if value is not None:
             ApiKeys.parse(value.get_secret_value())  # KeyFormatError is a ValueError
         return value
+
+    # base64 of 32 random bytes: seals secret runtime-env values in MongoDB (AES-256-GCM).
+    secrets_key: SecretStr | None = Field(None, validation_alias="STIGMER_STUB_SECRETS_KEY")
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value())  # SecretKeyError is a ValueError
+        return value
+
+    def secret_box(self) -> SecretBox:
+        key = self.secrets_key
+        return SecretBox(parse_key(key.get_secret_value()) if key is not None else None)
 
     def keys(self) -> ApiKeys:
         return ApiKeys.parse(self.api_keys.get_secret_value() if self.api_keys else None)

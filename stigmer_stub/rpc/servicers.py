@@ -50,6 +50,7 @@ from stigmer_stub.resources import (
     SessionOps,
     tags_query,
 )
+from stigmer_stub.secret_values import present_execution
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.status_wire import parse_update, split_view
 from stigmer_stub.store.collection import Page
@@ -69,18 +70,20 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def create(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.create(request)
+        return present_execution(await self.ops.create(request))
 
     async def update(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.update(request)
+        return present_execution(await self.ops.update(request))
 
     async def updateStatus(
         self, request: execution_cmd_pb2.AgentExecutionUpdateStatusInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.update_status(
-            request.execution_id, request.status, attempt=_attempt(context)
+        return present_execution(
+            await self.ops.update_status(
+                request.execution_id, request.status, attempt=_attempt(context)
+            )
         )
 
     async def update_status_encoded(self, request: Message, context: Context) -> bytes:
@@ -94,7 +97,7 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def delete(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.delete(request.value)
+        return present_execution(await self.ops.delete(request.value))
 
     # Contract §7 methods this stub does not serve yet: UNIMPLEMENTED is what a runner probing
     # for them takes as "the January contract" (contract.md §7).
@@ -222,7 +225,7 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     async def get(
         self, request: execution_io.AgentExecutionId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.get(request.value)
+        return present_execution(await self.ops.get(request.value))
 
     async def list(
         self, request: execution_io.ListAgentExecutionsRequest, context: Context
@@ -231,7 +234,9 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
             request.page_size, request.page_token, request.phase, list(request.tags)
         )
         _trail(context, page)
-        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+        return execution_io.AgentExecutionList(
+            total_pages=page.total_pages, entries=[present_execution(e) for e in page.items]
+        )
 
     async def listBySession(
         self, request: execution_io.ListAgentExecutionsBySessionRequest, context: Context
@@ -240,13 +245,15 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
             request.session_id, request.page_size, request.page_token
         )
         _trail(context, page)
-        return execution_io.AgentExecutionList(total_pages=page.total_pages, entries=page.items)
+        return execution_io.AgentExecutionList(
+            total_pages=page.total_pages, entries=[present_execution(e) for e in page.items]
+        )
 
     async def subscribe(
         self, request: execution_io.AgentExecutionId, context: Context
     ) -> AsyncIterator[execution_pb2.AgentExecution]:
         async for execution in self.ops.subscribe(request.value):
-            yield execution
+            yield present_execution(execution)
 
     async def subscribe_encoded(
         self, request: execution_io.AgentExecutionId, context: Context

@@ -15,6 +15,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from stigmer_stub.secret_values import SecretBox
 from stigmer_stub.store.collection import Document, Kind, ResourceCollection
 from stigmer_stub.store.executions import ExecutionCollection
 
@@ -67,12 +68,13 @@ ENVIRONMENTS = Kind(
 class Database:
     """Typed access to every collection; `ensure_indexes` is idempotent and run at start."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], secrets: SecretBox | None = None) -> None:
+        """`secrets` seals executions' secret runtime-env values at rest (none: stored as is)."""
         self.db = db
         self.agents = ResourceCollection(db, AGENTS)
         self.agent_instances = ResourceCollection(db, AGENT_INSTANCES)
         self.sessions = ResourceCollection(db, SESSIONS)
-        self.executions = ExecutionCollection(db, EXECUTIONS)
+        self.executions = ExecutionCollection(db, EXECUTIONS, secrets or SecretBox(None))
         self.skills = ResourceCollection(db, SKILLS)
         self.environments = ResourceCollection(db, ENVIRONMENTS)
         # Earlier versions of each skill: {_id: "<skill id>/<hash>", skill_id, version_hash, tag,

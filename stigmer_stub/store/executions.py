@@ -21,8 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stigmer_stub.errors import NotFound
+from stigmer_stub.secret_values import (
+    SecretBox,
+    has_secrets,
+    open_execution,
+    present_execution,
+    seal_execution,
+)
 from stigmer_stub.status_wire import (
     LISTS,
     SplitStatus,
@@ -31,9 +39,13 @@ from stigmer_stub.status_wire import (
     entries,
     split_status,
 )
-from stigmer_stub.store.collection import Document, ResourceCollection, decode
+from stigmer_stub.store.collection import Document, Kind, ResourceCollection, decode
 
 Execution = api_pb2.AgentExecution
+
+SECRETS_FIELD = "has_secrets"
+"""Whether the document's execution holds secret runtime-env values (read paths that can send
+the stored bytes as they are check it)."""
 
 LIST_FIELDS: dict[str, str] = {name: f"status_{name}" for name in LISTS}
 """The document field holding each status list's chunk."""
@@ -99,14 +111,42 @@ def decode_execution(doc: Mapping[str, Any]) -> Execution:
 
 
 class ExecutionCollection(ResourceCollection[Execution]):
+    """Executions; secret runtime-env values are sealed by `secrets` in the stored documents
+    (`secret_values`), clear in what this class returns, and masked in what it encodes for a
+    caller who may not see them (`encoded`, `MergedStatus.encoded`)."""
+
+    def __init__(
+        self, db: AsyncDatabase[Document], kind: Kind[Execution], secrets: SecretBox
+    ) -> None:
+        super().__init__(db, kind)
+        self.secrets = secrets
+
     def encode_fields(self, resource: Execution) -> Document:
-        return encode_execution(resource)
+        if not has_secrets(resource):
+            return {**encode_execution(resource), SECRETS_FIELD: False}
+        sealed = Execution()
+        sealed.CopyFrom(resource)
+        seal_execution(sealed, self.secrets)
+        return {**encode_execution(sealed), SECRETS_FIELD: True}
 
     def decode_document(self, doc: Mapping[str, Any]) -> Execution:
-        return decode_execution(doc)
+        execution = decode_execution(doc)
+        open_execution(execution, self.secrets)
+        return execution
 
     def encoded(self, doc: Mapping[str, Any]) -> bytes:
-        return encoded_execution(doc)
+        """The execution a document holds, encoded for the current caller."""
+        if doc.get(SECRETS_FIELD) is False:
+            return encoded_execution(doc)  # no secret in it: the stored bytes as they are
+        return present_execution(self.decode_document(doc)).SerializeToString()
+
+    def _presented_head(self, head: Execution, encoded_head: bytes) -> bytes:
+        if not has_secrets(head):
+            return encoded_head
+        shown = Execution()
+        shown.CopyFrom(head)
+        open_execution(shown, self.secrets)
+        return present_execution(shown).SerializeToString(deterministic=True)
 
     def phase(self, doc: Mapping[str, Any]) -> enum_pb2.ExecutionPhase.ValueType:
         """The execution's phase, from the indexed field (no parse)."""
@@ -178,6 +218,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
                     admit_new(name, parts.chunks[name])
             head = parts.head
             change(head)
+            seal_execution(head, self.secrets)  # a no-op unless stored in clear before
             encoded_head = head.SerializeToString(deterministic=True)
             chunks = {**parts.chunks, **replacing}
             fields: Document = {
@@ -190,6 +231,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
                     fields[list_field] = chunks[name]
             if not await self.set_fields(head, parts.version, fields):
                 return None
-            return MergedStatus(head, assemble(encoded_head, chunks.values()))
+            shown = self._presented_head(head, encoded_head)
+            return MergedStatus(head, assemble(shown, chunks.values()))
 
         return await self.compare_and_swap(execution_id, attempt)

@@ -1,0 +1,108 @@
+"""Secret runtime-env values: sealed in MongoDB, masked to everyone but the runner role."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2, io_pb2
+
+from devstack import Endpoints
+from stigmer_stub.app import RunningStub, running_stub
+from stigmer_stub.client import StigmerClient
+from stigmer_stub.secret_values import MASK, SecretBox, parse_key
+from stigmer_stub.settings import SecuritySettings
+from tests.stub.support import stub_settings
+
+RUNNER_KEY = "runner-key-" + uuid.uuid4().hex
+USER_KEY = "user-key-" + uuid.uuid4().hex
+SECRET = "s3cret-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+async def running(stack: Endpoints) -> AsyncIterator[RunningStub]:
+    suffix = uuid.uuid4().hex[:10]
+    security = SecuritySettings.model_validate(
+        {
+            "api_keys": f"w:runner:{RUNNER_KEY},u:user:{USER_KEY}",
+            "secrets_key": base64.b64encode(os.urandom(32)).decode(),
+        }
+    )
+    settings = stub_settings(stack, database=f"stub_{suffix}", suffix=suffix).model_copy(
+        update={"security": security}
+    )
+    async with running_stub(settings) as stub:
+        yield stub
+
+
+def values(execution: api_pb2.AgentExecution) -> dict[str, str]:
+    return {name: item.value for name, item in execution.spec.runtime_env.items()}
+
+
+@pytest.mark.integration
+async def test_secret_values_are_masked_to_users_sealed_at_rest_and_clear_to_the_runner(
+    running: RunningStub,
+) -> None:
+    user_auth = (("authorization", f"Bearer {USER_KEY}"),)
+    async with (
+        StigmerClient(running.address, api_key=USER_KEY) as user,
+        StigmerClient(running.address, api_key=RUNNER_KEY) as runner,
+    ):
+        agent = await user.create_agent("Secretive", instructions="answer")
+        draft = api_pb2.AgentExecution()
+        draft.spec.agent_id = agent.metadata.id
+        draft.spec.message = "use the token"
+        draft.spec.runtime_env["API_TOKEN"].value = SECRET
+        draft.spec.runtime_env["API_TOKEN"].is_secret = True
+        draft.spec.runtime_env["REGION"].value = "eu-west"
+        created = await user.execution_commands.create(draft, metadata=user_auth)
+        execution_id = created.metadata.id
+        masked = {"API_TOKEN": MASK, "REGION": "eu-west"}
+
+        assert values(created) == masked
+        assert values(await user.get_execution(execution_id)) == masked
+        listed = await user.execution_queries.list(
+            io_pb2.ListAgentExecutionsRequest(), metadata=user_auth
+        )
+        assert [values(e) for e in listed.entries] == [masked]
+        stream = user.execution_queries.subscribe(
+            io_pb2.AgentExecutionId(value=execution_id), metadata=user_auth
+        )
+        first = await anext(aiter(stream))
+        stream.cancel()
+        assert values(first) == masked
+
+        clear = {"API_TOKEN": SECRET, "REGION": "eu-west"}
+        assert values(await runner.get_execution(execution_id)) == clear
+        reply = await runner.execution_commands.updateStatus(
+            command_pb2.AgentExecutionUpdateStatusInput(
+                execution_id=execution_id,
+                status=api_pb2.AgentExecutionStatus(phase=enum_pb2.EXECUTION_IN_PROGRESS),
+            ),
+            metadata=(("authorization", f"Bearer {RUNNER_KEY}"),),
+        )
+        assert values(reply) == clear
+
+    doc = await running.database.executions.raw.find_one({"_id": execution_id})
+    assert doc is not None
+    assert SECRET.encode() not in bytes(doc["resource"])
+    assert SECRET not in repr(doc)
+
+
+def test_a_sealed_value_opens_only_with_its_key_and_in_its_place() -> None:
+    key = os.urandom(32)
+    box = SecretBox(key)
+    sealed = box.seal("value", "aex-1/runtime_env/A")
+    assert sealed != "value"
+    assert box.seal(sealed, "aex-1/runtime_env/A") == sealed  # sealing twice changes nothing
+    assert box.open(sealed, "aex-1/runtime_env/A") == "value"
+    assert box.open(sealed, "aex-2/runtime_env/A") is None  # moved elsewhere: refused
+    assert SecretBox(os.urandom(32)).open(sealed, "aex-1/runtime_env/A") is None
+    assert SecretBox(None).open(sealed, "aex-1/runtime_env/A") is None
+    assert SecretBox(None).seal("value", "x") == "value"
+    assert parse_key(base64.urlsafe_b64encode(key).decode()) == key
+    with pytest.raises(ValueError, match="32 random bytes"):
+        parse_key(base64.b64encode(b"short").decode())
