@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stigmer_stub.auth import ApiKeys
+from stigmer_stub.codec import parse_key as parse_payload_key
 from stigmer_stub.secret_values import SecretBox, parse_key
 
 MiB = 1024 * 1024
@@ -102,10 +103,26 @@ class TemporalSettings(BaseSettings):
     runner_task_queue: str = Field(
         "execution", min_length=1, validation_alias="TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE"
     )
+    # base64 of 32 random bytes, the workers' TEMPORAL_PAYLOAD_ENCRYPTION_KEY: payloads are
+    # AES-256-GCM encrypted in the history (stigmer_stub/codec.py). Unset: plain payloads.
+    payload_encryption_key: SecretStr | None = Field(
+        None, validation_alias="TEMPORAL_PAYLOAD_ENCRYPTION_KEY"
+    )
     # How long `delete` of a running execution waits for its workflow to end as CANCELLED.
     cancel_wait_seconds: float = Field(
         60.0, gt=0, le=3600, validation_alias="STIGMER_STUB_CANCEL_WAIT_SECONDS"
     )
+
+    @field_validator("payload_encryption_key")
+    @classmethod
+    def _payload_key_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_payload_key(value.get_secret_value())  # PayloadKeyError is a ValueError
+        return value
+
+    def payload_key(self) -> bytes | None:
+        key = self.payload_encryption_key
+        return parse_payload_key(key.get_secret_value()) if key is not None else None
 
 
 class WorkflowSettings(BaseSettings):

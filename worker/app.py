@@ -38,6 +38,7 @@ from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.adapters.skills import SkillCache, SkillInstaller
 from worker.adapters.status_publisher import StatusPublisher
 from worker.agent.checkpointer import open_checkpointer
+from worker.codec import with_codec
 from worker.converter import DATA_CONVERTER
 from worker.logs import configure
 from worker.observability.health import HealthServer, Readiness
@@ -67,7 +68,7 @@ async def connect_temporal(settings: Settings, **kwargs: Any) -> Client:
         namespace=t.namespace,
         tls=tls,
         api_key=t.api_key.get_secret_value() if t.api_key else None,
-        data_converter=DATA_CONVERTER,
+        data_converter=with_codec(DATA_CONVERTER, t.payload_key()),
         **kwargs,
     )
 

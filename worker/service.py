@@ -187,7 +187,8 @@ class GraphtonExecutions:
         attempt: Callable[[], RunAttempt | None] = lambda: None,
     ) -> None:
         """`attempt` names the running activity attempt (sent with every status update, so the
-        orchestrator can fence stale attempts; None: unknown); `attempts_left` says whether Temporal retries this attempt after a retryable error;
+        orchestrator can fence stale attempts; None: unknown); `attempts_left` says whether
+        Temporal retries this attempt after a retryable error;
         `worker_stopping` returns when the worker begins to shut down (None: never);
         `cancelled_by_shutdown` says whether the current cancellation is the worker's own;
         `heartbeat_timeout` is the current activity's heartbeat timeout in seconds (None: none),
