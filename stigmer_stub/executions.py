@@ -24,6 +24,7 @@ from stigmer_stub.resources import (
     tags_query,
     utc_now,
 )
+from stigmer_stub.secret_values import keep_masked_secrets
 from stigmer_stub.status_wire import ENTRY_TYPES, SplitStatus, split_status
 from stigmer_stub.store.collection import Page
 from stigmer_stub.store.database import Database
@@ -226,6 +227,8 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
 
     def keep_status(self, stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
         incoming.status.CopyFrom(stored.status)
+        # A caller who saw a secret masked and sends the execution back keeps the stored value.
+        keep_masked_secrets(stored, incoming)
 
     async def list(
         self, size: int, token: str, phase: Phase.ValueType, tags: list[str]

@@ -114,3 +114,12 @@ def present_execution(execution: api_pb2.AgentExecution) -> api_pb2.AgentExecuti
         if item.is_secret:
             item.value = MASK
     return masked
+
+
+def keep_masked_secrets(stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
+    """In an update, a secret sent back as the mask keeps its stored value (a caller that read
+    the execution masked must not overwrite the secret with `***` by writing it back)."""
+    for name, item in incoming.spec.runtime_env.items():
+        before = stored.spec.runtime_env.get(name)
+        if item.is_secret and item.value == MASK and before is not None and before.is_secret:
+            item.value = before.value

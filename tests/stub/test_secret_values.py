@@ -106,3 +106,28 @@ def test_a_sealed_value_opens_only_with_its_key_and_in_its_place() -> None:
     assert parse_key(base64.urlsafe_b64encode(key).decode()) == key
     with pytest.raises(ValueError, match="32 random bytes"):
         parse_key(base64.b64encode(b"short").decode())
+
+
+@pytest.mark.integration
+async def test_a_user_writing_back_a_masked_secret_keeps_the_stored_value(
+    running: RunningStub,
+) -> None:
+    async with (
+        StigmerClient(running.address, api_key=USER_KEY) as user,
+        StigmerClient(running.address, api_key=RUNNER_KEY) as runner,
+    ):
+        agent = await user.create_agent("Round trip", instructions="answer")
+        draft = api_pb2.AgentExecution()
+        draft.spec.agent_id = agent.metadata.id
+        draft.spec.message = "hi"
+        draft.spec.runtime_env["TOKEN"].value = SECRET
+        draft.spec.runtime_env["TOKEN"].is_secret = True
+        auth = (("authorization", f"Bearer {USER_KEY}"),)
+        created = await user.execution_commands.create(draft, metadata=auth)
+        seen = await user.get_execution(created.metadata.id)
+        seen.metadata.labels["edited"] = "yes"
+        updated = await user.execution_commands.update(seen, metadata=auth)
+        assert values(updated) == {"TOKEN": MASK}
+        stored = await runner.get_execution(created.metadata.id)
+    assert values(stored) == {"TOKEN": SECRET}
+    assert stored.metadata.labels["edited"] == "yes"
