@@ -23,6 +23,7 @@ from stigmer_stub.auth import current_caller
 from stigmer_stub.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
+from stigmer_stub.secret_values import keep_masked_environment_secrets
 from stigmer_stub.store.collection import M, Page, ResourceCollection, metadata_of
 from stigmer_stub.store.database import Database
 
@@ -193,7 +194,12 @@ class ResourceOps(Generic[M]):
 
 
 class EnvironmentOps(ResourceOps[environment_pb2.Environment]):
-    pass
+    def keep_status(
+        self, stored: environment_pb2.Environment, incoming: environment_pb2.Environment
+    ) -> None:
+        super().keep_status(stored, incoming)
+        # A caller who saw a secret masked and writes the environment back keeps the value.
+        keep_masked_environment_secrets(stored, incoming)
 
 
 class AgentOps(ResourceOps[agent_pb2.Agent]):

@@ -16,6 +16,7 @@ import binascii
 import os
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2
+from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_pb2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -121,5 +122,29 @@ def keep_masked_secrets(stored: api_pb2.AgentExecution, incoming: api_pb2.AgentE
     the execution masked must not overwrite the secret with `***` by writing it back)."""
     for name, item in incoming.spec.runtime_env.items():
         before = stored.spec.runtime_env.get(name)
+        if item.is_secret and item.value == MASK and before is not None and before.is_secret:
+            item.value = before.value
+
+
+def present_environment(environment: environment_pb2.Environment) -> environment_pb2.Environment:
+    """An environment's secret values masked for a caller who may not see them (as executions'
+    runtime-env values; environments are not sealed at rest)."""
+    data = environment.spec.data
+    if may_see_secrets() or not any(item.is_secret for item in data.values()):
+        return environment
+    masked = environment_pb2.Environment()
+    masked.CopyFrom(environment)
+    for item in masked.spec.data.values():
+        if item.is_secret:
+            item.value = MASK
+    return masked
+
+
+def keep_masked_environment_secrets(
+    stored: environment_pb2.Environment, incoming: environment_pb2.Environment
+) -> None:
+    """In an update, an environment secret sent back as the mask keeps its stored value."""
+    for name, item in incoming.spec.data.items():
+        before = stored.spec.data.get(name)
         if item.is_secret and item.value == MASK and before is not None and before.is_secret:
             item.value = before.value

@@ -50,7 +50,7 @@ from stigmer_stub.resources import (
     SessionOps,
     tags_query,
 )
-from stigmer_stub.secret_values import present_execution
+from stigmer_stub.secret_values import present_environment, present_execution
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.status_wire import parse_update, split_view
 from stigmer_stub.store.collection import Page
@@ -433,22 +433,22 @@ class EnvironmentCommands(environment_cmd.EnvironmentCommandControllerServicer):
     async def apply(
         self, request: environment_pb2.Environment, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.apply(request)
+        return present_environment(await self.ops.apply(request))
 
     async def create(
         self, request: environment_pb2.Environment, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.create(request)
+        return present_environment(await self.ops.create(request))
 
     async def update(
         self, request: environment_pb2.Environment, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.update(request)
+        return present_environment(await self.ops.update(request))
 
     async def delete(
         self, request: resource_io.ApiResourceDeleteInput, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.delete(request.resource_id, field="resource_id")
+        return present_environment(await self.ops.delete(request.resource_id, field="resource_id"))
 
 
 class EnvironmentQueries(environment_query.EnvironmentQueryControllerServicer):
@@ -458,9 +458,9 @@ class EnvironmentQueries(environment_query.EnvironmentQueryControllerServicer):
     async def get(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.get(request.value)
+        return present_environment(await self.ops.get(request.value))
 
     async def getByReference(
         self, request: resource_io.ApiResourceReference, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.get_by_reference(request)
+        return present_environment(await self.ops.get_by_reference(request))

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2, io_pb2
+from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_pb2
+from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 
 from devstack import Endpoints
 from stigmer_stub.app import RunningStub, running_stub
@@ -131,3 +133,28 @@ async def test_a_user_writing_back_a_masked_secret_keeps_the_stored_value(
         stored = await runner.get_execution(created.metadata.id)
     assert values(stored) == {"TOKEN": SECRET}
     assert stored.metadata.labels["edited"] == "yes"
+
+
+@pytest.mark.integration
+async def test_environment_secrets_are_masked_to_users_and_survive_a_write_back(
+    running: RunningStub,
+) -> None:
+    user_auth = (("authorization", f"Bearer {USER_KEY}"),)
+    runner_auth = (("authorization", f"Bearer {RUNNER_KEY}"),)
+    async with StigmerClient(running.address, api_key=USER_KEY) as client:
+        env = environment_pb2.Environment()
+        env.metadata.name = f"prod-{uuid.uuid4().hex[:6]}"
+        env.spec.data["DB_PASSWORD"].value = SECRET
+        env.spec.data["DB_PASSWORD"].is_secret = True
+        env.spec.data["DB_HOST"].value = "db.internal"
+        created = await client.environment_commands.create(env, metadata=user_auth)
+        masked = {"DB_PASSWORD": MASK, "DB_HOST": "db.internal"}
+        assert {k: v.value for k, v in created.spec.data.items()} == masked
+        ref = resource_io.ApiResourceReference(slug=created.metadata.slug)
+        seen = await client.environment_queries.getByReference(ref, metadata=user_auth)
+        assert {k: v.value for k, v in seen.spec.data.items()} == masked
+        seen.spec.description = "edited"
+        await client.environment_commands.update(seen, metadata=user_auth)
+        as_runner = await client.environment_queries.getByReference(ref, metadata=runner_auth)
+    assert as_runner.spec.data["DB_PASSWORD"].value == SECRET
+    assert as_runner.spec.description == "edited"
