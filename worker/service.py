@@ -210,57 +210,47 @@ class GraphtonExecutions:
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
     ) -> execution_api.AgentExecutionStatus:
-        try:
-            execution_id = validate(execution)
-        except InvalidInput as err:
-            await self._report_invalid(execution, err)
-            raise
+        execution_id = execution.metadata.id.strip()
         progress = Progress(execution_id=execution_id, started_monotonic=time.monotonic())
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
         try:
             with attempt_bound(self._attempt()):
-                return await self._heartbeating(execution, execution_id, thread_id, progress)
+                async with heartbeating(
+                    self._heartbeat(),
+                    progress.as_details,
+                    interval=beat_interval(
+                        self._settings.temporal.heartbeat_interval_seconds,
+                        self._heartbeat_timeout(),
+                    ),
+                ):
+                    try:
+                        validate(execution)
+                    except InvalidInput as err:
+                        progress.stage = "invalid"
+                        await self._report_invalid(execution_id, err)
+                        raise
+                    return await self._run(execution, execution_id, thread_id, progress)
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "thread_id")
 
-    async def _report_invalid(
-        self, execution: execution_api.AgentExecution, err: InvalidInput
-    ) -> None:
+    async def _report_invalid(self, execution_id: str, err: InvalidInput) -> None:
         """Push FAILED for an execution that fails the runner's own checks, so an orchestrator
         that does not record failures itself does not show it PENDING forever. Without an id
         there is nothing to report it on."""
-        execution_id = execution.metadata.id.strip()
-        log.warning("execution_invalid", execution_id=execution_id or None, error=str(err))
+        log.warning("execution_invalid", error=str(err))
         if not execution_id:
             return
         builder = StatusBuilder(redact=SECRETS.redact)
         builder.fail(str(err))
         final = builder.snapshot()
         publisher = self._publishers(execution_id)
-        with attempt_bound(self._attempt()):
-            try:
-                landed = await shielded(publisher.finish(final))
-            finally:
-                await publisher.aclose()
+        try:
+            landed = await shielded(publisher.finish(final))
+        finally:
+            await publisher.aclose()
         await shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
         await shielded(self._live.close_stream(execution_id))
         log.info("execution_finished", outcome="invalid", final_status_landed=landed)
-
-    async def _heartbeating(
-        self,
-        execution: execution_api.AgentExecution,
-        execution_id: str,
-        thread_id: str,
-        progress: Progress,
-    ) -> execution_api.AgentExecutionStatus:
-        async with heartbeating(
-            self._heartbeat(),
-            progress.as_details,
-            interval=beat_interval(
-                self._settings.temporal.heartbeat_interval_seconds, self._heartbeat_timeout()
-            ),
-        ):
-            return await self._run(execution, execution_id, thread_id, progress)
 
     async def _run(
         self,
