@@ -138,7 +138,14 @@ class ExecutionCollection(ResourceCollection[Execution]):
         """The execution a document holds, encoded for the current caller."""
         if doc.get(SECRETS_FIELD) is False:
             return encoded_execution(doc)  # no secret in it: the stored bytes as they are
-        return present_execution(self.decode_document(doc)).SerializeToString()
+        stored = doc["resource"]
+        if isinstance(stored, str) or any(f not in doc for f in LIST_FIELDS.values()):
+            return present_execution(self.decode_document(doc)).SerializeToString()
+        # Only the head holds the spec: it is opened and masked, the lists are sent as stored.
+        head = bytes(stored)
+        shown = self._presented_head(Execution.FromString(head), head)
+        chunks = (doc.get(LIST_FIELDS[name]) for name in LISTS)
+        return assemble(shown, (bytes(c) for c in chunks if c))
 
     def _presented_head(self, head: Execution, encoded_head: bytes) -> bytes:
         if not has_secrets(head):

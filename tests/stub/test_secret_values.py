@@ -87,6 +87,18 @@ async def test_secret_values_are_masked_to_users_sealed_at_rest_and_clear_to_the
             metadata=(("authorization", f"Bearer {RUNNER_KEY}"),),
         )
         assert values(reply) == clear
+        # After an update the document holds its lists apart: the masked head is reassembled.
+        for client, auth, expected in (
+            (user, user_auth, masked),
+            (runner, (("authorization", f"Bearer {RUNNER_KEY}"),), clear),
+        ):
+            again = client.execution_queries.subscribe(
+                io_pb2.AgentExecutionId(value=execution_id), metadata=auth
+            )
+            state = await anext(aiter(again))
+            again.cancel()
+            assert values(state) == expected
+            assert state.status.phase == enum_pb2.EXECUTION_IN_PROGRESS
 
     doc = await running.database.executions.raw.find_one({"_id": execution_id})
     assert doc is not None
