@@ -1,11 +1,12 @@
-"""Secret runtime-env values (`ExecutionValue.is_secret`): sealed at rest, masked on the way out.
+"""Secret values (an execution's `runtime_env` and an environment's `data` entries marked
+`is_secret`): sealed at rest, masked on the way out.
 
 - At rest: with `STIGMER_STUB_SECRETS_KEY` set, each secret value is stored as
-  `enc:v1:<base64url(nonce ‖ AES-256-GCM ciphertext)>`, bound to its execution and name (the
+  `enc:v1:<base64url(nonce ‖ AES-256-GCM ciphertext)>`, bound to its resource and name (the
   associated data), so MongoDB and its backups never hold it in clear. Without a key values are
   stored as given (the stub warns at start).
-- Inside the stub everything works on clear values (`open_execution` after every read).
-- Out of the stub (`present_execution`): callers with the `runner` role (and anyone on an open
+- Inside the stub everything works on clear values (`open_*` after every read).
+- Out of the stub (`present_*`): callers with the `runner` role (and anyone on an open
   stub, see `auth.may_see_secrets`) get the value; everyone else gets `***`.
 """
 
@@ -126,9 +127,33 @@ def keep_masked_secrets(stored: api_pb2.AgentExecution, incoming: api_pb2.AgentE
             item.value = before.value
 
 
+def _env_context(environment: environment_pb2.Environment, name: str) -> str:
+    return f"{environment.metadata.id}/data/{name}"
+
+
+def seal_environment(environment: environment_pb2.Environment, box: SecretBox) -> None:
+    """Encrypt an environment's secret values in place (sealed ones are left alone)."""
+    for name, item in environment.spec.data.items():
+        if item.is_secret:
+            item.value = box.seal(item.value, _env_context(environment, name))
+
+
+def open_environment(environment: environment_pb2.Environment, box: SecretBox) -> None:
+    """Decrypt an environment's secret values in place; unreadable ones become the mask."""
+    for name, item in environment.spec.data.items():
+        if item.is_secret:
+            opened = box.open(item.value, _env_context(environment, name))
+            if opened is None:
+                log.warning(
+                    "secret_value_unreadable", environment_id=environment.metadata.id, name=name
+                )
+                opened = MASK
+            item.value = opened
+
+
 def present_environment(environment: environment_pb2.Environment) -> environment_pb2.Environment:
     """An environment's secret values masked for a caller who may not see them (as executions'
-    runtime-env values; environments are not sealed at rest)."""
+    runtime-env values)."""
     data = environment.spec.data
     if may_see_secrets() or not any(item.is_secret for item in data.values()):
         return environment

@@ -148,7 +148,7 @@ async def test_a_user_writing_back_a_masked_secret_keeps_the_stored_value(
 
 
 @pytest.mark.integration
-async def test_environment_secrets_are_masked_to_users_and_survive_a_write_back(
+async def test_environment_secrets_are_masked_to_users_sealed_and_survive_a_write_back(
     running: RunningStub,
 ) -> None:
     user_auth = (("authorization", f"Bearer {USER_KEY}"),)
@@ -170,3 +170,6 @@ async def test_environment_secrets_are_masked_to_users_and_survive_a_write_back(
         as_runner = await client.environment_queries.getByReference(ref, metadata=runner_auth)
     assert as_runner.spec.data["DB_PASSWORD"].value == SECRET
     assert as_runner.spec.description == "edited"
+    doc = await running.database.environments.raw.find_one({"_id": created.metadata.id})
+    assert doc is not None
+    assert SECRET not in repr(doc)
