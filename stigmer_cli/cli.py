@@ -65,7 +65,7 @@ examples:
 
 environment:
   STIGMER_ENDPOINT   default for --endpoint (default: localhost:7234)
-  STIGMER_API_KEY    default for --api-key
+  STIGMER_API_KEY    default for --api-key (a `user` key of a stub with STIGMER_STUB_API_KEYS)
   STIGMER_REDIS_URL  default for --redis (the worker's live event stream)
 
 Exit status: 0 on success (an execution that COMPLETED), 1 on an error or an execution that

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -61,6 +62,7 @@ T = TypeVar("T")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = Path(".data/demo")
 DEFAULT_STUB_PORT = 7234
+EXECUTION_QUERIES = "ai.stigmer.agentic.agentexecution.v1.AgentExecutionQueryController"
 RUNNER_TASK_QUEUE = "execution"
 DEFAULT_TOKEN_DELAY_MS = 15.0
 STARTUP_TIMEOUT = 120.0
@@ -171,6 +173,10 @@ class Demo:
         self.stub_address = ""
         self.health_port = 0
         self.began = time.monotonic()
+        # The demo's stub requires keys, as a deployed one should: the worker pushes status with
+        # the runner's, the demo (and the commands it suggests) act as a user.
+        self.runner_key = secrets.token_urlsafe(24)
+        self.user_key = secrets.token_urlsafe(24)
 
     # -- the story ------------------------------------------------------------------------------
 
@@ -252,7 +258,7 @@ class Demo:
 
     async def _conversation(self, endpoints: Endpoints) -> list[Turn]:
         redis_url = f"redis://{endpoints.redis_host}:{endpoints.redis_port}/0"
-        async with StigmerClient(self.stub_address) as client:
+        async with StigmerClient(self.stub_address, api_key=self.user_key) as client:
             try:
                 agent = await client.create_agent(
                     AGENT_NAME, instructions=self.model.instructions, description="demo agent"
@@ -387,7 +393,7 @@ class Demo:
         session = turns[0].view.latest.spec.session_id if turns[0].view.latest else "SESSION"
         redis_url = f"redis://{endpoints.redis_host}:{endpoints.redis_port}"
         bin_dir = _relative(Path(sys.executable).parent)
-        cli = f"{bin_dir}/stigmer --endpoint {self.stub_address}"
+        cli = f"STIGMER_API_KEY={self.user_key} {bin_dir}/stigmer --endpoint {self.stub_address}"
         self.out.print(
             "\n[bold]still running[/] [dim](Ctrl-C stops everything)[/]\n"
             f"  stub (gRPC)      {self.stub_address}\n"
@@ -399,7 +405,10 @@ class Demo:
             f'    {cli} run "What else did we do?" --session {session} '
             f"--model scripted:memory --redis {redis_url}\n"
             f"    {cli} get {turns[-1].execution_id}\n"
-            f"    {bin_dir}/grpcurl -plaintext {self.stub_address} list",
+            f"    {bin_dir}/grpcurl -plaintext {self.stub_address} list\n"
+            f"    {bin_dir}/grpcurl -plaintext -H 'authorization: Bearer {self.user_key}' "
+            f'-d \'{{"value":"{turns[-1].execution_id}"}}\' {self.stub_address} '
+            f"{EXECUTION_QUERIES}/get",
             soft_wrap=True,
         )
         while True:
@@ -419,6 +428,9 @@ class Demo:
             "TEMPORAL_SERVICE_ADDRESS": endpoints.temporal_address,
             "TEMPORAL_NAMESPACE": endpoints.temporal_namespace,
             "TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE": RUNNER_TASK_QUEUE,
+            "STIGMER_STUB_API_KEYS": (
+                f"demo-worker:runner:{self.runner_key},demo-user:user:{self.user_key}"
+            ),
             "LOG_FORMAT": "json",
         }
 
@@ -436,6 +448,7 @@ class Demo:
                 "TEMPORAL_NAMESPACE": endpoints.temporal_namespace,
                 "TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE": RUNNER_TASK_QUEUE,
                 "STIGMER_BACKEND_ENDPOINT": f"127.0.0.1:{stub_port}",
+                "STIGMER_API_KEY": self.runner_key,
                 "REDIS_HOST": endpoints.redis_host,
                 "REDIS_PORT": str(endpoints.redis_port),
                 "HEALTH_PORT": str(health_port),

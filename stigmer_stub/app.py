@@ -79,7 +79,14 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
             appname="stigmer-stub",
         )
         stack.push_async_callback(mongo.close)
-        database = Database(mongo[settings.mongo.database])
+        secrets = settings.security.secret_box()
+        if not secrets.enabled:
+            log.warning(
+                "secrets_stored_in_clear",
+                reason="STIGMER_STUB_SECRETS_KEY is not set: secret runtime-env values are "
+                "stored unencrypted in MongoDB",
+            )
+        database = Database(mongo[settings.mongo.database], secrets)
         await database.ensure_indexes()
 
         client = await temporal.connect(settings.temporal)
@@ -96,8 +103,15 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
         )
         await stack.enter_async_context(worker)
 
-        server = build_server(settings.grpc, ops)
+        keys = settings.security.keys()
+        server = build_server(settings.grpc, ops, keys)
         await server.start()
+        if not keys.enabled:
+            log.warning(
+                "stub_open_to_anyone",
+                reason="STIGMER_STUB_API_KEYS is not set: every caller may call every RPC, "
+                "including updateStatus, and reads secret values in clear",
+            )
         stack.push_async_callback(server.stop, settings.grpc.shutdown_grace_seconds)
         address = f"{settings.grpc.host}:{server.port}"
         log.info(
@@ -107,6 +121,7 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
             temporal=settings.temporal.address,
             workflow_task_queue=settings.temporal.workflow_task_queue,
             runner_task_queue=settings.temporal.runner_task_queue,
+            api_keys=[f"{c.name}:{c.role.value}" for c in keys.by_key.values()],
         )
         yield RunningStub(address, server.port, database, ops)
         log.info("stub_stopping")

@@ -3,6 +3,8 @@ status codes (`status_code`) for every servicer."""
 
 from __future__ import annotations
 
+from stigmer_stub.limits import clip
+
 
 class StubError(Exception):
     """Base of every error the stub reports to its callers as a status, not a crash."""
@@ -23,14 +25,14 @@ class TooLarge(InvalidArgument):
 class NotFound(StubError):
     def __init__(self, kind: str, key: str, *, field: str | None = None) -> None:
         where = f"{field}: " if field else ""
-        super().__init__(f"{where}{kind} {key!r} not found")
+        super().__init__(f"{where}{kind} {clip(key)!r} not found")
         self.kind = kind
         self.key = key
 
 
 class AlreadyExists(StubError):
     def __init__(self, kind: str, key: str) -> None:
-        super().__init__(f"{kind} {key!r} already exists")
+        super().__init__(f"{kind} {clip(key)!r} already exists")
         self.kind = kind
         self.key = key
 

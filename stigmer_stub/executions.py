@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
@@ -11,7 +11,7 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from stigmer_stub import paging, windows
+from stigmer_stub import fencing, paging, windows
 from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import (
     AlreadyExists,
@@ -32,6 +32,7 @@ from stigmer_stub.resources import (
     tags_query,
     utc_now,
 )
+from stigmer_stub.secret_values import keep_masked_secrets
 from stigmer_stub.status_wire import ENTRY_TYPES, SplitStatus, split_status
 from stigmer_stub.status_wire import varint as _varint
 from stigmer_stub.store.database import Database
@@ -192,19 +193,28 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         return await self.collection.insert(resource)
 
     async def update_status(
-        self, execution_id: str, status: api_pb2.AgentExecutionStatus
+        self,
+        execution_id: str,
+        status: api_pb2.AgentExecutionStatus,
+        *,
+        attempt: fencing.Attempt | None = None,
     ) -> api_pb2.AgentExecution:
-        """Merge a runner's status update (contract §4, with the terminal guard)."""
-        encoded = await self.update_status_encoded(execution_id, split_status(status))
+        """Merge a runner's status update (contract §4, with the terminal guard and the attempt
+        fence, see `fencing`)."""
+        encoded = await self.update_status_encoded(
+            execution_id, split_status(status), attempt=attempt
+        )
         return api_pb2.AgentExecution.FromString(encoded)
 
-    async def update_status_encoded(self, execution_id: str, status: SplitStatus) -> bytes:
+    async def update_status_encoded(
+        self, execution_id: str, status: SplitStatus, *, attempt: fencing.Attempt | None = None
+    ) -> bytes:
         """`update_status` for a status read as its parts (`status_wire`), answering the merged
         execution encoded: what the gRPC servicer uses, so a long status is never parsed whole."""
         if not execution_id:
             raise InvalidArgument("execution_id", "is required")
         _check_enums(status.rest, "status")
-        merged = await self._merge(execution_id, status, authoritative=False)
+        merged = await self._merge(execution_id, status, authoritative=False, attempt=attempt)
         return merged.reply(self.max_reply_bytes)
 
     async def finalize(
@@ -215,9 +225,28 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         return api_pb2.AgentExecution.FromString(merged.encoded)
 
     async def _merge(
-        self, execution_id: str, status: SplitStatus, *, authoritative: bool
+        self,
+        execution_id: str,
+        status: SplitStatus,
+        *,
+        authoritative: bool,
+        attempt: fencing.Attempt | None = None,
     ) -> MergedStatus:
         now = self.clock()
+        ending = is_terminal(status.rest.phase)
+
+        def guard(doc: Mapping[str, Any], head: api_pb2.AgentExecution) -> dict[str, Any] | None:
+            stored = doc.get(fencing.FENCE_FIELD)
+            before = is_terminal(head.status.phase)
+            if authoritative:
+                fence = fencing.after_verdict(
+                    stored, terminal_before=before, terminal_after=before or ending
+                )
+            else:
+                fence = fencing.admit(
+                    stored, attempt, terminal_before=before, terminal_after=before or ending
+                )
+            return None if fence is None else {fencing.FENCE_FIELD: fence}
 
         def change(head: api_pb2.AgentExecution) -> None:
             # Neither status has lists here: the store merges those (same rule as merge_status).
@@ -226,23 +255,30 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             head.status.CopyFrom(merged)
 
         merged = await self.executions.merge_status(
-            execution_id, status, change, _admit_entry, field="execution_id"
+            execution_id, status, change, _admit_entry, field="execution_id", guard=guard
         )
         log.debug(
             "execution_status_merged",
             execution_id=execution_id,
             phase=Phase.Name(merged.head.status.phase),
             authoritative=authoritative,
+            attempt=None if attempt is None else attempt.label,
+            seq=None if attempt is None else attempt.seq,
         )
         return merged
 
     def keep_status(self, stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
         incoming.status.CopyFrom(stored.status)
+        # A caller who saw a secret masked and sends the execution back keeps the stored value.
+        keep_masked_secrets(stored, incoming)
 
     async def list(
         self, size: int, token: str, phase: Phase.ValueType, tags: list[str]
     ) -> EncodedPage:
         """A page of executions, bounded by count and by the reply budget (`page_replies`)."""
+        if phase not in Phase.values():
+            # The same answer `updateStatus` gives a phase its enum does not name.
+            raise InvalidArgument("phase", f"{phase} is not a value of its enum")
         query: dict[str, Any] = tags_query(tags)
         if phase != Phase.EXECUTION_PHASE_UNSPECIFIED:
             query["phase"] = int(phase)

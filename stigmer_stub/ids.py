@@ -7,6 +7,7 @@ import re
 from ulid import ULID
 
 from stigmer_stub.errors import InvalidArgument
+from stigmer_stub.limits import clip
 
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 MAX_SLUG_LENGTH = 63
@@ -21,5 +22,5 @@ def slugify(name: str, *, field: str = "metadata.name") -> str:
     """The slug of a resource name: lowercase, runs of other characters become one dash."""
     slug = _NON_SLUG.sub("-", name.lower()).strip("-")[:MAX_SLUG_LENGTH].rstrip("-")
     if not slug:
-        raise InvalidArgument(field, f"{name!r} has no letters or digits to make a slug from")
+        raise InvalidArgument(field, f"{clip(name)!r} has no letters or digits to make a slug from")
     return slug

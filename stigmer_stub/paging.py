@@ -17,6 +17,8 @@ from stigmer_stub.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
+MAX_PAGE_NUMBER = 1_000_000
+"""Page numbers beyond this are refused: the skip they imply must fit the store's integers."""
 _PREFIX = "k1."
 NEXT_PAGE_TOKEN_TRAILER = "x-next-page-token"  # noqa: S105 - a header name, not a secret
 
@@ -45,11 +47,8 @@ def cursor(size: int, token: str, *, field: str = "page_token") -> Cursor:
     size = page_size(size)
     if not token:
         return Cursor(size)
-    if token.isdigit():
-        page = int(token)
-        if page < 1:
-            raise InvalidArgument(field, "page numbers start at 1")
-        return Cursor(size, page=page)
+    if token.isascii() and token.isdigit():
+        return Cursor(size, page=page_number(token, field=field))
     if token.startswith(_PREFIX):
         try:
             raw = base64.urlsafe_b64decode(token.removeprefix(_PREFIX).encode())
@@ -59,6 +58,17 @@ def cursor(size: int, token: str, *, field: str = "page_token") -> Cursor:
         if isinstance(after, str) and after:
             return Cursor(size, after_id=after)
     raise InvalidArgument(field, "not a page token issued by this server")
+
+
+def page_number(value: str | int, *, field: str) -> int:
+    """A 1-based page number within `MAX_PAGE_NUMBER`, else INVALID_ARGUMENT naming `field`."""
+    text = str(value)
+    page = int(text) if len(text) <= len(str(MAX_PAGE_NUMBER)) else MAX_PAGE_NUMBER + 1
+    if page < 1:
+        raise InvalidArgument(field, "page numbers start at 1")
+    if page > MAX_PAGE_NUMBER:
+        raise InvalidArgument(field, f"page numbers go up to {MAX_PAGE_NUMBER}")
+    return page
 
 
 def keyset_token(after_id: str) -> str:

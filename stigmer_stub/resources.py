@@ -19,9 +19,11 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from ai.stigmer.commons.apiresource import io_pb2, status_pb2
 
 from stigmer_stub import paging
+from stigmer_stub.auth import current_caller
 from stigmer_stub.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
+from stigmer_stub.secret_values import keep_masked_environment_secrets
 from stigmer_stub.store.collection import M, Page, ResourceCollection, metadata_of
 from stigmer_stub.store.database import Database
 
@@ -58,9 +60,14 @@ def audit_of(resource: Any) -> status_pb2.ApiResourceAudit:
 def stamp(
     info: status_pb2.ApiResourceAuditInfo, now: datetime, event: str, *, created: bool = False
 ) -> None:
+    caller = current_caller()  # an authenticated caller's key name is the audit's actor
     if created:
         info.created_at.FromDatetime(now)
+        if caller is not None and caller.authenticated:
+            info.created_by.id = caller.name
     info.updated_at.FromDatetime(now)
+    if caller is not None and caller.authenticated:
+        info.updated_by.id = caller.name
     info.event = event
 
 
@@ -187,7 +194,12 @@ class ResourceOps(Generic[M]):
 
 
 class EnvironmentOps(ResourceOps[environment_pb2.Environment]):
-    pass
+    def keep_status(
+        self, stored: environment_pb2.Environment, incoming: environment_pb2.Environment
+    ) -> None:
+        super().keep_status(stored, incoming)
+        # A caller who saw a secret masked and writes the environment back keeps the value.
+        keep_masked_environment_secrets(stored, incoming)
 
 
 class AgentOps(ResourceOps[agent_pb2.Agent]):
@@ -273,7 +285,8 @@ class AgentInstanceOps(ResourceOps[instance_pb2.AgentInstance]):
             raise InvalidArgument("agent_id", "is required")
         if page_num < 0:
             raise InvalidArgument("page_info.num", "must not be negative")
-        cursor = paging.Cursor(paging.page_size(size, field="page_info.size"), page=page_num or 1)
+        page = paging.page_number(page_num or 1, field="page_info.num")
+        cursor = paging.Cursor(paging.page_size(size, field="page_info.size"), page=page)
         return await self.collection.page({"agent_id": agent_id}, cursor)
 
 

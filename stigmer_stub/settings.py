@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stigmer_stub.auth import ApiKeys
+from stigmer_stub.codec import parse_key as parse_payload_key
+from stigmer_stub.secret_values import SecretBox, parse_key
 
 MiB = 1024 * 1024
 
@@ -35,6 +39,39 @@ class GrpcSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         5.0, ge=0, le=300, validation_alias="STIGMER_STUB_SHUTDOWN_GRACE_SECONDS"
     )
+
+
+class SecuritySettings(BaseSettings):
+    """Who may call the stub (docs/operations.md, "Identities")."""
+
+    model_config = _GROUP
+
+    # `name:role:key,...`, roles `runner` and `user`; unset: the stub is open to anyone.
+    api_keys: SecretStr | None = Field(None, validation_alias="STIGMER_STUB_API_KEYS")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            ApiKeys.parse(value.get_secret_value())  # KeyFormatError is a ValueError
+        return value
+
+    # base64 of 32 random bytes: seals secret runtime-env values in MongoDB (AES-256-GCM).
+    secrets_key: SecretStr | None = Field(None, validation_alias="STIGMER_STUB_SECRETS_KEY")
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value())  # SecretKeyError is a ValueError
+        return value
+
+    def secret_box(self) -> SecretBox:
+        key = self.secrets_key
+        return SecretBox(parse_key(key.get_secret_value()) if key is not None else None)
+
+    def keys(self) -> ApiKeys:
+        return ApiKeys.parse(self.api_keys.get_secret_value() if self.api_keys else None)
 
 
 class MongoSettings(BaseSettings):
@@ -66,10 +103,26 @@ class TemporalSettings(BaseSettings):
     runner_task_queue: str = Field(
         "execution", min_length=1, validation_alias="TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE"
     )
+    # base64 of 32 random bytes, the workers' TEMPORAL_PAYLOAD_ENCRYPTION_KEY: payloads are
+    # AES-256-GCM encrypted in the history (stigmer_stub/codec.py). Unset: plain payloads.
+    payload_encryption_key: SecretStr | None = Field(
+        None, validation_alias="TEMPORAL_PAYLOAD_ENCRYPTION_KEY"
+    )
     # How long `delete` of a running execution waits for its workflow to end as CANCELLED.
     cancel_wait_seconds: float = Field(
         60.0, gt=0, le=3600, validation_alias="STIGMER_STUB_CANCEL_WAIT_SECONDS"
     )
+
+    @field_validator("payload_encryption_key")
+    @classmethod
+    def _payload_key_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_payload_key(value.get_secret_value())  # PayloadKeyError is a ValueError
+        return value
+
+    def payload_key(self) -> bytes | None:
+        key = self.payload_encryption_key
+        return parse_payload_key(key.get_secret_value()) if key is not None else None
 
 
 class WorkflowSettings(BaseSettings):
@@ -134,6 +187,7 @@ class Settings(BaseModel):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 
 class _TopLevel(BaseSettings):
@@ -157,6 +211,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "temporal": TemporalSettings,
     "workflow": WorkflowSettings,
     "limits": LimitsSettings,
+    "security": SecuritySettings,
 }
 
 

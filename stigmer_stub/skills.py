@@ -24,6 +24,7 @@ from ulid import ULID
 
 from stigmer_stub.errors import AlreadyExists, InvalidArgument, NotFound
 from stigmer_stub.ids import slugify
+from stigmer_stub.limits import clip
 from stigmer_stub.logs import get_logger
 from stigmer_stub.resources import API_VERSION, Clock, stamp, utc_now
 from stigmer_stub.store.collection import decode, encode
@@ -76,7 +77,7 @@ def inspect_artifact(data: bytes) -> Artifact:
         try:
             skill_md = archive.read(entry).decode("utf-8")
         except (UnicodeDecodeError, zipfile.BadZipFile, OSError) as err:
-            raise InvalidArgument("artifact", f"{SKILL_MD} is unreadable: {err}") from err
+            raise InvalidArgument("artifact", f"{SKILL_MD} is unreadable: {clip(err)}") from err
     version_hash = hashlib.sha256(data).hexdigest()
     return Artifact(version_hash, storage_key(version_hash), skill_md)
 
@@ -203,7 +204,7 @@ class SkillOps:
             sort=[("seq", DESCENDING)],
         )
         if doc is None:
-            raise NotFound("skill version", f"{ref.slug}@{wanted}", field="version")
+            raise NotFound("skill version", f"{clip(ref.slug)}@{clip(wanted)}", field="version")
         return decode(api_pb2.Skill, doc["resource"])
 
     async def get_artifact(self, key: str) -> bytes:

@@ -10,6 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from stigmer_stub.codec import with_codec
 from stigmer_stub.converter import DATA_CONVERTER
 from stigmer_stub.errors import Unavailable
 from stigmer_stub.logs import get_logger
@@ -31,7 +32,9 @@ log = get_logger(__name__)
 
 async def connect(settings: TemporalSettings) -> Client:
     return await Client.connect(
-        settings.address, namespace=settings.namespace, data_converter=DATA_CONVERTER
+        settings.address,
+        namespace=settings.namespace,
+        data_converter=with_codec(DATA_CONVERTER, settings.payload_key()),
     )
 
 

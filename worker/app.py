@@ -30,6 +30,7 @@ from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.agent.checkpointer import open_checkpointer
 from worker.agent.mcp import McpLimits
+from worker.codec import with_codec
 from worker.content.offload import OffloadSupport
 from worker.converter import DATA_CONVERTER
 from worker.errors import ConfigurationError
@@ -64,7 +65,7 @@ async def connect_temporal(settings: Settings, **kwargs: Any) -> Client:
         namespace=t.namespace,
         tls=tls,
         api_key=t.api_key.get_secret_value() if t.api_key else None,
-        data_converter=DATA_CONVERTER,
+        data_converter=with_codec(DATA_CONVERTER, t.payload_key()),
         **kwargs,
     )
 

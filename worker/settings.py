@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.codec import parse_key as parse_payload_key
+
 
 class Mode(StrEnum):
     LOCAL = "local"
@@ -91,6 +93,24 @@ class TemporalSettings(BaseSettings):
     heartbeat_interval_seconds: float = Field(
         5.0, gt=0, le=25, validation_alias="WORKER_HEARTBEAT_INTERVAL_SECONDS"
     )
+    payload_encryption_key: SecretStr | None = Field(
+        None,
+        validation_alias="TEMPORAL_PAYLOAD_ENCRYPTION_KEY",
+        description="Base64 of 32 random bytes: encrypt Temporal payloads (AES-256-GCM) so "
+        "executions and their secrets are unreadable in the history. The orchestrator must "
+        "set the same key; unset: plain payloads, as the January contract has them.",
+    )
+
+    @field_validator("payload_encryption_key")
+    @classmethod
+    def _payload_key_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_payload_key(value.get_secret_value())  # PayloadKeyError is a ValueError
+        return value
+
+    def payload_key(self) -> bytes | None:
+        key = self.payload_encryption_key
+        return parse_payload_key(key.get_secret_value()) if key is not None else None
 
 
 class BackendSettings(BaseSettings):

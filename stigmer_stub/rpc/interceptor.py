@@ -15,6 +15,7 @@ from grpc import aio
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
 from stigmer_stub import errors
+from stigmer_stub.limits import MESSAGE_LIMIT, clip
 from stigmer_stub.logs import get_logger
 
 STATUS_CODES: dict[type[errors.StubError], grpc.StatusCode] = {
@@ -47,8 +48,11 @@ async def _abort(context: aio.ServicerContext[Any, Any], method: str, err: Excep
         err = errors.Unavailable(f"the store did not answer: {type(err).__name__}")
     if isinstance(err, errors.StubError):
         code = status_code(err)
-        log.info("rpc_rejected", method=method, code=code.name, error=str(err))
-        await context.abort(code, str(err))
+        # Bounded: a caller's huge value must not make a huge log line or a status too large
+        # for gRPC to send (the caller would get RESOURCE_EXHAUSTED instead of the error).
+        text = clip(str(err), MESSAGE_LIMIT)
+        log.info("rpc_rejected", method=method, code=code.name, error=text)
+        await context.abort(code, text)
     log.error("rpc_crashed", method=method, exc_info=err)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error in the stigmer stub")
 

@@ -34,10 +34,12 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
+from stigmer_stub.auth import ApiKeys
 from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.resources import AgentInstanceOps, AgentOps, EnvironmentOps, SessionOps
 from stigmer_stub.rpc import servicers
+from stigmer_stub.rpc.guard import GuardInterceptor
 from stigmer_stub.rpc.interceptor import ErrorInterceptor
 from stigmer_stub.settings import GrpcSettings
 from stigmer_stub.skills import SkillOps
@@ -90,10 +92,14 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def build_server(settings: GrpcSettings, ops: Operations) -> GrpcServer:
+def build_server(
+    settings: GrpcSettings, ops: Operations, keys: ApiKeys | None = None
+) -> GrpcServer:
+    """The server; with `keys` (and any configured), every RPC but health and reflection needs
+    one (`rpc.guard`)."""
     limit = settings.max_message_bytes
     server = aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[GuardInterceptor(keys or ApiKeys({})), ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

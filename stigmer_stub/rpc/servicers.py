@@ -40,6 +40,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
+from stigmer_stub import fencing
 from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.paging import NEXT_PAGE_TOKEN_TRAILER
@@ -50,6 +51,7 @@ from stigmer_stub.resources import (
     SessionOps,
     tags_query,
 )
+from stigmer_stub.secret_values import present_environment, present_execution
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.status_wire import parse_update, split_view, varint
 from stigmer_stub.store.collection import Page
@@ -88,12 +90,12 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def create(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return self._bounded(await self.ops.create(request))
+        return self._bounded(present_execution(await self.ops.create(request)))
 
     async def update(
         self, request: execution_pb2.AgentExecution, context: Context
     ) -> execution_pb2.AgentExecution:
-        return self._bounded(await self.ops.update(request))
+        return self._bounded(present_execution(await self.ops.update(request)))
 
     def _bounded(self, execution: execution_pb2.AgentExecution) -> execution_pb2.AgentExecution:
         return bounded(execution, self.ops.max_reply_bytes)
@@ -101,18 +103,24 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def updateStatus(
         self, request: execution_cmd_pb2.AgentExecutionUpdateStatusInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        return await self.ops.update_status(request.execution_id, request.status)
+        return present_execution(
+            await self.ops.update_status(
+                request.execution_id, request.status, attempt=_attempt(context)
+            )
+        )
 
     async def update_status_encoded(self, request: Message, context: Context) -> bytes:
         """What the server runs for `updateStatus` (see `add_execution_commands`): the request
         read as a `status_wire.UpdateStatusInput`, the reply the merged execution encoded."""
         update = cast(Any, request)
-        return await self.ops.update_status_encoded(update.execution_id, split_view(update.status))
+        return await self.ops.update_status_encoded(
+            update.execution_id, split_view(update.status), attempt=_attempt(context)
+        )
 
     async def delete(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> execution_pb2.AgentExecution:
-        return self._bounded(await self.ops.delete(request.value))
+        return self._bounded(present_execution(await self.ops.delete(request.value)))
 
     # Contract §7 methods. Those this stub does not serve yet answer UNIMPLEMENTED, which is what
     # a runner probing for them takes as "the January contract" (contract.md §7).
@@ -151,6 +159,11 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
         self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context
     ) -> execution_io.ContentUploadResult:
         return await self.content.upload(request_iterator)
+
+
+def _attempt(context: Context) -> fencing.Attempt | None:
+    """The runner attempt an `updateStatus` names in its metadata (see `fencing`)."""
+    return fencing.from_metadata(context.invocation_metadata())
 
 
 async def _not_yet(context: Context, method: str) -> NoReturn:
@@ -289,7 +302,7 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
         self, request: execution_io.AgentExecutionId, context: Context
     ) -> AsyncIterator[execution_pb2.AgentExecution]:
         async for execution in self.ops.subscribe(request.value):
-            yield execution
+            yield present_execution(execution)
 
     async def subscribe_encoded(
         self, request: execution_io.AgentExecutionId, context: Context
@@ -475,22 +488,22 @@ class EnvironmentCommands(environment_cmd.EnvironmentCommandControllerServicer):
     async def apply(
         self, request: environment_pb2.Environment, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.apply(request)
+        return present_environment(await self.ops.apply(request))
 
     async def create(
         self, request: environment_pb2.Environment, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.create(request)
+        return present_environment(await self.ops.create(request))
 
     async def update(
         self, request: environment_pb2.Environment, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.update(request)
+        return present_environment(await self.ops.update(request))
 
     async def delete(
         self, request: resource_io.ApiResourceDeleteInput, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.delete(request.resource_id, field="resource_id")
+        return present_environment(await self.ops.delete(request.resource_id, field="resource_id"))
 
 
 class EnvironmentQueries(environment_query.EnvironmentQueryControllerServicer):
@@ -500,9 +513,9 @@ class EnvironmentQueries(environment_query.EnvironmentQueryControllerServicer):
     async def get(
         self, request: resource_io.ApiResourceId, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.get(request.value)
+        return present_environment(await self.ops.get(request.value))
 
     async def getByReference(
         self, request: resource_io.ApiResourceReference, context: Context
     ) -> environment_pb2.Environment:
-        return await self.ops.get_by_reference(request)
+        return present_environment(await self.ops.get_by_reference(request))

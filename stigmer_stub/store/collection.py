@@ -38,6 +38,7 @@ from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 from stigmer_stub import paging
 from stigmer_stub.errors import AlreadyExists, Conflict, NotFound, TooLarge
 from stigmer_stub.ids import new_id
+from stigmer_stub.limits import clip
 from stigmer_stub.logs import get_logger
 
 M = TypeVar("M", bound=Message)
@@ -261,7 +262,7 @@ class ResourceCollection(Generic[M]):
                 if result is not None:
                     return result
                 if loop.time() > deadline:
-                    raise Conflict(f"{self.kind.label} {resource_id!r} is updated too often")
+                    raise Conflict(f"{self.kind.label} {clip(resource_id)!r} is updated too often")
                 # Another process won the race; back off a little so the winners can finish.
                 await asyncio.sleep(random.uniform(0.001, 0.01))  # noqa: S311 - jitter, not crypto
 

@@ -3,6 +3,7 @@ content-addressed skill artifacts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_pb2
@@ -15,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from stigmer_stub.secret_values import SecretBox, open_environment, seal_environment
 from stigmer_stub.store.collection import Document, Kind, ResourceCollection
 from stigmer_stub.store.content import ContentStore
 from stigmer_stub.store.executions import ExecutionCollection
@@ -65,17 +67,43 @@ ENVIRONMENTS = Kind(
 )
 
 
+class EnvironmentCollection(ResourceCollection[environment_pb2.Environment]):
+    """Environments, their secret values sealed by `secrets` in the stored documents and clear
+    in what this class returns (`secret_values`)."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        kind: Kind[environment_pb2.Environment],
+        secrets: SecretBox,
+    ) -> None:
+        super().__init__(db, kind)
+        self.secrets = secrets
+
+    def encode_fields(self, resource: environment_pb2.Environment) -> Document:
+        sealed = environment_pb2.Environment()
+        sealed.CopyFrom(resource)
+        seal_environment(sealed, self.secrets)
+        return super().encode_fields(sealed)
+
+    def decode_document(self, doc: Mapping[str, Any]) -> environment_pb2.Environment:
+        environment = super().decode_document(doc)
+        open_environment(environment, self.secrets)
+        return environment
+
+
 class Database:
     """Typed access to every collection; `ensure_indexes` is idempotent and run at start."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], secrets: SecretBox | None = None) -> None:
+        """`secrets` seals executions' secret runtime-env values at rest (none: stored as is)."""
         self.db = db
         self.agents = ResourceCollection(db, AGENTS)
         self.agent_instances = ResourceCollection(db, AGENT_INSTANCES)
         self.sessions = ResourceCollection(db, SESSIONS)
-        self.executions = ExecutionCollection(db, EXECUTIONS)
+        self.executions = ExecutionCollection(db, EXECUTIONS, secrets or SecretBox(None))
         self.skills = ResourceCollection(db, SKILLS)
-        self.environments = ResourceCollection(db, ENVIRONMENTS)
+        self.environments = EnvironmentCollection(db, ENVIRONMENTS, secrets or SecretBox(None))
         # Earlier versions of each skill: {_id: "<skill id>/<hash>", skill_id, version_hash, tag,
         # seq, resource}. The current version lives in `skills`.
         self.skill_versions: AsyncCollection[Document] = db["skill_versions"]

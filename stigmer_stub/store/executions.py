@@ -26,6 +26,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from stigmer_stub import paging
 from stigmer_stub.errors import Conflict, NotFound
+from stigmer_stub.secret_values import (
+    SecretBox,
+    has_secrets,
+    open_execution,
+    present_execution,
+    seal_execution,
+)
 from stigmer_stub.status_wire import (
     LISTS,
     SplitStatus,
@@ -47,6 +54,10 @@ from stigmer_stub.windows import entry_cost, whole_or_window
 
 Execution = api_pb2.AgentExecution
 
+SECRETS_FIELD = "has_secrets"
+"""Whether the document's execution holds secret runtime-env values (read paths that can send
+the stored bytes as they are check it)."""
+
 LIST_FIELDS: dict[str, str] = {name: f"status_{name}" for name in LISTS}
 """The document field holding each status list's chunk (empty when the list is sliced)."""
 SEGMENT_FIELDS: dict[str, str] = {name: f"segments_{name}" for name in LISTS}
@@ -60,18 +71,24 @@ looking for them elsewhere in the stored list."""
 Admit = Callable[[str, int, bytes], None]
 """Check an incoming list entry not stored yet: (list name, index in the update, encoding)."""
 
+Guard = Callable[[Mapping[str, Any], Execution], Mapping[str, Any] | None]
+"""Check an update against the stored document and its execution (before the merge): raises
+to refuse it, or returns extra document fields to write with it (the attempt fence)."""
+"""Check an incoming list entry not stored yet: (list name, index in the update, encoding)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MergedStatus:
     head: Execution  # the merged execution without its status lists
     encoded: bytes  # the whole merged execution, encoded
     chunks: Mapping[str, bytes]  # each merged list's chunk
+    shown_head: bytes  # the head as the caller may see it (secret values masked), encoded
 
     def reply(self, budget: int) -> bytes:
         """The merged execution as a reply of at most `budget` bytes (`windows.py`)."""
         if len(self.encoded) <= budget:
             return self.encoded
-        head = self.head.SerializeToString(deterministic=True)
+        head = self.shown_head
         lists = {name: entries(name, c) if c else [] for name, c in self.chunks.items()}
         return whole_or_window(head, lists, budget)
 
@@ -144,8 +161,11 @@ class ExecutionCollection(ResourceCollection[Execution]):
     lists in slices (`store/segments.py`). Every document read goes through `hydrate`, which
     puts a sliced list back into its field in memory, so the rest reads one layout."""
 
-    def __init__(self, db: AsyncDatabase[Document], kind: Kind[Execution]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], kind: Kind[Execution], secrets: SecretBox
+    ) -> None:
         super().__init__(db, kind)
+        self.secrets = secrets
         self.segments = SegmentStore(db)
 
     async def ensure_indexes(self) -> None:
@@ -264,13 +284,38 @@ class ExecutionCollection(ResourceCollection[Execution]):
         return deleted if doc is None else self.from_document(doc)
 
     def encode_fields(self, resource: Execution) -> Document:
-        return encode_execution(resource)
+        if not has_secrets(resource):
+            return {**encode_execution(resource), SECRETS_FIELD: False}
+        sealed = Execution()
+        sealed.CopyFrom(resource)
+        seal_execution(sealed, self.secrets)
+        return {**encode_execution(sealed), SECRETS_FIELD: True}
 
     def decode_document(self, doc: Mapping[str, Any]) -> Execution:
-        return decode_execution(doc)
+        execution = decode_execution(doc)
+        open_execution(execution, self.secrets)
+        return execution
 
     def encoded(self, doc: Mapping[str, Any]) -> bytes:
-        return encoded_execution(doc)
+        """The execution a document holds, encoded for the current caller."""
+        if doc.get(SECRETS_FIELD) is False:
+            return encoded_execution(doc)  # no secret in it: the stored bytes as they are
+        stored = doc["resource"]
+        if isinstance(stored, str) or any(f not in doc for f in LIST_FIELDS.values()):
+            return present_execution(self.decode_document(doc)).SerializeToString()
+        # Only the head holds the spec: it is opened and masked, the lists are sent as stored.
+        head = bytes(stored)
+        shown = self._presented_head(Execution.FromString(head), head)
+        chunks = (doc.get(LIST_FIELDS[name]) for name in LISTS)
+        return assemble(shown, (bytes(c) for c in chunks if c))
+
+    def _presented_head(self, head: Execution, encoded_head: bytes) -> bytes:
+        if not has_secrets(head):
+            return encoded_head
+        shown = Execution()
+        shown.CopyFrom(head)
+        open_execution(shown, self.secrets)
+        return present_execution(shown).SerializeToString(deterministic=True)
 
     def phase(self, doc: Mapping[str, Any]) -> enum_pb2.ExecutionPhase.ValueType:
         """The execution's phase, from the indexed field (no parse)."""
@@ -287,6 +332,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
             if parts.legacy
             else bytes(doc["resource"])
         )
+        head = self._presented_head(Execution.FromString(head), head)
         return head, {name: entries(name, c) if c else [] for name, c in parts.chunks.items()}
 
     def reply(self, doc: Mapping[str, Any], budget: int) -> bytes:
@@ -353,13 +399,15 @@ class ExecutionCollection(ResourceCollection[Execution]):
         admit: Admit,
         *,
         field: str | None = None,
+        guard: Guard | None = None,
     ) -> MergedStatus:
         """Merge `incoming` into the stored execution under compare-and-swap (contract §4).
 
         `change` merges everything but the lists into the stored execution's head (it runs
         again on a fresh head when another writer got in first); the lists are merged here: a
         non-empty incoming list replaces the stored one wholesale, an empty one keeps it.
-        NOT_FOUND (naming `field`) when there is no such execution.
+        NOT_FOUND (naming `field`) when there is no such execution. `guard`, when given, sees
+        each stored document first (see `Guard`).
         """
         replacing = {name: chunk(name, e) for name, e in incoming.lists.items() if e}
         admitted: set[bytes] = set()
@@ -391,14 +439,20 @@ class ExecutionCollection(ResourceCollection[Execution]):
             if doc is None:
                 raise NotFound(self.kind.label, execution_id, field=field)
             parts = self._parts(doc)
+            extra = guard(doc, parts.head) if guard is not None else None
             for name, new_chunk in replacing.items():
                 if new_chunk != parts.chunks[name]:
                     admit_new(name, parts.chunks[name])
             head = parts.head
             change(head)
+            seal_execution(head, self.secrets)  # a no-op unless stored in clear before
             encoded_head = head.SerializeToString(deterministic=True)
             chunks = {**parts.chunks, **replacing}
-            fields: Document = {**self.index_fields(head), "resource": encoded_head}
+            fields: Document = {
+                **(extra or {}),
+                **self.index_fields(head),
+                "resource": encoded_head,
+            }
             changed = {
                 name: chunks[name]
                 for name in LISTS
@@ -410,6 +464,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
                 await self.segments.delete(spilled.written)
                 return None
             await self.segments.delete(spilled.obsolete)
-            return MergedStatus(head, assemble(encoded_head, chunks.values()), chunks)
+            shown = self._presented_head(head, encoded_head)
+            return MergedStatus(head, assemble(shown, chunks.values()), chunks, shown)
 
         return await self.compare_and_swap(execution_id, attempt)

@@ -19,6 +19,7 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
 from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_api
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 
+from worker.domain import fencing
 from worker.domain.agent_events import (
     AgentEvent,
     ModelTurnEnded,
@@ -41,6 +42,8 @@ class FakeOrchestratorPorts:
     instances: dict[str, instance_api.AgentInstance] = field(default_factory=dict)
     agents: dict[str, agent_api.Agent] = field(default_factory=dict)
     updates: list[tuple[str, execution_api.AgentExecutionStatus]] = field(default_factory=list)
+    update_metadata: list[dict[str, str]] = field(default_factory=list)
+    """The fencing metadata (`worker.domain.fencing`) each status update would carry."""
     session_updates: list[session_api.Session] = field(default_factory=list)
     down: bool = False
     executions: dict[str, execution_api.AgentExecution] = field(default_factory=dict)
@@ -70,6 +73,7 @@ class FakeOrchestratorPorts:
         copy = execution_api.AgentExecutionStatus()
         copy.CopyFrom(as_status(status))
         self.updates.append((execution_id, copy))
+        self.update_metadata.append(dict(fencing.update_metadata()))
 
     async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
         self._check()

@@ -16,7 +16,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, final_turn, tool_turn
-from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
+from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout, current_attempt
+from worker.domain import fencing
 from worker.run.attempt import AttemptControls
 from worker.run.service import GraphtonExecutions
 from worker.run.status_publisher import StatusPublisher
@@ -61,7 +62,9 @@ def make_activities(
         lambda execution_id: StatusPublisher(fake, execution_id, settings.status),
         NullLive(),
         attempt=AttemptControls(
-            heartbeat=lambda: activity.heartbeat, heartbeat_timeout=activity_heartbeat_timeout
+            heartbeat=lambda: activity.heartbeat,
+            heartbeat_timeout=activity_heartbeat_timeout,
+            run_attempt=current_attempt,
         ),
     )
     return RunnerActivities(fake, executions, LocalSandboxes(settings.sandbox_root))
@@ -290,3 +293,75 @@ async def test_disabled_live_events_get_only_phases_and_the_close(
         assert {"phase", "tool_start", "tool_end"} <= set(live.types)
     else:
         assert live.types == ["phase", "phase"], "a disabled stream gets no per-event work"
+
+
+@pytest.mark.parametrize(
+    "execution",
+    [
+        execution_api.AgentExecution(
+            metadata={"id": "aex-1"}, spec={"session_id": "ses-1", "message": " "}
+        ),
+        execution_api.AgentExecution(metadata={"id": "aex-1"}, spec={"message": "hi"}),
+    ],
+    ids=["empty-message", "neither-session-nor-agent"],
+)
+async def test_an_execution_failing_validation_is_pushed_failed(
+    tmp_path: Path, execution: execution_api.AgentExecution
+) -> None:
+    """An orchestrator that does not record failures itself would otherwise show it PENDING."""
+    fake = FakeOrchestratorPorts.with_agent()
+    acts = make_activities(tmp_path, fake, FakeRuntime())
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(acts.execute_graphton, execution, "t")
+    assert err.value.type == "InvalidInput"
+    [(execution_id, final)] = fake.updates
+    assert execution_id == "aex-1"
+    assert final.phase == enum_pb2.EXECUTION_FAILED
+    assert final.error == str(err.value.message)
+    assert final.completed_at
+
+
+async def test_an_execution_without_an_id_fails_without_a_push(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    acts = make_activities(tmp_path, fake, FakeRuntime())
+    with pytest.raises(ApplicationError):
+        await ActivityEnvironment().run(
+            acts.execute_graphton, execution_api.AgentExecution(spec={"message": "x"}), "t"
+        )
+    assert fake.updates == []
+
+
+async def test_the_heartbeat_counts_the_status_updates_that_landed(tmp_path: Path) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1), *tool_turn(2)], hang_after=True)
+    acts = make_activities(tmp_path, fake, runtime)
+    env = ActivityEnvironment()
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    task = asyncio.create_task(env.run(acts.execute_graphton, an_execution(), "t"))
+    try:
+        async with asyncio.timeout(10):
+            while not any(b["status_updates"] >= 1 for b in beats):
+                await asyncio.sleep(0.02)
+    finally:
+        env.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    counts = [b["status_updates"] for b in beats]
+    assert counts == sorted(counts)
+    assert counts[-1] <= len(fake.updates)
+
+
+async def test_every_status_update_names_the_activity_attempt_and_its_number(
+    tmp_path: Path,
+) -> None:
+    fake = FakeOrchestratorPorts.with_agent()
+    runtime = FakeRuntime([*tool_turn(1), *final_turn()], delay=0.05)
+    acts = make_activities(tmp_path, fake, runtime)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_run_id="run-42", attempt=3)
+    await env.run(acts.execute_graphton, an_execution(), "t")
+    assert len(fake.update_metadata) >= 2
+    assert {m[fencing.ATTEMPT_HEADER] for m in fake.update_metadata} == {"run-42/3"}
+    numbers = [int(m[fencing.SEQ_HEADER]) for m in fake.update_metadata]
+    assert numbers == sorted(set(numbers)), "numbers grow with every update"

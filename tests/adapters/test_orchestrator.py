@@ -29,6 +29,13 @@ from worker.adapters.orchestrator import (
     channel_options,
     translate_error,
 )
+from worker.domain.fencing import (
+    ATTEMPT_HEADER,
+    SEQ_HEADER,
+    RunAttempt,
+    attempt_bound,
+    update_numbered,
+)
 from worker.errors import (
     ConfigurationError,
     InvalidInput,
@@ -471,3 +478,21 @@ async def test_tls_with_a_custom_ca_file(fake: FakeOrchestrator, tmp_path: Path)
 
     assert agent.spec.instructions == "be brief"
     assert fake.calls[0].metadata["authorization"] == "Bearer " + API_KEY
+
+
+async def test_status_updates_name_their_attempt_and_number_and_nothing_else_does(
+    client: GrpcOrchestrator, fake: FakeOrchestrator
+) -> None:
+    status = execution_api.AgentExecutionStatus(phase=execution_enum.EXECUTION_IN_PROGRESS)
+    with attempt_bound(RunAttempt("run-7", 2)):
+        with update_numbered(5):
+            await client.update_status("aex-1", status)
+        await client.get_agent("agt-1")
+    await client.update_status("aex-1", status)  # outside an attempt: the January request
+
+    fenced, other, bare = fake.calls
+    assert fenced.metadata[ATTEMPT_HEADER] == "run-7/2"
+    assert fenced.metadata[SEQ_HEADER] == "5"
+    assert ATTEMPT_HEADER not in other.metadata
+    assert ATTEMPT_HEADER not in bare.metadata
+    assert SEQ_HEADER not in bare.metadata

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
+from stigmer_stub import settings as stub_settings
 from worker import settings_doc
 from worker.observability.metrics import Metrics
 
@@ -66,10 +67,11 @@ def test_check_mode_fails_on_a_stale_file_and_passes_after_write(tmp_path: Path)
 
 
 def names_in_code() -> set[str]:
-    """String constants and keyword names in the worker's source (log events and their fields,
-    readiness checks, ...), the devstack's endpoint names, and every metric sample name."""
+    """String constants and keyword names in the worker's and the stub's source (log events and
+    their fields, readiness checks, ...), the devstack's endpoint names, and every metric sample
+    name."""
     found: set[str] = set()
-    for root in ("worker", "devstack"):
+    for root in ("worker", "devstack", "stigmer_stub"):
         for path in (REPO / root).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -101,6 +103,16 @@ def log_events_in_code() -> set[str]:
     return events
 
 
+def stub_env_names() -> set[str]:
+    """Every environment name the stigmer stub's settings accept (docs describe it too)."""
+    return {
+        info.validation_alias
+        for cls in stub_settings._GROUPS.values()
+        for info in cls.model_fields.values()
+        if isinstance(info.validation_alias, str)
+    }
+
+
 def backticked(doc: str) -> set[str]:
     text = (REPO / doc).read_text(encoding="utf-8")
     return set(re.findall(r"`([^`\n]+)`", text))
@@ -124,7 +136,7 @@ def test_troubleshooting_cites_real_log_events() -> None:
 def test_environment_names_in_the_docs_are_settings(doc: str) -> None:
     phases = set(enum_pb2.ExecutionPhase.keys())
     names = {t for t in backticked(doc) if re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", t)}
-    unknown = sorted(names - accepted_env_names() - OTHER_ENV - phases)
+    unknown = sorted(names - accepted_env_names() - stub_env_names() - OTHER_ENV - phases)
     assert not unknown, f"{doc} names settings the worker does not read: {unknown}"
 
 

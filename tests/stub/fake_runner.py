@@ -27,6 +27,7 @@ from datetime import timedelta
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -104,11 +105,16 @@ class FakeRunner:
 
 @asynccontextmanager
 async def fake_runner(
-    temporal_address: str, namespace: str, task_queue: str, stub_address: str
+    temporal_address: str,
+    namespace: str,
+    task_queue: str,
+    stub_address: str,
+    *,
+    data_converter: DataConverter = DATA_CONVERTER,
 ) -> AsyncIterator[FakeRunner]:
     """A running fake runner worker polling `task_queue`."""
     client = await Client.connect(
-        temporal_address, namespace=namespace, data_converter=DATA_CONVERTER
+        temporal_address, namespace=namespace, data_converter=data_converter
     )
     async with StigmerClient(stub_address) as stub:
         runner = FakeRunner(stub)

@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from worker.activities.result import bounded_result
+from worker.domain.fencing import RunAttempt
 from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
 from worker.errors import InvalidInput, RunnerError
 from worker.logs import SECRETS
@@ -48,6 +49,17 @@ def attempts_left() -> bool:
     return policy.maximum_attempts == 0 or info.attempt < policy.maximum_attempts
 
 
+def current_attempt() -> RunAttempt | None:
+    """The running activity attempt: its workflow run and attempt number (1 on the first try).
+
+    Attempt numbers grow within a workflow run; a new run of the same workflow starts over, so
+    the orchestrator orders attempts within one run id (`worker.domain.fencing`)."""
+    info = activity.info()
+    if not info.workflow_run_id:
+        return None  # an activity started on its own, outside any workflow
+    return RunAttempt(run_id=info.workflow_run_id, number=info.attempt)
+
+
 def cancelled_by_worker_shutdown() -> bool:
     """Whether this activity is being cancelled because its worker is shutting down (the
     graceful window ran out), not because the workflow asked."""
@@ -71,6 +83,7 @@ def temporal_attempt() -> AttemptControls:
         attempts_left=attempts_left,
         worker_stopping=activity.wait_for_worker_shutdown,
         cancelled_by_shutdown=cancelled_by_worker_shutdown,
+        run_attempt=current_attempt,
     )
 
 

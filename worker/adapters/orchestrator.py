@@ -38,6 +38,7 @@ from grpc import aio
 
 from worker.adapters.auth import StaticToken, TokenProvider
 from worker.adapters.oauth import ClientCredentialsToken
+from worker.domain import fencing
 from worker.domain.status_wire import StatusPayload, update_request_bytes
 from worker.errors import (
     ConfigurationError,
@@ -228,10 +229,12 @@ class GrpcOrchestrator:
     # StatusSink
 
     async def update_status(self, execution_id: str, status: StatusPayload) -> None:
+        """One `updateStatus`, naming the attempt and update number (`fencing`) when known."""
         await self._call(
             "AgentExecutionCommandController/updateStatus",
             self._update_status_raw,
             update_request_bytes(execution_id, status),
+            extra_metadata=fencing.update_metadata(),
         )
 
     # ExecutionSource
@@ -296,7 +299,12 @@ class GrpcOrchestrator:
         return response.artifact
 
     async def _call(
-        self, method: str, rpc: aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+        self,
+        method: str,
+        rpc: aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        *,
+        extra_metadata: tuple[tuple[str, str], ...] = (),
     ) -> _Resp:
         token = await self._tokens.token()
         # A client span per call, its context sent along (W3C `traceparent`) so a traced
@@ -306,6 +314,7 @@ class GrpcOrchestrator:
         with client_call(f"/{_PACKAGES[service]}.{method}") as trace_context:
             if token:
                 trace_context.append(("authorization", "Bearer " + token))
+            trace_context.extend(extra_metadata)
             try:
                 return await rpc(request, timeout=self._timeout, metadata=tuple(trace_context))
             except aio.AioRpcError as err:

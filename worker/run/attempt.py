@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from worker.domain.fencing import RunAttempt
 from worker.run.heartbeat import HeartbeatFn
 
 
@@ -18,6 +19,10 @@ def _no_timeout() -> float | None:
 
 def _no(*_: object) -> bool:
     return False
+
+
+def _unknown() -> RunAttempt | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,3 +37,6 @@ class AttemptControls:
     """Returns when the worker begins to shut down (None: never)."""
     cancelled_by_shutdown: Callable[[], bool] = _no
     """Whether the current cancellation is the worker's own, not the user's."""
+    run_attempt: Callable[[], RunAttempt | None] = _unknown
+    """The attempt's workflow run and number, sent with every status update so the orchestrator
+    can fence stale attempts (None: unknown)."""

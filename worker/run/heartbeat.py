@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -37,8 +37,12 @@ class Progress:
     tool_calls: int = 0
     status_updates: int = 0
     started_monotonic: float = 0.0
+    updates_sent: Callable[[], int] | None = field(default=None, repr=False)
+    """Where `status_updates` comes from: the run's publisher, counting updates that landed."""
 
     def as_details(self) -> Mapping[str, Any]:
+        if self.updates_sent is not None:
+            self.status_updates = self.updates_sent()
         return {
             "execution_id": self.execution_id,
             "stage": self.stage,

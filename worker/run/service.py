@@ -50,9 +50,10 @@ from worker.domain.agent_events import (
     ToolEnded,
     ToolStarted,
 )
+from worker.domain.fencing import attempt_bound
 from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
-from worker.errors import RunnerError, WorkerShuttingDown
+from worker.errors import InvalidInput, RunnerError, WorkerShuttingDown
 from worker.logs import SECRETS
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import EventSpans
@@ -91,6 +92,11 @@ class AgentRuntime(Protocol):
 
 class StatusPublisherLike(Protocol):
     """Pushes one execution's status without making the run wait (`StatusPublisher`)."""
+
+    @property
+    def updates_sent(self) -> int:
+        """Status updates that reached the orchestrator so far."""
+        ...
 
     def start(self) -> None: ...
 
@@ -193,21 +199,47 @@ class GraphtonExecutions:
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
     ) -> execution_api.AgentExecutionStatus:
-        execution_id = validate(execution)
+        execution_id = execution.metadata.id.strip()
         progress = Progress(execution_id=execution_id, started_monotonic=time.monotonic())
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
         try:
-            async with heartbeating(
-                self._attempt.heartbeat(),
-                progress.as_details,
-                interval=beat_interval(
-                    self._settings.temporal.heartbeat_interval_seconds,
-                    self._attempt.heartbeat_timeout(),
-                ),
-            ):
-                return await self._run(execution, execution_id, thread_id, progress)
+            with attempt_bound(self._attempt.run_attempt()):
+                async with heartbeating(
+                    self._attempt.heartbeat(),
+                    progress.as_details,
+                    interval=beat_interval(
+                        self._settings.temporal.heartbeat_interval_seconds,
+                        self._attempt.heartbeat_timeout(),
+                    ),
+                ):
+                    try:
+                        validate(execution)
+                    except InvalidInput as err:
+                        progress.stage = "invalid"
+                        await self._report_invalid(execution_id, err)
+                        raise
+                    return await self._run(execution, execution_id, thread_id, progress)
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "thread_id")
+
+    async def _report_invalid(self, execution_id: str, err: InvalidInput) -> None:
+        """Push FAILED for an execution that fails the runner's own checks, so an orchestrator
+        that does not record failures itself does not show it PENDING forever. Without an id
+        there is nothing to report it on."""
+        log.warning("execution_invalid", error=str(err))
+        if not execution_id:
+            return
+        builder = StatusBuilder(redact=SECRETS.redact)
+        builder.fail(str(err))
+        final = builder.snapshot()
+        publisher = self._publishers(execution_id)
+        try:
+            landed = await _shielded(publisher.finish(final))
+        finally:
+            await publisher.aclose()
+        await _shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
+        await _shielded(self._live.close_stream(execution_id))
+        log.info("execution_finished", outcome="invalid", final_status_landed=landed)
 
     async def _run(
         self,
@@ -220,6 +252,7 @@ class GraphtonExecutions:
             user_message=execution.spec.message, redact=SECRETS.redact, limits=self._limits
         )
         publisher = self._publishers(execution_id)
+        progress.updates_sent = lambda: publisher.updates_sent
         async with AsyncExitStack() as stack:
             publisher.start()
             stack.push_async_callback(publisher.aclose)

@@ -26,6 +26,7 @@ from types import TracebackType
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 
+from worker.domain.fencing import update_numbered
 from worker.domain.status_wire import EncodedStatus, StatusPayload
 from worker.domain.update_policy import Clock, UpdatePolicy
 from worker.errors import RunnerError
@@ -153,6 +154,11 @@ class StatusPublisher:
     ) -> None:
         await self.aclose()
 
+    @property
+    def updates_sent(self) -> int:
+        """Status updates that reached the orchestrator so far (the heartbeat reports it)."""
+        return self.stats.sent
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(
@@ -279,9 +285,12 @@ class StatusPublisher:
             return _Outcome.DROPPED, "snapshot failed: " + repr(err)
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(
-                self._sink.update_status(self._execution_id, status), limit_seconds
-            )
+            # The number names this call within the attempt, so the orchestrator can refuse an
+            # older call that lands after it (`worker.domain.fencing`).
+            with update_numbered(self._seq):
+                await asyncio.wait_for(
+                    self._sink.update_status(self._execution_id, status), limit_seconds
+                )
         except TimeoutError:
             self.stats.failed += 1
             return _Outcome.RETRY, "final deadline passed during the call"
