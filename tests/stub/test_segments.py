@@ -169,3 +169,20 @@ def test_only_the_slices_from_a_changed_entry_on_are_cut_again() -> None:
     assert _unchanged_slices(refs, old, appended) == (3, sum(r["length"] for r in refs[:3]))
     assert _unchanged_slices(refs, old, changed) == (1, refs[0]["length"])
     assert _unchanged_slices(refs, old, chunk("messages", entries[1:])) == (0, 0)
+
+
+async def test_an_update_of_the_spec_keeps_the_sliced_lists_and_writes_no_slice(
+    stub: Stub, execution_id: str
+) -> None:
+    full = status(400)
+    await stub.client.update_status(execution_id, full)
+    before = await slice_ids(stub, execution_id)
+    stored = await stub.running.database.executions.get(execution_id)
+    stored.metadata.name = "renamed"
+
+    await stub.client.execution_commands.update(stored)
+
+    assert await slice_ids(stub, execution_id) == before
+    after = await stub.running.database.executions.get(execution_id)
+    assert after.metadata.name == "renamed"
+    assert list(after.status.messages) == list(full.messages)
