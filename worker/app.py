@@ -163,7 +163,9 @@ async def run(
             worker_stopping=activity.wait_for_worker_shutdown,
             cancelled_by_shutdown=cancelled_by_worker_shutdown,
             preparer=preparer,
-            content=OffloadSupport(orchestrator.content_store(), settings.content),
+            content=OffloadSupport(
+                orchestrator.content_store(), settings.content, meter=metrics.content_upload
+            ),
         )
         activities = RunnerActivities(
             orchestrator,
