@@ -36,6 +36,7 @@ from rich.live import Live
 from rich.text import Text
 
 from stigmer_cli.client import StigmerClient
+from stigmer_cli.whole import window_of
 
 log = structlog.get_logger(__name__)
 
@@ -264,10 +265,14 @@ class ExecutionView:
         todo_calls = [t.id for t in status.tool_calls if t.name == TODO_TOOL]
         todos_after = todo_calls[-1] if todo_calls else None
         todos_done = False
+        # A snapshot of a large execution is a window of its latest messages after a marker
+        # (docs/stub-rpcs.md): messages are keyed by their index in the whole transcript.
+        window = window_of(status.messages[0]) if status.messages else None
+        shift = window["omitted_messages"] - 1 if window else 0
         for index, message in enumerate(status.messages):
             if message.type != enum_pb2.MESSAGE_AI:
                 continue
-            changes += self._set_text(index, message.content)
+            changes += self._set_text(index + shift, message.content)
             for requested in message.tool_calls:
                 call = tools.pop(requested.id, None) or requested
                 changes += self._set_tool(call)

@@ -13,11 +13,27 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator
 
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from google.protobuf import json_format
 
 from stigmer_cli.client import StigmerClient
-from stigmer_stub.content import STORAGE_KEY_PREFIX
-from stigmer_stub.windows import window_of
+
+# The wire forms this module reads (docs/stub-rpcs.md); kept here rather than imported from the
+# server's modules, so the client side stands alone.
+WINDOW_MARKER_KEY = "stigmer_window"
+"""`AgentMessage.metadata` key of the marker that opens a windowed reply."""
+STORAGE_KEY_PREFIX = "executions/"
+"""Storage keys read `executions/<execution id>/content/<sha256>`."""
+
+
+def window_of(message: api_pb2.AgentMessage) -> dict[str, int] | None:
+    """The numbers of a windowed reply's marker message; None for any other message."""
+    if message.type != enum_pb2.MessageType.MESSAGE_SYSTEM:
+        return None
+    values = json_format.MessageToDict(message.metadata).get(WINDOW_MARKER_KEY)
+    if not isinstance(values, dict):
+        return None
+    return {str(key): int(value) for key, value in values.items()}
 
 
 class NoSuchToolCall(LookupError):

@@ -163,7 +163,9 @@ async def run(
             attempt=temporal_attempt(),
             metrics=metrics,
             preparer=preparer,
-            content=OffloadSupport(orchestrator.content_store(), settings.content),
+            content=OffloadSupport(
+                orchestrator.content_store(), settings.content, meter=metrics.content_upload
+            ),
         )
         activities = RunnerActivities(
             orchestrator,

@@ -149,6 +149,27 @@ def decode_execution(doc: Mapping[str, Any]) -> Execution:
     return Execution.FromString(encoded_execution(doc))
 
 
+def _unchanged_slices(previous: list[Ref], old: bytes, new: bytes) -> tuple[int, int]:
+    """How many leading slices of the stored list the new one keeps as they are, and where the
+    rest starts in `new`. Slices are cut greedily from the start, so slice k ends where it did
+    when the bytes up to the end of slice k + 1 are the same (its closing entry unchanged): a
+    byte comparison, without cutting or hashing the unchanged part again. (So a change in slice
+    k keeps slices before k - 1: the runner changes its last entries, in the last slice.)"""
+    ends: list[int] = []
+    total = 0
+    for ref in previous:
+        total += int(ref["length"])
+        ends.append(total)
+    if total != len(old):
+        return 0, 0  # references and bytes from different versions: cut everything again
+    for following in range(len(previous) - 1, 0, -1):
+        end = ends[following]
+        # Slices of bytes compare with memcmp (a memoryview compares item by item).
+        if end <= len(new) and new[:end] == old[:end]:
+            return following, ends[following - 1]
+    return 0, 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Spilled:
     fields: Document  # the list and slice-reference fields to write
@@ -201,22 +222,22 @@ class ExecutionCollection(ResourceCollection[Execution]):
         return None if doc is None else await self.hydrate(doc)
 
     async def _spill(
-        self,
-        execution_id: str,
-        stored: Mapping[str, Any],
-        changed: Mapping[str, bytes],
-        arrived: Mapping[str, list[bytes]] | None = None,
+        self, execution_id: str, stored: Mapping[str, Any], changed: Mapping[str, bytes]
     ) -> _Spilled:
         """The fields that write `changed` lists: a short one in its list field, a long one as
-        slices (written now) referenced from its slice field."""
+        slices (written now) referenced from its slice field. `stored` is the hydrated
+        document before the write."""
         fields: Document = {}
         written: list[str] = []
         obsolete: list[str] = []
         for name, new_chunk in changed.items():
             previous: list[Ref] = list(stored.get(SEGMENT_FIELDS[name]) or [])
             if len(new_chunk) > SPILL_BYTES:
-                listed = (arrived or {}).get(name) or entries(name, new_chunk)
-                refs, fresh = await self.segments.write(execution_id, name, listed, previous)
+                old_chunk = bytes(stored.get(LIST_FIELDS[name]) or b"")
+                keep, offset = _unchanged_slices(previous, old_chunk, new_chunk)
+                tail = entries(name, new_chunk[offset:]) if offset < len(new_chunk) else []
+                more, fresh = await self.segments.write(execution_id, name, tail, previous[keep:])
+                refs = previous[:keep] + more
                 fields[LIST_FIELDS[name]] = b""
                 fields[SEGMENT_FIELDS[name]] = refs
                 written += fresh
@@ -458,7 +479,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
                 for name in LISTS
                 if parts.legacy or chunks[name] != parts.chunks[name]
             }
-            spilled = await self._spill(execution_id, doc, changed, incoming.lists)
+            spilled = await self._spill(execution_id, doc, changed)
             fields.update(spilled.fields)
             if not await self.set_fields(head, parts.version, fields):
                 await self.segments.delete(spilled.written)

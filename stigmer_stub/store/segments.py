@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -40,28 +42,22 @@ Ref = dict[str, Any]
 Document = dict[str, Any]
 
 
-def _cost(entry: bytes) -> int:
-    n, length = len(entry), 1
-    while n >= 0x80:
-        n >>= 7
-        length += 1
-    return 1 + length + len(entry)
+_FRAMING = 6
+"""Tag and length of an entry within a slice, at most (entries are under 2 GiB)."""
 
 
 def slices(entries: Sequence[bytes], limit: int = SLICE_BYTES) -> list[list[bytes]]:
-    """`entries` cut from the first into runs of at most `limit` encoded bytes."""
+    """`entries` cut from the first into runs of at most `limit` encoded bytes (counting each
+    entry's framing as its largest possible size; an entry larger than `limit` is a run of its
+    own). Deterministic, so an unchanged start cuts the same."""
+    ends = list(accumulate(len(entry) + _FRAMING for entry in entries))
     out: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = 0
-    for entry in entries:
-        cost = _cost(entry)
-        if current and size + cost > limit:
-            out.append(current)
-            current, size = [], 0
-        current.append(entry)
-        size += cost
-    if current:
-        out.append(current)
+    start, base = 0, 0
+    while start < len(entries):
+        stop = max(bisect_right(ends, base + limit, lo=start), start + 1)
+        out.append(list(entries[start:stop]))
+        base = ends[stop - 1]
+        start = stop
     return out
 
 

@@ -124,3 +124,19 @@ async def test_offloading_can_be_switched_off() -> None:
     )
     assert await support.for_execution("aex-1") is None
     assert fake.content is not None and fake.content.stats == 0
+
+
+async def test_each_upload_is_metered_by_result_and_bytes() -> None:
+    store = FakeContentStore()
+    metered: list[tuple[str, int]] = []
+    text = "m" * 50_000
+    for _ in range(2):  # the second attempt finds it stored
+        offloader = ContentOffloader(
+            store,
+            "aex-1",
+            SETTINGS,
+            backoff_seconds=0.0,
+            meter=lambda result, sent: metered.append((result, sent)),
+        )
+        await offload_and_drain(offloader, text)
+    assert metered == [("uploaded", 50_000), ("already_stored", 0)]

@@ -423,3 +423,23 @@ def test_the_status_usage_counts_helper_calls_the_turns_do_not_show() -> None:
     run.status.usage.total.output_tokens = 14
     view.apply_snapshot(run.snapshot())
     assert (view.input_tokens, view.output_tokens) == (160, 14)
+
+
+def test_a_windowed_snapshot_keys_its_messages_by_their_place_in_the_whole_transcript() -> None:
+    from stigmer_stub.windows import bounded
+
+    execution = api_pb2.AgentExecution()
+    execution.metadata.id = "aex-1"
+    execution.status.phase = e.EXECUTION_IN_PROGRESS
+    for i in range(30):
+        execution.status.messages.add(type=e.MESSAGE_AI, content=f"{i}:" + "x" * 10_000)
+    view = ExecutionView("aex-1")
+    view.apply_snapshot(execution)
+    execution.status.messages[29].content += " and more"
+
+    windowed = bounded(execution, 64 * 1024)
+    changes = view.apply_snapshot(windowed)
+
+    assert len(windowed.status.messages) < 30  # a marker and the latest messages
+    assert changes == [TextAppended(29, " and more")]
+    assert view.texts[29].endswith(" and more")

@@ -150,6 +150,8 @@ async def test_metrics_exposes_the_named_series(harness: Harness) -> None:
     m.tokens_used("claude-sonnet-4", input_tokens=100, output_tokens=40)
     m.sandbox_preparation.observe(0.3)
     m.skill_preparation.observe(0.1)
+    m.content_upload("uploaded", 3_000_000)
+    m.content_upload("already_stored", 0)
     with harness.in_flight.track("aex-1"):
         status, text = await harness.get("/metrics")
     assert status == 200
@@ -167,6 +169,10 @@ async def test_metrics_exposes_the_named_series(harness: Harness) -> None:
         "agent_runner_sandbox_preparation_seconds_count 1.0",
         "agent_runner_skill_preparation_seconds_count 1.0",
         "agent_runner_executions_in_flight 1.0",
+        'agent_runner_content_uploads_total{result="uploaded"} 1.0',
+        'agent_runner_content_uploads_total{result="already_stored"} 1.0',
+        'agent_runner_content_uploads_total{result="failed"} 0.0',
+        "agent_runner_content_upload_bytes_total 3e+06",
     ):
         assert line in text.splitlines(), line
 

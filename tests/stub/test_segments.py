@@ -148,3 +148,41 @@ async def test_an_update_reply_stays_within_the_reply_budget(stub: Stub, executi
 
     assert reply.ByteSize() <= 4 * 1024 * KiB
     assert window_of(reply.status.messages[0]) is not None
+
+
+def test_only_the_slices_from_a_changed_entry_on_are_cut_again() -> None:
+    import hashlib
+
+    from stigmer_stub.status_wire import chunk
+    from stigmer_stub.store.executions import _unchanged_slices
+
+    entries = [bytes([i % 251]) * (100 * KiB) for i in range(40)]  # four slices of ten
+    refs = []
+    for part in slices(entries):
+        data = chunk("messages", part)
+        refs.append({"id": "x", "sha256": hashlib.sha256(data).hexdigest(), "length": len(data)})
+    old = chunk("messages", entries)
+    appended = chunk("messages", [*entries, b"new"])
+    changed = chunk("messages", [*entries[:25], b"edited", *entries[26:]])  # in the third
+
+    assert len(refs) == 4
+    assert _unchanged_slices(refs, old, appended) == (3, sum(r["length"] for r in refs[:3]))
+    assert _unchanged_slices(refs, old, changed) == (1, refs[0]["length"])
+    assert _unchanged_slices(refs, old, chunk("messages", entries[1:])) == (0, 0)
+
+
+async def test_an_update_of_the_spec_keeps_the_sliced_lists_and_writes_no_slice(
+    stub: Stub, execution_id: str
+) -> None:
+    full = status(400)
+    await stub.client.update_status(execution_id, full)
+    before = await slice_ids(stub, execution_id)
+    stored = await stub.running.database.executions.get(execution_id)
+    stored.metadata.name = "renamed"
+
+    await stub.client.execution_commands.update(stored)
+
+    assert await slice_ids(stub, execution_id) == before
+    after = await stub.running.database.executions.get(execution_id)
+    assert after.metadata.name == "renamed"
+    assert list(after.status.messages) == list(full.messages)

@@ -112,3 +112,14 @@ def test_only_a_marker_reads_as_a_window() -> None:
     plain.metadata.update({"other": 1})
 
     assert window_of(plain) is None
+
+
+def test_the_client_reads_the_marker_the_server_writes() -> None:
+    from stigmer_stub import whole
+
+    whole_execution = execution(100, 100, 1000)
+    head, lists = parts(whole_execution)
+    sent = api_pb2.AgentExecution.FromString(whole_or_window(head, lists, 64 * KiB))
+
+    assert whole.window_of(sent.status.messages[0]) == window_of(sent.status.messages[0])
+    assert whole.window_of(sent.status.messages[1]) is None

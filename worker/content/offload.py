@@ -32,6 +32,8 @@ from worker.settings import ContentSettings
 log = structlog.get_logger(__name__)
 
 OnSettled = Callable[[ContentRef], None]
+UploadMeter = Callable[[str, int], None]
+"""Told each content's result (`uploaded`, `already_stored`, `failed`) and the bytes it sent."""
 
 _ATTEMPTS = 4
 _BACKOFF_SECONDS = 0.5
@@ -64,6 +66,7 @@ class ContentOffloader:
         *,
         on_any_settled: Callable[[], None] | None = None,
         backoff_seconds: float = _BACKOFF_SECONDS,
+        meter: UploadMeter | None = None,
     ) -> None:
         self._store = store
         self._execution_id = execution_id
@@ -71,6 +74,7 @@ class ContentOffloader:
         self._preview = settings.preview_bytes
         self._on_any_settled = on_any_settled
         self._backoff = backoff_seconds
+        self._meter = meter
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_hash: dict[str, asyncio.Future[api_pb2.ToolCallOutputRef | None]] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_UPLOADS)
@@ -129,6 +133,7 @@ class ContentOffloader:
     async def _store_one(self, text: str, ref: ContentRef, on_settled: OnSettled) -> None:
         stored: api_pb2.ToolCallOutputRef | None = None
         digest = ""
+        before = (self.stats.uploaded, self.stats.bytes_sent)
         try:
             data, digest = await asyncio.to_thread(_encode, text)
             ref.size_bytes = len(data)
@@ -162,6 +167,10 @@ class ContentOffloader:
             stored = None
         if stored is None:
             self.stats.failed += 1
+        if self._meter is not None:
+            uploaded = self.stats.uploaded > before[0]
+            result = "failed" if stored is None else "uploaded" if uploaded else "already_stored"
+            self._meter(result, self.stats.bytes_sent - before[1])
         ref.settle(stored, digest)
         try:
             on_settled(ref)
@@ -257,9 +266,16 @@ class ContentOffloader:
 class OffloadSupport:
     """Whether the orchestrator stores content (§7), learned once per process."""
 
-    def __init__(self, store: ContentStore | None, settings: ContentSettings) -> None:
+    def __init__(
+        self,
+        store: ContentStore | None,
+        settings: ContentSettings,
+        *,
+        meter: UploadMeter | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._meter = meter
         self._known: bool | None = None if (store is not None and settings.offload) else False
         self._lock = asyncio.Lock()
         if store is not None and not settings.offload:
@@ -304,4 +320,4 @@ class OffloadSupport:
     async def for_execution(self, execution_id: str) -> ContentOffloader | None:
         if self._store is None or not await self.available():
             return None
-        return ContentOffloader(self._store, execution_id, self._settings)
+        return ContentOffloader(self._store, execution_id, self._settings, meter=self._meter)

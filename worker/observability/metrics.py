@@ -97,6 +97,8 @@ class Metrics:
       `agent_runner_status_update_latency_seconds`: `updateStatus` RPCs
     - `agent_runner_tokens_total{model, kind}`: model tokens, kind=input|output
     - `agent_runner_sandbox_preparation_seconds`, `agent_runner_skill_preparation_seconds`
+    - `agent_runner_content_uploads_total{result}`, `agent_runner_content_upload_bytes_total`:
+      large contents handed to the orchestrator, result=uploaded|already_stored|failed
     """
 
     def __init__(
@@ -179,6 +181,22 @@ class Metrics:
             buckets=PREPARATION_BUCKETS,
             registry=r,
         )
+        self.content_uploads = Counter(
+            "content_uploads",
+            "Large contents handed to the orchestrator, by result "
+            "(uploaded|already_stored|failed).",
+            ["result"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for result in ("uploaded", "already_stored", "failed"):
+            self.content_uploads.labels(result=result)
+        self.content_upload_bytes = Counter(
+            "content_upload_bytes",
+            "Bytes of content sent in uploadContent chunks.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         if temporal is not None:
             r.register(temporal)
 
@@ -192,6 +210,11 @@ class Metrics:
     def status_update(self, *, ok: bool, seconds: float) -> None:
         (self.status_updates_sent if ok else self.status_updates_failed).inc()
         self.status_update_latency.observe(seconds)
+
+    def content_upload(self, result: str, sent_bytes: int) -> None:
+        self.content_uploads.labels(result=result).inc()
+        if sent_bytes > 0:
+            self.content_upload_bytes.inc(sent_bytes)
 
     def tokens_used(self, model: str, *, input_tokens: int = 0, output_tokens: int = 0) -> None:
         # Unknown models still count; an empty label would merge them with each other.
