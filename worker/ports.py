@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
@@ -58,6 +59,19 @@ class LiveEvents(Protocol):
     async def publish(self, execution_id: str, event: Mapping[str, Any]) -> None: ...
 
     async def close_stream(self, execution_id: str) -> None: ...
+
+
+class RunControl(Protocol):
+    """What approval gates and pause need of the orchestrator (contract §7)."""
+
+    async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
+        """The execution as stored now (decisions, the requested transition), not as the
+        workflow passed it at create time."""
+        ...
+
+    async def supports_run_control(self) -> bool:
+        """Whether the orchestrator serves the §7 run-control RPCs (asked once per process)."""
+        ...
 
 
 class Orchestrator(StatusSink, SessionStore, AgentCatalog, Protocol):

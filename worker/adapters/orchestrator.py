@@ -13,11 +13,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
+import structlog
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_command
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_command_grpc
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
+from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query_grpc
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.agentinstance.v1 import io_pb2 as instance_io
 from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
@@ -48,12 +52,15 @@ from worker.logs import SECRETS
 from worker.observability.tracing import client_call
 from worker.settings import BackendSettings, Settings
 
+log = structlog.get_logger(__name__)
+
 UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
     execution_command.DESCRIPTOR.services_by_name["AgentExecutionCommandController"].full_name
 )
 
 _PACKAGES: Mapping[str, str] = {
     "AgentExecutionCommandController": execution_command.DESCRIPTOR.package,
+    "AgentExecutionQueryController": execution_command.DESCRIPTOR.package,
     "SessionQueryController": session_api.DESCRIPTOR.package,
     "SessionCommandController": session_api.DESCRIPTOR.package,
     "AgentInstanceQueryController": instance_api.DESCRIPTOR.package,
@@ -173,6 +180,8 @@ class GrpcOrchestrator:
         self._update_status_raw: aio.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
             UPDATE_STATUS_METHOD
         )
+        self._execution_query = execution_query_grpc.AgentExecutionQueryControllerStub(ch)
+        self._run_control: bool | None = None
         self._session_query = session_query.SessionQueryControllerStub(ch)
         self._session_command = session_command.SessionCommandControllerStub(ch)
         self._instance_query = instance_query.AgentInstanceQueryControllerStub(ch)
@@ -218,6 +227,38 @@ class GrpcOrchestrator:
             self._update_status_raw,
             update_request_bytes(execution_id, status),
         )
+
+    # RunControl
+
+    async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
+        return await self._call(
+            "AgentExecutionQueryController/get",
+            self._execution_query.get,
+            execution_io.AgentExecutionId(value=execution_id),
+        )
+
+    async def supports_run_control(self) -> bool:
+        """Probe §7 once: `submitApproval` with an empty input. An orchestrator without it
+        answers UNIMPLEMENTED; one with it refuses the empty input (INVALID_ARGUMENT, NOT_FOUND,
+        ...) and changes nothing. An unreachable orchestrator raises `Unavailable` and is asked
+        again next time."""
+        if self._run_control is None:
+            try:
+                await self._call(
+                    "AgentExecutionCommandController/submitApproval",
+                    self._executions.submitApproval,
+                    execution_io.SubmitApprovalInput(),
+                )
+                supported = True
+            except ConfigurationError:  # UNIMPLEMENTED
+                supported = False
+            except Unavailable:
+                raise
+            except RunnerError:
+                supported = True
+            self._run_control = supported
+            log.info("orchestrator_run_control", supported=supported, endpoint=self._endpoint)
+        return self._run_control
 
     # SessionStore
 
@@ -295,3 +336,4 @@ if TYPE_CHECKING:
     _SESSIONS: type[ports.SessionStore] = GrpcOrchestrator
     _CATALOG: type[ports.AgentCatalog] = GrpcOrchestrator
     _SKILLS: type[ports.SkillStore] = GrpcOrchestrator
+    _RUN_CONTROL: type[ports.RunControl] = GrpcOrchestrator

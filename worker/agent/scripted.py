@@ -35,7 +35,9 @@ Scripts:
   then an answer (benchmarks, resume tests). Each step costs about 7 graph super-steps (the model,
   Graphton's after-model middleware, the tool), so give it a recursion limit of `7 * turns + 20`;
 - `delegate`: two `task` calls in one turn (sub-agents running concurrently), then an answer;
-- `subagent`: what a delegated sub-agent does: looks at the workspace, then reports.
+- `subagent`: what a delegated sub-agent does: looks at the workspace, then reports;
+- `approval`: asks to run `execute` with `rm -rf build && echo cleaned` (a call an approval gate
+  stops), then answers with exactly what the tool returned, so a rejection's comment shows up.
 """
 
 from __future__ import annotations
@@ -341,6 +343,19 @@ def subagent(turn: Turn) -> Step:
     )
 
 
+APPROVAL_COMMAND = "rm -rf build && echo cleaned"
+
+
+def approval(turn: Turn) -> Step:
+    if turn.step == 0:
+        return Step(
+            "I'll clean the build directory first.",
+            (Call("execute", {"command": APPROVAL_COMMAND}),),
+        )
+    result = turn.result_of("execute")
+    return Step(result.text if result is not None else "The command returned nothing.")
+
+
 SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "demo": demo,
     "quick": quick,
@@ -349,6 +364,7 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "long": long,
     "delegate": delegate,
     "subagent": subagent,
+    "approval": approval,
 }
 _DELEGATING = frozenset({"demo", "delegate"})
 

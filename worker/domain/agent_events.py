@@ -78,10 +78,46 @@ class ToolEnded:
     sub_agent_id: str = ""
 
 
-AgentEvent: TypeAlias = TokenDelta | ModelTurnEnded | ToolStarted | ToolEnded
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """A gated tool call stopped before it ran: it waits for a person's decision.
+
+    `message` is the approver's text, filled and redacted (`worker.domain.approvals`)."""
+
+    tool_call_id: str
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    message: str = ""
+    sub_agent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecided:
+    """A person's decision on a gated call (`action`: an `ApprovalAction` number), as recorded
+    by the orchestrator; the comment is what the model gets when the tool does not run."""
+
+    tool_call_id: str
+    action: int
+    comment: str = ""
+    approved_by: str = ""
+    decided_at: str = ""
+    sub_agent_id: str = ""
+
+
+AgentEvent: TypeAlias = (
+    TokenDelta | ModelTurnEnded | ToolStarted | ToolEnded | ApprovalRequested | ApprovalDecided
+)
 
 EVENT_TYPES: Mapping[str, type[AgentEvent]] = {
-    cls.__name__: cls for cls in (TokenDelta, ModelTurnEnded, ToolStarted, ToolEnded)
+    cls.__name__: cls
+    for cls in (
+        TokenDelta,
+        ModelTurnEnded,
+        ToolStarted,
+        ToolEnded,
+        ApprovalRequested,
+        ApprovalDecided,
+    )
 }
 
 

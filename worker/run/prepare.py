@@ -52,6 +52,8 @@ class Prepared:
     subagents: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What the user should know about the preparation (degraded skills, isolation)."""
+    mcp_servers: dict[str, str] = field(default_factory=dict)
+    """Each MCP tool's server, by tool name (approval policies name MCP tools `<server>/<tool>`)."""
 
 
 class Preparer(Protocol):
@@ -132,6 +134,9 @@ class SpecPreparer:
                 tools=mcp.tools(),
                 subagents=subagents,
                 notes=notes,
+                mcp_servers={
+                    tool.name: server for server, tools in mcp.by_server.items() for tool in tools
+                },
             )
 
     def _timed(self, what: str) -> AbstractContextManager[Any]:
