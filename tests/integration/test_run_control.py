@@ -10,6 +10,7 @@ ExecuteGraphton again. The scripted model plays `approval` (asks to run `execute
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -69,7 +70,12 @@ class Harness:
         )
 
     async def start(
-        self, execution_id: str, session_id: str, *, auto_approve_all: bool = False
+        self,
+        execution_id: str,
+        session_id: str,
+        *,
+        auto_approve_all: bool = False,
+        run: int = 1,
     ) -> WorkflowHandle[InvokeWithGatesForTest, execution_api.AgentExecutionStatus]:
         execution = execution_api.AgentExecution(
             api_version="agentic.stigmer.ai/v1",
@@ -81,13 +87,14 @@ class Harness:
                 "auto_approve_all": auto_approve_all,
             },
         )
-        stored = execution_api.AgentExecution()
-        stored.CopyFrom(execution)  # the orchestrator stores it at create time
-        self.fake.executions[execution_id] = stored
+        if execution_id not in self.fake.executions:
+            stored = execution_api.AgentExecution()
+            stored.CopyFrom(execution)  # the orchestrator stores it at create time
+            self.fake.executions[execution_id] = stored
         return await self.client.start_workflow(
             InvokeWithGatesForTest.run,
             args=[execution, self.queue],
-            id=f"test/run-control/{execution_id}",
+            id=f"test/run-control/{execution_id}/{run}",
             task_queue=self.queue + "-workflows",
             result_type=execution_api.AgentExecutionStatus,
         )
@@ -126,8 +133,10 @@ class Harness:
         ]
 
 
-@pytest.fixture
-async def harness(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running(
+    stack: Endpoints, tmp_path: Path, extra: dict[str, str] | None = None
+) -> AsyncIterator[Harness]:
     fake = FakeOrchestrator(run_control=True)
     server, port = await start_fake_orchestrator(fake)
     queue = "rc-" + uuid.uuid4().hex[:8]
@@ -139,6 +148,7 @@ async def harness(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Harness]:
             "STIGMER_AGENT_RUNNER_DATA_DIR": str(tmp_path),
             "HEALTH_PORT": "0",
             "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
+            **(extra or {}),
         }
     )
     stop = asyncio.Event()
@@ -154,6 +164,12 @@ async def harness(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Harness]:
     stop.set()
     await asyncio.wait_for(worker_task, 30)
     await server.stop(None)
+
+
+@pytest.fixture
+async def harness(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running(stack, tmp_path) as ready:
+        yield ready
 
 
 def answer(status: execution_api.AgentExecutionStatus) -> str:
@@ -327,3 +343,53 @@ async def test_a_gated_call_fails_closed_under_a_january_orchestrator(harness: H
         for call in update.tool_calls:
             assert call.status <= enum_pb2.TOOL_CALL_FAILED, "no §7 tool status either"
             assert not call.requires_approval
+
+
+STEPS = 12
+
+
+def _shell_log(root: Path) -> list[str]:
+    """The words the `long` script's shell steps appended to the session's workspace log."""
+    (log_file,) = root.rglob("long-run.log")
+    return log_file.read_text().split()
+
+
+async def test_a_paused_run_stops_at_a_safe_point_and_resumes_every_step_once(
+    stack: Endpoints, tmp_path: Path
+) -> None:
+    # Slow tokens, so the pause lands in the middle of the run.
+    async with running(stack, tmp_path, {"STIGMER_SCRIPTED_TOKEN_DELAY_MS": "25"}) as harness:
+        harness.agent("ses-pause", f"long:{STEPS}")
+        first = await harness.start("aex-pause", "ses-pause")
+        await harness.until(
+            "aex-pause",
+            lambda s: sum(c.status == enum_pb2.TOOL_CALL_COMPLETED for c in s.tool_calls) >= 2,
+        )
+        harness.fake.request_pause("aex-pause")
+        await first.cancel()
+        paused = await harness.until("aex-pause", lambda s: s.phase == enum_pb2.EXECUTION_PAUSED)
+        assert not paused.error
+        assert paused.tool_calls
+        assert all(c.status == enum_pb2.TOOL_CALL_COMPLETED for c in paused.tool_calls), (
+            "stopped at a safe point: no call outstanding"
+        )
+        done_before = len(paused.tool_calls)
+        assert done_before < STEPS
+        # Nothing runs while paused.
+        pushed = len(harness.updates("aex-pause"))
+        await asyncio.sleep(3)
+        assert len(harness.updates("aex-pause")) == pushed
+        assert harness.stored("aex-pause").phase == enum_pb2.EXECUTION_PAUSED
+
+        del harness.fake.executions["aex-pause"].metadata.annotations[
+            "stigmer.ai/requested-transition"
+        ]
+        final = await (await harness.start("aex-pause", "ses-pause", run=2)).result()
+
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    steps = [c for c in final.tool_calls if c.name == "execute"]
+    assert len(steps) == STEPS
+    assert all(c.status == enum_pb2.TOOL_CALL_COMPLETED for c in steps)
+    assert _shell_log(tmp_path) == [w for n in range(1, STEPS + 1) for w in ("step", str(n))], (
+        "every step ran exactly once across the pause"
+    )
