@@ -51,11 +51,18 @@ def _throughput(args: argparse.Namespace) -> Result:
     return run(quick=args.quick)
 
 
+def _cancel(args: argparse.Namespace) -> Result:
+    from bench.cancel_latency import run
+
+    return run(quick=args.quick)
+
+
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     "builder": ("StatusBuilder throughput", _builder),
     "pipeline": ("Status pipeline", _pipeline),
     "overhead": ("Overhead of an ExecuteGraphton run", _overhead),
     "throughput": ("Throughput end to end", _throughput),
+    "cancel": ("Cancel latency", _cancel),
 }
 
 
