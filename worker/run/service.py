@@ -34,6 +34,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
 from worker.adapters.live_events import (
+    approval_event,
     phase_event,
     sub_agent_event,
     todo_event,
@@ -43,6 +44,7 @@ from worker.adapters.live_events import (
 )
 from worker.domain.agent_events import (
     AgentEvent,
+    ApprovalDecided,
     ApprovalRequested,
     ModelTurnEnded,
     TokenDelta,
@@ -153,6 +155,24 @@ def live_events(
                 for todo in builder.snapshot().todos.values()
             )
         return out
+    if isinstance(event, ApprovalRequested):
+        return [
+            approval_event(
+                event.tool_call_id,
+                event.name,
+                "WAITING_APPROVAL",
+                message=event.message,
+            )
+        ]
+    if isinstance(event, ApprovalDecided):
+        action = enum_pb2.ApprovalAction.Name(enum_pb2.ApprovalAction.ValueType(event.action))
+        runs = event.action in (
+            enum_pb2.APPROVAL_ACTION_APPROVE,
+            enum_pb2.APPROVAL_ACTION_APPROVE_ALL,
+        )
+        return [
+            approval_event(event.tool_call_id, "", "PENDING" if runs else "SKIPPED", action=action)
+        ]
     if isinstance(event, ToolEnded):
         failed = bool(event.error)
         out = [
