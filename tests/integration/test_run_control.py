@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from google.protobuf import json_format
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -87,6 +89,12 @@ class Harness:
                 "auto_approve_all": auto_approve_all,
             },
         )
+        return await self.launch(execution, run)
+
+    async def launch(
+        self, execution: execution_api.AgentExecution, run: int = 1
+    ) -> WorkflowHandle[InvokeWithGatesForTest, execution_api.AgentExecutionStatus]:
+        execution_id = execution.metadata.id
         if execution_id not in self.fake.executions:
             stored = execution_api.AgentExecution()
             stored.CopyFrom(execution)  # the orchestrator stores it at create time
@@ -170,6 +178,23 @@ async def running(
 async def harness(stack: Endpoints, tmp_path: Path) -> AsyncIterator[Harness]:
     async with running(stack, tmp_path) as ready:
         yield ready
+
+
+# An execution as a TypeScript orchestrator of the January contract sends it: ProtoJSON with
+# camelCase names, enum names, and default values written out.
+TS_EXECUTION = {
+    "apiVersion": "agentic.stigmer.ai/v1",
+    "kind": "AgentExecution",
+    "metadata": {"id": "aex-ts", "name": "", "labels": {}, "annotations": {}, "tags": []},
+    "spec": {
+        "sessionId": "ses-ts",
+        "agentId": "",
+        "message": "Clean the build directory.",
+        "executionConfig": {"modelName": ""},
+        "runtimeEnv": {},
+    },
+    "status": {"phase": "EXECUTION_PENDING", "messages": [], "toolCalls": [], "error": ""},
+}
 
 
 def answer(status: execution_api.AgentExecutionStatus) -> str:
@@ -392,4 +417,27 @@ async def test_a_paused_run_stops_at_a_safe_point_and_resumes_every_step_once(
     assert all(c.status == enum_pb2.TOOL_CALL_COMPLETED for c in steps)
     assert _shell_log(tmp_path) == [w for n in range(1, STEPS + 1) for w in ("step", str(n))], (
         "every step ran exactly once across the pause"
+    )
+
+
+async def test_a_january_typescript_orchestrator_drives_an_ungated_agent_as_before(
+    harness: Harness,
+) -> None:
+    harness.fake.run_control = False
+    harness.agent("ses-ts", "approval")
+    execution = json_format.Parse(json.dumps(TS_EXECUTION), execution_api.AgentExecution())
+    final = await (await harness.launch(execution)).result()
+
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    assert answer(final).strip() == "cleaned"
+    updates = harness.updates("aex-ts")
+    assert updates
+    for update in updates:
+        assert update.phase <= enum_pb2.EXECUTION_CANCELLED
+        calls = [*update.tool_calls, *(c for m in update.messages for c in m.tool_calls)]
+        for call in calls:
+            assert call.status <= enum_pb2.TOOL_CALL_FAILED
+            assert max(f.number for f, _ in call.ListFields()) < 10, "no §7 ToolCall field"
+    assert not [c for c in harness.fake.calls if c.method == "getExecution"], (
+        "an ungated run asks the orchestrator nothing new"
     )

@@ -33,6 +33,12 @@ part of the turn already in the checkpoint is replayed as events, so a fresh Sta
 rebuilds the transcript. When the turn already completed and `message_id` matches, only the replay
 happens. Otherwise the message is sent as a new human turn.
 
+Approval gates: with a gate (`worker.agent.approval_gate`), a run that reaches a gated call stops
+at the gate's interrupt and `astream` ends; `stream_agent` then reads the interrupts from the
+checkpoint and closes with one `ApprovalRequested` per waiting call. The next attempt finds the
+checkpoint stopped at those interrupts and resumes with `Command(resume=...)` once every waiting
+call has a decision (interrupt id → that gate's decisions, so parallel sub-agents resume at once).
+
 Durability is `sync`: each step's checkpoint is written before the next step starts. With
 LangGraph's default (`async`) the writes trail the run, and a worker killed mid-run was seen to
 lose many steps of a fast run, which a resume would then execute again (tool calls included). The

@@ -16,6 +16,11 @@ status stays IN_PROGRESS and `WorkerShuttingDown` (retryable) ends the attempt, 
 resumes it at once. A run on its last attempt keeps going for the whole graceful window instead.
 Either way, a cancellation that comes from the worker's own shutdown is not the user's: it never
 pushes CANCELLED.
+
+Run control (docs/run-control.md): a run that stops at an approval gate ends its attempt with
+EXECUTION_WAITING_FOR_APPROVAL and returns only the waiting calls; a cancelled attempt whose
+execution carries a pause request goes on to the next safe point and pushes PAUSED instead of
+CANCELLED.
 """
 
 from __future__ import annotations
