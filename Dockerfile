@@ -2,8 +2,10 @@
 #
 # Two stages: `build` installs the runtime dependencies from the hashed lock and builds the
 # project's own wheel; `runtime` copies only the finished virtualenv and `main.py` onto a slim
-# Python base and runs as an unprivileged numeric user. Every third-party file that reaches the
-# image is pinned by hash in a lock; nothing is resolved at build time.
+# Python base and runs as an unprivileged numeric user. Every third-party Python file that reaches
+# the image is pinned by hash in a lock; nothing is resolved at build time. The one system package
+# added, bubblewrap (sandbox isolation), comes from the base image's own Debian release through
+# apt's signed indexes.
 #
 #   docker build -t agent-runner:local .
 #   docker run --init --rm -p 8080:8080 -e HEALTH_HOST=0.0.0.0 agent-runner:local
@@ -50,6 +52,18 @@ RUN /buildtools/bin/python -m pip wheel --no-cache-dir --no-deps --no-build-isol
 
 
 FROM ${PYTHON_IMAGE} AS runtime
+
+# bubblewrap isolates each sandbox command (private /proc, no network, only its own workspace;
+# docs/sandboxes.md). It needs unprivileged user namespaces, which the pod allows (see the
+# securityContext in _kustomize/base); without them the worker refuses to start where
+# SANDBOX_ISOLATION=required. `setpriv` (util-linux, in the base image) drops capabilities when
+# commands run unisolated.
+# Unpinned on purpose: the release's security updates replace a pinned version in the archive,
+# which would break the build instead of patching it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 
 # A fixed numeric UID/GID (10001, matching `runAsUser` in _kustomize/base) so Kubernetes
 # `runAsNonRoot` can verify it without resolving names.

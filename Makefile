@@ -1,4 +1,5 @@
 # Every target runs from a fresh clone: `make setup` is idempotent and cheap when nothing changed.
+# It compiles what it installs to bytecode (`--compile-bytecode`), so a worker start does not.
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -13,7 +14,8 @@ setup: $(STAMP)
 $(STAMP): requirements-dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode \
+		-r requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
@@ -27,8 +29,9 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# `-rs`: every skipped test says why (no bubblewrap, no Docker...), so a green run hides nothing.
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 fmt: setup
 	$(BIN)/ruff format .

@@ -9,13 +9,22 @@ pass under `tracemalloc` (which slows Python down, so it is never timed). The co
 `snapshot()` at the end of the run, cold (every entry's proto built) and warm (entries cached), is
 reported too: it is what each status update pays. Times are the thread's CPU time (the reduction
 is single-threaded and CPU-bound), so other load on a shared machine does not count as its cost.
+
+Status-side memory (`bench/memory.py`, a fresh process per size): what the runner holds for the
+execution's status, the builder's state, its per-entry caches and the encoded update in flight,
+then the final snapshot too, by `tracemalloc` (Python's allocations only: protobuf's upb backend
+allocates outside it) and by the growth of the resident set (everything), against the size of
+the serialized status.
 """
 
 from __future__ import annotations
 
 import cProfile
 import io
+import json
 import pstats
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -36,6 +45,8 @@ TARGET_EVENTS_PER_S = 50_000
 GROWTH_LIMIT = 1.25
 """Cost per event in the last tenth over the first tenth above which cost counts as growing."""
 TENTHS = 10
+MEMORY_LIMIT = 3.0
+"""Status-side memory (resident set growth, final snapshot included) over the status's size."""
 
 
 def _redactor() -> SecretRegistry:
@@ -94,6 +105,27 @@ def snapshot_cost(builder: StatusBuilder) -> dict[str, float]:
     builder.snapshot()
     warm = time.thread_time() - began
     return {"cold_ms": cold * 1000, "warm_ms": warm * 1000, "bytes": float(status.ByteSize())}
+
+
+def status_memory(count: int) -> dict[str, Any]:
+    """`bench.memory` for `count` events: RSS growth and tracemalloc, each in its own process.
+
+    `stages[stage]` = {"traced_bytes", "rss_bytes"}."""
+    runs: dict[bool, dict[str, Any]] = {}
+    for traced in (False, True):
+        command = [sys.executable, "-m", "bench.memory", "--events", str(count)]
+        done = subprocess.run(
+            command + (["--traced"] if traced else []),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        runs[traced] = json.loads(done.stdout.strip().splitlines()[-1])
+    stages = {
+        stage: {"traced_bytes": runs[True]["stages"][stage], "rss_bytes": rss}
+        for stage, rss in runs[False]["stages"].items()
+    }
+    return {"events": count, "status_bytes": runs[False]["status_bytes"], "stages": stages}
 
 
 def profile(events: Sequence[AgentEvent], top: int = 15) -> str:
@@ -162,6 +194,7 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
     result.data["fixture"] = {"scripts": meta.get("scripts"), "composition": composition(base)}
     rows: list[list[str]] = []
     tenth_rows: list[list[str]] = []
+    memory_rows: list[list[str]] = []
     runs: dict[str, dict[str, Any]] = {}
     for size in chosen:
         events = scaled(base, size)
@@ -187,6 +220,21 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
             ]
         )
         tenth_rows.append([label, *(f"{ns / 1000:.2f}" for ns in m["ns_per_event_by_tenth"])])
+        memory = m["memory"] = status_memory(size)
+        stages = memory["stages"]
+        status_size = memory["status_bytes"]
+        cells = [
+            f"{fmt_bytes(stages[stage][kind])} ({stages[stage][kind] / status_size:.1f}×)"
+            for stage in ("builder", "in flight", "final")
+            for kind in ("traced_bytes", "rss_bytes")
+        ]
+        memory_rows.append([label, fmt_bytes(status_size), *cells])
+        result.metric(
+            f"status_memory_ratio@{label}",
+            stages["final"]["rss_bytes"] / status_size,
+            "x",
+            "lower",
+        )
         result.metric(f"events_per_s@{label}", m["events_per_s"], "events/s", "higher")
         result.metric(f"growth@{label}", m["growth"], "x", "lower")
         result.metric(f"peak_bytes@{label}", m["peak_bytes"], "B", "lower")
@@ -218,6 +266,22 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
             rows=tenth_rows,
         )
     )
+    result.tables.append(
+        Table(
+            title="Status-side memory (tracemalloc / resident set growth, × the status's size)",
+            columns=[
+                "events",
+                "status size",
+                "builder (traced)",
+                "builder (RSS)",
+                "+ update in flight (traced)",
+                "+ update in flight (RSS)",
+                "+ final snapshot (traced)",
+                "+ final snapshot (RSS)",
+            ],
+            rows=memory_rows,
+        )
+    )
     slowest = min(m["events_per_s"] for m in runs.values())
     result.targets.append(
         Target(
@@ -233,6 +297,17 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
             goal=f"cost per event does not grow with run length (last/first 10% ≤ {GROWTH_LIMIT})",
             measured=f"{fmt_ratio(growth)} at {longest} events",
             met=growth <= GROWTH_LIMIT,
+        )
+    )
+    final = runs[longest]["memory"]
+    ratio = final["stages"]["final"]["rss_bytes"] / final["status_bytes"]
+    traced = final["stages"]["final"]["traced_bytes"] / final["status_bytes"]
+    result.targets.append(
+        Target(
+            goal=f"status-side memory ≤ {MEMORY_LIMIT:g}× the serialized status",
+            measured=f"{ratio:.1f}× by RSS growth, {traced:.1f}× by tracemalloc, at "
+            f"{longest} events",
+            met=ratio <= MEMORY_LIMIT,
         )
     )
     if slowest < TARGET_EVENTS_PER_S:

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from stigmer_cli.client import RpcFailed, StigmerClient
 from stigmer_cli.follow import (
+    TERMINAL_PHASES,
     PlainRenderer,
     Renderer,
     RichRenderer,
@@ -50,7 +51,8 @@ examples:
   stigmer run "Plan the release" --agent agt-01... --model anthropic:claude-sonnet-4-5
   stigmer follow aex-01...
   stigmer get aex-01... --json
-  stigmer cancel aex-01...
+  stigmer cancel aex-01... --reason "wrong repository"
+  stigmer delete aex-01...
 
 environment:
   STIGMER_ENDPOINT   default for --endpoint (default: localhost:7234)
@@ -171,11 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser(
         "cancel",
-        help="cancel a running execution",
-        description="Cancel a running execution and wait until it has ended.",
+        help="cancel a running execution (never deletes anything)",
+        description="Cancel a running execution and wait until it has ended. The execution is "
+        "kept, CANCELLED, with its transcript; one that has already ended is left as it is.",
     )
     cancel.add_argument("execution_id", metavar="EXECUTION_ID")
+    cancel.add_argument("--reason", default="", help="why; recorded as the execution's error")
     cancel.set_defaults(handler=_cancel)
+
+    delete = commands.add_parser(
+        "delete",
+        help="delete a finished execution: its record, transcript, tool calls and todos",
+        description="Delete a finished execution from the orchestrator: its spec and status "
+        "(messages, tool calls, todos, sub-agent runs). Its session, the session's sandbox and "
+        "memory, and its agent are kept. A running execution is refused: cancel it first.",
+    )
+    delete.add_argument("execution_id", metavar="EXECUTION_ID")
+    delete.set_defaults(handler=_delete)
     return parser
 
 
@@ -313,11 +327,41 @@ async def _get(client: StigmerClient, args: argparse.Namespace, out: Console) ->
 
 
 async def _cancel(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
-    execution = await client.cancel(args.execution_id)
+    try:
+        execution = await client.cancel(args.execution_id, args.reason)
+    except RpcFailed as err:
+        if err.code is grpc.StatusCode.FAILED_PRECONDITION:
+            raise CliError(f"cancel: {err.details} (it is kept as it is)") from err
+        raise
     _rows(
         out,
         ("execution", execution.metadata.id),
         ("phase", phase_name(execution.status.phase)),
+        ("error", execution.status.error),
+    )
+    return EXIT_OK
+
+
+async def _delete(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
+    execution = await client.get_execution(args.execution_id)
+    status = execution.status
+    if status.phase not in TERMINAL_PHASES | {enum_pb2.EXECUTION_TERMINATED}:
+        # The delete RPC would cancel it instead; say so rather than do something else.
+        raise CliError(
+            f"delete: execution {args.execution_id} is still running "
+            f"({phase_name(status.phase)}); cancel it first (stigmer cancel {args.execution_id})"
+        )
+    await client.delete_execution(args.execution_id)
+    removed = (
+        f"its record and transcript: {len(status.messages)} messages, "
+        f"{len(status.tool_calls)} tool calls, {len(status.todos)} todos, "
+        f"{len(status.sub_agent_executions)} sub-agent runs"
+    )
+    _rows(
+        out,
+        ("deleted", f"execution {execution.metadata.id} ({phase_name(status.phase)})"),
+        ("removed", removed),
+        ("kept", "its session (the sandbox and memory) and its agent"),
     )
     return EXIT_OK
 
@@ -353,7 +397,7 @@ def _describe_rpc_error(err: RpcFailed, endpoint: str) -> str:
     if unreachable or err.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return (
             f"{method}: {err.code.name}: cannot reach the orchestrator at {endpoint}; is it "
-            "running? (`make stub`, or `python -m stigmer_cli.demo --keep`)\n"
+            "running? (`make stub`, or `make demo DEMO_ARGS=--keep`)\n"
             f"  {err.details}"
         )
     return f"{method}: {err.code.name}: {err.details}"

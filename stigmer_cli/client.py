@@ -226,9 +226,23 @@ class StigmerClient:
         finally:
             call.cancel()
 
-    async def cancel(self, execution_id: str) -> execution_pb2.AgentExecution:
+    async def cancel(self, execution_id: str, reason: str = "") -> execution_pb2.AgentExecution:
         """Cancel a running execution and wait until it has ended (CANCELLED unless it
-        finished first). The wait is the server's; the deadline here allows for it."""
+        finished first), through the `cancel` RPC (contract §7), which never deletes: a finished
+        execution is FAILED_PRECONDITION. The wait is the server's; the deadline allows for it."""
+        try:
+            result: execution_pb2.AgentExecution = await self.execution_commands.cancel(
+                execution_io.CancelAgentExecutionInput(id=execution_id, reason=reason),
+                timeout=self.timeout + 120,
+                metadata=self._metadata,
+            )
+        except aio.AioRpcError as err:
+            raise RpcFailed("cancel", err.code(), err.details() or "") from err
+        return result
+
+    async def delete_execution(self, execution_id: str) -> execution_pb2.AgentExecution:
+        """The `delete` RPC: removes a finished execution (its record: spec, status, transcript);
+        on a running one the orchestrator cancels it instead and keeps it."""
         try:
             result: execution_pb2.AgentExecution = await self.execution_commands.delete(
                 resource_io.ApiResourceId(value=execution_id),
@@ -238,10 +252,6 @@ class StigmerClient:
         except aio.AioRpcError as err:
             raise RpcFailed("delete", err.code(), err.details() or "") from err
         return result
-
-    async def delete_execution(self, execution_id: str) -> execution_pb2.AgentExecution:
-        """Delete a finished execution (a running one is cancelled instead, see `cancel`)."""
-        return await self.cancel(execution_id)
 
     # Skills ----------------------------------------------------------------------------------
 

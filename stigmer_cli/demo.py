@@ -377,8 +377,8 @@ class Demo:
         self.out.print(f"  [dim]logs[/]            {_relative(self.logs_dir)}/")
         if not self.options.keep:
             self.out.print(
-                "  [dim]everything stops now; add --keep to browse the Temporal UI "
-                "(python -m stigmer_cli.demo --keep)[/]"
+                "  [dim]everything stops now; to browse the Temporal UI, run it again with "
+                "`make demo DEMO_ARGS=--keep`[/]"
             )
         total = time.monotonic() - self.began
         self.out.print(f"\n[bold]demo finished in {total:.1f}s[/]")

@@ -294,6 +294,12 @@ class ExecutionView:
         self._completed_at = _parse_time(completed_at) or self._completed_at
 
     def _usage(self, status: api_pb2.AgentExecutionStatus) -> None:
+        if status.HasField("usage"):
+            # Contract §7 (ours): every model call, helper calls such as summarising included.
+            self.input_tokens = max(self.input_tokens, status.usage.total.input_tokens)
+            self.output_tokens = max(self.output_tokens, status.usage.total.output_tokens)
+            return
+        # A runner without §7 usage: add up the turns' metadata.
         sources = [m.metadata for m in status.messages if m.type == enum_pb2.MESSAGE_AI]
         sources += [s.metadata for s in status.sub_agent_executions]
         inputs = outputs = 0

@@ -10,7 +10,7 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from google.protobuf.message import DecodeError, Message
 
 from stigmer_stub.enums import unknown_enum_values
-from stigmer_stub.errors import AlreadyExists, InvalidArgument, Unavailable
+from stigmer_stub.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
 from stigmer_stub.merge import is_terminal, merge_status
@@ -240,19 +240,44 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
     async def delete(self, resource_id: str, *, field: str = "value") -> api_pb2.AgentExecution:
         """Delete a finished execution; *cancel* a running one (it is kept, ending CANCELLED).
 
-        Cancelling goes through the workflow so the runner's activity is cancelled too; once
-        the workflow has ended (or the wait timed out) the execution is marked CANCELLED unless
-        the run reached another outcome first.
+        The January contract's `delete`; the `cancel` RPC (contract §7) never deletes.
         """
         current = await self.get(resource_id, field=field)
         if is_terminal(current.status.phase):
             return await super().delete(resource_id, field=field)
-        log.info("execution_cancel_requested", execution_id=resource_id)
-        try:
-            await self.workflows.cancel(resource_id)
-        except Unavailable as err:
-            log.warning("workflow_cancel_failed", execution_id=resource_id, error=str(err))
-        current = await self.get(resource_id, field=field)
+        return await self._cancel_running(resource_id, "", field=field)
+
+    async def cancel(self, execution_id: str, reason: str = "") -> api_pb2.AgentExecution:
+        """Cancel a running execution and return it once it has ended; never deletes.
+
+        A finished execution is a `FailedPrecondition` (nothing to cancel); the reason, when
+        given, is recorded as the cancelled execution's `status.error` (`cancelled: <reason>`).
+        """
+        current = await self.get(execution_id, field="id")
         if is_terminal(current.status.phase):
+            raise FailedPrecondition(
+                f"execution {execution_id!r} has already ended "
+                f"({Phase.Name(current.status.phase)}); there is nothing to cancel"
+            )
+        return await self._cancel_running(execution_id, reason.strip(), field="id")
+
+    async def _cancel_running(
+        self, execution_id: str, reason: str, *, field: str
+    ) -> api_pb2.AgentExecution:
+        """Cancel through the workflow, so the runner's activity is cancelled too; once the
+        workflow has ended (or the wait timed out) the execution is marked CANCELLED unless the
+        run reached another outcome first."""
+        log.info("execution_cancel_requested", execution_id=execution_id, reason=reason)
+        try:
+            await self.workflows.cancel(execution_id)
+        except Unavailable as err:
+            log.warning("workflow_cancel_failed", execution_id=execution_id, error=str(err))
+        current = await self.get(execution_id, field=field)
+        error = f"cancelled: {reason}" if reason else ""
+        phase = current.status.phase
+        if is_terminal(phase) and (phase != Phase.EXECUTION_CANCELLED or not error):
             return current
-        return await self.finalize(resource_id, outcome(Phase.EXECUTION_CANCELLED, "", self.clock))
+        ended = outcome(Phase.EXECUTION_CANCELLED, error, self.clock)
+        if current.status.completed_at:
+            ended.completed_at = current.status.completed_at
+        return await self.finalize(execution_id, ended)

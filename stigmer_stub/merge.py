@@ -3,10 +3,11 @@
 Field by field, as the Go server does: `messages`, `tool_calls`, `sub_agent_executions` and
 `todos` are replaced wholesale when the incoming one is non-empty and kept when empty; `phase`
 is overwritten unless UNSPECIFIED; `error`, `started_at`, `completed_at` are overwritten when
-non-empty. Unlike the Go server, a terminal outcome is final: once the phase is COMPLETED,
-FAILED or CANCELLED, later runner updates cannot change phase, error or completion time (they may
-still complete the transcript). Only the orchestrator's own workflow, which knows how the run
-really ended, merges *authoritatively* past that guard.
+non-empty; `usage` (contract §7, ours) is replaced when set. Unlike the Go server, a terminal
+outcome is final: once the phase is COMPLETED, FAILED or CANCELLED, later runner updates cannot
+change phase, error or completion time (they may still complete the transcript). Only the
+orchestrator's own workflow, which knows how the run really ended, merges *authoritatively* past
+that guard.
 
 Pure functions; the store applies them under compare-and-swap. On `updateStatus` the four lists
 never reach `merge_status` as messages: the store applies the same list rule to their encoded
@@ -58,6 +59,9 @@ def merge_status(
             merged.todos[key].CopyFrom(todo)
     if incoming.started_at:
         merged.started_at = incoming.started_at
+    if incoming.HasField("usage"):
+        # Contract §7 (ours): the runner sends the execution's whole usage; it replaces ours.
+        merged.usage.CopyFrom(incoming.usage)
     outcome_open = authoritative or not is_terminal(current.phase)
     if outcome_open:
         if incoming.phase != enum_pb2.ExecutionPhase.EXECUTION_PHASE_UNSPECIFIED:

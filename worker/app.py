@@ -29,7 +29,9 @@ from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.agent.checkpointer import open_checkpointer
+from worker.agent.mcp import McpLimits
 from worker.converter import DATA_CONVERTER
+from worker.errors import ConfigurationError
 from worker.logs import configure
 from worker.observability.health import HealthServer, Readiness
 from worker.observability.inflight import InFlightInterceptor, InFlightRegistry
@@ -39,7 +41,7 @@ from worker.run.prepare import SpecPreparer
 from worker.run.runtime import GraphtonRuntime
 from worker.run.service import GraphtonExecutions
 from worker.run.status_publisher import StatusPublisher
-from worker.sandbox import create_sandbox_provider
+from worker.sandbox import check_isolation, create_sandbox_provider
 from worker.settings import Settings, SettingsError, load_settings, secret_values
 from worker.skills.cache import SkillCache
 from worker.skills.installer import SkillInstaller
@@ -104,6 +106,10 @@ async def run(
     """
     stop = stop or _stop_on_signals()
     async with AsyncExitStack() as stack:
+        # First: a worker that must isolate commands and cannot refuses to start (exit 2).
+        sandboxes = create_sandbox_provider(settings)
+        stack.push_async_callback(sandboxes.aclose)
+        await check_isolation(sandboxes)
         in_flight = InFlightRegistry()
         bridge = TemporalMetricsBridge()
         metrics = Metrics(in_flight=in_flight.count, temporal=bridge)
@@ -135,13 +141,15 @@ async def run(
         checkpointer = await stack.enter_async_context(open_checkpointer(settings))
         live = live_events_for(settings.redis)
         stack.push_async_callback(live.aclose)
-        sandboxes = create_sandbox_provider(settings)
-        stack.push_async_callback(sandboxes.aclose)
         preparer = SpecPreparer(
             orchestrator,
             sandboxes,
             SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
             metrics=metrics,
+            mcp_limits=McpLimits(
+                start_timeout=settings.mcp.start_timeout_seconds,
+                call_timeout=settings.mcp.call_timeout_seconds,
+            ),
         )
         status_sink = MeteredStatusSink(orchestrator, metrics)
         executions = GraphtonExecutions(
@@ -250,5 +258,11 @@ def main() -> None:
         print(f"agent-runner: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     configure(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
-    with suppress(KeyboardInterrupt):
-        asyncio.run(run(settings, freeze_heap=True))
+    try:
+        with suppress(KeyboardInterrupt):
+            asyncio.run(run(settings, freeze_heap=True))
+    except ConfigurationError as err:
+        # What the environment cannot provide (isolation required but impossible): a clear
+        # line and the settings error's exit code, not a traceback.
+        print(f"agent-runner: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

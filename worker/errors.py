@@ -31,9 +31,14 @@ class PermissionDenied(RunnerError):
 
 
 class Unavailable(RunnerError):
-    """A dependency is down or timed out; a later attempt may succeed."""
+    """A dependency is down or timed out; a later attempt may succeed.
+
+    `retry_after` is how long the dependency asked to be left alone (a provider's `retry-after`),
+    None when it did not say; the activity passes it to Temporal as the next retry's delay.
+    """
 
     retryable = True
+    retry_after: float | None = None
 
 
 class AgentFailed(RunnerError):
@@ -47,3 +52,8 @@ class WorkerShuttingDown(RunnerError):
     the thread's checkpoint (the status stays IN_PROGRESS meanwhile)."""
 
     retryable = True
+
+
+class DeadlineExceeded(RunnerError):
+    """Something did not answer within its limit where another attempt would only wait as long
+    again (an MCP server that hung at start)."""

@@ -42,6 +42,10 @@ class SecretRegistry:
     def __contains__(self, value: str) -> bool:
         return value in self._values
 
+    @property
+    def values(self) -> frozenset[str]:
+        return self._values
+
 
 SECRETS = SecretRegistry()
 """The process's registry; the log processor, statuses and tool results all redact through it."""

@@ -42,6 +42,17 @@ class SandboxBackend(StrEnum):
     DAYTONA = "daytona"
 
 
+class SandboxIsolation(StrEnum):
+    """Whether local sandbox commands must be isolated (bubblewrap) to run at all."""
+
+    REQUIRED = "required"
+    """No isolation, no start: the worker refuses to start where bubblewrap cannot work."""
+    PREFERRED = "preferred"
+    """Isolate where bubblewrap works; otherwise run commands as plain processes, and say so."""
+    OFF = "off"
+    """Never isolate (commands are plain processes)."""
+
+
 class CheckpointerKind(StrEnum):
     SQLITE = "sqlite"
     POSTGRES = "postgres"
@@ -169,9 +180,23 @@ class SandboxSettings(BaseSettings):
         120.0, gt=0, le=3600, validation_alias="SANDBOX_COMMAND_TIMEOUT_SECONDS"
     )
     allow_network: bool = Field(False, validation_alias="SANDBOX_ALLOW_NETWORK")
+    isolation: SandboxIsolation | None = Field(None, validation_alias="SANDBOX_ISOLATION")
     daytona_api_key: SecretStr | None = Field(None, validation_alias="DAYTONA_API_KEY")
     daytona_api_url: str | None = Field(None, validation_alias="DAYTONA_API_URL")
     daytona_snapshot_id: str | None = Field(None, validation_alias="DAYTONA_DEV_TOOLS_SNAPSHOT_ID")
+
+
+class McpSettings(BaseSettings):
+    """How long the agents' MCP servers may take."""
+
+    model_config = _GROUP
+
+    start_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, validation_alias="MCP_SERVER_START_TIMEOUT_SECONDS"
+    )
+    call_timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, validation_alias="MCP_TOOL_CALL_TIMEOUT_SECONDS"
+    )
 
 
 class CheckpointerSettings(BaseSettings):
@@ -219,6 +244,7 @@ class Settings(BaseModel):
     llm: LlmSettings
     status: StatusSettings
     sandbox: SandboxSettings
+    mcp: McpSettings
     checkpointer: CheckpointerSettings
     redis: RedisSettings
     observability: ObservabilitySettings
@@ -250,6 +276,12 @@ class Settings(BaseModel):
         if self.mode is Mode.CLOUD and self.sandbox.daytona_api_key is not None:
             return SandboxBackend.DAYTONA
         return SandboxBackend.LOCAL
+
+    @property
+    def sandbox_isolation(self) -> SandboxIsolation:
+        if self.sandbox.isolation is not None:
+            return self.sandbox.isolation
+        return SandboxIsolation.REQUIRED if self.mode is Mode.CLOUD else SandboxIsolation.PREFERRED
 
     @property
     def sandbox_root(self) -> Path:
@@ -287,6 +319,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "llm": LlmSettings,
     "status": StatusSettings,
     "sandbox": SandboxSettings,
+    "mcp": McpSettings,
     "checkpointer": CheckpointerSettings,
     "redis": RedisSettings,
     "observability": ObservabilitySettings,

@@ -34,6 +34,7 @@ GROUP_TITLES: dict[str, str] = {
     "llm": "Model provider",
     "status": "Status updates",
     "sandbox": "Sandboxes",
+    "mcp": "MCP servers",
     "checkpointer": "Checkpointer",
     "redis": "Live events (Redis)",
     "observability": "Health, metrics and tracing",
@@ -89,7 +90,8 @@ NOTES: dict[str, str] = {
     "ANTHROPIC_API_KEY": "Anthropic API key (wins over `STIGMER_LLM_API_KEY`).",
     "OPENAI_API_KEY": "OpenAI API key (wins over `STIGMER_LLM_API_KEY`).",
     "STIGMER_LLM_MAX_TOKENS": "Maximum output tokens per model call; unset: the provider's "
-    "default.",
+    "default. A reply it cuts off inside a tool call fails the run (`TruncatedToolCall`), the "
+    "call not run.",
     "STIGMER_LLM_TEMPERATURE": "Sampling temperature; unset: the provider's default.",
     "STIGMER_AGENT_RECURSION_LIMIT": "LangGraph recursion limit (steps) of one agent run.",
     "STIGMER_SCRIPTED_TOKEN_DELAY_MS": "Delay between tokens of the scripted model (demos, tests).",
@@ -107,7 +109,17 @@ NOTES: dict[str, str] = {
     "`DAYTONA_API_KEY`, else `local`.",
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",
     "SANDBOX_COMMAND_TIMEOUT_SECONDS": "Time limit of every sandbox command; agents may ask less.",
-    "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network.",
+    "SANDBOX_ALLOW_NETWORK": "Whether sandbox commands may use the network (cut only where "
+    "they are isolated).",
+    "SANDBOX_ISOLATION": "Local sandbox: `required` (the worker refuses to start where "
+    "bubblewrap cannot isolate commands), `preferred` (isolate where possible, else plain "
+    "processes, reported) or `off`. Unset: `required` in cloud mode, else `preferred`. "
+    "See docs/sandboxes.md.",
+    "MCP_SERVER_START_TIMEOUT_SECONDS": "How long a stdio or docker MCP server may take to start "
+    "and list its tools (an http server's limit is its own `timeout_seconds`). A server that hangs "
+    "fails the execution with the non-retryable `DeadlineExceeded`.",
+    "MCP_TOOL_CALL_TIMEOUT_SECONDS": "Time limit of one tool call on a stdio or docker MCP server "
+    "(an http server's is its `timeout_seconds`); a call past it returns a timeout to the model.",
     "DAYTONA_API_KEY": "Daytona API key (the `daytona` backend).",
     "DAYTONA_API_URL": "Daytona API URL; unset: the SDK's default.",
     "DAYTONA_DEV_TOOLS_SNAPSHOT_ID": "Daytona snapshot new sandboxes are created from.",

@@ -91,8 +91,8 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     ) -> execution_pb2.AgentExecution:
         return await self.ops.delete(request.value)
 
-    # Contract §7 methods this stub does not serve yet: UNIMPLEMENTED is what a runner probing
-    # for them takes as "the January contract" (contract.md §7).
+    # Contract §7 methods. Those this stub does not serve yet answer UNIMPLEMENTED, which is what
+    # a runner probing for them takes as "the January contract" (contract.md §7).
 
     async def submitApproval(
         self, request: execution_io.SubmitApprovalInput, context: Context
@@ -102,7 +102,7 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def cancel(
         self, request: execution_io.CancelAgentExecutionInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        await _not_yet(context, "cancel")
+        return await self.ops.cancel(request.id, request.reason)
 
     async def terminate(
         self, request: execution_io.TerminateAgentExecutionInput, context: Context

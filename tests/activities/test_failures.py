@@ -15,6 +15,7 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeOrchestratorPorts, FakeRuntime, tool_turn
 from tests.activities.test_runner_activities import an_execution, make_activities
+from worker.activities.runner import to_application_error
 from worker.converter import DATA_CONVERTER
 from worker.logs import SECRETS
 from worker.run.failures import as_runner_error
@@ -108,3 +109,36 @@ def test_an_error_without_a_status_is_a_retryable_agent_failure() -> None:
     err = as_runner_error(ValueError("tool state went wrong"))
     assert type(err).__name__ == "AgentFailed"
     assert err.retryable
+
+
+def provider_error_with(status: int, headers: dict[str, str], body: object) -> Exception:
+    request = httpx2.Request("POST", "https://api.example/v1/chat/completions")
+    response = httpx2.Response(status, request=request, headers=headers)
+    return openai.APIStatusError(f"Error code: {status}", response=response, body=body)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [({"retry-after": "12"}, 12.0), ({"retry-after-ms": "2500"}, 2.5), ({}, None)],
+)
+async def test_a_providers_retry_after_becomes_the_next_retry_delay(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    typed = as_runner_error(provider_error_with(503, headers, None))
+    failure = await encoded_failure(to_application_error(typed))
+
+    info = failure.application_failure_info
+    assert not info.non_retryable
+    if seconds is None:
+        assert not info.HasField("next_retry_delay")
+    else:
+        assert info.next_retry_delay.ToTimedelta().total_seconds() == seconds
+
+
+def test_an_openai_account_without_quota_is_not_retried() -> None:
+    body = {"message": "You exceeded your current quota", "type": "insufficient_quota"}
+    typed = as_runner_error(provider_error_with(429, {}, {**body, "code": "insufficient_quota"}))
+
+    assert type(typed).__name__ == "ConfigurationError"
+    assert not typed.retryable
+    assert "no quota left" in str(typed)

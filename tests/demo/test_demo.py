@@ -59,6 +59,9 @@ def test_demo_runs_two_turns_that_remember_and_leaves_no_process_behind(tmp_path
     assert len(set(workflows)) == 2, context
     assert "/namespaces/default/workflows/stigmer%2Fagent-execution%2Finvoke%2Faex-" in out
     assert "stopped the worker, the stub and the stack" in out, context
+    # The closing hint names a command a fresh clone has (no bare `python` on Debian).
+    assert "make demo DEMO_ARGS=--keep" in out, context
+    assert "python -m" not in out, context
     # No log spam on the terminal: the servers' logs went to files.
     assert '"level"' not in out and '"level"' not in result.stderr, context
     assert (tmp_path / "demo" / "logs" / "worker.log").stat().st_size > 0

@@ -391,6 +391,7 @@ def test_cli_reports_an_unreachable_orchestrator_with_the_status_code(
     err = capsys.readouterr().err
     assert err.startswith("stigmer: AgentExecutionQueryController/get: UNAVAILABLE: ")
     assert "cannot reach the orchestrator at 127.0.0.1:1" in err
+    assert "make demo DEMO_ARGS=--keep" in err, "a command a fresh clone has, not bare python"
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -408,3 +409,17 @@ def test_plain_output_can_leave_the_summary_to_the_caller() -> None:
             renderer.show(view, view.apply_snapshot(snapshot))
 
     assert out.getvalue().splitlines()[-1] == "    Nothing else to do."
+
+
+def test_the_status_usage_counts_helper_calls_the_turns_do_not_show() -> None:
+    run = Run()
+    run.start()
+    run.say("I'll plan", input_tokens=100, output_tokens=10)
+    view = ExecutionView("aex-1")
+    view.apply_snapshot(run.snapshot())
+    assert (view.input_tokens, view.output_tokens) == (100, 10)
+    # A §7 runner sends the whole usage: the turn above plus a summarisation call.
+    run.status.usage.total.input_tokens = 160
+    run.status.usage.total.output_tokens = 14
+    view.apply_snapshot(run.snapshot())
+    assert (view.input_tokens, view.output_tokens) == (160, 14)

@@ -87,7 +87,7 @@ def test_todos_are_encoded_anew_when_reworded_moved_or_dropped() -> None:
         encoded = assert_same(builder)
         seen.append({t.content: t.status for t in encoded.message().todos.values()})
     assert seen[1]["Write the code carefully"] == enum_pb2.TODO_IN_PROGRESS
-    assert seen[2]["Write the code carefully"] == enum_pb2.TODO_CANCELLED
+    assert "Write the code carefully" not in seen[2]  # the map is the current list
     assert seen[2]["Add tests"] == enum_pb2.TODO_IN_PROGRESS
 
 

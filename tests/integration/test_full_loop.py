@@ -32,6 +32,8 @@ from worker.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
+LIVE_END_SECONDS = 15.0
+
 TERMINAL = {
     enum_pb2.EXECUTION_COMPLETED,
     enum_pb2.EXECUTION_FAILED,
@@ -45,9 +47,21 @@ class Loop:
     sandboxes: Path
     redis: Redis
 
-    async def live_events(self, execution_id: str) -> list[dict[str, str]]:
-        entries = await self.redis.xrange(f"stigmer:execution:{execution_id}:events")
-        return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    async def live_events(
+        self, execution_id: str, *, end_within: float = LIVE_END_SECONDS
+    ) -> list[dict[str, str]]:
+        """The execution's live events once its `end` event is in (or `end_within` passed).
+
+        The worker pushes the final status first and writes `end` after it, so a subscriber
+        that saw COMPLETED may read the stream before `end` (and the last events) are there.
+        """
+        deadline = time.monotonic() + end_within
+        while True:
+            entries = await self.redis.xrange(f"stigmer:execution:{execution_id}:events")
+            events = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
+            if any(e["type"] == "end" for e in events) or time.monotonic() > deadline:
+                return events
+            await asyncio.sleep(0.05)
 
     async def follow(self, execution_id: str) -> list[execution_api.AgentExecution]:
         seen = []

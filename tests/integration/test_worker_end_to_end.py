@@ -8,6 +8,8 @@ orchestrator (a real grpc.aio server), which is how these tests see what the orc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from tests.adapters.fake_orchestrator import FakeOrchestrator, start_fake_orches
 from tests.integration.invoke_workflow import InvokeForTest
 from worker import app
 from worker.converter import DATA_CONVERTER
+from worker.logs import MASK
 from worker.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -39,7 +42,12 @@ class Harness:
     queue: str
 
     async def invoke(
-        self, execution_id: str, session_id: str, message: str
+        self,
+        execution_id: str,
+        session_id: str,
+        message: str,
+        *,
+        secrets: dict[str, str] | None = None,
     ) -> execution_api.AgentExecutionStatus:
         execution = execution_api.AgentExecution(
             api_version="agentic.stigmer.ai/v1",
@@ -47,6 +55,9 @@ class Harness:
             metadata={"id": execution_id},
             spec={"session_id": session_id, "message": message},
         )
+        for name, value in (secrets or {}).items():
+            execution.spec.runtime_env[name].value = value
+            execution.spec.runtime_env[name].is_secret = True
         return await self.client.execute_workflow(
             InvokeForTest.run,
             args=[execution, self.queue],
@@ -150,3 +161,37 @@ async def test_failing_tool_is_failed_and_the_run_still_completes(harness: Harne
     assert status.phase == enum_pb2.EXECUTION_COMPLETED
     failed = [t for t in status.tool_calls if t.status == enum_pb2.TOOL_CALL_FAILED]
     assert failed and failed[0].error
+
+
+def sqlite_contents(path: Path) -> bytes:
+    """Every value of every table, read through SQLite (committed WAL pages included, and no
+    value split across database pages)."""
+    parts: list[bytes] = []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 - names from the file
+                for value in row:
+                    parts.append(value if isinstance(value, bytes) else str(value).encode())
+    return b"\n".join(parts)
+
+
+async def test_secrets_stay_out_of_the_sqlite_checkpoints(harness: Harness, tmp_path: Path) -> None:
+    # The secret names a file the demo script lists and is in the agent's environment: the
+    # tool results the checkpointer stores must hold the mask, never the value.
+    secret = "rt-secret-" + uuid.uuid4().hex
+    add_agent(harness.fake, "ses-secret", "demo")
+    workspace = tmp_path / "sandboxes" / "ses-secret"
+    workspace.mkdir(parents=True)
+    (workspace / f"credentials-{secret}.txt").write_text(f"token={secret}\n")
+
+    status = await harness.invoke(
+        "aex-secret1", "ses-secret", "Look around and report", secrets={"API_TOKEN": secret}
+    )
+
+    assert status.phase == enum_pb2.EXECUTION_COMPLETED
+    listings = [t.result for t in status.tool_calls if t.name in ("ls", "execute")]
+    assert any(f"credentials-{MASK}.txt" in text for text in listings), listings
+    stored = sqlite_contents(tmp_path / "checkpoints.sqlite")
+    assert b"credentials-" in stored, "the listing was checkpointed"
+    assert secret.encode() not in stored

@@ -14,11 +14,24 @@ from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
 from langchain_core.tools import BaseTool
 
 from worker.agent.mcp import McpToolbox, fill_placeholders, mcp_connections, open_mcp_toolbox
-from worker.errors import ConfigurationError, InvalidInput, Unavailable
+from worker.errors import ConfigurationError, DeadlineExceeded, InvalidInput, Unavailable
 from worker.logs import MASK
 
 SERVER = str(Path(__file__).parent / "fixtures" / "echo_server.py")
-ALL_TOOLS = ["add", "echo", "env_var", "request_info"]
+ALL_TOOLS = sorted(
+    [
+        "add",
+        "die",
+        "echo",
+        "env_var",
+        "fail",
+        "request_info",
+        "slow",
+        "spawn_sleeper",
+        "to_stderr",
+        "where",
+    ]
+)
 
 
 def stdio_server(name: str = "echo", **fields: Any) -> agent_spec.McpServerDefinition:
@@ -93,7 +106,7 @@ async def test_enabled_tools_narrow_a_server() -> None:
 
     async with open_mcp_toolbox([server], {}) as toolbox:
         assert [t.name for t in toolbox.tools()] == ["echo"]
-        assert toolbox.warnings == ["MCP server 'echo' offers no tool named no_such_tool"]
+        assert toolbox.warnings == ["MCP server 'echo': offers no tool named no_such_tool"]
 
 
 async def test_env_placeholders_reach_the_server_and_nothing_else_does(
@@ -176,7 +189,9 @@ async def test_a_server_that_exits_at_once_fails_naming_the_server() -> None:
         stdio=agent_spec.StdioServer(command=sys.executable, args=["-c", "raise SystemExit(3)"]),
     )
 
-    with pytest.raises(Unavailable, match="'crasher' failed to start"):
+    with pytest.raises(
+        Unavailable, match="'crasher': failed to start: the server exited with code 3"
+    ):
         async with open_mcp_toolbox([crashing], {}, startup_timeout=10):
             pass
 
@@ -186,7 +201,7 @@ async def test_a_server_that_never_answers_times_out_naming_the_server() -> None
         name="silent", stdio=agent_spec.StdioServer(command="sleep", args=["30"])
     )
 
-    with pytest.raises(Unavailable, match="'silent' failed to start: no answer within 1s"):
+    with pytest.raises(DeadlineExceeded, match="'silent': failed to start: no answer within 1s"):
         async with open_mcp_toolbox([silent], {}, startup_timeout=1):
             pass
 
@@ -194,7 +209,7 @@ async def test_a_server_that_never_answers_times_out_naming_the_server() -> None
 async def test_an_unreachable_http_server_fails_naming_the_server() -> None:
     server = http_server(f"http://127.0.0.1:{_free_port()}/mcp", name="offline")
 
-    with pytest.raises(Unavailable, match="'offline' failed to start"):
+    with pytest.raises(Unavailable, match="'offline': failed to start: ConnectError"):
         async with open_mcp_toolbox([server], {}, startup_timeout=10):
             pass
 

@@ -182,6 +182,17 @@ def test_build_tools_cut_from_the_dev_lock_cover_hatchling_and_its_dependencies(
     assert 'requires = ["hatchling' in (REPO / "pyproject.toml").read_text()
 
 
+def test_runtime_stage_installs_bubblewrap_to_isolate_sandbox_commands(
+    final_stage: list[Instruction],
+) -> None:
+    runs = [ins.args for ins in final_stage if ins.keyword == "RUN"]
+    installs = [r for r in runs if re.search(r"apt-get install .*\bbubblewrap\b", r)]
+    assert installs, "the local sandbox isolates commands with bubblewrap"
+    assert all(
+        "--no-install-recommends" in r and "rm -rf /var/lib/apt/lists" in r for r in installs
+    )
+
+
 def test_healthcheck_asks_the_readiness_endpoint_over_http(
     final_stage: list[Instruction],
 ) -> None:

@@ -139,3 +139,14 @@ def test_paths_links_and_modules_in_the_docs_exist(doc: str) -> None:
         assert (REPO / "docs" / link).exists(), f"{doc}: broken link {link}"
     for module in re.findall(r"python -m ([\w.]+)", text):
         assert importlib.util.find_spec(module) is not None, f"{doc}: no module {module}"
+
+
+def test_readme_grpcurl_commands_work_against_the_plaintext_stub() -> None:
+    # The stub has no TLS port: grpcurl without -plaintext fails with a TLS handshake error.
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Drive the stub with grpcurl", 1)[1].split("\n## ", 1)[0]
+    calls = re.findall(r"^\S*grpcurl .*$", section, re.MULTILINE)
+    calls += re.findall(r"\$\(grpcurl .*$", section, re.MULTILINE)
+    assert calls
+    assert all("-plaintext" in call for call in calls), calls
+    assert "tls: first record does not look like a TLS handshake" in section.replace("\n", " ")

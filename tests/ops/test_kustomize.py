@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from worker.settings import load_settings
+from worker.settings import SandboxBackend, SandboxIsolation, load_settings
 
 from .support import REPO, accepted_env_names, secret_env_names, venv_tool
 
@@ -152,7 +152,6 @@ def test_pod_is_locked_down(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
-    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     for container in pod["containers"]:
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False
@@ -161,6 +160,31 @@ def test_pod_is_locked_down(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert "add" not in sc["capabilities"]
         assert "requests" in container["resources"] and "limits" in container["resources"]
+
+
+def test_a_pod_running_local_sandboxes_can_isolate_them_and_insists(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    # bubblewrap needs user namespaces (blocked by the runtime's default seccomp and AppArmor
+    # profiles) and a /proc it may mount; only a pod that runs commands itself loosens those,
+    # and only inside a user namespace of its own.
+    _target, docs = rendered
+    settings = load_settings(settings_env(docs, secret_value="a-placeholder-secret"))
+    pod = the_deployment(docs)["spec"]["template"]["spec"]
+    worker_context = the_worker(docs)["securityContext"]
+    profiles = (
+        pod["securityContext"]["seccompProfile"]["type"],
+        pod["securityContext"]["appArmorProfile"]["type"],
+    )
+    if settings.sandbox_backend is SandboxBackend.LOCAL:
+        assert settings.sandbox_isolation is SandboxIsolation.REQUIRED, "no silent fallback"
+        assert pod["hostUsers"] is False
+        assert profiles == ("Unconfined", "Unconfined")
+        assert worker_context["procMount"] == "Unmasked"
+    else:
+        assert pod.get("hostUsers", True) is True
+        assert profiles == ("RuntimeDefault", "RuntimeDefault")
+        assert worker_context.get("procMount", "Default") == "Default"
 
 
 def test_writable_paths_are_empty_dir_volumes(rendered: tuple[str, list[dict[str, Any]]]) -> None:

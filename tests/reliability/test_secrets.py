@@ -8,10 +8,11 @@ answers with an error quoting both the provider key and the runtime secret (erro
 retries, Temporal failures).
 
 Where the scan looks: every worker's log (stderr), the stub's log, the stored executions, the live
-event streams, every payload of the workflows' Temporal histories, and the heartbeat details read
-from the pending activity while the run is in flight. The orchestrator's own payloads that carry
-the execution it was given (the workflow input and the scheduled activity's input) hold the
-runtime value by contract; they are checked for the worker's keys only.
+event streams, every payload of the workflows' Temporal histories, the heartbeat details read
+from the pending activity while the run is in flight, and everything the shared checkpointer
+stores (the SQLite checkpointer is scanned by the integration tests). The orchestrator's own
+payloads that carry the execution it was given (the workflow input and the scheduled activity's
+input) hold the runtime value by contract; they are checked for the worker's keys only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
 from tests.reliability.cluster import (
+    CHECKPOINTER,
     OPENAI_API_KEY,
     STIGMER_API_KEY,
     Cluster,
@@ -131,6 +133,10 @@ async def test_no_secret_appears_in_logs_statuses_payloads_or_heartbeats(cluster
     assert "gateway error" in failed.status.error and "***" in failed.status.error
     assert ai_messages(completed.status)
 
+    # Scan what the runs left once they are over: the worker writes its last logs, live events
+    # and history events after the final status the test saw.
+    for execution_id in (full_run, failing):
+        assert await cluster.closed(execution_id), cluster.describe(execution_id)
     found: dict[str, list[str]] = {}
     for proc in [*cluster.workers, *([cluster.stub] if cluster.stub else [])]:
         found[f"log of {proc.name}"] = leaks(proc.log_path.read_bytes(), secrets)
@@ -154,5 +160,8 @@ async def test_no_secret_appears_in_logs_statuses_payloads_or_heartbeats(cluster
                 raw, worker_keys if given else secrets
             )
     found["heartbeat details"] = leaks(b"".join(beats), secrets)
+    checkpoints = await cluster.checkpoint_bytes()
+    assert b"credentials-" in checkpoints, "the listing was checkpointed"
+    found[f"{CHECKPOINTER} checkpoints"] = leaks(checkpoints, secrets)
     leaked = {where: names for where, names in found.items() if names}
     assert not leaked, f"secrets leaked: {leaked}"

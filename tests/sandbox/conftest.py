@@ -1,5 +1,8 @@
 """Sandbox providers for the conformance suite: the local backend (with bubblewrap where it works
-here, and without), and Daytona's SDK against a local stand-in of its API (`daytona_standin.py`)."""
+here, and without), and Daytona's SDK against a local stand-in of its API (`daytona_standin.py`).
+
+The Daytona provider runs as production does by default: sandbox states arrive on the SDK's
+Socket.IO channel (the stand-in serves one); `poll_state=True` selects the deprecated polling."""
 
 from __future__ import annotations
 
@@ -30,7 +33,6 @@ def daytona_provider(standin: DaytonaStandIn, **overrides: object) -> DaytonaSan
         "api_key": standin.api_key,
         "api_url": standin.api_url,
         "target": "us",
-        "poll_state": True,
         "command_timeout": 5.0,
         "output_limit": OUTPUT_LIMIT,
         "operation_timeout": 10.0,
@@ -51,7 +53,7 @@ async def provider(
             tmp_path / "sandboxes",
             command_timeout=5.0,
             output_limit=OUTPUT_LIMIT,
-            isolation="none" if request.param == "local-plain" else "auto",
+            isolation="off" if request.param == "local-plain" else "preferred",
         )
     else:
         server = DaytonaStandIn(tmp_path / "daytona")

@@ -87,6 +87,41 @@ async def test_file_contents_and_grep_lines_mask_secrets(
     assert isinstance(matches, list) and matches[0]["text"] == f"key: {MASK}"
 
 
+async def test_paths_and_downloads_mask_secrets_in_every_file_tool(
+    agent_box: AgentSandbox, box: LocalSandbox
+) -> None:
+    # A file named after a secret: every way the agent can see a path or bytes must mask it.
+    folder = f"dir-{SECRET}"
+    await box.exec(f"mkdir {folder} && echo 'key: {SECRET}' > {folder}/cred-{SECRET}.txt")
+    backend = agent_box.deepagents_backend()
+    graphton = agent_box.graphton_backend()
+
+    outputs = {
+        "ls": await backend.als_info("/"),
+        "ls inside": await backend.als_info(f"/{folder}"),
+        "glob": await backend.aglob_info("**/*.txt", "/"),
+        "grep": await backend.agrep_raw("key", "/", None),
+        "download": [
+            r.content for r in await backend.adownload_files([f"{folder}/cred-{SECRET}.txt"])
+        ],
+        "read error": await backend.aread(f"/{folder}"),
+        "graphton list": await asyncio.to_thread(graphton.list_files, "."),
+        "graphton list inside": await asyncio.to_thread(graphton.list_files, folder),
+        "graphton download": [
+            r.content
+            for r in await asyncio.to_thread(
+                graphton.download_files, [f"{folder}/cred-{SECRET}.txt"]
+            )
+        ],
+    }
+
+    leaked = [name for name, value in outputs.items() if SECRET in repr(value)]
+    assert not leaked, outputs
+    assert outputs["graphton list"] == [f"dir-{MASK}"]
+    assert outputs["download"] == [f"key: {MASK}\n".encode()]
+    assert [i["path"] for i in outputs["glob"]] == [f"{box.workdir}/dir-{MASK}/cred-{MASK}.txt"]
+
+
 async def test_streamed_progress_is_masked_line_by_line(agent_box: AgentSandbox) -> None:
     chunks: list[str] = []
 

@@ -172,3 +172,15 @@ async def test_local_paths_cannot_leave_the_workspace(provider: SandboxProvider)
 
 def _exists(path: str) -> bool:
     return os.path.lexists(path)
+
+
+async def test_non_ascii_paths_write_read_list_and_delete(provider: SandboxProvider) -> None:
+    box = await provider.acquire("ses-unicode")
+    await box.write_files([FileWrite("données/résumé 📄.txt", "déjà vu".encode())])
+
+    assert await box.read_file("données/résumé 📄.txt") == "déjà vu".encode()
+    assert [e.path for e in await box.list_dir("données")] == [
+        f"{box.workdir}/données/résumé 📄.txt"
+    ]
+    await box.delete("données")
+    assert [e.path for e in await box.list_dir(".")] == []

@@ -288,3 +288,27 @@ async def test_a_skill_that_cannot_be_written_degrades_with_a_warning(
     assert prepared.skills[0].degraded
     assert "could not be written into the sandbox" in prepared.warnings[0]
     assert "# PDF tools" in prepared.prompt_section()
+
+
+@pytest.mark.parametrize("refusal", ["upload", "chmod-400", "chmod-403"])
+async def test_a_daytona_sandbox_refusing_bin_skills_degrades_the_skill(
+    standin: DaytonaStandIn, cache: SkillCache, refusal: str
+) -> None:
+    # The daemon refuses an unwritable directory with a 400 on upload, and a refused chmod with
+    # a 400 (older daemons) or 403: no retry changes that, so the run goes on without the files.
+    if refusal == "upload":
+        standin.read_only = ["/bin"]
+    else:
+        standin.chmod_refused = ["/bin/skills"]
+        standin.chmod_refusal_status = int(refusal.removeprefix("chmod-"))
+    provider = daytona_provider(standin)
+    store = store_with(("pdf-tools", VALID, SKILL_MD))
+    try:
+        box = await provider.acquire("ses-daytona-readonly")
+        prepared = await SkillInstaller(store, cache).install([ref("pdf-tools")], box)
+    finally:
+        await provider.aclose()
+
+    assert prepared.skills[0].degraded
+    assert "could not be written into the sandbox" in prepared.warnings[0]
+    assert "# PDF tools" in prepared.prompt_section()

@@ -671,7 +671,7 @@ async def test_delete_of_a_pending_execution_cancels_it_and_keeps_it(
 ) -> None:
     """No runner ever picked it up; cancelling still ends the workflow and the execution."""
     eid = execution.metadata.id
-    cancelled = await stub.client.cancel(eid)
+    cancelled = await stub.client.delete_execution(eid)
     assert cancelled.status.phase == Phase.EXECUTION_CANCELLED
     assert cancelled.status.completed_at
     deleted = await stub.client.execution_commands.delete(resource_io.ApiResourceId(value=eid))

@@ -87,3 +87,14 @@ def test_inputs_are_not_modified() -> None:
     merge_status(current, incoming)
     assert [m.content for m in current.messages] == ["a"]
     assert not is_terminal(current.phase)
+
+
+def test_usage_is_replaced_when_sent_and_kept_when_not() -> None:
+    current = status(usage=api_pb2.ExecutionUsage(total=api_pb2.TokenUsage(total_tokens=5)))
+    kept = merge_status(current, status(messages=msgs("a")))
+    assert kept.usage.total.total_tokens == 5
+    newer = api_pb2.ExecutionUsage(total=api_pb2.TokenUsage(total_tokens=9))
+    assert merge_status(current, status(usage=newer)).usage.total.total_tokens == 9
+    # Usage is part of the transcript, not of the outcome: it still lands after a terminal phase.
+    done = status(phase=Phase.EXECUTION_COMPLETED, usage=current.usage)
+    assert merge_status(done, status(usage=newer)).usage.total.total_tokens == 9

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from rich.console import Console
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from devstack import Endpoints
+from stigmer_cli.cli import run_cli
+from stigmer_cli.client import RpcFailed
 from stigmer_stub.converter import DATA_CONVERTER
 from stigmer_stub.workflow import MEMO_ACTIVITY_TASK_QUEUE, WORKFLOW_TYPE, workflow_id
 from tests.stub.fake_runner import FakeRunner, fake_runner
@@ -109,27 +114,132 @@ async def test_a_returned_non_terminal_status_is_recorded_as_completed(
     assert len(states[-1].status.messages) == 3
 
 
-async def test_cancel_through_delete_cancels_the_activity_and_ends_cancelled(
-    stub: Stub, runner: FakeRunner, temporal: Client, agent_id: str
-) -> None:
+async def _in_progress(stub: Stub, agent_id: str) -> str:
     created = await stub.client.create_execution("hang", agent_id=agent_id)
-    execution_id = created.metadata.id
     async with asyncio.timeout(30):
-        async for state in stub.client.subscribe(execution_id):
+        async for state in stub.client.subscribe(created.metadata.id):
             if state.status.phase == Phase.EXECUTION_IN_PROGRESS:
                 break
+    return created.metadata.id
 
-    cancelled = await stub.client.cancel(execution_id)
+
+async def test_cancel_cancels_the_activity_records_the_reason_and_keeps_the_execution(
+    stub: Stub, runner: FakeRunner, temporal: Client, agent_id: str
+) -> None:
+    execution_id = await _in_progress(stub, agent_id)
+
+    cancelled = await stub.client.cancel(execution_id, reason="wrong repository")
 
     assert cancelled.status.phase == Phase.EXECUTION_CANCELLED
+    assert cancelled.status.error == "cancelled: wrong repository"
     assert [m.content for m in cancelled.status.messages] == ["hang", "working on it"]
     assert execution_id in runner.cancelled
     description = await temporal.get_workflow_handle(workflow_id(execution_id)).describe()
     assert description.status == WorkflowExecutionStatus.CANCELED
-    # Still there (cancel keeps the record); a second delete removes the finished execution.
+    kept = await stub.client.get_execution(execution_id)
+    assert (kept.status.phase, kept.status.error) == (
+        Phase.EXECUTION_CANCELLED,
+        "cancelled: wrong repository",
+    )
+
+
+async def test_cancel_never_deletes_a_finished_execution(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    created = await stub.client.create_execution("complete", agent_id=agent_id)
+    await run_to_end(stub, created.metadata.id)
+
+    with pytest.raises(RpcFailed) as refused:
+        await stub.client.cancel(created.metadata.id)
+
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "has already ended (EXECUTION_COMPLETED)" in refused.value.details
+    kept = await stub.client.get_execution(created.metadata.id)
+    assert kept.status.phase == Phase.EXECUTION_COMPLETED
+
+
+async def test_cancel_of_an_unknown_execution_is_not_found(stub: Stub) -> None:
+    with pytest.raises(RpcFailed) as missing:
+        await stub.client.cancel("aex-no-such-execution")
+    with pytest.raises(RpcFailed) as blank:
+        await stub.client.cancel("")
+
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    assert blank.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _cli(stub: Stub, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = run_cli(["--endpoint", stub.address, *argv], console=Console(file=out, width=200))
+    return code, out.getvalue()
+
+
+async def test_the_cli_cancel_leaves_a_finished_execution_alone(
+    stub: Stub, runner: FakeRunner, agent_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = await stub.client.create_execution("complete", agent_id=agent_id)
+    await run_to_end(stub, created.metadata.id)
+
+    code, _ = await asyncio.to_thread(_cli, stub, "cancel", created.metadata.id)
+
+    assert code == 1
+    assert "has already ended (EXECUTION_COMPLETED)" in capsys.readouterr().err
+    kept = await stub.client.get_execution(created.metadata.id)
+    assert kept.status.phase == Phase.EXECUTION_COMPLETED
+
+
+async def test_the_cli_cancels_a_running_execution_with_a_reason(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    execution_id = await _in_progress(stub, agent_id)
+
+    code, printed = await asyncio.to_thread(
+        _cli, stub, "cancel", execution_id, "--reason", "not needed"
+    )
+
+    assert code == 0
+    assert "phase      CANCELLED" in printed
+    assert "error      cancelled: not needed" in printed
+    assert (await stub.client.get_execution(execution_id)).status.phase == (
+        Phase.EXECUTION_CANCELLED
+    )
+
+
+async def test_the_cli_delete_refuses_a_running_execution_and_says_what_it_removes(
+    stub: Stub, runner: FakeRunner, agent_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = await _in_progress(stub, agent_id)
+
+    refused, _ = await asyncio.to_thread(_cli, stub, "delete", running)
+
+    assert refused == 1
+    assert "is still running (IN_PROGRESS); cancel it first" in capsys.readouterr().err
+    assert (await stub.client.get_execution(running)).status.phase == Phase.EXECUTION_IN_PROGRESS
+
+    await stub.client.cancel(running)
+    deleted, printed = await asyncio.to_thread(_cli, stub, "delete", running)
+
+    assert deleted == 0
+    assert f"execution {running} (CANCELLED)" in printed
+    assert "2 messages, 0 tool calls, 0 todos, 0 sub-agent runs" in printed
+    assert "its session (the sandbox and memory) and its agent" in printed
+    with pytest.raises(RpcFailed) as gone:
+        await stub.client.get_execution(running)
+    assert gone.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_delete_rpc_still_cancels_a_running_execution_then_removes_it(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    """The January contract's delete, unchanged."""
+    execution_id = await _in_progress(stub, agent_id)
+
+    cancelled = await stub.client.delete_execution(execution_id)
+
+    assert cancelled.status.phase == Phase.EXECUTION_CANCELLED
     assert (await stub.client.get_execution(execution_id)).status.phase == (
         Phase.EXECUTION_CANCELLED
     )
     await stub.client.delete_execution(execution_id)
-    with pytest.raises(Exception, match="NOT_FOUND"):
+    with pytest.raises(RpcFailed, match="NOT_FOUND"):
         await stub.client.get_execution(execution_id)

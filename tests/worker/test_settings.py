@@ -9,6 +9,7 @@ from worker.settings import (
     Mode,
     Provider,
     SandboxBackend,
+    SandboxIsolation,
     SettingsError,
     load_settings,
     secret_values,
@@ -98,6 +99,18 @@ def test_cloud_mode_turns_on_tls_to_the_orchestrator() -> None:
     s = load_settings({"MODE": "cloud", "STIGMER_API_KEY": "k-1234", "ANTHROPIC_API_KEY": "a-1234"})
     assert s.backend_tls is True
     assert s.provider is Provider.ANTHROPIC
+
+
+def test_sandbox_isolation_is_required_in_cloud_mode_and_preferred_locally() -> None:
+    cloud = {"MODE": "cloud", "STIGMER_API_KEY": "k-1234", "ANTHROPIC_API_KEY": "a-1234"}
+    assert load_settings(cloud).sandbox_isolation is SandboxIsolation.REQUIRED
+    assert load_settings({}).sandbox_isolation is SandboxIsolation.PREFERRED
+    relaxed = load_settings({**cloud, "SANDBOX_ISOLATION": "preferred"})
+    assert relaxed.sandbox_isolation is SandboxIsolation.PREFERRED
+    strict = load_settings({"SANDBOX_ISOLATION": "required"})
+    assert strict.sandbox_isolation is SandboxIsolation.REQUIRED
+    with pytest.raises(SettingsError, match="SANDBOX_ISOLATION"):
+        load_settings({"SANDBOX_ISOLATION": "sometimes"})
 
 
 def test_partial_oauth_configuration_is_refused() -> None:

@@ -8,6 +8,7 @@ Each method unpacks, delegates and translates errors; the work lives in `worker.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -76,9 +77,15 @@ def to_application_error(err: RunnerError) -> ApplicationError:
     traces) in the failure, where the raw library errors under a `RunnerError` would put
     unredacted text (a provider's error quoting a key) into the history, and the orchestrator
     would show the innermost, least clear message. The worker's log keeps the chain, redacted.
+    A dependency that said when to come back (`Unavailable.retry_after`) sets the next retry's
+    delay, so the retry policy's backoff does not hammer it sooner.
     """
+    wait = getattr(err, "retry_after", None)
     return ApplicationError(
-        SECRETS.redact(str(err)), type=type(err).__name__, non_retryable=not err.retryable
+        SECRETS.redact(str(err)),
+        type=type(err).__name__,
+        non_retryable=not err.retryable,
+        next_retry_delay=timedelta(seconds=wait) if wait else None,
     )
 
 

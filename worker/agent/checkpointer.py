@@ -15,6 +15,11 @@ or indexes, and closes the connections on exit:
   langgraph-checkpoint-mongodb 0.5 has one saver whose async methods run the blocking driver in
   threads, so it never blocks the event loop.
 - `memory`: in the process only; tests and throwaway runs.
+
+Every kind masks secrets in the failures it stores: when a node raises, LangGraph saves the
+exception as a pending write (its `repr`), and a provider's error may quote a key or a runtime
+secret. Everything else a checkpoint holds is what the model saw, masked at its source (tool
+results, statuses); see docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from worker.errors import ConfigurationError, Unavailable
+from worker.logs import SECRETS
 from worker.settings import CheckpointerKind, Settings
 
 log = structlog.get_logger(__name__)
@@ -57,13 +63,56 @@ POSTGRES_SETUP_WAIT_SECONDS = 120.0
 _SETUP_LOCK = 0x5717_6E65_7201
 
 
+def redacted_writes(writes: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """`writes` with each exception replaced by its masked `repr`, which is what the saver's
+    serializer stores for an exception anyway (it never revives one)."""
+    return [
+        (channel, SECRETS.redact(repr(value)) if isinstance(value, BaseException) else value)
+        for channel, value in writes
+    ]
+
+
+class _MaskedFailures(BaseCheckpointSaver[Any]):
+    """Mixed in before a saver: pending writes reach it with their exceptions masked."""
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        super().put_writes(config, redacted_writes(writes), task_id, task_path)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await super().aput_writes(config, redacted_writes(writes), task_id, task_path)
+
+
+class MemorySaver(_MaskedFailures, InMemorySaver):
+    """`InMemorySaver` with masked failures."""
+
+
+class PostgresSaver(_MaskedFailures, AsyncPostgresSaver):
+    """`AsyncPostgresSaver` with masked failures."""
+
+
+class MongoSaver(_MaskedFailures, MongoDBSaver):
+    """`MongoDBSaver` with masked failures."""
+
+
 @asynccontextmanager
 async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """The configured checkpointer, set up and ready; closed when the block exits."""
     kind = settings.checkpointer.kind
     if kind is CheckpointerKind.MEMORY:
         log.info("checkpointer_opened", kind=kind.value)
-        yield InMemorySaver()
+        yield MemorySaver()
         return
     if kind is CheckpointerKind.SQLITE:
         async with _sqlite(settings) as saver:
@@ -80,12 +129,12 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         yield mongo_saver
 
 
-class InlineSqliteSaver(SqliteSaver):
+class InlineSqliteSaver(_MaskedFailures, SqliteSaver):
     """LangGraph's SQLite saver with async methods that run the statements inline.
 
     Every method takes the saver's lock and returns before the next await, so the lock is never
     held across a suspension (`alist` reads its rows before yielding the first). See the module
-    docstring for why this beats a thread per statement.
+    docstring for why this beats a thread per statement. Failures are masked (`_MaskedFailures`).
     """
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -155,7 +204,7 @@ async def _postgres(url: str) -> AsyncIterator[AsyncPostgresSaver]:
     except Exception as err:
         raise Unavailable(f"cannot reach the Postgres checkpointer: {type(err).__name__}") from err
     try:
-        saver = AsyncPostgresSaver(pool)
+        saver = PostgresSaver(pool)
         async with _setup_lock(pool):
             await saver.setup()
         log.info("checkpointer_opened", kind="postgres")
@@ -196,7 +245,7 @@ async def _mongodb(url: str) -> AsyncIterator[MongoDBSaver]:
     try:
         database = client.get_default_database(default=MONGO_DEFAULT_DB).name
         # The saver creates its indexes in its constructor, with the blocking driver.
-        saver = await asyncio.to_thread(MongoDBSaver, client, db_name=database)
+        saver = await asyncio.to_thread(MongoSaver, client, db_name=database)
     except PyMongoError as err:
         client.close()
         raise Unavailable(f"cannot reach the MongoDB checkpointer: {type(err).__name__}") from err

@@ -5,7 +5,8 @@ The graph is streamed with `stream_mode=["messages", "tasks"]` and `subgraphs=Tr
 
 - `messages` items carry `AIMessageChunk`s as the model produces them → `TokenDelta`, keyed by the
   chunk's message id (one id per model turn); model calls made on the side (middleware's internal
-  calls such as summarising, a model called inside a tool) are not turns and are dropped;
+  calls such as summarising, a model called inside a tool) are not turns: their text is dropped,
+  and each piece of them that reports usage → `HelperModelCall`, so their tokens still count;
 - a `tasks` start item of a `tools` task carries the tool call it executes (LangChain's agent sends
   one task per tool call) → `ToolStarted`, and tells which pregel task id runs which tool call;
 - a `tasks` result item carries the node's writes: an `AIMessage` → `ModelTurnEnded` (final text,
@@ -32,6 +33,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Tool
 
 from worker.domain.agent_events import (
     AgentEvent,
+    HelperModelCall,
     ModelTurnEnded,
     TokenDelta,
     ToolCallRequest,
@@ -163,8 +165,9 @@ class EventNormalizer:
         if not isinstance(data, tuple) or not data:
             return []
         meta = data[1] if len(data) > 1 and isinstance(data[1], Mapping) else {}
-        if not _is_agent_turn(meta):
-            return []
+        helper = _helper(meta)
+        if helper:
+            return _helper_call(data[0], helper, sub_agent_id)
         chunk = data[0]
         if not isinstance(chunk, AIMessageChunk) or not chunk.id:
             return []
@@ -217,13 +220,34 @@ class EventNormalizer:
         return events
 
 
-def _is_agent_turn(meta: Mapping[str, Any]) -> bool:
-    """Whether a streamed chunk is the agent's own turn, not a model call made on the side:
-    middleware's internal calls (summarising the history) and a model called inside a tool
-    (a sub-agent's turns come from its own `model` node, not from `tools`)."""
-    if meta.get(INTERNAL_CALL_METADATA_KEY) or meta.get("lc_source") == "summarization":
-        return False
-    return meta.get("langgraph_node") != "tools"
+def _helper(meta: Mapping[str, Any]) -> str:
+    """Which kind of side call a streamed message comes from, empty for an agent's own turn:
+    middleware's internal calls (`summarization` when summarising the history, `middleware`
+    otherwise) and a model called inside a tool (`tool`; a sub-agent's turns come from its own
+    `model` node, not from `tools`)."""
+    if meta.get("lc_source") == "summarization":
+        return "summarization"
+    if meta.get(INTERNAL_CALL_METADATA_KEY):
+        return "middleware"
+    return "tool" if meta.get("langgraph_node") == "tools" else ""
+
+
+def _helper_call(message: Any, helper: str, sub_agent_id: str) -> list[AgentEvent]:
+    """The usage a side call's streamed piece (or whole message) reports, if any."""
+    if not isinstance(message, AIMessage):
+        return []
+    usage = _usage(message)
+    if usage is None:
+        return []
+    return [
+        HelperModelCall(
+            call_id=message.id or "",
+            usage=usage,
+            helper=helper,
+            model_name=_model_name(message),
+            sub_agent_id=sub_agent_id,
+        )
+    ]
 
 
 def _as_list(value: Any) -> list[Any]:

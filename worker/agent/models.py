@@ -11,15 +11,25 @@ provider gets its own key (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`) and default en
 
 Real providers stream (`streaming=True`, usage included), so token deltas reach the event stream
 even when a caller only awaits the final message.
+
+A reply cut off by the token limit (`stop_reason` `max_tokens`, `finish_reason` / `done_reason`
+`length`) in the middle of a tool call is never run: the client has parsed the partial arguments
+into a call that looks complete (`'{"command": "rm -rf /home/daytona/build'` becomes a whole
+command). `TruncationGuard` raises `TruncatedToolCall` (a non-retryable `ConfigurationError`: the
+same limit cuts the same call off again) before the graph reaches its tools.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_anthropic import ChatAnthropic
+from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_ollama import ChatOllama
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
@@ -34,6 +44,102 @@ DEFAULT_MODELS: dict[Provider, str] = {
     Provider.OLLAMA: "llama3.1",
 }
 """What each provider runs when neither `STIGMER_LLM_MODEL` nor the execution names a model."""
+
+_TRUNCATED = {"max_tokens", "length"}
+"""Stop reasons for "the token limit cut the reply off": Anthropic's `stop_reason`, OpenAI's
+`finish_reason`, Ollama's `done_reason`."""
+
+_START_INPUT = "stigmer_message_start_input_tokens"
+
+
+class TruncatedToolCall(ConfigurationError):
+    """The model's reply hit the token limit inside a tool call; the call was not run."""
+
+
+class TruncationGuard(AsyncCallbackHandler):
+    """Refuses a model reply whose tool calls the token limit cut off (see the module doc)."""
+
+    raise_error = True
+
+    def __init__(self, max_tokens: int | None) -> None:
+        self._max_tokens = max_tokens
+
+    async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                if not isinstance(message, AIMessage):
+                    continue
+                if not (message.tool_calls or message.invalid_tool_calls):
+                    continue
+                meta = {**(generation.generation_info or {}), **message.response_metadata}
+                reason = next(
+                    (
+                        str(meta[k])
+                        for k in ("stop_reason", "finish_reason", "done_reason")
+                        if meta.get(k)
+                    ),
+                    "",
+                )
+                if reason in _TRUNCATED:
+                    names = [c["name"] for c in message.tool_calls] + [
+                        str(c.get("name")) for c in message.invalid_tool_calls
+                    ]
+                    limit = self._max_tokens if self._max_tokens is not None else "its default"
+                    raise TruncatedToolCall(
+                        f"the model's reply hit its token limit ({reason}) in the middle of a "
+                        f"call to {', '.join(names)}; the call was not run. The limit is "
+                        f"STIGMER_LLM_MAX_TOKENS ({limit}): raise it, or ask for smaller steps"
+                    )
+
+
+class _ChatAnthropic(ChatAnthropic):
+    """ChatAnthropic that keeps the prompt's token count when an endpoint's `message_delta`
+    reports only `output_tokens` (the field is optional there, see `MessageDeltaUsage` in the
+    anthropic SDK; LangChain reads usage from that event alone, so the input would count 0).
+    The count from `message_start` fills the gap."""
+
+    def _make_message_chunk_from_anthropic_event(
+        self, event: Any, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        chunk, block = super()._make_message_chunk_from_anthropic_event(event, **kwargs)
+        if event.type == "message_start" and chunk is not None:
+            usage = getattr(event.message, "usage", None)
+            tokens = getattr(usage, "input_tokens", None)
+            if tokens:
+                chunk.response_metadata[_START_INPUT] = int(tokens)
+        elif (
+            event.type == "message_delta"
+            and chunk is not None
+            and not getattr(event.usage, "input_tokens", None)
+        ):
+            chunk.response_metadata[_START_INPUT + "_missing"] = True
+        return chunk, block
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        started: list[int] = []
+        for chunk in super()._stream(*args, **kwargs):
+            yield _fill_input(chunk, started)
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        started: list[int] = []
+        async for chunk in super()._astream(*args, **kwargs):
+            yield _fill_input(chunk, started)
+
+
+def _fill_input(chunk: ChatGenerationChunk, started: list[int]) -> ChatGenerationChunk:
+    meta = chunk.message.response_metadata
+    if _START_INPUT in meta:
+        started.append(int(meta.pop(_START_INPUT)))
+    missing = bool(meta.pop(_START_INPUT + "_missing", False))
+    usage = getattr(chunk.message, "usage_metadata", None)
+    if missing and usage is not None and started:
+        fixed = dict(usage)
+        fixed["input_tokens"] = int(usage.get("input_tokens", 0)) + started[-1]
+        fixed["total_tokens"] = fixed["input_tokens"] + int(usage.get("output_tokens", 0))
+        chunk.message.usage_metadata = fixed  # type: ignore[attr-defined]
+    return chunk
+
 
 _FOREIGN_FAMILIES: dict[Provider, tuple[str, ...]] = {
     Provider.OPENAI: ("claude", "gemini"),
@@ -153,7 +259,7 @@ def _anthropic(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatMod
     key = _key(llm, choice)
     if key is None:
         raise _missing_key(Provider.ANTHROPIC)
-    return ChatAnthropic(**_hosted(llm, model, key, base_url))
+    return _ChatAnthropic(**_hosted(llm, model, key, base_url))
 
 
 def _hosted(llm: LlmSettings, model: str, key: SecretStr, base_url: str | None) -> dict[str, Any]:
@@ -163,6 +269,7 @@ def _hosted(llm: LlmSettings, model: str, key: SecretStr, base_url: str | None) 
         "api_key": key,
         "streaming": True,
         "stream_usage": True,
+        "callbacks": [TruncationGuard(llm.max_tokens)],
     }
     if base_url:
         kwargs["base_url"] = base_url
@@ -181,13 +288,37 @@ def _openai(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
             raise _missing_key(Provider.OPENAI)
         # OpenAI-compatible servers (vLLM, LM Studio, ...) often need no key; the client needs one.
         key = SecretStr("not-needed")
-    return ChatOpenAI(**_hosted(llm, model, key, base_url))
+    chat = ChatOpenAI(**_hosted(llm, model, key, base_url))
+    hooks = chat.root_async_client._client.event_hooks["response"]
+    if _no_retry_without_quota not in hooks:  # the HTTP client is shared between instances
+        hooks.append(_no_retry_without_quota)
+    return chat
+
+
+async def _no_retry_without_quota(response: Any) -> None:
+    """Marks OpenAI's 429 `insufficient_quota` (an account without credit) as not retryable.
+
+    The openai client retries every 429 (`_should_retry` in its `_base_client.py`) unless the
+    response says `x-should-retry: false`; for a used-up account the retries only delay the
+    failure, which `worker.run.failures` then types as permanent.
+    """
+    if response.status_code != 429:
+        return
+    await response.aread()
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "insufficient_quota" in (error.get("code"), error.get("type")):
+        response.headers["x-should-retry"] = "false"
 
 
 def _ollama(llm: LlmSettings, choice: ModelChoice, model: str) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": model,
         "base_url": _base_url(llm, choice) or llm.ollama_base_url,
+        "callbacks": [TruncationGuard(llm.max_tokens)],
     }
     if llm.max_tokens is not None:
         kwargs["num_predict"] = llm.max_tokens

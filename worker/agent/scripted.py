@@ -37,7 +37,16 @@ Scripts:
 - `delegate`: two `task` calls in one turn (sub-agents running concurrently), then an answer;
 - `subagent`: what a delegated sub-agent does: looks at the workspace, then reports;
 - `approval`: asks to run `execute` with `rm -rf build && echo cleaned` (a call an approval gate
-  stops), then answers with exactly what the tool returned, so a rejection's comment shows up.
+  stops), then answers with exactly what the tool returned, so a rejection's comment shows up;
+- `deep`: a long planning run for status-fidelity recordings: two rounds of todos (the second
+  list replaces the first with new, similarly worded items), large files written and read back
+  (a long context, so a model with a small `profile["max_input_tokens"]` makes deepagents
+  summarise the history), and delegations to a sub-agent type `researcher`;
+- `research`: a sub-agent that works in several turns, each with text and a tool call, then
+  reports (name it in a sub-agent's instructions).
+
+A call with no tools bound at all is a helper call made inside the graph (deepagents'
+summarisation); it answers with a short summary of what it was given, whatever the script.
 """
 
 from __future__ import annotations
@@ -96,7 +105,7 @@ def parse_script(spec: str) -> ScriptChoice:
     name, _, turns = spec.strip().partition(":")
     name = name.strip().lower()
     if name not in SCRIPTS:
-        known = ", ".join(sorted(n for n in SCRIPTS if n != "subagent"))
+        known = ", ".join(sorted(n for n in SCRIPTS if n not in _INTERNAL))
         raise ValueError(f"unknown script {name!r}; known scripts: {known}")
     if not turns:
         return ScriptChoice(name)
@@ -356,6 +365,153 @@ def approval(turn: Turn) -> Step:
     return Step(result.text if result is not None else "The command returned nothing.")
 
 
+def _round_todos(round_number: int, done: int) -> Call:
+    steps = ("survey the workspace", "write the findings file", "delegate the open questions")
+    items = []
+    for index, step in enumerate(steps):
+        status = "completed" if index < done else "in_progress" if index == done else "pending"
+        items.append({"content": f"Round {round_number}: {step}", "status": status})
+    return Call("write_todos", {"todos": items})
+
+
+def _findings(round_number: int, request: str) -> str:
+    """A file long enough that reading it back grows the context quickly."""
+    lines = [f"# Findings, round {round_number}", "", f"Request: {_quote(request)}", ""]
+    lines += [
+        f"- Observation {n}: the component numbered {n} behaves as documented; "
+        f"its inputs, outputs and failure modes were checked in round {round_number}."
+        for n in range(1, 41)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def deep(turn: Turn) -> Step:
+    def ask(topic: str) -> Call:
+        return Call(
+            "task",
+            {
+                "description": f"Research {topic} using /findings-1.md and report briefly.",
+                "subagent_type": "researcher",
+            },
+        )
+
+    match turn.step:
+        case 0:
+            return Step("Planning the first round of work.", (_round_todos(1, 0),))
+        case 1:
+            return Step("Surveying the workspace.", (Call("ls", turn.path_args("ls", "/")),))
+        case 2:
+            b = _findings(1, turn.request)
+            return Step(
+                "Writing the first round's findings.",
+                (
+                    Call("write_file", turn.path_args("write_file", "/findings-1.md", content=b)),
+                    _round_todos(1, 1),
+                ),
+            )
+        case 3:
+            return Step(
+                "Reading the findings back to check them.",
+                (Call("read_file", turn.path_args("read_file", "/findings-1.md")),),
+            )
+        case 4:
+            return Step(
+                "Two open questions; delegating both to researchers.",
+                (
+                    ask("the observations 1 to 20"),
+                    ask("the observations 21 to 40"),
+                    _round_todos(1, 2),
+                ),
+            )
+        case 5:
+            return Step("The first round is complete.", (_round_todos(1, 3),))
+        case 6:
+            return Step("Planning the second round.", (_round_todos(2, 0),))
+        case 7:
+            return Step(
+                "Re-reading the first findings before the second round.",
+                (Call("read_file", turn.path_args("read_file", "/findings-1.md")),),
+            )
+        case 8:
+            b = _findings(2, turn.request)
+            return Step(
+                "Writing the second round's findings.",
+                (
+                    Call("write_file", turn.path_args("write_file", "/findings-2.md", content=b)),
+                    _round_todos(2, 1),
+                ),
+            )
+        case 9:
+            return Step(
+                "One more question for a researcher.",
+                (ask("what changed between the rounds"), _round_todos(2, 2)),
+            )
+        case 10:
+            return Step("The second round is complete.", (_round_todos(2, 3),))
+    reports = [m for m in turn.turn_results if m.name == "task"]
+    lines = [f"Two rounds done; {len(reports)} research reports came back:"]
+    lines += [f"- {_quote(r.text, 120)}" for r in reports]
+    return Step("\n".join(lines))
+
+
+def research(turn: Turn) -> Step:
+    match turn.step:
+        case 0:
+            return Step(
+                "Starting the research: listing the workspace first.",
+                (Call("ls", turn.path_args("ls", "/")),),
+            )
+        case 1:
+            return Step(
+                "The listing is in; reading the findings file.",
+                (Call("read_file", turn.path_args("read_file", "/findings-1.md")),),
+            )
+        case 2:
+            return Step(
+                "Cross-checking the observations against the workspace.",
+                (Call("glob", {"pattern": "*.md", "path": "/"}),),
+            )
+    read = turn.result_of("read_file")
+    seen = "the findings file" if read is not None and "Observation" in read.text else "no file"
+    return Step(f"Research report for '{_quote(turn.request, 50)}': I checked {seen}.")
+
+
+_SUMMARY_STATE = re.compile(r"\[steps so far: (\d+)\] \[request: (.*?)\]", re.S)
+_AI_IN_PROMPT = '<message type="ai">'
+_HUMAN_IN_PROMPT = re.compile(r'<message type="human">(.*?)</message>', re.S)
+
+
+def summary(turn: Turn) -> Step:
+    """A helper call's answer (deepagents' summarisation of the history it is given).
+
+    The summary replaces the turns it covers, and scripts count turns to know their next step;
+    so it states how many model turns it covers (those of an earlier summary in the history
+    included) and the request they served, which `ScriptedChatModel.plan` reads back.
+    """
+    prompt = turn.request
+    steps = prompt.count(_AI_IN_PROMPT)
+    request = ""
+    earlier = _SUMMARY_STATE.search(prompt)
+    if earlier is not None:
+        steps += int(earlier.group(1))
+        request = earlier.group(2)
+    if not request:
+        humans = _HUMAN_IN_PROMPT.findall(prompt)
+        request = humans[0].strip() if humans else ""
+    return Step(
+        "Summary: the agent planned its work, wrote and read findings and delegated research. "
+        f"[steps so far: {steps}] [request: {_quote(request, 200)}]"
+    )
+
+
+def _summarised(message: BaseMessage) -> tuple[int, str] | None:
+    """The turns and request a summary message stands for; None for a real human message."""
+    if message.additional_kwargs.get("lc_source") != "summarization":
+        return None
+    found = _SUMMARY_STATE.search(_text(message))
+    return (int(found.group(1)), found.group(2)) if found else (0, "")
+
+
 SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "demo": demo,
     "quick": quick,
@@ -365,8 +521,13 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "delegate": delegate,
     "subagent": subagent,
     "approval": approval,
+    "deep": deep,
+    "research": research,
+    "summary": summary,
 }
-_DELEGATING = frozenset({"demo", "delegate"})
+_DELEGATING = frozenset({"demo", "delegate", "deep"})
+_INTERNAL = frozenset({"subagent", "summary"})
+"""Scripts chosen by the model itself, never named by a user."""
 
 
 # -- the model ------------------------------------------------------------------------------------
@@ -443,11 +604,16 @@ class ScriptedChatModel(BaseChatModel):
         params = _tool_params(tools if isinstance(tools, list) else None)
         role: Role = "main" if "task" in params else "subagent"
         system = _text(messages[0]) if messages and isinstance(messages[0], SystemMessage) else ""
-        choice = self._choose(system, role)
+        choice = self._choose(system, role) if params else ScriptChoice("summary")
         humans = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
         last = humans[-1] if humans else -1
         current = messages[last + 1 :]
         step = sum(1 for m in current if isinstance(m, AIMessage))
+        request = _text(messages[last]) if last >= 0 else ""
+        summarised = _summarised(messages[last]) if last >= 0 else None
+        if summarised is not None:
+            step += summarised[0]
+            request = summarised[1]
         results: list[ToolMessage] = []
         for message in reversed(current):
             if isinstance(message, ToolMessage):
@@ -455,7 +621,7 @@ class ScriptedChatModel(BaseChatModel):
             elif isinstance(message, AIMessage):
                 break
         turn = Turn(
-            request=_text(messages[last]) if last >= 0 else "",
+            request=request,
             earlier_requests=[_text(messages[i]) for i in humans[:-1]],
             step=step,
             results=results[::-1],

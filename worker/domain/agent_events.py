@@ -104,8 +104,32 @@ class ApprovalDecided:
     sub_agent_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class HelperModelCall:
+    """Usage reported by a model call made inside the graph that is not an agent's turn.
+
+    deepagents' summarisation (`helper="summarization"`), another middleware's internal call
+    (`"middleware"`), a model called inside a tool (`"tool"`). Nothing of it enters the
+    transcript; its tokens count in the execution's usage. One event per streamed piece that
+    reports usage (a provider may report input and output tokens in different chunks), so the
+    events of one call (`call_id`, the message id) add up; they are never replayed.
+    """
+
+    call_id: str
+    usage: Usage
+    helper: str
+    model_name: str = ""
+    sub_agent_id: str = ""
+
+
 AgentEvent: TypeAlias = (
-    TokenDelta | ModelTurnEnded | ToolStarted | ToolEnded | ApprovalRequested | ApprovalDecided
+    TokenDelta
+    | ModelTurnEnded
+    | ToolStarted
+    | ToolEnded
+    | HelperModelCall
+    | ApprovalRequested
+    | ApprovalDecided
 )
 
 EVENT_TYPES: Mapping[str, type[AgentEvent]] = {
@@ -115,6 +139,7 @@ EVENT_TYPES: Mapping[str, type[AgentEvent]] = {
         ModelTurnEnded,
         ToolStarted,
         ToolEnded,
+        HelperModelCall,
         ApprovalRequested,
         ApprovalDecided,
     )
@@ -153,6 +178,7 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
             fields["tool_calls"] = tuple(
                 ToolCallRequest(id=c["id"], name=c["name"], args=c.get("args") or {}) for c in calls
             )
+        if cls is ModelTurnEnded or cls is HelperModelCall:
             usage = fields.get("usage")
             fields["usage"] = Usage(**usage) if usage is not None else None
         return cls(**fields)

@@ -12,14 +12,26 @@ What it produces:
 - the user's message as MESSAGE_HUMAN, then one MESSAGE_AI per model turn of the main agent
   (keyed by the model's message id), with `metadata` {message_id, model, usage} and the tool calls
   it requested;
+- `usage` (contract §7, ours): the tokens of every model call, the agent's turns, the sub-agents'
+  turns and helper calls inside the graph (summarisation), with per-model totals (see
+  `worker.domain.usage`);
 - `tool_calls`: every tool call of the run, sub-agents' included, keyed by the model's tool-call
   id: PENDING when the model asks for it, RUNNING when it starts, then COMPLETED with the clean
   result text or FAILED with the error. Two identical calls are two entries (two ids);
-- `todos` from `write_todos`, with stable ids (see `worker.domain.todos`); a todo the agent drops
-  from its list is kept as TODO_CANCELLED;
+- `todos`: the agent's current `write_todos` list, with stable ids (see `worker.domain.todos`: a
+  new todo gets a new id, a finished one never goes back). The history is in the `write_todos`
+  tool calls: each one's `args` is that version of the list and its component metadata's
+  `todo_ids` the ids its items got. When the agent empties its list, the previous items stay,
+  the unfinished ones TODO_CANCELLED (an empty map would leave the orchestrator's stale one in
+  place, contract §4). Sub-agents' own todo lists are not the agent's plan and stay out of it;
 - `sub_agent_executions`: one per `task` tool call (id = that call's id, name = `subagent_type`,
   input = the task description, output = the sub-agent's latest text while it runs, its answer at
-  the end), with turn, tool-call and token counts in `metadata`;
+  the end), with its conversation in `messages` (contract §7: one MESSAGE_AI per turn, its text
+  and tool calls; at most `SUB_AGENT_MESSAGES` kept, the first and the latest halves, with a
+  MESSAGE_SYSTEM marker saying how many were left out between them) and `metadata` {model_turns,
+  tool_calls, model, usage};
+- counts in any `metadata` Struct are decimal strings (`"3"`): a Struct number is a double, which
+  JSON renders as `3.0` in some encoders.
 - `component_metadata` on every tool call, from the tool's name (see `COMPONENTS`);
 - approval gates (docs/run-control.md): a gated call is TOOL_CALL_WAITING_APPROVAL with
   `requires_approval`, `approval_message` and `approval_requested_at`; a decision adds
@@ -40,7 +52,8 @@ significant (phase, tool start or end, todo, sub-agent, error), for the update p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +68,7 @@ from worker.domain.agent_events import (
     AgentEvent,
     ApprovalDecided,
     ApprovalRequested,
+    HelperModelCall,
     ModelTurnEnded,
     TokenDelta,
     ToolCallRequest,
@@ -62,6 +76,7 @@ from worker.domain.agent_events import (
     ToolStarted,
     Usage,
 )
+from worker.domain.usage import Tokens, UsageLedger, usage_strings
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +85,11 @@ Redactor = Callable[[str], str]
 
 TODO_TOOL = "write_todos"
 TASK_TOOL = "task"
+SUB_AGENT_MESSAGES = 100
+"""At most this many messages of one sub-agent's conversation are kept in its
+`SubAgentExecution.messages`: the first half and the latest half, a marker between them."""
+_SUB_MESSAGES_FIELD = 100  # SubAgentExecution.messages
+_FINISHED_TODO = frozenset({enum_pb2.TODO_COMPLETED, enum_pb2.TODO_CANCELLED})
 
 
 def utc_now() -> datetime:
@@ -274,8 +294,54 @@ class _SubAgent:
     completed_at: str = ""
     error: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    model_turns: int = 0
+    tool_calls: int = 0
+    usage: Tokens | None = None
+    # The conversation: the first messages, then the latest (a bounded deque), with the number
+    # left out between them; `by_key` finds a kept turn by its message id.
+    head: list[_Message] = field(default_factory=list)
+    tail: deque[_Message] = field(default_factory=lambda: deque(maxlen=SUB_AGENT_MESSAGES // 2))
+    omitted: int = 0
+    marker: _Message | None = None
+    by_key: dict[str, _Message] = field(default_factory=dict)
+    # The entry without its messages; the messages' encodings are appended to it on the wire.
     proto: api_pb2.SubAgentExecution | None = None
     wire: _Wire = field(default_factory=_Wire)
+
+    def messages(self) -> Iterable[_Message]:
+        yield from self.head
+        if self.omitted:
+            yield _omitted_marker(self)
+        yield from self.tail
+
+    def add_message(self, message: _Message) -> None:
+        if len(self.head) < SUB_AGENT_MESSAGES - SUB_AGENT_MESSAGES // 2:
+            self.head.append(message)
+        else:
+            if len(self.tail) == self.tail.maxlen:
+                dropped = self.tail.popleft()
+                self.by_key.pop(dropped.key, None)
+                self.omitted += 1
+            self.tail.append(message)
+        if message.key:
+            self.by_key[message.key] = message
+
+
+def _omitted_marker(sub: _SubAgent) -> _Message:
+    """The MESSAGE_SYSTEM entry standing for a sub-agent's messages left out."""
+    if sub.marker is None or sub.marker.key != str(sub.omitted):
+        text = (
+            f"[{sub.omitted} earlier message(s) of this sub-agent omitted: at most "
+            f"{SUB_AGENT_MESSAGES} are kept, the first and the latest]"
+        )
+        sub.marker = _Message(
+            enum_pb2.MESSAGE_SYSTEM,
+            [text],
+            sub.tail[0].timestamp if sub.tail else "",
+            key=str(sub.omitted),
+            meta={"omitted_messages": str(sub.omitted)},
+        )
+    return sub.marker
 
 
 class StatusBuilder:
@@ -304,6 +370,8 @@ class StatusBuilder:
         self._todo_order: list[str] = []
         self._todo_serial = 0
         self._subs: dict[str, _SubAgent] = {}
+        self._usage = UsageLedger()
+        self._usage_proto: api_pb2.ExecutionUsage | None = None
         self._handlers: dict[type, Callable[[Any], Applied]] = {
             TokenDelta: self._on_delta,
             ModelTurnEnded: self._on_turn,
@@ -311,6 +379,7 @@ class StatusBuilder:
             ToolEnded: self._on_tool_ended,
             ApprovalRequested: self._on_approval_requested,
             ApprovalDecided: self._on_approval_decided,
+            HelperModelCall: self._on_helper,
         }
         self._approvals: dict[str, _Approval] = {}
         if initial is not None:
@@ -429,6 +498,11 @@ class StatusBuilder:
             tool.approval = record
             self._touch(tool)
 
+    def use_mcp_tools(self, servers: Mapping[str, str]) -> None:
+        """Tool name → MCP server, known once the servers started: their calls get the `mcp`
+        component and `mcp_server_slug` (contract §7; an orchestrator without it skips it)."""
+        self._mcp_tools.update(servers)
+
     def note(self, text: str) -> Applied:
         """A MESSAGE_SYSTEM entry: what the runner itself reports (a degraded skill, the
         sandbox's isolation), so it is in the transcript a user reads. Idempotent per text."""
@@ -470,8 +544,9 @@ class StatusBuilder:
             completed_at=self._completed_at,
             messages=[self._message_proto(m) for m in self._messages],
             tool_calls=[self._tool_proto(t) for t in self._tools.values()],
-            sub_agent_executions=[self._sub_proto(s) for s in self._subs.values()],
+            sub_agent_executions=[self._sub_full_proto(s) for s in self._subs.values()],
             todos=todos,
+            usage=self._usage_message(),
         )
 
     def encoded(self) -> status_wire.EncodedStatus:
@@ -487,9 +562,7 @@ class StatusBuilder:
         if self._phase:
             parts.append(w.varint_field(w.PHASE, self._phase))
         parts.extend(t.wire.get(w.TOOL_CALLS, self._tool_proto(t)) for t in self._tools.values())
-        parts.extend(
-            s.wire.get(w.SUB_AGENT_EXECUTIONS, self._sub_proto(s)) for s in self._subs.values()
-        )
+        parts.extend(self._sub_wire(s) for s in self._subs.values())
         for number, text in (
             (w.ERROR, self._error),
             (w.STARTED_AT, self._started_at),
@@ -500,6 +573,9 @@ class StatusBuilder:
         parts.extend(
             todo.wire.get(w.TODOS, self._todo_entry(todo)) for todo in self._todos.values()
         )
+        usage = self._usage_message()
+        if usage is not None:
+            parts.append(w.length_delimited(w.USAGE, usage.SerializeToString()))
         return w.EncodedStatus(
             data=b"".join(parts),
             phase=self._phase,
@@ -520,6 +596,12 @@ class StatusBuilder:
                 sub.turn = event.message_id
                 sub.parts = []
             sub.parts.append(event.text)
+            message = sub.by_key.get(event.message_id)
+            if message is None:
+                message = self._new_sub_message(sub, event.message_id)
+            if message.streaming:
+                message.parts.append(event.text)
+                message.proto = None
             sub.proto = None
             return CHANGED
         message = self._by_key.get(event.message_id)
@@ -534,30 +616,31 @@ class StatusBuilder:
 
     def _on_turn(self, event: ModelTurnEnded) -> Applied:
         significant = False
+        owner: _Message | None = None
+        self._usage.turn(
+            event.message_id, event.usage, event.model_name, sub_agent=bool(event.sub_agent_id)
+        )
         if event.sub_agent_id:
             sub = self._subs.get(event.sub_agent_id)
-            owner = None
             if sub is not None:
                 if event.message_id not in sub.turns_seen:
                     sub.turns_seen.add(event.message_id)
-                    sub.meta["model_turns"] = sub.meta.get("model_turns", 0) + 1
-                    _add_usage(sub.meta, event.usage)
+                    sub.model_turns += 1
+                    if sub.usage is None:
+                        sub.usage = Tokens()
+                    sub.usage.add(event.usage, 1)
                 if event.model_name:
                     sub.meta["model"] = event.model_name
                 sub.turn = event.message_id
                 sub.parts = [event.text] if event.text else []
                 sub.proto = None
+                owner = sub.by_key.get(event.message_id) or self._new_sub_message(
+                    sub, event.message_id
+                )
+                self._end_turn(owner, event)
         else:
-            message = self._by_key.get(event.message_id) or self._new_ai(event.message_id)
-            message.parts = [event.text] if event.text else []
-            message.streaming = False
-            message.meta.pop("streaming", None)
-            if event.model_name:
-                message.meta["model"] = event.model_name
-            if event.usage is not None:
-                message.meta["usage"] = _usage_dict(event.usage)
-            message.proto = None
-            owner = message
+            owner = self._by_key.get(event.message_id) or self._new_ai(event.message_id)
+            self._end_turn(owner, event)
         for request in event.tool_calls:
             tool = self._tools.get(request.id)
             if tool is None:
@@ -567,6 +650,20 @@ class StatusBuilder:
                 tool.owner = owner
                 owner.tool_ids.append(tool.id)
         return SIGNIFICANT if significant else CHANGED
+
+    def _end_turn(self, message: _Message, event: ModelTurnEnded) -> None:
+        message.parts = [event.text] if event.text else []
+        message.streaming = False
+        message.meta.pop("streaming", None)
+        if event.model_name:
+            message.meta["model"] = event.model_name
+        if event.usage is not None:
+            message.meta["usage"] = usage_strings(event.usage)
+        message.proto = None
+
+    def _on_helper(self, event: HelperModelCall) -> Applied:
+        self._usage.helper(event.call_id, event.usage, event.helper, event.model_name)
+        return CHANGED
 
     def _on_tool_started(self, event: ToolStarted) -> Applied:
         tool = self._tools.get(event.tool_call_id)
@@ -604,8 +701,8 @@ class StatusBuilder:
         tool.started_at = tool.started_at or now
         tool.completed_at = now
         self._touch(tool)
-        if tool.name == TODO_TOOL and not error:
-            self._apply_todos(tool.args.get("todos"), now)
+        if tool.name == TODO_TOOL and not error and not tool.sub_agent_id:
+            self._apply_todos(tool, now)
         sub = self._subs.get(tool.id)
         if sub is not None:
             sub.status = enum_pb2.SUB_AGENT_FAILED if error else enum_pb2.SUB_AGENT_COMPLETED
@@ -671,6 +768,18 @@ class StatusBuilder:
         self._by_key[key] = message
         return message
 
+    def _new_sub_message(self, sub: _SubAgent, key: str) -> _Message:
+        message = _Message(
+            enum_pb2.MESSAGE_AI,
+            [],
+            self._now(),
+            key=key,
+            meta={"message_id": key, "streaming": True},
+            streaming=True,
+        )
+        sub.add_message(message)
+        return message
+
     def _new_tool(
         self, tool_id: str, name: str, args: Mapping[str, Any], sub_agent_id: str
     ) -> _Tool:
@@ -687,7 +796,7 @@ class StatusBuilder:
         if sub_agent_id:
             sub = self._subs.get(sub_agent_id)
             if sub is not None:
-                sub.meta["tool_calls"] = sub.meta.get("tool_calls", 0) + 1
+                sub.tool_calls += 1
                 sub.proto = None
         if name == TASK_TOOL:
             description = plain_args.get("description")
@@ -696,7 +805,6 @@ class StatusBuilder:
                 id=tool_id,
                 name=sub_type if isinstance(sub_type, str) else "",
                 input=description if isinstance(description, str) else "",
-                meta={"model_turns": 0, "tool_calls": 0},
             )
         return tool
 
@@ -738,8 +846,14 @@ class StatusBuilder:
         tool.proto = None
         if tool.owner is not None:
             tool.owner.proto = None
+            if tool.sub_agent_id:
+                sub = self._subs.get(tool.sub_agent_id)
+                if sub is not None:
+                    sub.proto = None
 
-    def _apply_todos(self, items: Any, now: str) -> None:
+    def _apply_todos(self, call: _Tool, now: str) -> None:
+        """The agent's new list becomes `todos`; see the module docstring."""
+        items = call.args.get("todos")
         if not isinstance(items, list):
             log.warning("malformed_event_skipped", reason="write_todos without a todo list")
             return
@@ -750,39 +864,58 @@ class StatusBuilder:
             status = _TODO_STATUS.get(str(item.get("status", "pending")), enum_pb2.TODO_PENDING)
             entries.append((item["content"], status))
         previous = [(i, self._todos[i].content) for i in self._todo_order]
-        ids = todo_ids.assign_ids(previous, [content for content, _ in entries], self._next_todo)
-        for todo_id, (content, status) in zip(ids, entries, strict=True):
-            todo = self._todos.get(todo_id)
-            if todo is None:
-                self._todos[todo_id] = _Todo(todo_id, content, status, now, now)
-            elif todo.content != content or todo.status != status:
-                todo.content, todo.status, todo.updated_at = content, status, now
-                todo.entry = None
+        ids = todo_ids.assign_ids(
+            previous,
+            [content for content, _ in entries],
+            self._next_todo,
+            finished={i for i in self._todo_order if self._todos[i].status in _FINISHED_TODO},
+            finishing=[status in _FINISHED_TODO for _, status in entries],
+        )
         kept = set(ids)
-        for old_id in self._todo_order:
-            todo = self._todos[old_id]
-            if old_id not in kept and todo.status not in (
-                enum_pb2.TODO_COMPLETED,
-                enum_pb2.TODO_CANCELLED,
-            ):
-                todo.status, todo.updated_at = enum_pb2.TODO_CANCELLED, now
-                todo.entry = None
-        self._todo_order = ids
+        if not entries:
+            # An empty map would leave the orchestrator's previous one in place (contract §4):
+            # the previous items stay, the unfinished ones cancelled.
+            for todo in self._todos.values():
+                if todo.status not in _FINISHED_TODO:
+                    todo.status, todo.updated_at = enum_pb2.TODO_CANCELLED, now
+                    todo.entry = None
+        else:
+            current: dict[str, _Todo] = {}
+            for todo_id, (content, status) in zip(ids, entries, strict=True):
+                found = self._todos.get(todo_id)
+                todo = _Todo(todo_id, content, status, now, now) if found is None else found
+                if todo.content != content or todo.status != status:
+                    todo.content, todo.status, todo.updated_at = content, status, now
+                    todo.entry = None
+                current[todo_id] = todo
+            self._todos = current
+            self._todo_order = ids
+        dropped = [i for i, _ in previous if i not in kept]
+        history: dict[str, Any] = {"todo_ids": list(ids)}
+        if dropped:
+            history["dropped_todo_ids"] = dropped
+        call.component.metadata.update(history)
+        self._touch(call)
 
     def _next_todo(self) -> str:
+        """A todo id never given before in this execution (the serial only grows)."""
         self._todo_serial += 1
-        candidate = f"todo-{self._todo_serial:03d}"
-        while candidate in self._todos:
-            self._todo_serial += 1
-            candidate = f"todo-{self._todo_serial:03d}"
-        return candidate
+        return f"todo-{self._todo_serial:03d}"
 
     def _finish_streaming(self) -> None:
+        """The run is over: no message, the agent's or a sub-agent's, is still streaming."""
         for message in reversed(self._messages):
             if message.streaming:
                 message.streaming = False
                 message.meta.pop("streaming", None)
                 message.proto = None
+        for sub in self._subs.values():
+            for message in sub.by_key.values():
+                if message.streaming:
+                    message.streaming = False
+                    message.meta.pop("streaming", None)
+                    message.proto = None
+                    sub.proto = None
 
     def _interrupt(self, reason: str) -> None:
         """Close what was in flight when the run stopped early, so nothing stays RUNNING."""
@@ -826,6 +959,7 @@ class StatusBuilder:
                 started_at=tool.started_at,
                 completed_at=tool.completed_at,
                 error=tool.error,
+                mcp_server_slug=self._mcp_tools.get(tool.name, ""),
             )
             approval = tool.approval
             if approval is not None:
@@ -845,7 +979,15 @@ class StatusBuilder:
         return tool.args_struct
 
     def _sub_proto(self, sub: _SubAgent) -> api_pb2.SubAgentExecution:
+        """The entry without its messages (cached until the sub-agent changes)."""
         if sub.proto is None:
+            meta: dict[str, Any] = {
+                **sub.meta,
+                "model_turns": str(sub.model_turns),
+                "tool_calls": str(sub.tool_calls),
+            }
+            if sub.usage is not None:
+                meta["usage"] = sub.usage.as_strings()
             sub.proto = api_pb2.SubAgentExecution(
                 id=sub.id,
                 name=sub.name,
@@ -855,9 +997,36 @@ class StatusBuilder:
                 started_at=sub.started_at,
                 completed_at=sub.completed_at,
                 error=sub.error,
-                metadata=_struct(sub.meta),
+                metadata=_struct(meta),
             )
         return sub.proto
+
+    def _sub_full_proto(self, sub: _SubAgent) -> api_pb2.SubAgentExecution:
+        full = api_pb2.SubAgentExecution()
+        full.CopyFrom(self._sub_proto(sub))
+        full.messages.extend(self._message_proto(m) for m in sub.messages())
+        return full
+
+    def _sub_wire(self, sub: _SubAgent) -> bytes:
+        """The entry as a `sub_agent_executions` element: its fields, then each message's cached
+        encoding as field 100 (protobuf reads fields in any order)."""
+        head = self._sub_proto(sub)
+        if sub.wire.of is not head:
+            body = [head.SerializeToString()]
+            body.extend(
+                m.wire.get(_SUB_MESSAGES_FIELD, self._message_proto(m)) for m in sub.messages()
+            )
+            sub.wire.data = status_wire.length_delimited(
+                status_wire.SUB_AGENT_EXECUTIONS, b"".join(body)
+            )
+            sub.wire.of = head
+        return sub.wire.data
+
+    def _usage_message(self) -> api_pb2.ExecutionUsage | None:
+        if self._usage.changed or self._usage_proto is None:
+            self._usage.changed = False
+            self._usage_proto = None if self._usage.empty else self._usage.proto()
+        return self._usage_proto
 
     @staticmethod
     def _todo_proto(todo: _Todo) -> api_pb2.TodoItem:
@@ -886,37 +1055,19 @@ class StatusBuilder:
         for call in status.tool_calls:
             self._tools[call.id] = self._seed_tool(call)
         for stored in status.messages:
-            meta = _struct_dict(stored.metadata) if stored.HasField("metadata") else {}
-            if stored.type == enum_pb2.MESSAGE_AI and meta.get("streaming"):
-                continue  # a turn cut off by the crash; the resumed run produces it again
-            message = _Message(
-                stored.type,
-                [stored.content] if stored.content else [],
-                stored.timestamp,
-                key=str(meta.get("message_id", "")),
-                meta=meta,
-            )
-            for call in stored.tool_calls:
-                tool = self._tools.get(call.id)
-                if tool is None:
-                    tool = self._tools[call.id] = self._seed_tool(call)
-                tool.owner = message
-                message.tool_ids.append(call.id)
-            self._messages.append(message)
-            if message.key:
-                self._by_key[message.key] = message
-        for sub in status.sub_agent_executions:
-            self._subs[sub.id] = _SubAgent(
-                id=sub.id,
-                name=sub.name,
-                input=sub.input,
-                status=sub.status,
-                parts=[sub.output] if sub.output else [],
-                started_at=sub.started_at,
-                completed_at=sub.completed_at,
-                error=sub.error,
-                meta=_struct_dict(sub.metadata) if sub.HasField("metadata") else {},
-            )
+            message = self._seed_message(stored)
+            if message is not None:
+                self._messages.append(message)
+                if message.key:
+                    self._by_key[message.key] = message
+        turns = set(self._by_key)
+        for stored_sub in status.sub_agent_executions:
+            sub = self._seed_sub(stored_sub)
+            self._subs[sub.id] = sub
+            turns |= sub.turns_seen
+        if status.HasField("usage"):
+            # Without a stored usage (an earlier runner), the replayed turns count again.
+            self._usage.seed(status.usage, turns)
         stored_todos = sorted(status.todos.values(), key=lambda t: (t.created_at, t.id))
         for item in stored_todos:
             self._todos[item.id] = _Todo(
@@ -924,9 +1075,69 @@ class StatusBuilder:
             )
             if item.status != enum_pb2.TODO_CANCELLED:
                 self._todo_order.append(item.id)
-            suffix = item.id.rpartition("-")[2]
+        used = [item.id for item in stored_todos]
+        for tool in self._tools.values():
+            if tool.name == TODO_TOOL and "todo_ids" in tool.component.metadata.fields:
+                history = tool.component.metadata.fields["todo_ids"].list_value.values
+                used.extend(v.string_value for v in history)
+        for todo_id in used:
+            suffix = todo_id.rpartition("-")[2]
             if suffix.isdigit():
                 self._todo_serial = max(self._todo_serial, int(suffix))
+
+    def _seed_message(self, stored: api_pb2.AgentMessage) -> _Message | None:
+        meta = _struct_dict(stored.metadata) if stored.HasField("metadata") else {}
+        if stored.type == enum_pb2.MESSAGE_AI and meta.get("streaming"):
+            return None  # a turn cut off by the crash; the resumed run produces it again
+        message = _Message(
+            stored.type,
+            [stored.content] if stored.content else [],
+            stored.timestamp,
+            key=str(meta.get("message_id", "")),
+            meta=meta,
+        )
+        for call in stored.tool_calls:
+            tool = self._tools.get(call.id)
+            if tool is None:
+                tool = self._tools[call.id] = self._seed_tool(call)
+            tool.owner = message
+            message.tool_ids.append(call.id)
+        return message
+
+    def _seed_sub(self, stored: api_pb2.SubAgentExecution) -> _SubAgent:
+        meta = _struct_dict(stored.metadata) if stored.HasField("metadata") else {}
+        usage = meta.pop("usage", None)
+        sub = _SubAgent(
+            id=stored.id,
+            name=stored.name,
+            input=stored.input,
+            status=stored.status,
+            parts=[stored.output] if stored.output else [],
+            started_at=stored.started_at,
+            completed_at=stored.completed_at,
+            error=stored.error,
+            model_turns=_count(meta.pop("model_turns", 0)),
+            tool_calls=_count(meta.pop("tool_calls", 0)),
+            meta=meta,
+        )
+        if isinstance(usage, Mapping):
+            sub.usage = Tokens(
+                _count(usage.get("input_tokens")),
+                _count(usage.get("output_tokens")),
+                _count(usage.get("total_tokens")),
+                _count(usage.get("model_calls", sub.model_turns)),
+            )
+        for stored_message in stored.messages:
+            if stored_message.type == enum_pb2.MESSAGE_SYSTEM:
+                omitted = _struct_dict(stored_message.metadata).get("omitted_messages")
+                sub.omitted += _count(omitted)
+                continue
+            message = self._seed_message(stored_message)
+            if message is not None:
+                sub.add_message(message)
+                if message.key:
+                    sub.turns_seen.add(message.key)
+        return sub
 
     @staticmethod
     def _seed_tool(call: api_pb2.ToolCall) -> _Tool:
@@ -957,21 +1168,13 @@ class StatusBuilder:
         )
 
 
-def _usage_dict(usage: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
-def _add_usage(meta: dict[str, Any], usage: Usage | None) -> None:
-    if usage is None:
-        return
-    total = meta.setdefault("usage", {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
-    total["input_tokens"] += usage.input_tokens
-    total["output_tokens"] += usage.output_tokens
-    total["total_tokens"] += usage.total_tokens
+def _count(value: Any) -> int:
+    """A count read back from a stored `metadata` Struct: a decimal string, or a number that
+    an earlier runner wrote."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _problem(event: object) -> str | None:
@@ -996,6 +1199,13 @@ def _problem(event: object) -> str | None:
     elif isinstance(event, ApprovalRequested | ApprovalDecided):
         if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
             return "approval event without a tool call id"
+    elif isinstance(event, HelperModelCall):
+        if not isinstance(event.usage, Usage):
+            return "helper call without a usage"
+        if not isinstance(event.call_id, str) or not isinstance(event.helper, str):
+            return "helper call id or kind is not a string"
+        if not isinstance(event.model_name, str):
+            return "model name is not a string"
     elif isinstance(event, ToolStarted | ToolEnded):
         if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
             return "tool event without a tool call id"

@@ -62,6 +62,7 @@ ERROR = 6
 STARTED_AT = 7
 COMPLETED_AT = 8
 TODOS = 9
+USAGE = 100  # contract §7 (ours)
 # Map entries are messages with the key as field 1 and the value as field 2.
 MAP_KEY = 1
 MAP_VALUE = 2

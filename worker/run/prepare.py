@@ -26,7 +26,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.environment.v1 import spec_pb2 as environment_spec
 from langchain_core.tools import BaseTool
 
-from worker.agent.mcp import open_mcp_toolbox
+from worker.agent.mcp import McpLimits, open_mcp_toolbox
 from worker.agent.subagents import build_subagents
 from worker.domain.environment import MergedEnvironment, merge_environment
 from worker.errors import RunnerError
@@ -52,8 +52,8 @@ class Prepared:
     subagents: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What the user should know about the preparation (degraded skills, isolation)."""
-    mcp_servers: dict[str, str] = field(default_factory=dict)
-    """Each MCP tool's server, by tool name (approval policies name MCP tools `<server>/<tool>`)."""
+    mcp_tools: dict[str, str] = field(default_factory=dict)
+    """MCP tool name → the server (its name in the agent spec) that serves it."""
 
 
 class Preparer(Protocol):
@@ -82,11 +82,13 @@ class SpecPreparer:
         skills: SkillInstaller,
         *,
         metrics: Metrics | None = None,
+        mcp_limits: McpLimits | None = None,
     ) -> None:
         self._orchestrator = orchestrator
         self._sandboxes = sandboxes
         self._skills = skills
         self._metrics = metrics
+        self._mcp_limits = mcp_limits or McpLimits()
 
     @asynccontextmanager
     async def prepare(
@@ -113,9 +115,10 @@ class SpecPreparer:
             environment.values,
             secrets=environment.secret_values,
             workspace=workspace,
+            limits=self._mcp_limits,
         ) as mcp:
-            notes.extend(mcp.warnings)
             subagents = build_subagents(agent.spec.sub_agents, mcp=mcp, skills=skills)
+            notes.extend(mcp.warnings)  # the servers' and the sub-agents' tool selections
             log.info(
                 "execution_prepared",
                 sandbox_id=sandbox.id,
@@ -134,9 +137,7 @@ class SpecPreparer:
                 tools=mcp.tools(),
                 subagents=subagents,
                 notes=notes,
-                mcp_servers={
-                    tool.name: server for server, tools in mcp.by_server.items() for tool in tools
-                },
+                mcp_tools=mcp.server_of(),
             )
 
     def _timed(self, what: str) -> AbstractContextManager[Any]:

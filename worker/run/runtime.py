@@ -50,7 +50,7 @@ class GraphtonRuntime:
         approvals = plan.approvals
         gate = None
         if approvals is not None:
-            approvals.rules.mcp_servers = prepared.mcp_servers
+            approvals.rules.mcp_servers = prepared.mcp_tools
             gate = ApprovalGate(approvals.rules, SECRETS.redact)
         model = build_chat_model(
             settings.llm, plan.model_override or None, provider=settings.provider

@@ -353,6 +353,8 @@ class GraphtonExecutions:
         async with self._preparer.prepare(execution, resolved) as prepared:
             for note in prepared.notes if prepared is not None else ():
                 builder.note(note)
+            if prepared is not None:
+                builder.use_mcp_tools(prepared.mcp_tools)
             publisher.offer(builder.encoded, significant=True)
             plan = self._plan(execution, thread_id, resolved, prepared, approvals)
             progress.stage = "running"

@@ -20,6 +20,7 @@ from worker.sandbox.base import (
     Sandbox,
     SandboxPathError,
     SandboxProvider,
+    WriteRefused,
 )
 from worker.sandbox.local import LocalSandbox, LocalSandboxes
 from worker.settings import SandboxBackend, Settings
@@ -74,7 +75,18 @@ def create_sandbox_provider(settings: Settings) -> SandboxProvider:
         command_timeout=sandbox.command_timeout_seconds,
         max_command_timeout=sandbox.command_timeout_seconds,
         allow_network=sandbox.allow_network,
+        isolation=settings.sandbox_isolation,
     )
+
+
+async def check_isolation(provider: SandboxProvider) -> Isolation | None:
+    """Probe the provider's isolation once, at the worker's start: `ConfigurationError` when
+    `SANDBOX_ISOLATION=required` and commands cannot be isolated here (the worker then refuses
+    to start instead of running commands unisolated). None for remote backends (Daytona's
+    sandboxes are VMs)."""
+    if isinstance(provider, LocalSandboxes):
+        return await provider.detect_isolation()
+    return None
 
 
 __all__ = [
@@ -91,6 +103,8 @@ __all__ = [
     "Sandbox",
     "SandboxPathError",
     "SandboxProvider",
+    "WriteRefused",
+    "check_isolation",
     "create_sandbox_provider",
     "install_graphton_hook",
 ]

@@ -2,7 +2,10 @@
 
 `AgentSandbox` binds a `Sandbox` to one execution: the merged agent environment goes to every
 command (and nowhere else), and the execution's secret values are masked in everything handed
-back to the model: command output, file contents, grep lines, progress chunks.
+back to the model: command output, file contents and downloads, grep lines, progress chunks, the
+paths of listings, globs and grep matches (a file may be named after a secret), and error texts.
+What the model reads ends up in the transcript and the checkpointer, so nothing the adapters
+return skips the mask.
 
 Two adapters over it, because the two libraries disagree on method names and shapes:
 
@@ -223,10 +226,18 @@ class AgentSandbox:
         return True
 
     async def ls(self, path: str) -> list[FileEntry]:
-        return await self.sandbox.list_dir(path)
+        return self._masked(await self.sandbox.list_dir(path))
+
+    async def download(self, path: str) -> bytes:
+        """A file's bytes for the agent (images, memory and skill files), secrets masked."""
+        return self.redact.data(await self.sandbox.read_file(path))
+
+    def _masked(self, entries: Iterable[FileEntry]) -> list[FileEntry]:
+        return [FileEntry(self.redact(e.path), e.is_dir, e.size) for e in entries]
 
     async def walk(self, path: str) -> list[FileEntry]:
-        """Every entry under `path`, breadth first, bounded in count and depth."""
+        """Every entry under `path`, breadth first, bounded in count and depth; paths unmasked
+        (callers walk on from them), so never handed to the model as they are."""
         found: list[FileEntry] = []
         level = [path]
         for _ in range(MAX_WALK_DEPTH):
@@ -255,7 +266,7 @@ class AgentSandbox:
             relative = posixpath.relpath(entry.path, base)
             if regex.match(relative):
                 matches.append(entry)
-        return matches
+        return self._masked(matches)
 
     async def grep(self, pattern: str, path: str | None, glob: str | None) -> list[GrepMatch]:
         """Lines containing `pattern` literally, in files under `path` whose name matches `glob`."""
@@ -281,7 +292,9 @@ class AgentSandbox:
                 continue
             for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
                 if pattern in line:
-                    matches.append({"path": entry.path, "line": number, "text": self.redact(line)})
+                    matches.append(
+                        {"path": self.redact(entry.path), "line": number, "text": self.redact(line)}
+                    )
                     if len(matches) >= MAX_GREP_MATCHES:
                         return matches
         return matches
@@ -389,6 +402,9 @@ class DeepAgentsBackend(SandboxBackendProtocol):
     def id(self) -> str:
         return self._s.sandbox.id
 
+    def _error(self, err: BaseException, path: str) -> str:
+        return self._s.redact(_describe(err, path))
+
     async def als_info(self, path: str) -> list[FileInfo]:
         try:
             return [_file_info(e) for e in await self._s.ls(path)]
@@ -399,7 +415,7 @@ class DeepAgentsBackend(SandboxBackendProtocol):
         try:
             content = await self._s.read_text(file_path)
         except OSError as err:
-            return _describe(err, file_path)
+            return self._error(err, file_path)
         empty = check_empty_content(content)
         if empty:
             return empty
@@ -418,7 +434,7 @@ class DeepAgentsBackend(SandboxBackendProtocol):
                 )
             await self._s.write_text(file_path, content)
         except OSError as err:
-            return WriteResult(error=_describe(err, file_path))
+            return WriteResult(error=self._error(err, file_path))
         return WriteResult(path=file_path, files_update=None)
 
     async def aedit(
@@ -440,7 +456,7 @@ class DeepAgentsBackend(SandboxBackendProtocol):
         except UnicodeDecodeError:
             return EditResult(error=f"Error: '{file_path}' is not a text file")
         except OSError as err:
-            return EditResult(error=_describe(err, file_path))
+            return EditResult(error=self._error(err, file_path))
         return EditResult(path=file_path, files_update=None, occurrences=int(occurrences))
 
     async def agrep_raw(
@@ -449,7 +465,7 @@ class DeepAgentsBackend(SandboxBackendProtocol):
         try:
             return await self._s.grep(pattern, path, glob)
         except OSError as err:
-            return _describe(err, path or ".")
+            return self._error(err, path or ".")
 
     async def aglob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
         try:
@@ -486,7 +502,7 @@ class DeepAgentsBackend(SandboxBackendProtocol):
         responses = []
         for path in paths:
             try:
-                data = await self._s.sandbox.read_file(path)
+                data = await self._s.download(path)
                 responses.append(FileDownloadResponse(path=path, content=data))
             except FileNotFoundError:
                 responses.append(FileDownloadResponse(path=path, error="file_not_found"))

@@ -7,8 +7,10 @@ backends in `worker.sandbox.backend` adapt a `Sandbox` to what deepagents and gr
 Paths are strings as the sandbox's own commands see them. `workdir` is absolute; relative paths
 are taken from it. File-level problems are the built-in `OSError` subclasses
 (`FileNotFoundError`, `IsADirectoryError`, ...), because they are the agent's to handle; a path
-that would leave a jailed workspace raises `SandboxPathError`, a `PermissionError`. Problems with
-the sandbox itself (cannot be created, backend down) are `worker.errors` types.
+that would leave a jailed workspace raises `SandboxPathError`, a `PermissionError`; a write the
+sandbox refuses (a read-only location) raises `WriteRefused`, both a `PermissionError` and a
+non-retryable `ConfigurationError`. Problems with the sandbox itself (cannot be created, backend
+down) are `worker.errors` types.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from worker.errors import InvalidInput
+from worker.errors import ConfigurationError, InvalidInput
 from worker.logs import MASK, SECRETS
 
 OutputCallback = Callable[[str], None]
@@ -32,6 +34,15 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class SandboxPathError(PermissionError):
     """A path would leave the sandbox's workspace (`..`, a symlink pointing out)."""
+
+
+class WriteRefused(ConfigurationError, PermissionError):
+    """The sandbox refused to create or chmod a file (a location its user cannot write).
+
+    A `PermissionError`, so the agent's file tools report it like any other file problem, and a
+    `ConfigurationError` (not retryable): a new attempt meets the same sandbox image. Callers
+    that can go without the file (the skill installer) degrade instead of failing the run.
+    """
 
 
 @dataclass(frozen=True)
@@ -251,3 +262,13 @@ class Redactor:
             if value in text:
                 text = text.replace(value, MASK)
         return SECRETS.redact(text)
+
+    def data(self, raw: bytes) -> bytes:
+        """`raw` with every secret's UTF-8 bytes masked (a file the agent downloads, text or
+        not: a binary holding a secret loses it rather than keeps it)."""
+        mask = MASK.encode()
+        for value in sorted({*self.values, *SECRETS.values}, key=len, reverse=True):
+            encoded = value.encode()
+            if encoded in raw:
+                raw = raw.replace(encoded, mask)
+        return raw

@@ -4,9 +4,12 @@ A session's sandbox is found, not remembered: it carries the label `stigmer-sess
 and a deterministic name, so a retry, a second execution of the same session, or another worker
 replica finds the same sandbox instead of creating a second one. Within this process a lock per
 session serializes lookup and creation; across processes the name is the tie-breaker (Daytona
-refuses a second sandbox with the same name, and the loser of that race adopts the winner's).
+refuses a second sandbox with the same name, and the loser of that race fetches the winner's by
+name: the label list is eventually consistent and may not show it yet).
 
-A sandbox found stopped or archived is started again; one found destroyed or failed is replaced.
+A sandbox found stopped, archived or archiving is started again, one stopping once it has
+stopped; one found destroyed or failed is replaced; a live one that will not start fails the
+attempt (retryable) rather than being replaced. A write the daemon refuses is `WriteRefused`.
 The sandbox id is returned so the execution records it on the session (`session.spec.sandbox_id`)
 and `CleanupSandbox` can delete it later.
 
@@ -19,6 +22,7 @@ the execution's agent environment; nothing from the worker's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import math
 import posixpath
@@ -62,6 +66,7 @@ from worker.sandbox.base import (
     FileWrite,
     Isolation,
     OutputCallback,
+    WriteRefused,
     checked_env,
     effective_timeout,
     limit_output,
@@ -73,6 +78,7 @@ SESSION_LABEL = "stigmer-session"
 OWNER_LABEL = "stigmer-owner"
 OWNER = "agent-runner"
 SKILLS_ROOT = "/bin/skills"
+_ENV_PROBE = "STIGMER_ENV_PROBE"
 
 _TIMEOUT_EXIT = 124
 _NAME_UNSAFE = re.compile(r"[^a-z0-9-]+")
@@ -83,11 +89,21 @@ _DEAD = {
     SandboxState.ERROR.value,
     SandboxState.BUILD_FAILED.value,
 }
-_RESTARTABLE = {
+# The states the API's `start` accepts (its sandbox service: stopped, archived and archiving;
+# paused is in the list because the SDK offers `start`, and no resume, for a paused sandbox).
+# Archiving needs no wait: the API accepts a start while archiving.
+_STARTABLE = {
     SandboxState.STOPPED.value,
     SandboxState.ARCHIVED.value,
+    SandboxState.ARCHIVING.value,
     SandboxState.PAUSED.value,
 }
+# On its way to stopped: the API refuses a start until it gets there ("State change in progress").
+_STOPPING = SandboxState.STOPPING.value
+# The API's quota refusals ("Total CPU limit exceeded. Maximum allowed: 10."), a 403 in its
+# current source and a 400 in older releases: capacity that frees up as other sandboxes stop.
+_QUOTA = re.compile(r"(limit|quota) exceeded", re.IGNORECASE)
+_UNKNOWN_SNAPSHOT = re.compile(r"snapshot .* not found", re.IGNORECASE)
 _ISOLATION = Isolation("daytona", network=True, detail="remote sandbox VM")
 
 
@@ -99,6 +115,8 @@ def sandbox_name(session_key: str) -> str:
 
 def _translate(err: DaytonaError, action: str) -> RunnerError:
     message = f"daytona: {action}: {SECRETS.redact(str(err))}"
+    if _QUOTA.search(str(err)):
+        return Unavailable(f"{message} (the Daytona organization's quota is used up; retrying)")
     if isinstance(err, DaytonaAuthenticationError | DaytonaForbiddenError):
         return PermissionDenied(message)
     if isinstance(err, DaytonaBadRequestError | DaytonaValidationError):
@@ -129,6 +147,8 @@ class DaytonaSandbox:
         self._default_timeout = default_timeout
         self._max_timeout = max_timeout
         self._output_limit = output_limit
+        self._envs_honoured: bool | None = None
+        self._probe_lock = asyncio.Lock()
 
     @property
     def id(self) -> str:
@@ -161,14 +181,20 @@ class DaytonaSandbox:
         on_output: OutputCallback | None = None,
     ) -> CommandResult:
         seconds = effective_timeout(timeout, self._default_timeout, self._max_timeout)
+        variables = checked_env(env)
         # The toolbox's execute does not promise a shell; ask for one explicitly.
         wrapped = f"/bin/sh -c {shlex.quote(command)}"
+        if variables and not await self._daemon_takes_envs():
+            # `env` takes any variable name, where a shell `export` would not.
+            assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in variables.items())
+            wrapped = f"/usr/bin/env {assignments} {wrapped}"
+            variables = {}
         try:
             async with asyncio.timeout(seconds + 30):
                 response = await self._sdk.process.exec(
                     wrapped,
                     cwd=self._workdir,
-                    env=checked_env(env),
+                    env=variables,
                     timeout=max(1, math.ceil(seconds)),
                 )
         except (TimeoutError, DaytonaTimeoutError):
@@ -181,6 +207,24 @@ class DaytonaSandbox:
             on_output(output)
         exit_code = response.exit_code if response.exit_code is not None else -1
         return CommandResult(output, int(exit_code), truncated=truncated)
+
+    async def _daemon_takes_envs(self) -> bool:
+        """Whether the sandbox's daemon applies the execute request's `envs` (older daemons
+        drop the field silently); found once per sandbox handle with a probe command."""
+        async with self._probe_lock:
+            if self._envs_honoured is None:
+                token = secrets.token_hex(8)
+                probe = "/bin/sh -c " + shlex.quote(f'printf %s "${_ENV_PROBE}"')
+                try:
+                    response = await self._sdk.process.exec(
+                        probe, cwd=self._workdir, env={_ENV_PROBE: token}, timeout=30
+                    )
+                except DaytonaError as err:
+                    raise _translate(err, f"probing sandbox {self.id}") from err
+                self._envs_honoured = (response.result or "").strip() == token
+                if not self._envs_honoured:
+                    log.warning("sandbox_envs_ignored", backend="daytona", sandbox_id=self.id)
+            return self._envs_honoured
 
     async def read_file(self, path: str) -> bytes:
         target = self.resolve(path)
@@ -203,6 +247,9 @@ class DaytonaSandbox:
         uploads = [FileUpload(source=f.data, destination=self.resolve(f.path)) for f in files]
         try:
             await self._sdk.fs.upload_files(uploads)
+        except DaytonaError as err:
+            raise self._write_error(err, "writing files") from err
+        try:
             await asyncio.gather(
                 *(
                     self._sdk.fs.set_file_permissions(self.resolve(f.path), mode=f"{f.mode:o}")
@@ -210,10 +257,20 @@ class DaytonaSandbox:
                     if f.mode & 0o111
                 )
             )
-        except DaytonaForbiddenError as err:
-            raise PermissionError(errno.EACCES, f"daytona: {err}") from err
         except DaytonaError as err:
-            raise _translate(err, f"writing files into sandbox {self.id}") from err
+            raise self._write_error(err, "setting file modes") from err
+
+    def _write_error(self, err: DaytonaError, action: str) -> Exception:
+        # The daemon refuses a path its user cannot write with a 400 listing the failed files
+        # (bulk upload; the SDK raises a plain `DaytonaError` carrying the status) and a chmod
+        # with 403 FILE_ACCESS_DENIED (400 in older daemons): the same on every retry.
+        refused = isinstance(err, DaytonaForbiddenError | DaytonaBadRequestError) or (
+            err.status_code in (400, 403)
+        )
+        if refused:
+            text = f"daytona: sandbox {self.id} refused {action}: {SECRETS.redact(str(err))}"
+            return WriteRefused(errno.EACCES, text)
+        return _translate(err, f"{action} in sandbox {self.id}")
 
     async def list_dir(self, path: str) -> list[FileEntry]:
         target = self.resolve(path)
@@ -264,8 +321,9 @@ class DaytonaSandboxes:
             api_key=api_key,
             api_url=api_url,
             target=target,
-            # The SDK otherwise opens a Socket.IO channel for state events; polling is the
-            # fallback it documents, and what a stand-in without Socket.IO supports.
+            # None keeps the SDK's default, a Socket.IO channel for state events (it falls back
+            # to polling by itself when the channel cannot connect); `poll_state` forces the
+            # deprecated polling mode.
             use_deprecated_polling=True if poll_state else None,
         )
         self._snapshot = snapshot_id or None
@@ -320,20 +378,23 @@ class DaytonaSandboxes:
         )
 
     async def _find_or_create(self, session_key: str, hint: str) -> tuple[AsyncSandbox, bool]:
-        if hint:
-            found = await self._get(hint)
+        # `get` (by id or name) is authoritative; the label list is eventually consistent (it
+        # misses new sandboxes and reports stale states for a second or two), so it is only
+        # the last resort, for a sandbox created under a fallback name.
+        name = sandbox_name(session_key)
+        for key in dict.fromkeys(k for k in (hint, name) if k):
+            found = await self._get(key)
             ours = found is not None and found.labels.get(SESSION_LABEL) == session_key
             if found is not None and ours and await self._usable(found):
                 return found, True
-        candidates = await self._by_label(session_key)
-        for candidate in candidates:
-            if await self._usable(candidate):
+        for candidate in await self._by_label(session_key):
+            if candidate.name != name and await self._usable(candidate):
                 return candidate, True
         return await self._create(session_key), False
 
-    async def _get(self, sandbox_id: str) -> AsyncSandbox | None:
+    async def _get(self, sandbox_id_or_name: str) -> AsyncSandbox | None:
         try:
-            return await self._sdk().get(sandbox_id)
+            return await self._sdk().get(sandbox_id_or_name)
         except DaytonaNotFoundError:
             return None
 
@@ -344,7 +405,15 @@ class DaytonaSandboxes:
         return sorted(found, key=lambda sb: (sb.created_at or "", sb.id))
 
     async def _usable(self, sandbox: AsyncSandbox) -> bool:
-        """Bring `sandbox` to STARTED if it can be; False when it is gone or broken."""
+        """Bring `sandbox` to STARTED; False when it is gone or broken (so it is replaced).
+
+        A live sandbox that cannot be started right now raises `Unavailable`: replacing it would
+        abandon the session's files, a later attempt finds it again.
+        """
+        try:
+            await sandbox.refresh_data()  # a listed state may be stale
+        except DaytonaNotFoundError:
+            return False
         state = _state(sandbox)
         if state == _STARTED:
             return True
@@ -352,15 +421,33 @@ class DaytonaSandboxes:
             log.info("sandbox_dead", backend="daytona", sandbox_id=sandbox.id, state=state)
             return False
         try:
-            if state in _RESTARTABLE:
+            if state == _STOPPING:
+                await sandbox.wait_for_sandbox_stop(timeout=self._op_timeout)
+                state = _state(sandbox)
+            if state in _STARTABLE:
                 await sandbox.start(timeout=self._op_timeout)
-            else:
+            elif state != _STARTED:
                 await sandbox.wait_for_sandbox_start(timeout=self._op_timeout)
-        except DaytonaError as err:
-            log.warning(
-                "sandbox_start_failed", backend="daytona", sandbox_id=sandbox.id, error=str(err)
-            )
+        except DaytonaNotFoundError:
             return False
+        except DaytonaError as err:
+            with contextlib.suppress(DaytonaError):
+                await sandbox.refresh_data()
+            state = _state(sandbox)
+            log.warning(
+                "sandbox_start_failed",
+                backend="daytona",
+                sandbox_id=sandbox.id,
+                state=state,
+                error=str(err),
+            )
+            if state in _DEAD:
+                return False
+            translated = _translate(err, f"starting sandbox {sandbox.id} (state {state})")
+            if isinstance(translated, ConfigurationError):
+                # A 400 from start ("State change in progress"): the sandbox is alive and busy.
+                translated = Unavailable(str(translated))
+            raise translated from err
         return _state(sandbox) == _STARTED
 
     async def _create(self, session_key: str) -> AsyncSandbox:
@@ -376,18 +463,22 @@ class DaytonaSandboxes:
             try:
                 created = await self._sdk().create(params, timeout=self._op_timeout)
             except DaytonaConflictError:
-                # Another worker won the race for this session's name: adopt its sandbox.
-                for candidate in await self._by_label(session_key):
-                    if await self._usable(candidate):
-                        return candidate
+                # Another worker won the race for this name: adopt its sandbox, fetched by name
+                # (the label list may not show it yet).
+                winner = await self._get(name)
+                ours = winner is not None and winner.labels.get(SESSION_LABEL) == session_key
+                if winner is not None and ours and await self._usable(winner):
+                    return winner
                 if attempt:
                     raise
                 # The name is held by a dead sandbox: use a fresh one.
                 name = f"{sandbox_name(session_key)}-{secrets.token_hex(3)}"
                 continue
+            except DaytonaBadRequestError as err:
+                raise self._refused(err) from err
             except DaytonaNotFoundError as err:
                 raise ConfigurationError(
-                    f"daytona: cannot create a sandbox (snapshot {self._snapshot!r}?): {err}"
+                    f"daytona: cannot create a sandbox (target or region unknown?): {err}"
                 ) from err
             log.info(
                 "sandbox_created",
@@ -398,6 +489,15 @@ class DaytonaSandboxes:
             )
             return created
         raise Unavailable(f"daytona: could not create a sandbox for session {session_key}")
+
+    def _refused(self, err: DaytonaBadRequestError) -> RunnerError:
+        """A 400 on create: an unknown snapshot (permanent) or a quota (temporary), else as is."""
+        if _UNKNOWN_SNAPSHOT.search(str(err)):
+            return ConfigurationError(
+                f"daytona: snapshot {self._snapshot!r} does not exist in this organization "
+                f"(DAYTONA_DEV_TOOLS_SNAPSHOT_ID): {SECRETS.redact(str(err))}"
+            )
+        return _translate(err, "creating a sandbox")
 
     async def cleanup(self, sandbox_id: str) -> bool:
         """Delete the sandbox; idempotent (False when it was already gone)."""

@@ -12,10 +12,19 @@ Commands run with `/bin/sh -c` in the workspace, in their own process group (kil
 timeout or cancellation, and when the command returns), with a scrubbed environment plus the
 execution's agent environment, and with their output limited. Where bubblewrap works on this
 machine, commands also run inside it: read-only system directories, the workspace as the only
-writable place besides a private /tmp, a private /proc and /dev, and no network unless
-`SANDBOX_ALLOW_NETWORK`. Whether bubblewrap works is probed once (user namespaces may be
-disabled), logged and exposed as `isolation`; without it commands are plain subprocesses and the
-isolation reads `none`. File tools stay jailed either way.
+writable place besides a private /tmp (other sessions' workspaces and the worker's data are not
+there), private /proc (the worker's process is not in it) and /dev, and no network, loopback
+included, unless `SANDBOX_ALLOW_NETWORK`. Whether bubblewrap works is probed once (user namespaces
+may be disabled), logged and exposed as `isolation`.
+
+`SANDBOX_ISOLATION` decides what happens without it: `required` refuses (`detect_isolation`
+raises `ConfigurationError`, which the worker's start turns into an exit), `preferred` and `off`
+run commands as plain subprocesses and the isolation reads `none`. Even then a command cannot
+read the worker's own environment or memory through /proc: the worker makes itself non-dumpable
+(same-user processes may no longer open its /proc files), and a worker holding capabilities (run
+as root) starts commands through `setpriv` with every capability dropped. Other sessions'
+workspaces, the worker's data directory and the network stay reachable: that is what `none`
+means. File tools stay jailed either way.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import errno
 import os
 import re
@@ -33,7 +43,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -51,12 +61,11 @@ from worker.sandbox.base import (
     command_environment,
     effective_timeout,
 )
+from worker.settings import SandboxIsolation
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-IsolationMode = Literal["auto", "bubblewrap", "none"]
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -285,6 +294,60 @@ async def probe_bubblewrap(*, network: bool, bwrap: str | None = None) -> Isolat
     return Isolation("bubblewrap", network=network, detail=found)
 
 
+# Without bubblewrap
+
+_PR_SET_DUMPABLE = 4
+_DROP_CAPABILITIES = ("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--")
+
+
+def hide_own_process() -> bool:
+    """Make this process non-dumpable: processes of the same user (an unisolated command) can no
+    longer open its /proc files (`environ`, `mem`, `fd`...); root keeps that power only with
+    `CAP_SYS_PTRACE`. The flag is not inherited by the commands themselves (exec resets it)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability set (0 for an ordinary user)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+async def capability_drop(setpriv: str | None = None) -> list[str] | None:
+    """The `setpriv` prefix that starts a command with no capabilities, if it works here."""
+    found = setpriv or shutil.which("setpriv")
+    if not found:
+        return None
+    prefix = [found, *_DROP_CAPABILITIES]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *prefix,
+            "/bin/sh",
+            "-c",
+            "grep '^CapEff:' /proc/self/status",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=15)
+    except (OSError, TimeoutError):
+        return None
+    fields = out.decode(errors="replace").split()
+    if proc.returncode != 0 or fields[1:] != ["0" * len(fields[-1])]:
+        return None
+    return prefix
+
+
 class LocalSandbox:
     """One session's workspace directory; created by `LocalSandboxes.acquire`."""
 
@@ -296,6 +359,7 @@ class LocalSandbox:
         isolation: Isolation,
         bwrap: str | None,
         run: _Runner,
+        unisolated_prefix: Sequence[str] = (),
         default_timeout: float,
         max_timeout: float,
         output_limit: int,
@@ -305,6 +369,7 @@ class LocalSandbox:
         self._isolation = isolation
         self._bwrap = bwrap
         self._run = run
+        self._unisolated_prefix = list(unisolated_prefix)
         self._default_timeout = default_timeout
         self._max_timeout = max_timeout
         self._output_limit = output_limit
@@ -360,6 +425,8 @@ class LocalSandbox:
                 *bubblewrap_argv(self._bwrap, self.workdir, network=self._isolation.network),
                 *argv,
             ]
+        else:
+            argv = [*self._unisolated_prefix, *argv]
         limiter = OutputLimiter(self._output_limit)
         loop = asyncio.get_running_loop()
         transport, proto = await loop.subprocess_exec(
@@ -470,7 +537,7 @@ class LocalSandboxes:
         max_command_timeout: float = 600.0,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         allow_network: bool = False,
-        isolation: IsolationMode = "auto",
+        isolation: SandboxIsolation | str = SandboxIsolation.PREFERRED,
         bwrap: str | None = None,
     ) -> None:
         self._root = root
@@ -478,9 +545,10 @@ class LocalSandboxes:
         self._max_timeout = max(max_command_timeout, command_timeout)
         self._output_limit = output_limit
         self._allow_network = allow_network
-        self._mode = isolation
+        self._mode = SandboxIsolation(isolation)
         self._bwrap = bwrap
         self._isolation: Isolation | None = None
+        self._unisolated_prefix: list[str] = []
         self._detect_lock = asyncio.Lock()
         # File work runs here, not in the default executor: graphton's tools already hold
         # default-executor threads while they wait for these calls.
@@ -502,17 +570,26 @@ class LocalSandboxes:
         return self._root.resolve() / sandbox_id
 
     async def detect_isolation(self) -> Isolation:
+        """What commands get here, probed once; `ConfigurationError` when isolation is required
+        and impossible (the worker calls this at start, so it refuses to start)."""
         async with self._detect_lock:
             if self._isolation is not None:
                 return self._isolation
-            if self._mode == "none":
-                found = Isolation("none", network=True, detail="disabled by configuration")
+            if self._mode is SandboxIsolation.OFF:
+                found = Isolation("none", network=True, detail="SANDBOX_ISOLATION=off")
             else:
                 found = await probe_bubblewrap(network=self._allow_network, bwrap=self._bwrap)
                 if found.mechanism == "bubblewrap":
                     self._bwrap = found.detail
-                elif self._mode == "bubblewrap":
-                    raise ConfigurationError(f"sandbox isolation required but {found.detail}")
+                elif self._mode is SandboxIsolation.REQUIRED:
+                    raise ConfigurationError(
+                        "SANDBOX_ISOLATION=required, but sandbox commands cannot be isolated "
+                        f"here: {found.detail}. Install bubblewrap where unprivileged user "
+                        "namespaces are allowed (docs/sandboxes.md), use SANDBOX_BACKEND=daytona, "
+                        "or set SANDBOX_ISOLATION=preferred to run commands without isolation"
+                    )
+            if found.mechanism == "none":
+                found = await self._hide_worker(found)
             self._isolation = found
             if found.mechanism == "none":
                 log.warning(
@@ -526,6 +603,18 @@ class LocalSandboxes:
                     network=found.network,
                 )
             return found
+
+    async def _hide_worker(self, found: Isolation) -> Isolation:
+        """Keep unisolated commands out of the worker's /proc files; say what was done."""
+        notes = ["worker not dumpable" if hide_own_process() else "worker still dumpable"]
+        if effective_capabilities():
+            prefix = await capability_drop()
+            self._unisolated_prefix = prefix or []
+            notes.append(
+                "commands without capabilities" if prefix else "commands keep its capabilities"
+            )
+        detail = f"{found.detail}; {', '.join(notes)}"
+        return Isolation("none", network=True, detail=detail)
 
     def _run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -549,6 +638,7 @@ class LocalSandboxes:
             isolation=isolation,
             bwrap=self._bwrap,
             run=self._run,
+            unisolated_prefix=self._unisolated_prefix,
             default_timeout=self._command_timeout,
             max_timeout=self._max_timeout,
             output_limit=self._output_limit,

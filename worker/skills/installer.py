@@ -170,6 +170,8 @@ class SkillInstaller:
                 ]
             )
         except OSError as err:
+            # A location the sandbox refuses is `WriteRefused` (an OSError that is also a
+            # non-retryable ConfigurationError): the skill degrades instead of failing the run.
             problem = f"its files could not be written into the sandbox ({err})"
             return await self._degrade(name, version_hash, skill.spec.skill_md, sandbox, problem)
         skill_md = skill.spec.skill_md

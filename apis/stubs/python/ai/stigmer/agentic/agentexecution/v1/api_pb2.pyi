@@ -98,6 +98,7 @@ class AgentExecutionStatus(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     TODOS_FIELD_NUMBER: _builtins.int
     CALLBACK_TOKEN_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     phase: _enum_pb2.ExecutionPhase.ValueType
     error: _builtins.str
     started_at: _builtins.str
@@ -115,6 +116,10 @@ class AgentExecutionStatus(_message.Message):
     def sub_agent_executions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubAgentExecution]: ...
     @_builtins.property
     def todos(self) -> _containers.MessageMap[_builtins.str, Global___TodoItem]: ...
+    @_builtins.property
+    def usage(self) -> Global___ExecutionUsage:
+        """Contract §7 (ours): the tokens of every model call of the execution."""
+
     def __init__(
         self,
         *,
@@ -128,14 +133,135 @@ class AgentExecutionStatus(_message.Message):
         completed_at: _builtins.str = ...,
         todos: _abc.Mapping[_builtins.str, Global___TodoItem] | None = ...,
         callback_token: _builtins.bytes = ...,
+        usage: Global___ExecutionUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "callback_token", b"callback_token", "completed_at", b"completed_at", "error", b"error", "messages", b"messages", "phase", b"phase", "started_at", b"started_at", "sub_agent_executions", b"sub_agent_executions", "todos", b"todos", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "callback_token", b"callback_token", "completed_at", b"completed_at", "error", b"error", "messages", b"messages", "phase", b"phase", "started_at", b"started_at", "sub_agent_executions", b"sub_agent_executions", "todos", b"todos", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentExecutionStatus: _TypeAlias = AgentExecutionStatus  # noqa: Y015
+
+@_typing.final
+class TokenUsage(_message.Message):
+    """Contract §7 (ours): tokens spent by model calls, and how many calls spent them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    MODEL_CALLS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    output_tokens: _builtins.int
+    total_tokens: _builtins.int
+    model_calls: _builtins.int
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        model_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "model_calls", b"model_calls", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenUsage: _TypeAlias = TokenUsage  # noqa: Y015
+
+@_typing.final
+class ExecutionUsage(_message.Message):
+    """Contract §7 (ours): an execution's token usage, each model call counted once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HelpersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___TokenUsage: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___TokenUsage | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ByModelEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___TokenUsage: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___TokenUsage | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    SUB_AGENTS_FIELD_NUMBER: _builtins.int
+    HELPERS_FIELD_NUMBER: _builtins.int
+    BY_MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def total(self) -> Global___TokenUsage:
+        """Every model call: `agent` + `sub_agents` + all of `helpers`."""
+
+    @_builtins.property
+    def agent(self) -> Global___TokenUsage:
+        """The agent's own turns."""
+
+    @_builtins.property
+    def sub_agents(self) -> Global___TokenUsage:
+        """The turns of all sub-agents (each one's share is in its `SubAgentExecution.metadata`)."""
+
+    @_builtins.property
+    def helpers(self) -> _containers.MessageMap[_builtins.str, Global___TokenUsage]:
+        """Model calls made inside the graph that are not turns, by kind ("summarization", ...)."""
+
+    @_builtins.property
+    def by_model(self) -> _containers.MessageMap[_builtins.str, Global___TokenUsage]:
+        """Every model call by model name ("unknown" when the provider named none)."""
+
+    def __init__(
+        self,
+        *,
+        total: Global___TokenUsage | None = ...,
+        agent: Global___TokenUsage | None = ...,
+        sub_agents: Global___TokenUsage | None = ...,
+        helpers: _abc.Mapping[_builtins.str, Global___TokenUsage] | None = ...,
+        by_model: _abc.Mapping[_builtins.str, Global___TokenUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "sub_agents", b"sub_agents", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "by_model", b"by_model", "helpers", b"helpers", "sub_agents", b"sub_agents", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionUsage: _TypeAlias = ExecutionUsage  # noqa: Y015
 
 @_typing.final
 class TodoItem(_message.Message):

@@ -1,0 +1,87 @@
+"""Status-side memory: what the runner holds for one execution's status, against the status's size.
+
+Measured in a fresh process per size (the allocator does not give memory back, so an earlier
+pass would hide or inflate this one), after the recorded run's events are decoded:
+
+- `builder`: the StatusBuilder's state after reducing every event (plain Python only: protos are
+  built when a status is sent);
+- `in flight`: plus what sending one update holds: the builder's per-entry protos and encodings
+  (its caches), the joined encoded status and the `updateStatus` request bytes made of it;
+- `final`: plus the final `snapshot()` proto the run ends with.
+
+Each stage is measured two ways, in two processes: `tracemalloc` (Python's own allocations;
+protobuf's upb backend allocates outside it, so this misses every cached proto) and, without
+tracemalloc (whose own bookkeeping is resident memory too), the growth of the process's resident
+set (RSS: everything, allocator slack included). The ratio is to the serialized status.
+
+    python -m bench.memory --events 100000 [--traced]   # one measurement, JSON on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import tracemalloc
+from collections.abc import Sequence
+from typing import Any
+
+from bench.fixtures import load_run, scaled
+from worker.domain.status_wire import update_request_bytes
+
+STAGES = ("builder", "in flight", "final")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure(count: int, *, traced: bool) -> dict[str, Any]:
+    """Bytes held at each stage: `tracemalloc`'s count when `traced`, else RSS growth."""
+    from bench.builder import new_builder
+
+    events = scaled(load_run(), count)
+    gc.collect()
+    rss_before = _rss()
+    if traced:
+        tracemalloc.start()
+    try:
+        traced_before = tracemalloc.get_traced_memory()[0]
+        stages: dict[str, int] = {}
+
+        def mark(stage: str) -> None:
+            gc.collect()
+            if traced:
+                stages[stage] = tracemalloc.get_traced_memory()[0] - traced_before
+            else:
+                stages[stage] = _rss() - rss_before
+
+        builder = new_builder()
+        for event in events:
+            builder.apply(event)
+        mark("builder")
+        encoded = builder.encoded()
+        request = update_request_bytes("aex-bench", encoded)
+        mark("in flight")
+        final = builder.snapshot()
+        mark("final")
+        size = len(encoded.data)
+        del request, final
+    finally:
+        tracemalloc.stop()
+    return {"events": count, "status_bytes": size, "traced": traced, "stages": stages}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory")
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--traced", action="store_true", help="tracemalloc instead of RSS")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.events, traced=args.traced)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
