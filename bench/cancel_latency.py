@@ -43,7 +43,8 @@ BEFORE_ROUNDS = 2
 STEPS_BEFORE_CANCEL = 3
 TARGET_SECONDS = 5.0
 TOKEN_DELAY_MS = 5
-INSTRUCTIONS = "You work through a long list.\nscript: long:400"
+LONG_TURNS = 400
+INSTRUCTIONS = f"You work through a long list.\nscript: long:{LONG_TURNS}"
 CONFIGS: dict[str, dict[str, str]] = {
     "now": {},
     # The SDK's defaults (max 60 s, default 30 s): it sends a heartbeat at most every 80 % of
@@ -129,6 +130,8 @@ async def _config(name: str, extra: dict[str, str], rounds: int) -> list[dict[st
             "STIGMER_BACKEND_ENDPOINT": f"{infra.LOOPBACK}:{port}",
             "STIGMER_AGENT_RUNNER_DATA_DIR": str(infra.scratch() / queue),
             "STIGMER_SCRIPTED_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS),
+            # `long:<turns>` needs about 7 graph steps per turn.
+            "STIGMER_AGENT_RECURSION_LIMIT": str(7 * LONG_TURNS + 20),
             "HEALTH_PORT": "0",
             "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
             **extra,
@@ -166,7 +169,7 @@ def run(*, quick: bool = False) -> Result:
         about=__doc__ or "",
         settings={
             "rounds": plan,
-            "script": "long:400",
+            "script": f"long:{LONG_TURNS}",
             "token_delay_ms": TOKEN_DELAY_MS,
             "heartbeat_timeout_s": 30,
             "attempts": 1,
