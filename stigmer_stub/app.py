@@ -22,6 +22,7 @@ from stigmer_stub.activities import StubActivities
 from stigmer_stub.executions import ExecutionOps, Workflows
 from stigmer_stub.resources import AgentOps, EnvironmentOps, SessionOps
 from stigmer_stub.rpc.server import Operations, build_server
+from stigmer_stub.runcontrol import RunControl, RunControlWorkflows
 from stigmer_stub.settings import Settings, SettingsError, load_settings
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.store.collection import Document
@@ -39,16 +40,28 @@ class RunningStub:
     ops: Operations
 
 
-def build_operations(database: Database, workflows: Workflows) -> Operations:
+def build_operations(
+    database: Database,
+    workflows: Workflows,
+    run_control: RunControlWorkflows | None = None,
+    *,
+    run_control_wait_seconds: float = 60.0,
+) -> Operations:
     agents = AgentOps(database)
     sessions = SessionOps(database, cleanup_sandbox=workflows.cleanup_sandbox)
+    executions = ExecutionOps(database, workflows, agents, sessions)
     return Operations(
-        executions=ExecutionOps(database, workflows, agents, sessions),
+        executions=executions,
         sessions=sessions,
         agent_instances=agents.instances,
         agents=agents,
         skills=SkillOps(database),
         environments=EnvironmentOps(database.environments),
+        run_control=(
+            RunControl(executions, run_control, wait_seconds=run_control_wait_seconds)
+            if run_control is not None
+            else None
+        ),
     )
 
 
@@ -72,12 +85,18 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
 
         client = await temporal.connect(settings.temporal)
         workflows = temporal.TemporalWorkflows(client, settings.temporal, settings.workflow)
-        ops = build_operations(database, workflows)
+        ops = build_operations(
+            database,
+            workflows,
+            workflows,
+            run_control_wait_seconds=settings.temporal.cancel_wait_seconds,
+        )
+        stub_activities = StubActivities(ops.executions)
         worker = Worker(
             client,
             task_queue=settings.temporal.workflow_task_queue,
             workflows=[InvokeAgentExecution, CleanupSessionSandbox],
-            activities=[StubActivities(ops.executions).finalize],
+            activities=[stub_activities.finalize, stub_activities.seconds_since_last_event],
             graceful_shutdown_timeout=timedelta(seconds=settings.grpc.shutdown_grace_seconds),
             # Explicit: the SDK's default build id hashes every loaded module, seconds of CPU.
             build_id="stigmer-stub",

@@ -13,7 +13,7 @@ from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
-from stigmer_stub.merge import is_terminal, merge_status
+from stigmer_stub.merge import is_terminal, merge_status, settle
 from stigmer_stub.resources import (
     AgentOps,
     Clock,
@@ -191,7 +191,27 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             phase=Phase.Name(merged.head.status.phase),
             authoritative=authoritative,
         )
+        if is_terminal(merged.head.status.phase):
+            return await self._settled(execution_id, merged)
         return merged
+
+    async def _settled(self, execution_id: str, merged: MergedStatus) -> MergedStatus:
+        """An ended execution with nothing left running (`merge.settle`): its open tool calls
+        INTERRUPTED, its running sub-agents CANCELLED or FAILED. Parses the lists, but only
+        for the few updates that land on an ended execution."""
+        if not settle(api_pb2.AgentExecution.FromString(merged.encoded).status):
+            return merged
+
+        def change(execution: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+            settle(execution.status)
+            return execution
+
+        settled = await self.executions.mutate(execution_id, change, field="execution_id")
+        log.info("execution_settled", execution_id=execution_id)
+        head = api_pb2.AgentExecution()
+        head.CopyFrom(settled)
+        head.status.CopyFrom(split_status(settled.status).rest)
+        return MergedStatus(head, settled.SerializeToString())
 
     def keep_status(self, stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
         incoming.status.CopyFrom(stored.status)

@@ -38,6 +38,7 @@ from stigmer_stub.executions import ExecutionOps
 from stigmer_stub.resources import AgentInstanceOps, AgentOps, EnvironmentOps, SessionOps
 from stigmer_stub.rpc import servicers
 from stigmer_stub.rpc.interceptor import ErrorInterceptor
+from stigmer_stub.runcontrol import RunControl
 from stigmer_stub.settings import GrpcSettings
 from stigmer_stub.skills import SkillOps
 
@@ -69,6 +70,8 @@ class Operations:
     agents: AgentOps
     skills: SkillOps
     environments: EnvironmentOps
+    run_control: RunControl | None = None
+    """Contract §7 run control; without it those RPCs answer UNIMPLEMENTED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,9 @@ def build_server(settings: GrpcSettings, ops: Operations) -> GrpcServer:
             ("grpc.max_send_message_length", limit),
         ],
     )
-    servicers.add_execution_commands(servicers.AgentExecutionCommands(ops.executions), server)
+    servicers.add_execution_commands(
+        servicers.AgentExecutionCommands(ops.executions, ops.run_control), server
+    )
     servicers.add_execution_queries(servicers.AgentExecutionQueries(ops.executions), server)
     session_cmd.add_SessionCommandControllerServicer_to_server(
         servicers.SessionCommands(ops.sessions), server
