@@ -201,12 +201,15 @@ class RunControl:
             )
         reason = reason.strip() or "terminated by request"
         log.info("execution_terminate_requested", execution_id=execution_id, reason=reason)
+        # The verdict first: the runner, cancelled when its heartbeat finds the workflow gone,
+        # reports CANCELLED, which an ended execution no longer takes.
+        ended = outcome(Phase.EXECUTION_TERMINATED, f"terminated: {reason}", self.executions.clock)
+        terminated = await self.executions.finalize(execution_id, ended)
         try:
             await self.workflows.terminate(execution_id, reason)
         except Unavailable as err:
             log.warning("workflow_terminate_failed", execution_id=execution_id, error=str(err))
-        ended = outcome(Phase.EXECUTION_TERMINATED, f"terminated: {reason}", self.executions.clock)
-        return await self.executions.finalize(execution_id, ended)
+        return terminated
 
     async def recover(self, execution_id: str) -> Execution:
         """Reopen a FAILED execution: a new run of its invoke workflow (same execution id, the

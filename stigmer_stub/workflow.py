@@ -172,7 +172,6 @@ class InvokeAgentExecution:
             )
             status = await self._execute(execution, thread_id, queue, opts)
         except Stalled as err:
-            await self._finalize(execution_id, Phase.EXECUTION_FAILED, str(err))
             raise ApplicationError(str(err), type="Stalled", non_retryable=True) from None
         except (asyncio.CancelledError, Exception) as err:
             if is_cancelled_exception(err):
@@ -284,9 +283,13 @@ class InvokeAgentExecution:
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
             if age >= limit:
+                # The verdict first, so the runner's CANCELLED (it is cancelled next) cannot
+                # land before it: an ended execution keeps its outcome.
+                stalled = Stalled(f"stalled: no events for {limit:g} s")
+                await self._finalize(execution_id, Phase.EXECUTION_FAILED, str(stalled))
                 handle.cancel()
                 await workflow.wait([handle])
-                raise Stalled(f"stalled: no events for {limit:g} s")
+                raise stalled
 
     async def _finalize(self, execution_id: str, phase: Phase.ValueType, error: str) -> None:
         outcome = api_pb2.AgentExecutionStatus(phase=phase, error=error, completed_at=_rfc3339())
