@@ -21,6 +21,8 @@ from temporalio.client import Client
 from devstack import Endpoints
 from stigmer_cli.cli import run_cli
 from stigmer_cli.client import RpcFailed, StigmerClient
+from stigmer_cli.follow import PlainRenderer, watch
+from stigmer_cli.runcontrol import ApprovalPrompt
 from stigmer_stub.app import running_stub
 from stigmer_stub.converter import DATA_CONVERTER
 from stigmer_stub.runcontrol import TRANSITION_ANNOTATION
@@ -358,3 +360,102 @@ async def test_recover_refuses_anything_but_a_failed_execution(
         await stub.client.recover(created.metadata.id)
     assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "only a FAILED execution can be recovered" in refused.value.details
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+async def test_the_cli_approves_the_only_waiting_call(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    execution_id = await at_gate(stub, agent_id)
+    code, printed = await asyncio.to_thread(cli, stub, "approve", execution_id)
+    assert code == 0
+    assert "APPROVE by anonymous" in printed
+    assert 'call-1: execute {"command": "rm -rf build && echo cleaned"}' in printed
+    assert "none: the run goes on" in printed
+    final = await until(stub, execution_id, phase_is(Phase.EXECUTION_COMPLETED))
+    assert final.status.messages[-1].content == "cleaned"
+
+
+async def test_the_cli_rejects_with_a_comment_and_asks_which_call_when_several_wait(
+    stub: Stub, runner: FakeRunner, agent_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execution_id = await at_gate(stub, agent_id, "gate2")
+    code, _ = await asyncio.to_thread(cli, stub, "reject", execution_id)
+    assert code == 1
+    assert "2 tool calls are waiting, name one: call-1 (execute" in capsys.readouterr().err
+    code, printed = await asyncio.to_thread(
+        cli, stub, "reject", execution_id, "call-1", "--comment", "use make clean"
+    )
+    assert code == 0
+    assert "REJECT by anonymous" in printed
+    assert "1 more call(s) to decide" in printed
+    code, _ = await asyncio.to_thread(cli, stub, "skip", execution_id, "call-2")
+    assert code == 0
+    final = await until(stub, execution_id, phase_is(Phase.EXECUTION_COMPLETED))
+    assert final.status.messages[-1].content == "use make clean; skipped"
+
+
+async def test_the_cli_approve_all(stub: Stub, runner: FakeRunner, agent_id: str) -> None:
+    execution_id = await at_gate(stub, agent_id, "gate2")
+    code, printed = await asyncio.to_thread(cli, stub, "approve", execution_id, "--all")
+    assert code == 0
+    assert printed.count("APPROVE_ALL by anonymous") == 2
+    await until(stub, execution_id, phase_is(Phase.EXECUTION_COMPLETED))
+
+
+async def test_the_cli_pauses_resumes_terminates_and_recovers(
+    stub: Stub, runner: FakeRunner, agent_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execution_id = await running(stub, agent_id, "pausable")
+    code, printed = await asyncio.to_thread(cli, stub, "pause", execution_id)
+    assert (code, "phase      PAUSED" in printed) == (0, True)
+    code, printed = await asyncio.to_thread(cli, stub, "resume", execution_id)
+    assert code == 0
+    await until(stub, execution_id, phase_is(Phase.EXECUTION_COMPLETED))
+
+    code, _ = await asyncio.to_thread(cli, stub, "recover", execution_id)
+    assert code == 1
+    assert "only a FAILED execution can be recovered" in capsys.readouterr().err
+
+    other = await running(stub, agent_id, "hang")
+    code, printed = await asyncio.to_thread(cli, stub, "terminate", other, "--reason", "wrong repo")
+    assert code == 0
+    assert "phase      TERMINATED" in printed
+    assert "terminated: wrong repo" in printed
+
+
+async def test_follow_asks_in_place_and_records_the_answer(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    created = await stub.client.create_execution("gate", agent_id=agent_id)
+    answers = iter(["?", "r", "not today"])
+    prompts: list[str] = []
+
+    def read_line(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    prompt = ApprovalPrompt(stub.client, created.metadata.id, console, read_line)
+    view = await asyncio.wait_for(
+        watch(
+            stub.client,
+            created.metadata.id,
+            renderer=PlainRenderer(out),
+            console=console,
+            on_approval=prompt,
+        ),
+        60,
+    )
+    assert view.phase == Phase.EXECUTION_COMPLETED
+    shown = out.getvalue()
+    assert "approval needed for tool call call-1" in shown
+    assert "Run `rm -rf build && echo cleaned`?" in shown
+    assert "[waiting] execute rm -rf build && echo cleaned -- needs approval" in shown
+    assert "answer a, A, s, r, or Enter" in shown
+    assert "recorded: REJECT" in shown
+    assert "[skipped] execute rm -rf build && echo cleaned -> not today" in shown
+    assert prompts[-1] == "  reason > "
