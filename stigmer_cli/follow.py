@@ -105,6 +105,14 @@ _LIVE_TOOL_STATES: Mapping[str, str] = {
     "TOOL_CALL_FAILED": _FAILED,
 }
 # A waiting call goes back to pending once approved, so the two share a rank.
+_LIVE_APPROVAL_STATES: Mapping[str, str] = {
+    "WAITING_APPROVAL": _WAITING,
+    "TOOL_CALL_WAITING_APPROVAL": _WAITING,
+    "PENDING": _PENDING,
+    "TOOL_CALL_PENDING": _PENDING,
+    "SKIPPED": _SKIPPED,
+    "TOOL_CALL_SKIPPED": _SKIPPED,
+}
 _RANK = {
     _PENDING: 0,
     _WAITING: 0,
@@ -481,6 +489,21 @@ class ExecutionView:
                 state,
                 result=event.get("result", ""),
                 error=event.get("error", ""),
+            )
+            return self._put_tool(view)
+        if kind == "approval":
+            # A gated call waiting (with the approver's message), or resumed with a decision.
+            call_id = event.get("tool_call_id", "")
+            state = _LIVE_APPROVAL_STATES.get(event.get("status", "").upper())
+            if not call_id or state is None:
+                return []
+            known = self.tools.get(call_id)
+            view = ToolView(
+                call_id,
+                event.get("name", "") or (known.name if known else ""),
+                known.args if known else "",
+                state,
+                approval_message=event.get("message", ""),
             )
             return self._put_tool(view)
         if kind == "phase":

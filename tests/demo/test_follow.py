@@ -423,3 +423,56 @@ def test_the_status_usage_counts_helper_calls_the_turns_do_not_show() -> None:
     run.status.usage.total.output_tokens = 14
     view.apply_snapshot(run.snapshot())
     assert (view.input_tokens, view.output_tokens) == (160, 14)
+
+
+def test_a_gated_call_shows_waiting_with_its_message_then_its_decision() -> None:
+    out = io.StringIO()
+    renderer = PlainRenderer(out, summary=False)
+    view = ExecutionView("aex-1")
+    waiting = view.apply_live(
+        {
+            "type": "approval",
+            "tool_call_id": "c1",
+            "name": "execute",
+            "status": "WAITING_APPROVAL",
+            "message": "Clean the build directory?",
+        }
+    )
+    renderer.show(view, waiting)
+    run = Run()
+    run.start()
+    index = run.say("Cleaning up")
+    run.call(index, "c1", "execute", command="rm -rf build")
+    call = run.status.tool_calls[-1]
+    call.status = e.TOOL_CALL_SKIPPED
+    call.result = "not on the shared box"
+    run.status.phase = e.EXECUTION_WAITING_FOR_APPROVAL
+    renderer.show(view, view.apply_snapshot(run.snapshot()))
+    run.end(e.EXECUTION_TERMINATED)
+    renderer.show(view, view.apply_snapshot(run.snapshot()))
+
+    lines = out.getvalue()
+    assert "[waiting] execute -- needs approval: Clean the build directory?" in lines
+    assert "-- WAITING_FOR_APPROVAL" in lines
+    assert "[skipped] execute rm -rf build -> not on the shared box" in lines
+    assert view.terminal  # TERMINATED is an end like the others
+
+
+def test_an_approved_call_goes_back_to_pending_and_an_ended_run_interrupts_the_rest() -> None:
+    view = ExecutionView("aex-1")
+    view.apply_live(
+        {"type": "approval", "tool_call_id": "c1", "name": "execute", "status": "WAITING_APPROVAL"}
+    )
+    changes = view.apply_live(
+        {"type": "approval", "tool_call_id": "c1", "status": "PENDING", "action": "APPROVE"}
+    )
+    assert [(c.tool.state, c.before) for c in changes if isinstance(c, ToolChanged)] == [
+        ("pending", "waiting")
+    ]
+    run = Run()
+    run.start()
+    index = run.say("Working")
+    run.call(index, "c1", "execute", command="make")
+    run.status.tool_calls[-1].status = e.TOOL_CALL_INTERRUPTED
+    view.apply_snapshot(run.snapshot())
+    assert view.tools["c1"].state == "interrupted"
