@@ -124,3 +124,34 @@ async def test_pause_and_resume_through_the_stub_run_every_step_once(
 def _shell_log(root: Path) -> list[str]:
     (log_file,) = root.rglob("long-run.log")
     return log_file.read_text().split()
+
+
+async def test_terminate_ends_the_run_and_the_runner_does_not_overwrite_it(
+    stack: Endpoints, tmp_path: Path
+) -> None:
+    async with running_loop(stack, tmp_path, STIGMER_SCRIPTED_TOKEN_DELAY_MS="25") as loop:
+        client = loop.client
+        agent = await client.create_agent(
+            "doomed", instructions="You work through a list.\nscript: long:200"
+        )
+        execution = await client.create_execution("Work", agent_id=agent.metadata.id)
+        execution_id = execution.metadata.id
+        await until(client, execution_id, lambda s: len(s.tool_calls) >= 2)
+        await client.terminate(execution_id, "wrong repository")
+        # The runner's attempt is cancelled once its heartbeat fails; give it time to report.
+        await asyncio.sleep(6)
+        final = (await client.get_execution(execution_id)).status
+        assert final.phase == enum_pb2.EXECUTION_TERMINATED
+        assert "wrong repository" in final.error
+        assert all(
+            c.status
+            in (
+                enum_pb2.TOOL_CALL_COMPLETED,
+                enum_pb2.TOOL_CALL_FAILED,
+                enum_pb2.TOOL_CALL_INTERRUPTED,
+            )
+            for c in final.tool_calls
+        )
+        count = len(final.tool_calls)
+        await asyncio.sleep(2)
+        assert len((await client.get_execution(execution_id)).status.tool_calls) == count
