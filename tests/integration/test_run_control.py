@@ -35,7 +35,7 @@ from worker import app
 from worker.agent.scripted import APPROVAL_COMMAND
 from worker.converter import DATA_CONVERTER
 from worker.domain.approvals import SKIPPED_RESULT
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +48,12 @@ class Harness:
     fake: FakeOrchestrator
     queue: str
     workspace_root: Path
+    worker: WorkerProcess
+
+    async def restart_worker(self) -> None:
+        """Stop the worker and start a new one on the same data (checkpoints, sandboxes)."""
+        await self.worker.stop()
+        self.worker = WorkerProcess.start(self.worker.settings)
 
     def agent(
         self,
@@ -141,6 +147,24 @@ class Harness:
         ]
 
 
+@dataclass
+class WorkerProcess:
+    """The worker as `main.py` composes it, in this process."""
+
+    settings: Settings
+    stopping: asyncio.Event
+    task: asyncio.Task[None]
+
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerProcess:
+        stopping = asyncio.Event()
+        return cls(settings, stopping, asyncio.create_task(app.run(settings, stop=stopping)))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await asyncio.wait_for(self.task, 30)
+
+
 @contextlib.asynccontextmanager
 async def running(
     stack: Endpoints, tmp_path: Path, extra: dict[str, str] | None = None
@@ -159,18 +183,16 @@ async def running(
             **(extra or {}),
         }
     )
-    stop = asyncio.Event()
-    worker_task = asyncio.create_task(app.run(settings, stop=stop))
     client = await Client.connect(stack.temporal_address, data_converter=DATA_CONVERTER)
+    harness = Harness(client, fake, queue, tmp_path, WorkerProcess.start(settings))
     async with Worker(
         client,
         task_queue=queue + "-workflows",
         workflows=[InvokeWithGatesForTest],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
-        yield Harness(client=client, fake=fake, queue=queue, workspace_root=tmp_path)
-    stop.set()
-    await asyncio.wait_for(worker_task, 30)
+        yield harness
+    await harness.worker.stop()
     await server.stop(None)
 
 
@@ -251,6 +273,20 @@ async def test_the_attempt_returns_only_the_waiting_calls(harness: Harness) -> N
     assert [c.id for c in returned.tool_calls] == [call.id]
     assert not returned.messages, "the full status went through updateStatus, not the return"
     await handle.terminate()
+
+
+async def test_a_run_waiting_for_approval_survives_a_worker_restart(harness: Harness) -> None:
+    harness.agent("ses-restart", "approval", [("execute", "")])
+    handle = await harness.start("aex-restart", "ses-restart")
+    (call,) = await harness.waiting("aex-restart")
+    await harness.restart_worker()
+    harness.fake.decide("aex-restart", call.id, enum_pb2.APPROVAL_ACTION_APPROVE)
+    await handle.signal(InvokeWithGatesForTest.decided)
+    final = await handle.result()
+
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    assert only_call(final, "execute").status == enum_pb2.TOOL_CALL_COMPLETED
+    assert answer(final).strip() == "cleaned"
 
 
 async def test_rejected_call_gives_the_model_the_comment(harness: Harness) -> None:
