@@ -125,11 +125,15 @@ class StigmerClient:
         instructions: str = "",
         description: str = "",
         skill_slugs: Sequence[str] = (),
+        tool_approvals: Sequence[tuple[str, str]] = (),
     ) -> agent_pb2.Agent:
+        """`tool_approvals`: (tool or glob, message) pairs, contract §7's approval gates."""
         agent = agent_pb2.Agent()
         agent.metadata.name = name
         agent.spec.instructions = instructions
         agent.spec.description = description
+        for tool, message in tool_approvals:
+            agent.spec.tool_approvals.add(tool=tool, message=message)
         for slug in skill_slugs:
             agent.spec.skill_refs.add(kind=kind_pb2.ApiResourceKind.skill, slug=slug)
         return await self.apply_agent(agent, create=True)

@@ -104,7 +104,6 @@ _LIVE_TOOL_STATES: Mapping[str, str] = {
     "FAILED": _FAILED,
     "TOOL_CALL_FAILED": _FAILED,
 }
-# A waiting call goes back to pending once approved, so the two share a rank.
 _LIVE_APPROVAL_STATES: Mapping[str, str] = {
     "WAITING_APPROVAL": _WAITING,
     "TOOL_CALL_WAITING_APPROVAL": _WAITING,
@@ -113,15 +112,18 @@ _LIVE_APPROVAL_STATES: Mapping[str, str] = {
     "SKIPPED": _SKIPPED,
     "TOOL_CALL_SKIPPED": _SKIPPED,
 }
+# A waiting call goes back to pending once approved, so the two share a rank. A person's skip
+# or the orchestrator's interruption is final: a tool end the runner reports for a call that
+# did not run (the model is told why) never turns it into a failure.
 _RANK = {
     _PENDING: 0,
     _WAITING: 0,
     _RUNNING: 1,
     _DONE: 2,
     _FAILED: 2,
-    _SKIPPED: 2,
-    _INTERRUPTED: 2,
     _CANCELLED: 2,
+    _SKIPPED: 3,
+    _INTERRUPTED: 3,
 }
 _FINISHED = frozenset({_DONE, _FAILED, _SKIPPED, _INTERRUPTED, _CANCELLED})
 

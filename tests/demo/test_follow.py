@@ -476,3 +476,15 @@ def test_an_approved_call_goes_back_to_pending_and_an_ended_run_interrupts_the_r
     run.status.tool_calls[-1].status = e.TOOL_CALL_INTERRUPTED
     view.apply_snapshot(run.snapshot())
     assert view.tools["c1"].state == "interrupted"
+
+
+def test_a_skipped_call_stays_skipped_whatever_the_runner_reports_after() -> None:
+    view = ExecutionView("aex-1")
+    view.apply_live(
+        {"type": "approval", "tool_call_id": "c1", "name": "execute", "status": "SKIPPED"}
+    )
+    late = view.apply_live(
+        {"type": "tool_end", "tool_call_id": "c1", "status": "failed", "error": "rejected"}
+    )
+    assert late == []
+    assert view.tools["c1"].state == "skipped"
