@@ -44,6 +44,7 @@ async def run(graph: AgentGraph, **kwargs: Any) -> list[AgentEvent]:
             thread_id="t1",
             recursion_limit=LIMIT,
             message_id="aex-1",
+            gated=True,
             **kwargs,
         )
     ]

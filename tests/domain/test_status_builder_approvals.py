@@ -124,6 +124,13 @@ def test_seeded_approvals_reach_calls_that_appear_later() -> None:
     assert seeded.approval_requested_at == "t0"
 
 
+def test_a_seeded_sub_agent_gate_comes_back_under_its_sub_agent() -> None:
+    b = builder()
+    b.seed_approval("s1", message="List?", requested_at="t0", sub_agent_id="task-1")
+    b.apply(ApprovalRequested("s1", "ls", {"path": "/"}, "List?"))
+    assert call(b, "s1").component_metadata.metadata["sub_agent_id"] == "task-1"
+
+
 def test_a_request_for_an_unknown_call_adds_it() -> None:
     b = builder()
     b.apply(ApprovalRequested("s1", "ls", {"path": "/"}, "List?", sub_agent_id="task-1"))

@@ -376,6 +376,10 @@ async def test_a_sub_agents_call_is_gated_and_resumes_inside_the_sub_agent(
     assert by_id[approved.id].status == enum_pb2.TOOL_CALL_COMPLETED
     assert by_id[rejected.id].status == enum_pb2.TOOL_CALL_SKIPPED
     assert by_id[rejected.id].result == "not that one"
+    for decided in (approved, rejected):
+        assert by_id[decided.id].component_metadata.metadata["sub_agent_id"] in tasks, (
+            "a resumed sub-agent's call stays under its sub-agent"
+        )
     assert len(final.sub_agent_executions) == 2
     assert all(s.status == enum_pb2.SUB_AGENT_COMPLETED for s in final.sub_agent_executions)
     outputs = " ".join(s.output for s in final.sub_agent_executions)

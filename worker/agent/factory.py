@@ -283,6 +283,7 @@ async def stream_agent(
     recursion_limit: int,
     message_id: str | None = None,
     decisions: Mapping[str, Decision] | None = None,
+    gated: bool = False,
 ) -> AsyncGenerator[AgentEvent, None]:
     """Run (or resume) the agent on `thread_id` and yield its events; see the module docstring.
 
@@ -291,8 +292,9 @@ async def stream_agent(
 
     Approval gates: a run stopped at a gate is resumed with `decisions` (tool-call id → the
     person's decision) once every gated call has one; until then nothing runs and the gated
-    calls are reported again. When the run stops at a gate, `ApprovalRequested` events close the
-    stream, one per call waiting.
+    calls are reported again. With `gated` (the graph has the gate), a run that stops at a gate
+    closes the stream with `ApprovalRequested` events, one per call waiting; an ungated run does
+    not read the checkpoint again at its end.
     """
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id},
@@ -346,7 +348,7 @@ async def stream_agent(
     async for item in stream:
         for event in normalizer.normalize(item):
             yield event
-    after = await _latest_state(graph, config)
+    after = await _latest_state(graph, config) if gated else None
     if after is not None:
         for event in _requested(pending_gates(after)):
             yield event

@@ -125,6 +125,8 @@ class Gate:
     name: str
     message: str
     requested_at: str = ""
+    sub_agent_id: str = ""
+    """The `task` call of the sub-agent that made the call (empty: the main agent)."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,11 @@ def recorded_approvals(execution: execution_api.AgentExecution) -> Recorded:
     for call in _calls(execution.status):
         if not call.requires_approval or not call.id:
             continue
-        gates[call.id] = Gate(call.id, call.name, call.approval_message, call.approval_requested_at)
+        meta = call.component_metadata.metadata.fields
+        sub_agent = meta["sub_agent_id"].string_value if "sub_agent_id" in meta else ""
+        gates[call.id] = Gate(
+            call.id, call.name, call.approval_message, call.approval_requested_at, sub_agent
+        )
         action = call.approval_action
         if action == enum_pb2.APPROVAL_ACTION_UNSPECIFIED:
             continue

@@ -382,6 +382,7 @@ class StatusBuilder:
             HelperModelCall: self._on_helper,
         }
         self._approvals: dict[str, _Approval] = {}
+        self._gate_subs: dict[str, str] = {}
         if initial is not None:
             self._seed(initial)
         if user_message is not None:
@@ -482,9 +483,13 @@ class StatusBuilder:
         action: int = 0,
         approved_by: str = "",
         decided_at: str = "",
+        sub_agent_id: str = "",
     ) -> None:
         """An approval recorded by an earlier attempt (and the orchestrator), applied to the
-        call when it appears, so a resumed run's transcript keeps it."""
+        call when it appears, so a resumed run's transcript keeps it. `sub_agent_id` places a
+        sub-agent's call under its sub-agent again (a resume replays only the main agent)."""
+        if sub_agent_id:
+            self._gate_subs[tool_call_id] = sub_agent_id
         record = _Approval(
             message,
             requested_at,
@@ -716,7 +721,8 @@ class StatusBuilder:
     def _on_approval_requested(self, event: ApprovalRequested) -> Applied:
         tool = self._tools.get(event.tool_call_id)
         if tool is None:
-            tool = self._new_tool(event.tool_call_id, event.name, event.args, event.sub_agent_id)
+            sub_agent = event.sub_agent_id or self._gate_subs.get(event.tool_call_id, "")
+            tool = self._new_tool(event.tool_call_id, event.name, event.args, sub_agent)
         record = tool.approval or self._approvals.get(tool.id) or _Approval()
         if record.action != enum_pb2.APPROVAL_ACTION_UNSPECIFIED:
             return UNCHANGED  # decided already: the resume applies the decision

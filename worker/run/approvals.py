@@ -87,6 +87,7 @@ async def prepare_approvals(
             action=decision.action if decision else 0,
             approved_by=decision.approved_by if decision else "",
             decided_at=decision.decided_at if decision else "",
+            sub_agent_id=gate.sub_agent_id,
         )
     rules.approved_all.update(recorded.approved_all)
     log.info(

@@ -74,6 +74,7 @@ class GraphtonRuntime:
                 recursion_limit=settings.llm.recursion_limit,
                 message_id=plan.execution_id,
                 decisions=approvals.decisions if approvals is not None else None,
+                gated=gate is not None,
             )
         ) as events:
             async for event in events:
