@@ -77,7 +77,7 @@ class FakeRunner:
         execution_id = execution.metadata.id
         attempt = self.attempts[execution_id] = self.attempts.get(execution_id, 0) + 1
         if script in ("gate", "gate2"):
-            return await self._gate(execution, attempt, calls=1 if script == "gate" else 2)
+            return await self._gate(execution, calls=1 if script == "gate" else 2)
         if script in ("pausable", "lost-once", "silent-once") and attempt == 1:
             await self._first_attempt(execution, script)
         messages = transcript(execution)
@@ -109,11 +109,15 @@ class FakeRunner:
         return final
 
     async def _gate(
-        self, execution: api_pb2.AgentExecution, attempt: int, *, calls: int
+        self, execution: api_pb2.AgentExecution, *, calls: int
     ) -> api_pb2.AgentExecutionStatus:
         execution_id = execution.metadata.id
         ids = [f"call-{n}" for n in range(1, calls + 1)]
-        if attempt == 1:
+        # Like the real runner: whether the run is at its gate or past it is read from the
+        # orchestrator (a restarted runner knows nothing else).
+        stored = await self.stub.get_execution(execution_id)
+        recorded = [c for c in stored.status.tool_calls if c.id in ids]
+        if not recorded:
             waiting = [
                 api_pb2.ToolCall(
                     id=call_id,
@@ -137,8 +141,7 @@ class FakeRunner:
             return api_pb2.AgentExecutionStatus(
                 phase=status.phase, started_at=status.started_at, tool_calls=waiting
             )
-        stored = await self.stub.get_execution(execution_id)
-        decided = [c for c in stored.status.tool_calls if c.id in ids]
+        decided = recorded
         self.decisions_seen[execution_id] = decided
         ended: list[api_pb2.ToolCall] = []
         answer: list[str] = []
