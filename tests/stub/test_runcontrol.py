@@ -334,7 +334,13 @@ async def test_a_stalled_run_fails_and_recover_continues_it(
     execution_id = created.metadata.id
     failed = await until(stub, execution_id, phase_is(Phase.EXECUTION_FAILED), 60)
     assert failed.status.error == f"stalled: no events for {STALL_SECONDS} s"
-    assert execution_id in runner.cancelled  # the stalled attempt was stopped
+    # The verdict lands first, then the stalled attempt is cancelled; its CANCELLED changes
+    # nothing.
+    async with asyncio.timeout(20):
+        while execution_id not in runner.cancelled:
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    assert (await stub.client.get_execution(execution_id)).status.phase == Phase.EXECUTION_FAILED
     first_run = (await temporal.get_workflow_handle(workflow_id(execution_id)).describe()).run_id
 
     recovered = await stub.client.recover(execution_id)
