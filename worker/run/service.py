@@ -60,7 +60,8 @@ from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
 from worker.errors import RunnerError, WorkerShuttingDown
 from worker.logs import SECRETS
-from worker.observability.metrics import Metrics
+from worker.observability.inflight import current as current_run
+from worker.observability.metrics import Metrics, Outcome
 from worker.observability.tracing import EventSpans
 from worker.ports import LiveEvents, Orchestrator, RunControl
 from worker.run.approvals import (
@@ -269,6 +270,9 @@ class GraphtonExecutions:
             except asyncio.CancelledError:
                 if not self._attempt.cancelled_by_shutdown():
                     if handover.paused:
+                        run = current_run()
+                        if run is not None:
+                            run.set_outcome(Outcome.PAUSED)
                         builder.pause()
                         await self._end(
                             execution_id, builder, publisher, progress, outcome="paused"
