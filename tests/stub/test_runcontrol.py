@@ -315,6 +315,25 @@ async def test_terminate_ends_the_run_at_once_with_the_reason_and_settles_it(
     assert again.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_a_paused_run_can_be_cancelled_and_a_gated_one_terminated(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    paused_id = await running(stub, agent_id, "pausable")
+    await stub.client.pause(paused_id)
+    cancelled = await stub.client.cancel(paused_id, "not coming back to it")
+    assert cancelled.status.phase == Phase.EXECUTION_CANCELLED
+    assert cancelled.status.error == "cancelled: not coming back to it"
+    assert cancelled.status.sub_agent_executions[0].status == SubStatus.SUB_AGENT_CANCELLED
+
+    gated_id = await at_gate(stub, agent_id)
+    terminated = await stub.client.terminate(gated_id, "wrong repo")
+    assert terminated.status.phase == Phase.EXECUTION_TERMINATED
+    assert call(terminated, "call-1").status == ToolStatus.TOOL_CALL_INTERRUPTED
+    with pytest.raises(RpcFailed) as late:
+        await stub.client.submit_approval(gated_id, "call-1", Action.APPROVAL_ACTION_APPROVE)
+    assert "not waiting for approval (phase EXECUTION_TERMINATED)" in late.value.details
+
+
 # -- lost workers, stalls, recover ------------------------------------------------------------
 
 
