@@ -4,8 +4,9 @@ Starts the embedded stack (Temporal with its Web UI, a MongoDB-wire server, Valk
 the agent-runner worker as child processes; creates a demo agent (the scripted model unless
 `STIGMER_LLM_PROVIDER` names a real provider); runs a first turn with live progress and a second
 turn in the same session that recalls the first; a third turn, with an agent whose shell commands
-wait for approval, stops at the gate and the demo rejects the command with a comment; prints a summary with the Temporal workflow ids;
-then stops everything, or with `--keep` leaves it running until Ctrl-C.
+wait for approval, stops at the gate and the demo rejects the command with a comment; prints a
+summary with the Temporal workflow ids; then stops everything, or with `--keep` leaves it
+running until Ctrl-C.
 
 Every child runs in its own process group with its output in a log file under `<data-dir>/logs`,
 and gets SIGTERM if this process dies; Ctrl-C and SIGTERM unwind through the same shutdown.
