@@ -268,8 +268,10 @@ class InvokeAgentExecution:
         limit: float,
     ) -> None:
         """Return when the attempt is done; raise `Stalled` (the attempt cancelled) when the
-        execution got no status update for `limit` seconds."""
+        execution got no status update for `limit` seconds while this attempt ran (a run that
+        waited days at a gate or paused is not stale when its next attempt starts)."""
         check = max(1.0, min(limit / 4, 30.0))
+        began = workflow.now()
         while not handle.done():
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(handle.done, timeout=check)
@@ -282,7 +284,8 @@ class InvokeAgentExecution:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
-            if age >= limit:
+            running_for = (workflow.now() - began).total_seconds()
+            if min(age, running_for) >= limit:
                 # The verdict first, so the runner's CANCELLED (it is cancelled next) cannot
                 # land before it: an ended execution keeps its outcome.
                 stalled = Stalled(f"stalled: no events for {limit:g} s")

@@ -15,6 +15,7 @@ Run control (contract §7), playing the real runner's agreements (docs/run-contr
 - `gate` / `gate2`: the first attempt stops at an approval gate on one call (`gate2`: two calls
   of `execute` in one step), pushes WAITING_APPROVAL and returns only the waiting calls; the next
   attempt reads the decisions from the stub (`get`) and ends with what each decision means.
+  `gate-slow`: as `gate`, the resumed attempt working 3 s before its first update.
 - `pausable`: heartbeats with a RUNNING tool call until cancelled; cancelled with the pause
   marker on the execution it pushes PAUSED, otherwise CANCELLED. A later attempt completes.
 - `lost-once`: the first attempt stops heartbeating (a dead worker); a later one completes.
@@ -76,8 +77,8 @@ class FakeRunner:
         script = execution.spec.message
         execution_id = execution.metadata.id
         attempt = self.attempts[execution_id] = self.attempts.get(execution_id, 0) + 1
-        if script in ("gate", "gate2"):
-            return await self._gate(execution, calls=1 if script == "gate" else 2)
+        if script in ("gate", "gate2", "gate-slow"):
+            return await self._gate(execution, calls=2 if script == "gate2" else 1)
         if script in ("pausable", "lost-once", "silent-once") and attempt == 1:
             await self._first_attempt(execution, script)
         messages = transcript(execution)
@@ -142,6 +143,11 @@ class FakeRunner:
                 phase=status.phase, started_at=status.started_at, tool_calls=waiting
             )
         decided = recorded
+        if execution.spec.message == "gate-slow":
+            # The resumed attempt works a while (heartbeating) before its first update.
+            for _ in range(30):
+                activity.heartbeat("resuming")
+                await asyncio.sleep(0.1)
         self.decisions_seen[execution_id] = decided
         ended: list[api_pb2.ToolCall] = []
         answer: list[str] = []

@@ -376,6 +376,26 @@ async def test_a_stalled_run_fails_and_recover_continues_it(
     assert (await first.describe()).run_id == first_run
 
 
+async def test_a_long_wait_at_a_gate_is_not_a_stall_for_the_attempt_after_it(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    execution_id = await at_gate(stub, agent_id, "gate-slow")
+    await asyncio.sleep(STALL_SECONDS + 1)  # no status update for longer than the stall limit
+    await stub.client.submit_approval(execution_id, "call-1", Action.APPROVAL_ACTION_APPROVE)
+    final = await until(
+        stub, execution_id, lambda e: e.status.phase in TERMINAL_FOR_TESTS, seconds=60
+    )
+    assert (final.status.phase, final.status.error) == (Phase.EXECUTION_COMPLETED, "")
+
+
+TERMINAL_FOR_TESTS = (
+    Phase.EXECUTION_COMPLETED,
+    Phase.EXECUTION_FAILED,
+    Phase.EXECUTION_CANCELLED,
+    Phase.EXECUTION_TERMINATED,
+)
+
+
 async def test_recover_refuses_anything_but_a_failed_execution(
     stub: Stub, runner: FakeRunner, agent_id: str
 ) -> None:
