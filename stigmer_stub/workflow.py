@@ -238,6 +238,7 @@ class InvokeAgentExecution:
                 self._attempt = None
             if status.phase != Phase.EXECUTION_WAITING_FOR_APPROVAL:
                 return status
+            lost = 0  # the attempt ended well: the next one may lose its worker again
             await self._await_decisions(status)
 
     async def _await_decisions(self, status: api_pb2.AgentExecutionStatus) -> None:
