@@ -392,6 +392,10 @@ async def _get(client: StigmerClient, args: argparse.Namespace, out: Console) ->
         ("error", status.error),
         ("message", execution.spec.message),
         ("answer", final_answer(execution)),
+        *(
+            ("waiting", f"{c.id}: {describe_call(c)} -- {c.approval_message}")
+            for c in undecided(execution)
+        ),
     )
     return EXIT_OK
 

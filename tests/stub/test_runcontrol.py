@@ -414,6 +414,11 @@ async def test_the_cli_approves_the_only_waiting_call(
     stub: Stub, runner: FakeRunner, agent_id: str
 ) -> None:
     execution_id = await at_gate(stub, agent_id)
+    code, shown = await asyncio.to_thread(cli, stub, "get", execution_id)
+    assert code == 0
+    assert "phase      WAITING_FOR_APPROVAL" in shown
+    assert "waiting    call-1: execute" in shown
+    assert "-- Run `rm -rf build && echo cleaned`?" in shown
     code, printed = await asyncio.to_thread(cli, stub, "approve", execution_id)
     assert code == 0
     assert "APPROVE by anonymous" in printed
