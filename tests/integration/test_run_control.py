@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from worker.settings import Settings, load_settings
 pytestmark = pytest.mark.integration
 
 WAITING = enum_pb2.EXECUTION_WAITING_FOR_APPROVAL
+ECHO_SERVER = str(Path(__file__).parents[1] / "mcp" / "fixtures" / "echo_server.py")
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Harness:
         session_id: str,
         script: str,
         policies: Sequence[tuple[str, str]] = (),
+        mcp_server: str = "",
     ) -> None:
         agent_id = "agt-" + session_id
         self.fake.agents[agent_id] = agent_api.Agent(
@@ -69,6 +72,12 @@ class Harness:
                 "tool_approvals": [{"tool": t, "message": m} for t, m in policies],
             },
         )
+        if mcp_server:
+            self.fake.agents[agent_id].spec.mcp_servers.add(
+                name=mcp_server,
+                stdio={"command": sys.executable, "args": [ECHO_SERVER, "stdio"]},
+                enabled_tools=["echo"],
+            )
         instance_id = "ain-" + session_id
         self.fake.instances[instance_id] = instance_api.AgentInstance(
             metadata={"id": instance_id}, spec={"agent_id": agent_id}
@@ -337,6 +346,26 @@ async def test_approve_all_stops_asking_for_that_tool(harness: Harness) -> None:
     assert runs[0].approval_action == enum_pb2.APPROVAL_ACTION_APPROVE_ALL
     waits = [u for u in harness.updates("aex-all") if u.phase == WAITING]
     assert {c.id for u in waits for c in u.tool_calls if c.requires_approval} == {first.id}
+
+
+async def test_an_mcp_tool_is_gated_by_server_and_tool(harness: Harness) -> None:
+    harness.agent("ses-mcp", "mcp-echo", [("tools/ech*", "Echo {text}?")], mcp_server="tools")
+    handle = await harness.start("aex-mcp", "ses-mcp")
+    (call,) = await harness.waiting("aex-mcp")
+    assert (call.name, call.approval_message) == ("echo", "Echo hello from MCP?")
+    harness.fake.decide("aex-mcp", call.id, enum_pb2.APPROVAL_ACTION_APPROVE)
+    await handle.signal(InvokeWithGatesForTest.decided)
+    final = await handle.result()
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    assert "hello from MCP" in answer(final)
+
+
+async def test_a_policy_for_another_server_does_not_gate_the_tool(harness: Harness) -> None:
+    harness.agent("ses-mcp2", "mcp-echo", [("other/echo", "")], mcp_server="tools")
+    final = await (await harness.start("aex-mcp2", "ses-mcp2")).result()
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    assert not any(c.requires_approval for c in final.tool_calls)
+    assert "hello from MCP" in answer(final)
 
 
 async def test_auto_approve_all_waives_every_gate(harness: Harness) -> None:

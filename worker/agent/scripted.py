@@ -38,6 +38,8 @@ Scripts:
 - `subagent`: what a delegated sub-agent does: looks at the workspace, then reports;
 - `approval`: asks to run `execute` with `rm -rf build && echo cleaned` (a call an approval gate
   stops), then answers with exactly what the tool returned, so a rejection's comment shows up;
+- `mcp-echo`: calls an MCP server's `echo` tool, then answers with what it returned (a gate on
+  an MCP tool, `<server>/<tool>`);
 - `deep`: a long planning run for status-fidelity recordings: two rounds of todos (the second
   list replaces the first with new, similarly worded items), large files written and read back
   (a long context, so a model with a small `profile["max_input_tokens"]` makes deepagents
@@ -512,6 +514,13 @@ def _summarised(message: BaseMessage) -> tuple[int, str] | None:
     return (int(found.group(1)), found.group(2)) if found else (0, "")
 
 
+def mcp_echo(turn: Turn) -> Step:
+    if turn.step == 0:
+        return Step("Asking the echo tool.", (Call("echo", {"text": "hello from MCP"}),))
+    result = turn.result_of("echo")
+    return Step(result.text if result is not None else "The echo tool returned nothing.")
+
+
 SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "demo": demo,
     "quick": quick,
@@ -521,6 +530,7 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "delegate": delegate,
     "subagent": subagent,
     "approval": approval,
+    "mcp-echo": mcp_echo,
     "deep": deep,
     "research": research,
     "summary": summary,
