@@ -23,6 +23,7 @@ from stigmer_cli.cli import run_cli
 from stigmer_cli.client import RpcFailed, StigmerClient
 from stigmer_cli.follow import PlainRenderer, watch
 from stigmer_cli.runcontrol import ApprovalPrompt
+from stigmer_stub import runcontrol
 from stigmer_stub.app import running_stub
 from stigmer_stub.converter import DATA_CONVERTER
 from stigmer_stub.runcontrol import TRANSITION_ANNOTATION
@@ -509,3 +510,15 @@ async def test_follow_asks_in_place_and_records_the_answer(
     assert "recorded: REJECT" in shown
     assert "[skipped] execute rm -rf build && echo cleaned -> not today" in shown
     assert prompts[-1] == "  reason > "
+
+
+async def test_approved_by_is_the_callers_identity_when_the_stub_knows_it(
+    stub: Stub, runner: FakeRunner, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execution_id = await at_gate(stub, agent_id)
+    monkeypatch.setattr(runcontrol, "caller_identity", lambda: "alice")
+    decided = await stub.client.submit_approval(
+        execution_id, "call-1", Action.APPROVAL_ACTION_APPROVE
+    )
+    assert call(decided, "call-1").approved_by == "alice"
+    await until(stub, execution_id, phase_is(Phase.EXECUTION_COMPLETED))
