@@ -30,6 +30,8 @@ Execution = api_pb2.AgentExecution
 
 TRANSITION_ANNOTATION = "stigmer.ai/requested-transition"
 PAUSE = "pause"
+PAUSE_REASON_ANNOTATION = "stigmer.ai/pause-reason"
+"""Why the run was paused, when the person said (removed on resume)."""
 
 log = get_logger(__name__)
 
@@ -165,6 +167,8 @@ class RunControl:
 
         def mark(head: Execution) -> None:
             head.metadata.annotations[TRANSITION_ANNOTATION] = PAUSE
+            if reason.strip():
+                head.metadata.annotations[PAUSE_REASON_ANNOTATION] = reason.strip()
 
         await self._change_head(execution_id, mark)
         log.info("execution_pause_requested", execution_id=execution_id, reason=reason)
@@ -182,6 +186,7 @@ class RunControl:
 
         def unmark(head: Execution) -> None:
             head.metadata.annotations.pop(TRANSITION_ANNOTATION, None)
+            head.metadata.annotations.pop(PAUSE_REASON_ANNOTATION, None)
 
         await self._change_head(execution_id, unmark)
         log.info("execution_resume_requested", execution_id=execution_id)

@@ -488,3 +488,17 @@ def test_a_skipped_call_stays_skipped_whatever_the_runner_reports_after() -> Non
     )
     assert late == []
     assert view.tools["c1"].state == "skipped"
+
+
+def test_the_rich_view_steps_aside_while_the_person_is_asked() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    view = ExecutionView("aex-1")
+    run = Run()
+    run.start()
+    with RichRenderer(console) as renderer:
+        renderer.show(view, view.apply_snapshot(run.snapshot()))
+        with renderer.suspend():
+            console.print("approval needed for tool call c1")
+        renderer.show(view, view.apply_snapshot(run.snapshot()))
+    assert "approval needed for tool call c1" in out.getvalue()

@@ -262,6 +262,7 @@ async def test_pause_stops_the_attempt_and_resume_completes_the_run(
     paused = await stub.client.pause(execution_id, "lunch")
     assert paused.status.phase == Phase.EXECUTION_PAUSED
     assert paused.metadata.annotations[TRANSITION_ANNOTATION] == "pause"
+    assert paused.metadata.annotations["stigmer.ai/pause-reason"] == "lunch"
     assert execution_id in runner.cancelled
     # The call in flight finished before the pause; nothing is interrupted or lost.
     assert call(paused, "call-1").status == ToolStatus.TOOL_CALL_COMPLETED
@@ -273,6 +274,7 @@ async def test_pause_stops_the_attempt_and_resume_completes_the_run(
 
     resumed = await stub.client.resume(execution_id)
     assert TRANSITION_ANNOTATION not in resumed.metadata.annotations
+    assert "stigmer.ai/pause-reason" not in resumed.metadata.annotations
     final = await until(stub, execution_id, phase_is(Phase.EXECUTION_COMPLETED))
     assert runner.attempts[execution_id] == 2
     assert call(final, "call-1").status == ToolStatus.TOOL_CALL_COMPLETED
