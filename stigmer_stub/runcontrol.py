@@ -140,7 +140,9 @@ class RunControl:
                 decided.append(target.id)
             return execution
 
-        updated = await self.executions.collection.mutate(execution_id, decide, field="id")
+        updated = await self.executions.collection.mutate(
+            execution_id, decide, field="agent_execution_id"
+        )
         log.info(
             "approval_recorded",
             execution_id=execution_id,
@@ -248,7 +250,7 @@ class RunControl:
         start.spec.CopyFrom(current.spec)
         start.status.phase = Phase.EXECUTION_PENDING
         try:
-            await self.workflows.start(start)
+            await self._start_again(start)
         except Unavailable as err:
             error = f"recover: {err} (was: {previous_error})"
             failed = outcome(Phase.EXECUTION_FAILED, error, self.executions.clock)
@@ -258,6 +260,19 @@ class RunControl:
         return await self.executions.get(execution_id, field="id")
 
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _start_again(self, execution: Execution, tries: int = 10) -> None:
+        """Start the new workflow run; the failed run may take a moment to close after its
+        verdict is stored (its id is taken until then), so a refusal is retried a few times."""
+        for attempt in range(1, tries + 1):
+            try:
+                await self.workflows.start(execution)
+            except Unavailable:
+                if attempt == tries:
+                    raise
+                await asyncio.sleep(self.poll_seconds * 5)
+            else:
+                return
 
     async def _change_head(
         self,
