@@ -3,7 +3,8 @@
 The January request carries no attempt, so the runner sends it in gRPC metadata:
 `x-stigmer-attempt: <run key>/<activity attempt>` (the runner's run key is
 `<workflow run id>:<activity id>`) and `x-stigmer-seq: <n>`, the number of the update within
-that attempt (it grows with every call, retries included). The stub keeps, per execution, a `fence` document field (never part of the proto):
+that attempt (it grows with every call, retries included). The stub keeps, per execution, a
+`fence` document field (never part of the proto):
 
 - `runs`: the workflow run ids seen, in the order they first wrote (a new run, started by
   `recover`, comes after the runs before it);
