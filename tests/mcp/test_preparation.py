@@ -18,7 +18,13 @@ from tests.activities.test_runner_activities import NullLive, an_execution, make
 from tests.mcp.test_mcp import SERVER
 from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
 from worker.agent.mcp import McpLimits
-from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
+from worker.domain.agent_events import (
+    AgentEvent,
+    ModelTurnEnded,
+    ToolCallRequest,
+    ToolEnded,
+    ToolStarted,
+)
 from worker.run.attempt import AttemptControls
 from worker.run.prepare import SpecPreparer
 from worker.run.service import GraphtonExecutions
@@ -94,7 +100,7 @@ async def test_tool_selection_warnings_of_servers_and_sub_agents_reach_the_statu
 async def test_mcp_tool_calls_in_the_status_name_their_server(tmp_path: Path) -> None:
     fake = FakeOrchestratorPorts.with_agent()
     fake.agents["agt-1"].spec.mcp_servers.append(_echo("clock"))
-    calls = [
+    calls: list[AgentEvent] = [
         ModelTurnEnded(
             message_id="ai-1",
             text="",
