@@ -14,6 +14,7 @@ from ai.stigmer.agentic.skill.v1 import spec_pb2 as skill_spec
 from ai.stigmer.agentic.skill.v1 import status_pb2 as skill_status
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 from ai.stigmer.commons.apiresource import metadata_pb2
+from ai.stigmer.commons.apiresource.apiresourcekind.api_resource_kind_pb2 import ApiResourceKind
 
 from worker.errors import NotFound
 
@@ -44,7 +45,7 @@ def sha(data: bytes) -> str:
 
 
 def ref(slug: str, version: str = "") -> resource_io.ApiResourceReference:
-    return resource_io.ApiResourceReference(slug=slug, version=version, kind=43)
+    return resource_io.ApiResourceReference(slug=slug, version=version, kind=ApiResourceKind.skill)
 
 
 def make_skill(
