@@ -80,6 +80,6 @@ def test_clip_marks_what_it_leaves_out() -> None:
 async def test_bytes_that_are_no_valid_message_are_invalid_argument(
     stub: Stub, method: str, payload: bytes
 ) -> None:
-    call = stub.client.channel.unary_unary(method)
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = stub.client.channel.unary_unary(method)
     err = await failure(call(payload, timeout=10))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, err.details())
