@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -51,13 +52,14 @@ class InvokeWorkflow:
 
     @workflow.run
     async def run(self, execution_id: str) -> str:
-        return await workflow.execute_activity(
+        result: str = await workflow.execute_activity(
             "ExecuteGraphton",
             execution_id,
             task_queue=ACTIVITY_QUEUE,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_attempts=1),
         )
+        return result
 
 
 class Rig:
@@ -119,7 +121,7 @@ async def rig(temporal_dev: WorkflowEnvironment) -> AsyncIterator[Rig]:
     rig.provider.shutdown()
 
 
-async def run_one(rig: Rig, during: object = None) -> tuple[str, list[dict[str, object]]]:
+async def run_one(rig: Rig, during: object = None) -> tuple[str, list[dict[str, Any]]]:
     execution_id = "aex-" + uuid.uuid4().hex[:26]
     handle = await rig.orchestrator.start_workflow(  # type: ignore[attr-defined]
         InvokeWorkflow.run,
@@ -127,7 +129,7 @@ async def run_one(rig: Rig, during: object = None) -> tuple[str, list[dict[str, 
         id=f"stigmer/agent-execution/invoke/{execution_id}",
         task_queue=WORKFLOW_QUEUE,
     )
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{rig.server.port}/status"
         for _ in range(200):
@@ -163,7 +165,7 @@ async def test_status_shows_the_running_execution_and_its_heartbeat(rig: Rig) ->
     assert row["workflow_id"] == f"stigmer/agent-execution/invoke/{execution_id}"
     assert row["activity"] == "ExecuteGraphton"
     assert (row["phase"], row["stage"]) == ("EXECUTION_IN_PROGRESS", "running")
-    (details,) = row["last_heartbeat_details"]  # type: ignore[misc]
+    (details,) = row["last_heartbeat_details"]
     assert "'events': 3" in details
     assert rig.in_flight.snapshot() == []
 
