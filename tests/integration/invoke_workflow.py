@@ -32,7 +32,7 @@ class InvokeForTest:
             retry_policy=RetryPolicy(maximum_attempts=3),
             result_type=str,
         )
-        return await workflow.execute_activity(
+        status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
             "ExecuteGraphton",
             args=[execution, thread_id],
             task_queue=queue,
@@ -41,6 +41,7 @@ class InvokeForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+        return status
 
 
 @workflow.defn(name="test/agent-execution/invoke-by-id")
@@ -59,7 +60,7 @@ class InvokeByIdForTest:
             start_to_close_timeout=timedelta(seconds=30),
             result_type=str,
         )
-        return await workflow.execute_activity(
+        status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
             "ExecuteGraphton",
             args=[execution_id, thread_id],
             task_queue=queue,
@@ -68,6 +69,7 @@ class InvokeByIdForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+        return status
 
 
 @workflow.defn(name="test/agent-execution/invoke-raw")
@@ -91,7 +93,7 @@ class InvokeRawForTest:
             metadata={"encoding": b"json/protobuf", "messageType": EXECUTION_TYPE},
             data=execution_json.encode(),
         )
-        return await workflow.execute_activity(
+        status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
             "ExecuteGraphton",
             args=[RawValue(execution), thread_id],
             task_queue=queue,
@@ -100,3 +102,4 @@ class InvokeRawForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+        return status
