@@ -63,6 +63,9 @@ class InvokeWorkflow:
 
 
 class Rig:
+    orchestrator: Client
+    """The orchestrator side's client; the `rig` fixture sets it once Temporal is up."""
+
     def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
         self.provider = configure_tracing(SETTINGS, exporter=self.spans, set_global=False)
@@ -114,7 +117,7 @@ async def rig(temporal_dev: WorkflowEnvironment) -> AsyncIterator[Rig]:
         interceptors=[InFlightInterceptor(rig.in_flight, rig.metrics)],
     )
     release.clear()
-    rig.orchestrator = orchestrator  # type: ignore[attr-defined]
+    rig.orchestrator = orchestrator
     async with workflow_worker, activity_worker, rig.server:
         yield rig
     release.set()
@@ -123,7 +126,7 @@ async def rig(temporal_dev: WorkflowEnvironment) -> AsyncIterator[Rig]:
 
 async def run_one(rig: Rig, during: object = None) -> tuple[str, list[dict[str, Any]]]:
     execution_id = "aex-" + uuid.uuid4().hex[:26]
-    handle = await rig.orchestrator.start_workflow(  # type: ignore[attr-defined]
+    handle = await rig.orchestrator.start_workflow(
         InvokeWorkflow.run,
         execution_id,
         id=f"stigmer/agent-execution/invoke/{execution_id}",
@@ -187,7 +190,7 @@ async def test_metrics_after_a_run_carry_our_series_and_temporals(rig: Rig) -> N
 
 
 async def test_a_failed_execution_counts_as_failed(rig: Rig) -> None:
-    handle = await rig.orchestrator.start_workflow(  # type: ignore[attr-defined]
+    handle = await rig.orchestrator.start_workflow(
         InvokeWorkflow.run,
         "fail-1",
         id=f"stigmer/agent-execution/invoke/fail-{uuid.uuid4().hex}",
