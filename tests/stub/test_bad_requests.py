@@ -3,6 +3,8 @@ that are no valid message. Each is INVALID_ARGUMENT (or NOT_FOUND) with a short 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2
@@ -18,9 +20,9 @@ EXECUTION_COMMANDS = "/ai.stigmer.agentic.agentexecution.v1.AgentExecutionComman
 HUGE = "aex-" + "x" * 1_000_000
 
 
-async def failure(call: object) -> grpc.aio.AioRpcError:
+async def failure(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await call  # type: ignore[misc]
+        await call
     return failed.value
 
 
