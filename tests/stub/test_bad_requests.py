@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2
+from ai.stigmer.agentic.agentexecution.v1.enum_pb2 import ExecutionPhase
 from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
 
 from stigmer_stub.limits import clip
@@ -43,7 +44,9 @@ async def test_an_absurd_page_number_is_invalid_argument(stub: Stub, token: str)
 
 async def test_list_refuses_a_phase_its_enum_does_not_name_like_update_status(stub: Stub) -> None:
     err = await failure(
-        stub.client.execution_queries.list(io_pb2.ListAgentExecutionsRequest(phase=99))  # type: ignore[arg-type]
+        stub.client.execution_queries.list(
+            io_pb2.ListAgentExecutionsRequest(phase=ExecutionPhase.ValueType(99))
+        )
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == "phase: 99 is not a value of its enum"

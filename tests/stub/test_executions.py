@@ -350,7 +350,7 @@ async def test_a_new_list_entry_that_does_not_parse_or_names_no_enum_value_is_re
             eid, api_pb2.AgentExecutionStatus(messages=[*msgs("a"), bad_enum])
         )
     todo = api_pb2.AgentExecutionStatus()
-    todo.todos["t.1"].status = 77  # type: ignore[assignment]
+    todo.todos["t.1"].status = enum_pb2.TodoStatus.ValueType(77)
     with pytest.raises(RpcFailed) as unnamed_todo:
         await stub.client.update_status(eid, todo)
 
