@@ -54,7 +54,7 @@ def make_skill(
     *,
     skill_md: str = "",
     version_hash: str | None = None,
-    state: int = skill_status.SKILL_STATE_READY,
+    state: skill_status.SkillState.ValueType = skill_status.SKILL_STATE_READY,
 ) -> skill_api.Skill:
     digest = version_hash if version_hash is not None else sha(artifact or b"")
     return skill_api.Skill(
@@ -65,7 +65,7 @@ def make_skill(
         status=skill_status.SkillStatus(
             version_hash=digest,
             artifact_storage_key=f"skills/{digest}.zip" if artifact is not None else "",
-            state=state,  # type: ignore[arg-type]
+            state=state,
         ),
     )
 
