@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
@@ -63,11 +64,11 @@ def _activities(
     return RunnerActivities(fake, executions, sandboxes)
 
 
-def _echo(name: str = "echo", **fields: object) -> agent_spec.McpServerDefinition:
+def _echo(name: str = "echo", **fields: Any) -> agent_spec.McpServerDefinition:
     return agent_spec.McpServerDefinition(
         name=name,
         stdio=agent_spec.StdioServer(command=sys.executable, args=[SERVER, "stdio"]),
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
