@@ -799,11 +799,13 @@ POOL = _pool()
 
 
 def _message(full_name: str) -> Descriptor:
-    return POOL.FindMessageTypeByName(full_name)  # type: ignore[no-any-return]
+    descriptor: Descriptor = POOL.FindMessageTypeByName(full_name)
+    return descriptor
 
 
 def _enum(full_name: str) -> EnumDescriptor:
-    return POOL.FindEnumTypeByName(full_name)  # type: ignore[no-any-return]
+    descriptor: EnumDescriptor = POOL.FindEnumTypeByName(full_name)
+    return descriptor
 
 
 @pytest.mark.parametrize("row", FIELD_ROWS, ids=lambda r: f"{r.message}.{r.name}")
