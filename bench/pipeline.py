@@ -255,6 +255,11 @@ async def one_run(
     cpu_before = time.process_time()
     server_before = _cpu(server_pids)
     written_before = meter.bytes_in if meter is not None else 0
+    # Deltas are fenced by attempt (the stub applies them in order within one): the run is
+    # one attempt, as a run of the worker is; the publisher's task inherits it.
+    attempt = RunAttempt(f"bench-{uuid.uuid4().hex[:8]}", 1) if deltas else None
+    bound = attempt_bound(attempt)
+    bound.__enter__()
     if policy != "naive":
         publisher = StatusPublisher(
             tracker, execution_id, settings.model_copy(update={"deltas": deltas})
@@ -265,23 +270,20 @@ async def one_run(
         first = tracker.snapshot()
         assert not isinstance(first, StatusParts)
         await tracker.update_status(execution_id, first)
-    # Deltas are fenced by attempt (the stub applies them in order within one): the run is
-    # one attempt, as a run of the worker is.
-    attempt = RunAttempt(f"bench-{uuid.uuid4().hex[:8]}", 1) if deltas else None
     try:
-        with attempt_bound(attempt):
-            outcome = await replay(
-                events,
-                pace,
-                tracker,
-                policy=policy,
-                execution_id=execution_id,
-                publisher=publisher,
-                budget_s=budget_s,
-            )
+        outcome = await replay(
+            events,
+            pace,
+            tracker,
+            policy=policy,
+            execution_id=execution_id,
+            publisher=publisher,
+            budget_s=budget_s,
+        )
     finally:
         if publisher is not None:
             await publisher.aclose()
+        bound.__exit__(None, None, None)
     ms = [d * 1000 for d in tracker.delays]
     latency = [d * 1000 for d in tracker.latencies]
     lags = [d * 1000 for d in outcome.lags]
