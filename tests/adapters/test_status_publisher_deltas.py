@@ -6,9 +6,12 @@ import asyncio
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, io_pb2
 
+from worker.adapters.metered import MeteredStatusSink
 from worker.domain.agent_events import TokenDelta
 from worker.domain.status_builder import StatusBuilder
 from worker.domain.status_wire import StatusPayload, as_status
+from worker.observability.metrics import Metrics
+from worker.ports import StatusSink
 from worker.run.status_publisher import StatusPublisher
 from worker.settings import StatusSettings
 
@@ -58,7 +61,7 @@ class PlainSink:
         self.whole.append(as_status(status))
 
 
-async def publish_run(sink: FakeDeltaSink | PlainSink, changes: int = 5) -> StatusPublisher:
+async def publish_run(sink: StatusSink, changes: int = 5) -> StatusPublisher:
     builder = StatusBuilder(user_message="hi")
     builder.start()
     publisher = StatusPublisher(sink, "aex-1", SETTINGS)
@@ -71,7 +74,8 @@ async def publish_run(sink: FakeDeltaSink | PlainSink, changes: int = 5) -> Stat
             await asyncio.sleep(0.05)
         builder.complete()
         assert await publisher.finish(builder.parts)
-    assert sink.whole[-1] == builder.snapshot() or isinstance(sink, FakeDeltaSink)
+    if isinstance(sink, PlainSink):
+        assert sink.whole[-1] == builder.snapshot()
     return publisher
 
 
@@ -106,3 +110,19 @@ async def test_a_sink_of_the_january_contract_gets_whole_statuses() -> None:
     sink = PlainSink()
     await publish_run(sink)
     assert len(sink.whole) == 7
+
+
+async def test_the_metered_sink_passes_deltas_through_and_counts_the_stored_ones() -> None:
+    inner = FakeDeltaSink("apply")
+    metrics = Metrics()
+    await publish_run(MeteredStatusSink(inner, metrics))
+    assert len(inner.deltas) == 6
+    assert len(inner.whole) == 1
+    rendered = metrics.render()[0].decode()
+    assert "agent_runner_status_updates_sent_total 7.0" in rendered
+
+
+async def test_the_metered_sink_around_a_january_sink_says_not_served() -> None:
+    inner = PlainSink()
+    await publish_run(MeteredStatusSink(inner, Metrics()))
+    assert len(inner.whole) == 7
