@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import pytest
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2, io_pb2
 
 from devstack import Endpoints
 from stigmer_cli.client import StigmerClient
@@ -309,3 +309,48 @@ async def test_a_stub_that_lost_the_base_asks_for_a_resync(own_stubs: OwnStubs) 
         stub.address, stub.client, agent.metadata.id, between=roll_back
     )
     assert publisher.stats.resyncs == 1
+
+
+async def test_a_delta_appending_text_rewrites_only_the_last_slice(
+    stub: Stub, agent_id: str
+) -> None:
+    created = await stub.client.create_execution("hello", agent_id=agent_id)
+    execution_id = created.metadata.id
+    metadata = ((fencing.ATTEMPT_HEADER, "run-slices/1"), (fencing.SEQ_HEADER, "1"))
+    # 3 MiB of messages: three slices of at most 1 MiB (`store/segments.py`).
+    messages = [
+        api_pb2.AgentMessage(type=enum_pb2.MESSAGE_AI, content=f"{i:03d}" + "x" * 60_000)
+        for i in range(50)
+    ]
+    status = api_pb2.AgentExecutionStatus(phase=enum_pb2.EXECUTION_IN_PROGRESS, messages=messages)
+    commands = stub.client.execution_commands
+    await commands.updateStatus(
+        command_pb2.AgentExecutionUpdateStatusInput(execution_id=execution_id, status=status),
+        metadata=metadata,
+        timeout=30,
+    )
+    raw = stub.running.database.executions.raw
+    before = (await raw.find_one({"_id": execution_id}))["segments_messages"]
+    assert len(before) >= 3
+
+    delta = io_pb2.AgentExecutionStatusDelta(
+        execution_id=execution_id,
+        seq=2,
+        base_seq=1,
+        phase=enum_pb2.EXECUTION_IN_PROGRESS,
+        appended_text=" and more",
+        appended_position=49,
+    )
+    ack = await commands.updateStatusDelta(
+        delta,
+        metadata=((fencing.ATTEMPT_HEADER, "run-slices/1"), (fencing.SEQ_HEADER, "2")),
+        timeout=30,
+    )
+
+    assert ack.applied
+    after = (await raw.find_one({"_id": execution_id}))["segments_messages"]
+    assert [r["id"] for r in after[:-1]] == [r["id"] for r in before[:-1]]
+    assert after[-1]["id"] != before[-1]["id"]
+    stored = await stub.client.get_execution(execution_id)
+    assert stored.status.messages[49].content.endswith("x and more")
+    assert stored.status.messages[:49] == messages[:49]
