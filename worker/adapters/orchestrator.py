@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
+import structlog
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
@@ -53,6 +54,8 @@ from worker.errors import (
 from worker.logs import SECRETS, get_logger
 from worker.observability.tracing import client_call
 from worker.settings import BackendSettings, Settings
+
+log = structlog.get_logger(__name__)
 
 UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
     execution_command.DESCRIPTOR.services_by_name["AgentExecutionCommandController"].full_name
@@ -195,6 +198,7 @@ class GrpcOrchestrator:
         # known for the process (an orchestrator does not gain or lose a method while it runs).
         self._serves_deltas: bool | None = None
         self._execution_query = execution_query_grpc.AgentExecutionQueryControllerStub(ch)
+        self._run_control: bool | None = None
         self._session_query = session_query.SessionQueryControllerStub(ch)
         self._session_command = session_command.SessionCommandControllerStub(ch)
         self._instance_query = instance_query.AgentInstanceQueryControllerStub(ch)
@@ -284,6 +288,31 @@ class GrpcOrchestrator:
             execution_io.AgentExecutionId(value=execution_id),
         )
 
+    # RunControl (its `get_execution` is the ExecutionSource one above)
+
+    async def supports_run_control(self) -> bool:
+        """Probe §7 once: `submitApproval` with an empty input. An orchestrator without it
+        answers UNIMPLEMENTED; one with it refuses the empty input (INVALID_ARGUMENT, NOT_FOUND,
+        ...) and changes nothing. An unreachable orchestrator raises `Unavailable` and is asked
+        again next time."""
+        if self._run_control is None:
+            try:
+                await self._call(
+                    "AgentExecutionCommandController/submitApproval",
+                    self._executions.submitApproval,
+                    execution_io.SubmitApprovalInput(),
+                )
+                supported = True
+            except ConfigurationError:  # UNIMPLEMENTED
+                supported = False
+            except Unavailable:
+                raise
+            except RunnerError:
+                supported = True
+            self._run_control = supported
+            log.info("orchestrator_run_control", supported=supported, endpoint=self._endpoint)
+        return self._run_control
+
     # SessionStore
 
     async def get_session(self, session_id: str) -> session_api.Session:
@@ -368,3 +397,4 @@ if TYPE_CHECKING:
     _CATALOG: type[ports.AgentCatalog] = GrpcOrchestrator
     _SKILLS: type[ports.SkillStore] = GrpcOrchestrator
     _EXECUTIONS: type[ports.ExecutionSource] = GrpcOrchestrator
+    _RUN_CONTROL: type[ports.RunControl] = GrpcOrchestrator
