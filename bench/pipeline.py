@@ -212,7 +212,9 @@ async def replay(
             if applied.changed:
                 publisher.offer(tracker.snapshot, significant=applied.significant)
         elif done % NAIVE_EVERY == 0:
-            await tracker.update_status(execution_id, tracker.snapshot())
+            whole = tracker.snapshot()
+            assert not isinstance(whole, StatusParts)  # the naive policy sends whole statuses
+            await tracker.update_status(execution_id, whole)
         if stop_at is not None and time.perf_counter() > stop_at:
             break
     builder.complete()

@@ -330,7 +330,9 @@ async def test_a_delta_appending_text_rewrites_only_the_last_slice(
         timeout=30,
     )
     raw = stub.running.database.executions.raw
-    before = (await raw.find_one({"_id": execution_id}))["segments_messages"]
+    stored = await raw.find_one({"_id": execution_id})
+    assert stored is not None
+    before = stored["segments_messages"]
     assert len(before) >= 3
 
     delta = io_pb2.AgentExecutionStatusDelta(
@@ -348,7 +350,9 @@ async def test_a_delta_appending_text_rewrites_only_the_last_slice(
     )
 
     assert ack.applied
-    after = (await raw.find_one({"_id": execution_id}))["segments_messages"]
+    stored = await raw.find_one({"_id": execution_id})
+    assert stored is not None
+    after = stored["segments_messages"]
     assert [r["id"] for r in after[:-1]] == [r["id"] for r in before[:-1]]
     assert after[-1]["id"] != before[-1]["id"]
     stored = await stub.client.get_execution(execution_id)
