@@ -355,6 +355,6 @@ async def test_a_delta_appending_text_rewrites_only_the_last_slice(
     after = stored["segments_messages"]
     assert [r["id"] for r in after[:-1]] == [r["id"] for r in before[:-1]]
     assert after[-1]["id"] != before[-1]["id"]
-    stored = await stub.client.get_execution(execution_id)
-    assert stored.status.messages[49].content.endswith("x and more")
-    assert stored.status.messages[:49] == messages[:49]
+    read = await stub.client.get_execution(execution_id)
+    assert read.status.messages[49].content.endswith("x and more")
+    assert read.status.messages[:49] == messages[:49]
