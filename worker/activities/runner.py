@@ -123,10 +123,12 @@ class RunnerActivities:
     async def execute_graphton(
         self, execution: execution_api.AgentExecution, thread_id: str
     ) -> execution_api.AgentExecutionStatus:
-        try:
-            return await self._executions.run(execution, thread_id)
-        except RunnerError as err:
-            raise to_application_error(err) from None
+        # The run's secrets stay registered until its error has been masked for Temporal.
+        with SECRETS.run_scope():
+            try:
+                return await self._executions.run(execution, thread_id)
+            except RunnerError as err:
+                raise to_application_error(err) from None
 
     @activity.defn(name="CleanupSandbox")
     async def cleanup_sandbox(self, sandbox_id: str) -> None:

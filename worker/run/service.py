@@ -190,15 +190,17 @@ class GraphtonExecutions:
         progress = Progress(execution_id=execution_id, started_monotonic=time.monotonic())
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
         try:
-            async with heartbeating(
-                self._attempt.heartbeat(),
-                progress.as_details,
-                interval=beat_interval(
-                    self._settings.temporal.heartbeat_interval_seconds,
-                    self._attempt.heartbeat_timeout(),
-                ),
-            ):
-                return await self._run(execution, execution_id, thread_id, progress)
+            # The run's secrets (its environment's `is_secret` values) are released with it.
+            with SECRETS.run_scope():
+                async with heartbeating(
+                    self._attempt.heartbeat(),
+                    progress.as_details,
+                    interval=beat_interval(
+                        self._settings.temporal.heartbeat_interval_seconds,
+                        self._attempt.heartbeat_timeout(),
+                    ),
+                ):
+                    return await self._run(execution, execution_id, thread_id, progress)
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "thread_id")
 
