@@ -28,6 +28,7 @@ from worker.activities.runner import RunnerActivities, temporal_attempt
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.agent import patches
 from worker.agent.checkpointer import open_checkpointer
 from worker.agent.mcp import McpLimits
 from worker.converter import DATA_CONVERTER
@@ -105,8 +106,10 @@ async def run(
     does, tests that start several workers in one process do not.
     """
     stop = stop or _stop_on_signals()
+    # First: a library its patches were not verified with, or a worker that must isolate
+    # commands and cannot, refuses to start (exit 2).
+    patches.apply()
     async with AsyncExitStack() as stack:
-        # First: a worker that must isolate commands and cannot refuses to start (exit 2).
         sandboxes = create_sandbox_provider(settings)
         stack.push_async_callback(sandboxes.aclose)
         await check_isolation(sandboxes)

@@ -8,24 +8,11 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from worker.agent.factory import SubAgentSpec, build_agent, stream_agent
+from worker.agent.factory import build_agent, stream_agent
 from worker.agent.models import build_chat_model
 from worker.domain.agent_events import AgentEvent
-from worker.run.prepare import Prepared
 from worker.run.service import ExecutionPlan
 from worker.settings import Settings
-
-
-def _sub_agents(prepared: Prepared) -> list[SubAgentSpec]:
-    return [
-        SubAgentSpec(
-            name=spec["name"],
-            description=spec.get("description", ""),
-            instructions=spec.get("system_prompt", ""),
-            tools=spec.get("tools"),
-        )
-        for spec in prepared.subagents
-    ]
 
 
 class GraphtonRuntime:
@@ -54,7 +41,7 @@ class GraphtonRuntime:
             checkpointer=self._checkpointer,
             recursion_limit=settings.llm.recursion_limit,
             sandbox_config=prepared.agent_sandbox.graphton_sandbox_config(),
-            sub_agents=_sub_agents(prepared),
+            sub_agents=prepared.subagents,
             tools=prepared.tools,
         )
         # aclosing: a cancelled run must stop the graph now, not when the generator is collected.
