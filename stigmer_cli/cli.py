@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
@@ -64,6 +64,11 @@ FAILED or was CANCELLED, 2 on bad usage, 130 when interrupted.
 """
 
 
+if TYPE_CHECKING:
+    # What `add_subparsers` returns; argparse names no public type for it.
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
 class CliError(Exception):
     """A failure to report in one line, without a traceback."""
 
@@ -98,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log the client's own events to stderr"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_agent_commands(commands)
+    _add_session_commands(commands)
+    _add_execution_commands(commands)
+    _add_ending_commands(commands)
+    return parser
 
+
+def _add_agent_commands(commands: Commands) -> None:
     agent = commands.add_parser("agent", help="create or show agents").add_subparsers(
         dest="agent_command", required=True, metavar="COMMAND"
     )
@@ -121,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the agent as JSON")
     show.set_defaults(handler=_agent_get)
 
+
+def _add_session_commands(commands: Commands) -> None:
     session = commands.add_parser("session", help="create sessions").add_subparsers(
         dest="session_command", required=True, metavar="COMMAND"
     )
@@ -135,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     new_session.add_argument("--json", action="store_true", help="print the session as JSON")
     new_session.set_defaults(handler=_session_create)
 
+
+def _add_execution_commands(commands: Commands) -> None:
+    """`run`, `follow` and `get`."""
     run = commands.add_parser(
         "run",
         help="start an execution and follow it",
@@ -171,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true", help="print the whole execution as JSON")
     get.set_defaults(handler=_get)
 
+
+def _add_ending_commands(commands: Commands) -> None:
+    """`cancel` and `delete`."""
     cancel = commands.add_parser(
         "cancel",
         help="cancel a running execution (never deletes anything)",
@@ -190,7 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("execution_id", metavar="EXECUTION_ID")
     delete.set_defaults(handler=_delete)
-    return parser
 
 
 def _follow_options(parser: argparse.ArgumentParser) -> None:

@@ -1044,41 +1044,64 @@ def _count(value: Any) -> int:
 
 def _problem(event: object) -> str | None:
     """Why `event` cannot be applied, or None; cheap checks on what the handlers rely on."""
-    if isinstance(event, TokenDelta):
-        if not isinstance(event.message_id, str) or not event.message_id:
-            return "token delta without a message id"
-        if not isinstance(event.text, str):
-            return "token delta text is not a string"
-    elif isinstance(event, ModelTurnEnded):
-        if not isinstance(event.message_id, str) or not event.message_id:
-            return "model turn without a message id"
-        if not isinstance(event.text, str):
-            return "model turn text is not a string"
-        for call in event.tool_calls:
-            if not isinstance(call, ToolCallRequest) or not call.id or not isinstance(call.id, str):
-                return "model turn with a tool call without an id"
-            if not isinstance(call.args, Mapping):
-                return "tool call arguments are not a mapping"
-        if event.usage is not None and not isinstance(event.usage, Usage):
-            return "usage is not a Usage"
-    elif isinstance(event, HelperModelCall):
-        if not isinstance(event.usage, Usage):
-            return "helper call without a usage"
-        if not isinstance(event.call_id, str) or not isinstance(event.helper, str):
-            return "helper call id or kind is not a string"
-        if not isinstance(event.model_name, str):
-            return "model name is not a string"
-    elif isinstance(event, ToolStarted | ToolEnded):
-        if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
-            return "tool event without a tool call id"
-        if not isinstance(event.name, str):
-            return "tool name is not a string"
-        if isinstance(event, ToolStarted) and not isinstance(event.args, Mapping):
-            return "tool arguments are not a mapping"
-        if isinstance(event, ToolEnded) and not (
-            isinstance(event.result, str) and isinstance(event.error, str)
-        ):
-            return "tool result or error is not a string"
-    if not isinstance(getattr(event, "sub_agent_id", ""), str):
+    problem = next(
+        (check(event) for kind, check in _PROBLEM_CHECKS if isinstance(event, kind)), None
+    )
+    if problem is None and not isinstance(getattr(event, "sub_agent_id", ""), str):
         return "sub_agent_id is not a string"
+    return problem
+
+
+def _delta_problem(event: TokenDelta) -> str | None:
+    if not isinstance(event.message_id, str) or not event.message_id:
+        return "token delta without a message id"
+    if not isinstance(event.text, str):
+        return "token delta text is not a string"
     return None
+
+
+def _turn_problem(event: ModelTurnEnded) -> str | None:
+    if not isinstance(event.message_id, str) or not event.message_id:
+        return "model turn without a message id"
+    if not isinstance(event.text, str):
+        return "model turn text is not a string"
+    for call in event.tool_calls:
+        if not isinstance(call, ToolCallRequest) or not call.id or not isinstance(call.id, str):
+            return "model turn with a tool call without an id"
+        if not isinstance(call.args, Mapping):
+            return "tool call arguments are not a mapping"
+    if event.usage is not None and not isinstance(event.usage, Usage):
+        return "usage is not a Usage"
+    return None
+
+
+def _helper_problem(event: HelperModelCall) -> str | None:
+    if not isinstance(event.usage, Usage):
+        return "helper call without a usage"
+    if not isinstance(event.call_id, str) or not isinstance(event.helper, str):
+        return "helper call id or kind is not a string"
+    if not isinstance(event.model_name, str):
+        return "model name is not a string"
+    return None
+
+
+def _tool_problem(event: ToolStarted | ToolEnded) -> str | None:
+    if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
+        return "tool event without a tool call id"
+    if not isinstance(event.name, str):
+        return "tool name is not a string"
+    if isinstance(event, ToolStarted) and not isinstance(event.args, Mapping):
+        return "tool arguments are not a mapping"
+    if isinstance(event, ToolEnded) and not (
+        isinstance(event.result, str) and isinstance(event.error, str)
+    ):
+        return "tool result or error is not a string"
+    return None
+
+
+_PROBLEM_CHECKS: tuple[tuple[Any, Callable[[Any], str | None]], ...] = (
+    (TokenDelta, _delta_problem),
+    (ModelTurnEnded, _turn_problem),
+    (HelperModelCall, _helper_problem),
+    ((ToolStarted, ToolEnded), _tool_problem),
+)
