@@ -10,10 +10,11 @@ holds the secrets of the runs in flight, not of every run it ever had.
 
 Masking never depends on the caller's context: `SECRETS.redact` masks the process's secrets and
 those of every run in flight, because a line can be written outside the run that owns the value
-(the SDK's threads, a shared flusher task) and must not leak for that. One compiled matcher
-covers all of them; it is rebuilt when the set changes (a run starts or ends, a token rotates),
-never per call, so the cost of a log line does not grow with the pod's history. Where two
-secrets overlap in a text, the union of both is masked.
+(the SDK's threads, a shared flusher task) and must not leak for that. One `Matcher` covers all
+of them (substring scans for a few values, a compiled pattern for many); it is rebuilt when the
+set changes (a run starts or ends, a token rotates), never per call, so the cost of a log line
+does not grow with the pod's history. Where two secrets overlap in a text, the union of both is
+masked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from typing import AnyStr
 MASK = "***"
 MIN_SECRET_CHARS = 4
 """Shorter values would mask ordinary text ("a", "1"); they are not secrets worth hiding."""
+SCAN_LIMIT = 16
+"""Up to this many values, a text is first checked by plain substring search (faster than the
+pattern for the text that holds none); above it, by the compiled pattern alone."""
 
 
 def worth_masking(values: Iterable[str]) -> frozenset[str]:
@@ -53,22 +57,32 @@ class Matcher:
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> str:
+        ordered = self.ordered
+        if len(ordered) <= SCAN_LIMIT:
+            # A few substring scans run at C speed; most text holds no secret at all.
+            for value in ordered:
+                if value in text:
+                    return _masked(text, _found(text, ordered), MASK)
+            return text
         if self._search is None or self._starts is None:
             return text
-        first = self._search.search(text)
-        if first is None:
+        found = self._search.search(text)
+        if found is None:
             return text
-        return _masked(text, self._starts.finditer(text, first.start()), MASK)
+        return _masked(text, _starts(self._starts.finditer(text, found.start())), MASK)
 
     def data(self, raw: bytes) -> bytes:
         """`raw` with every value's UTF-8 bytes masked."""
         if not self.ordered:
             return raw
+        if len(self.ordered) <= SCAN_LIMIT:
+            encoded = [v.encode() for v in self.ordered]
+            return _masked(raw, _found(raw, encoded), MASK.encode())
         search, starts = self._byte_patterns()
-        first = search.search(raw)
-        if first is None:
+        found = search.search(raw)
+        if found is None:
             return raw
-        return _masked(raw, starts.finditer(raw, first.start()), MASK.encode())
+        return _masked(raw, _starts(starts.finditer(raw, found.start())), MASK.encode())
 
     def _byte_patterns(self) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
         patterns = self._bytes
@@ -84,15 +98,31 @@ class Matcher:
         return patterns
 
 
-def _masked(text: AnyStr, starts: Iterator[re.Match[AnyStr]], mask: AnyStr) -> AnyStr:
-    """`text` with the union of the matched spans replaced by `mask` (overlapping ones merged,
-    so no part of either value shows)."""
+def _found(text: AnyStr, values: Iterable[AnyStr]) -> list[tuple[int, int]]:
+    """Every occurrence of every value, as (start, end), by plain substring search."""
+    spans = []
+    for value in values:
+        start = text.find(value)
+        while start >= 0:
+            spans.append((start, start + len(value)))
+            start = text.find(value, start + 1)
+    spans.sort()
+    return spans
+
+
+def _starts(matches: Iterator[re.Match[AnyStr]]) -> Iterator[tuple[int, int]]:
+    """(start, end) of the longest value starting at each position the lookahead matched."""
+    for match in matches:
+        yield match.start(), match.start() + len(match.group(1))
+
+
+def _masked(text: AnyStr, spans: Iterable[tuple[int, int]], mask: AnyStr) -> AnyStr:
+    """`text` with the union of `spans` (in order of start) replaced by `mask`; overlapping ones
+    are merged, so no part of either value shows."""
     parts: list[AnyStr] = []
     kept = 0
     span_start, span_end = -1, -1
-    for match in starts:
-        start = match.start()
-        end = start + len(match.group(1))
+    for start, end in spans:
         if start < span_end:
             span_end = max(span_end, end)
             continue
@@ -100,6 +130,8 @@ def _masked(text: AnyStr, starts: Iterator[re.Match[AnyStr]], mask: AnyStr) -> A
             parts += (text[kept:span_start], mask)
             kept = span_end
         span_start, span_end = start, end
+    if span_end < 0:
+        return text
     parts += (text[kept:span_start], mask, text[span_end:])
     return text[:0].join(parts)
 

@@ -12,17 +12,22 @@ import pytest
 import structlog
 
 from worker.logs import configure
-from worker.redaction import MASK, Matcher, SecretRegistry
+from worker.redaction import MASK, SCAN_LIMIT, Matcher, SecretRegistry
 from worker.sandbox.base import Redactor
 
 
-def test_overlapping_secrets_are_masked_as_one_span() -> None:
+@pytest.mark.parametrize("others", [0, SCAN_LIMIT + 4], ids=["few values", "many values"])
+def test_overlapping_secrets_are_masked_as_one_span(others: int) -> None:
     # A sequential replace of the longer value first would leave "zz" of the shorter one; a
-    # replace of the shorter one first would leave the tail of the longer one.
-    matcher = Matcher(["zzaa", "aaaa-bbbb-cccc"])
+    # replace of the shorter one first would leave the tail of the longer one. Both ways of
+    # finding them (substring scans for a few values, the compiled pattern for many) agree.
+    unrelated = [f"unrelated-value-{n}" for n in range(others)]
+    matcher = Matcher(["zzaa", "aaaa-bbbb-cccc", *unrelated])
     assert matcher("x zzaaaa-bbbb-cccc y") == f"x {MASK} y"
     assert matcher("aaaa-bbbb-cccczzaa") == f"{MASK}{MASK}"
     assert matcher.data(b"\x00zzaaaa-bbbb-cccc\xff") == b"\x00" + MASK.encode() + b"\xff"
+    assert matcher("no secret here") == "no secret here"
+    assert matcher("zzaa zzaa") == f"{MASK} {MASK}"
 
 
 def test_a_value_with_pattern_characters_is_matched_literally() -> None:
