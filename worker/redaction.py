@@ -39,7 +39,8 @@ def worth_masking(values: Iterable[str]) -> frozenset[str]:
 
 
 class Matcher:
-    """One compiled pattern over a fixed set of values; masks every occurrence of any of them."""
+    """A fixed set of values, found by substring scans when few and by one compiled pattern when
+    many; masks every occurrence of any of them."""
 
     __slots__ = ("_bytes", "_lock", "_search", "_starts", "ordered", "values")
 
@@ -49,7 +50,7 @@ class Matcher:
         self.ordered: tuple[str, ...] = tuple(sorted(self.values, key=lambda v: (-len(v), v)))
         self._search: re.Pattern[str] | None = None
         self._starts: re.Pattern[str] | None = None
-        if self.ordered:
+        if len(self.ordered) > SCAN_LIMIT:  # a few values are found by substring scans
             alternation = "|".join(re.escape(v) for v in self.ordered)
             self._search = re.compile(alternation)
             self._starts = re.compile(f"(?=({alternation}))")
