@@ -8,10 +8,11 @@ with a real LLM) runs two ways, 1, 10 and 50 at a time on one worker process:
   prompt and tools were prepared beforehand, and the events are dropped. Only the stream is timed:
   the agent built and run exactly as the worker runs it, with no resolution, no preparation, no
   StatusBuilder, no status updates, no heartbeats;
-- *ExecuteGraphton*: `GraphtonExecutions.run` composed as `worker.app.run` composes it (metered
-  status sink, sandbox provider and spec preparation, live events as configured, heartbeats) in an
-  activity context: resolve Session → AgentInstance → Agent over gRPC, prepare the session's
-  sandbox, reduce every event, push status with the default policy, push the final status.
+- *ExecuteGraphton*: `GraphtonExecutions.run` composed by the worker's own composition root
+  (`worker.app.compose_runner`: metered status sink, sandbox provider and spec preparation, live
+  events as configured, heartbeats) in an activity context: resolve Session → AgentInstance →
+  Agent over gRPC, prepare the session's sandbox, reduce every event, push status with the default
+  policy, push the final status.
 
 The orchestrator is the tests' fake (`tests/adapters/fake_orchestrator.py`), a real gRPC server in
 its own process answering from memory. The stub would do as well, but on two cores its own cost
@@ -49,7 +50,6 @@ from typing import Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
-from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
 from bench import infra
@@ -57,27 +57,19 @@ from bench.fake_orchestrator import session_id
 from bench.fixtures import load_run
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_pct, mean
-from worker.activities.runner import attempts_left, cancelled_by_worker_shutdown
-from worker.adapters.live_events import live_events_for
-from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
-from worker.agent.checkpointer import open_checkpointer
-from worker.app import settle_heap
+from worker.agent import patches
+from worker.app import Runner, compose_runner, settle_heap
 from worker.domain.agent_events import AgentEvent, ModelTurnEnded, TokenDelta
 from worker.domain.status_wire import StatusPayload
 from worker.logs import configure
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import configure_tracing
-from worker.run.attempt import AttemptControls
-from worker.run.prepare import SpecPreparer
 from worker.run.resolve import resolve
 from worker.run.runtime import GraphtonRuntime
 from worker.run.service import AgentRuntime, ExecutionPlan, GraphtonExecutions
-from worker.run.status_publisher import StatusPublisher
 from worker.sandbox import create_sandbox_provider
 from worker.settings import Settings, load_settings
-from worker.skills.cache import SkillCache
-from worker.skills.installer import SkillInstaller
 
 NAME = "overhead"
 TITLE = "Overhead of an ExecuteGraphton run"
@@ -115,13 +107,6 @@ async def _timed_batch(jobs: Sequence[Job]) -> tuple[list[float], float]:
     cpu = time.process_time()
     walls = list(await asyncio.gather(*(job() for job in jobs)))
     return walls, time.process_time() - cpu
-
-
-@dataclass
-class Composed:
-    executions: GraphtonExecutions
-    runtime: GraphtonRuntime
-    preparer: SpecPreparer
 
 
 @dataclass
@@ -165,56 +150,77 @@ async def _compose(
     stack: AsyncExitStack,
     runtime: AgentRuntime | None = None,
     counter: CountingSink | None = None,
-) -> Composed:
-    """`GraphtonExecutions` composed as `worker.app.run` composes it (minus Temporal itself)."""
-    metrics = Metrics()
-    # As `worker.app.run`: a real tracer provider (spans built, none exported without OTLP).
-    stack.callback(configure_tracing(settings.observability, set_global=False).shutdown)
-    checkpointer = await stack.enter_async_context(open_checkpointer(settings))
-    live = live_events_for(settings.redis)
-    stack.push_async_callback(live.aclose)
+) -> Runner:
+    """The worker's run service from its own composition root (`worker.app.compose_runner`),
+    with the process-wide parts `worker.app.run` sets up around it (minus Temporal itself)."""
+    patches.apply()
     sandboxes = create_sandbox_provider(settings)
     stack.push_async_callback(sandboxes.aclose)
-    preparer = SpecPreparer(
-        orchestrator,
-        sandboxes,
-        SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
-        metrics=metrics,
-    )
-    graphton = GraphtonRuntime(settings, checkpointer)
-    sink = MeteredStatusSink(counter or orchestrator, metrics)
-    executions = GraphtonExecutions(
+    # As `worker.app.run`: a real tracer provider (spans built, none exported without OTLP).
+    stack.callback(configure_tracing(settings.observability, set_global=False).shutdown)
+    runner = await compose_runner(
         settings,
-        orchestrator,
-        runtime or graphton,
-        lambda execution_id: StatusPublisher(sink, execution_id, settings.status),
-        live,
-        attempt=AttemptControls(
-            heartbeat=lambda: activity.heartbeat,
-            attempts_left=attempts_left,
-            worker_stopping=activity.wait_for_worker_shutdown,
-            cancelled_by_shutdown=cancelled_by_worker_shutdown,
-        ),
-        metrics=metrics,
-        preparer=preparer,
+        stack,
+        orchestrator=orchestrator,
+        sandboxes=sandboxes,
+        metrics=Metrics(),
+        runtime=runtime,
+        status_sink=counter,
     )
     settle_heap()  # as `worker.app.main` does once the worker is composed
-    return Composed(executions, graphton, preparer)
+    return runner
 
 
-async def child(args: argparse.Namespace) -> dict[str, Any]:
-    data_dir = Path(args.data_dir)
-    settings = load_settings(
+def _child_settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
         {
             "MODE": "local",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
             "STIGMER_BACKEND_ENDPOINT": args.orchestrator,
-            "STIGMER_AGENT_RUNNER_DATA_DIR": str(data_dir),
+            "STIGMER_AGENT_RUNNER_DATA_DIR": str(Path(args.data_dir)),
             "STIGMER_SCRIPTED_TOKEN_DELAY_MS": str(args.token_delay_ms),
             "HEALTH_PORT": "0",
         }
     )
+
+
+Batch = Callable[[], Awaitable[tuple[list[float], float]]]
+
+
+async def _memory_batch(jobs: Sequence[Job]) -> tuple[int, int]:
+    """Resident memory before a batch and at its peak. A batch of its own, since the sampler's
+    wake-ups would count against its time."""
+    rss_before = infra.rss_bytes()
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_rss_peak(stop))
+    try:
+        await _timed_batch(jobs)
+    finally:
+        stop.set()
+        peak = await sampler
+    return rss_before, peak
+
+
+async def _alternating_rounds(rounds: int, full_batch: Batch, graph_batch: Batch) -> list[Any]:
+    """`rounds` of one batch of each kind. Which kind goes first alternates, so a drift over the
+    process's life (a growing checkpoint database, a warming heap) does not favour either."""
+    out: list[dict[str, Any]] = []
+    for index in range(rounds):
+        if index % 2 == 0:
+            full = await full_batch()
+            graph = await graph_batch()
+        else:
+            graph = await graph_batch()
+            full = await full_batch()
+        out.append(
+            {"full_s": full[0], "full_cpu_s": full[1], "graph_s": graph[0], "graph_cpu_s": graph[1]}
+        )
+    return out
+
+
+async def child(args: argparse.Namespace) -> dict[str, Any]:
+    settings = _child_settings(args)
     configure(level="INFO", fmt="json")
     n = args.concurrency
     serial = itertools.count()
@@ -270,33 +276,12 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up: imports, first graph build, first gRPC calls, the checkpoint database.
         await graph_batch(1)
         await _timed_batch([full_job()])
-        # Memory: a batch of its own, since the sampler's wake-ups would count against its time.
-        rss_before = infra.rss_bytes()
-        stop = asyncio.Event()
-        sampler = asyncio.create_task(_rss_peak(stop))
-        try:
-            await _timed_batch([full_job() for _ in range(n)])
-        finally:
-            stop.set()
-            peak = await sampler
-        rounds: list[dict[str, Any]] = []
-        for index in range(args.rounds):
-            # Alternate which kind goes first, so a drift over the process's life (a growing
-            # checkpoint database, a warming heap) does not favour either.
-            if index % 2 == 0:
-                full = await _timed_batch([full_job() for _ in range(n)])
-                graph = await graph_batch(n)
-            else:
-                graph = await graph_batch(n)
-                full = await _timed_batch([full_job() for _ in range(n)])
-            rounds.append(
-                {
-                    "full_s": full[0],
-                    "full_cpu_s": full[1],
-                    "graph_s": graph[0],
-                    "graph_cpu_s": graph[1],
-                }
-            )
+        rss_before, peak = await _memory_batch([full_job() for _ in range(n)])
+        rounds = await _alternating_rounds(
+            args.rounds,
+            lambda: _timed_batch([full_job() for _ in range(n)]),
+            lambda: graph_batch(n),
+        )
         replayed = demo_run()
         counter = CountingSink(orchestrator)
         replay = ReplayRuntime(replayed, args.token_delay_ms / 1000)

@@ -25,18 +25,21 @@ from bench.fixtures import RUN, USER_MESSAGE, composition, save_run
 from worker.agent.factory import build_agent, stream_agent
 from worker.agent.scripted import ScriptedChatModel
 from worker.domain.agent_events import AgentEvent
+from worker.sandbox import AgentSandbox, LocalSandboxes
 
 DEFAULT_SCRIPTS = ("demo", "long:40")
 RECURSION_LIMIT = 1000
 
 
 async def record_script(script: str, workspace: Path) -> list[AgentEvent]:
+    # The workspace as a run binds it: the worker's own sandbox backend under the file tools.
+    sandbox = await LocalSandboxes(workspace, isolation="off").acquire("bench-record")
     graph = build_agent(
         instructions=f"You are a careful engineer working in a workspace.\nscript: {script}",
         model=ScriptedChatModel(),
         checkpointer=InMemorySaver(),
         recursion_limit=RECURSION_LIMIT,
-        workspace_dir=workspace,
+        sandbox_config=AgentSandbox(sandbox).graphton_sandbox_config(),
     )
     return [
         event

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
@@ -88,6 +88,11 @@ FAILED, was CANCELLED or TERMINATED, 2 on bad usage, 130 when interrupted.
 """
 
 
+if TYPE_CHECKING:
+    # What `add_subparsers` returns; argparse names no public type for it.
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
 class CliError(Exception):
     """A failure to report in one line, without a traceback."""
 
@@ -122,7 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log the client's own events to stderr"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_agent_commands(commands)
+    _add_session_commands(commands)
+    _add_execution_commands(commands)
+    _add_ending_commands(commands)
+    _run_control_commands(commands)
+    return parser
 
+
+def _add_agent_commands(commands: Commands) -> None:
     agent = commands.add_parser("agent", help="create or show agents").add_subparsers(
         dest="agent_command", required=True, metavar="COMMAND"
     )
@@ -145,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the agent as JSON")
     show.set_defaults(handler=_agent_get)
 
+
+def _add_session_commands(commands: Commands) -> None:
     session = commands.add_parser("session", help="create sessions").add_subparsers(
         dest="session_command", required=True, metavar="COMMAND"
     )
@@ -159,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     new_session.add_argument("--json", action="store_true", help="print the session as JSON")
     new_session.set_defaults(handler=_session_create)
 
+
+def _add_execution_commands(commands: Commands) -> None:
+    """`run`, `follow` and `get`."""
     run = commands.add_parser(
         "run",
         help="start an execution and follow it",
@@ -212,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("tool_call_id", metavar="TOOL_CALL_ID")
     output.set_defaults(handler=_output)
 
+
+def _add_ending_commands(commands: Commands) -> None:
+    """`cancel` and `delete`."""
     cancel = commands.add_parser(
         "cancel",
         help="cancel a running execution (never deletes anything)",
@@ -231,11 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("execution_id", metavar="EXECUTION_ID")
     delete.set_defaults(handler=_delete)
-    _run_control_commands(commands)
-    return parser
 
 
-def _run_control_commands(commands: Any) -> None:
+def _run_control_commands(commands: Commands) -> None:
     """approve, skip, reject, pause, resume, terminate, recover (contract §7)."""
     for name, what in (
         ("approve", "approve a tool call waiting for approval: it runs"),

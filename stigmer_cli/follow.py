@@ -946,6 +946,60 @@ async def follow_execution(
     return view.latest
 
 
+async def _pump_snapshots(
+    client: StigmerClient, execution_id: str, queue: asyncio.Queue[_Item]
+) -> None:
+    try:
+        async for execution in client.subscribe(execution_id):
+            await queue.put(_Snapshot(execution))
+    except Exception as err:  # handed to the consumer, which raises it
+        await queue.put(_Ended(err))
+    else:
+        await queue.put(_Ended())
+
+
+async def _pump_live(url: str, execution_id: str, queue: asyncio.Queue[_Item]) -> None:
+    try:
+        async for event in read_live_events(url, execution_id):
+            await queue.put(_LiveEvent(event))
+    except Exception as err:  # best effort: the status stream still flows
+        log.info("live_events_unavailable", redis=url, error=str(err))
+
+
+async def _render_until_ended(
+    view: ExecutionView,
+    queue: asyncio.Queue[_Item],
+    renderer: Renderer,
+    tick_seconds: float,
+    on_approval: Callable[[list[api_pb2.ToolCall]], Awaitable[None]] | None = None,
+) -> None:
+    """Draw each snapshot and live event as it comes (and tick between them) until the
+    execution is terminal or its subscription ends; a subscription error is raised. Calls
+    waiting for a decision go to `on_approval` once each, with the renderer stepped aside."""
+    asked: set[str] = set()
+    while True:
+        try:
+            item = await asyncio.wait_for(queue.get(), tick_seconds)
+        except TimeoutError:
+            renderer.tick(view)
+            continue
+        if isinstance(item, _Ended):
+            if item.error is not None:
+                raise item.error
+            return
+        if isinstance(item, _Snapshot):
+            renderer.show(view, view.apply_snapshot(item.execution))
+            waiting = [c for c in undecided(item.execution) if c.id not in asked]
+            if on_approval is not None and waiting:
+                asked.update(c.id for c in waiting)
+                with renderer.suspend():
+                    await on_approval(waiting)
+        else:
+            renderer.show(view, view.apply_live(item.fields))
+        if view.terminal:
+            return
+
+
 async def watch(
     client: StigmerClient,
     execution_id: str,
@@ -961,56 +1015,18 @@ async def watch(
     With `on_approval`, calls waiting for a decision are handed to it (once each) while the
     execution is WAITING_FOR_APPROVAL, with the renderer stepped aside: it asks the person.
     """
-    asked: set[str] = set()
     console = console or Console()
     renderer = renderer or (
         RichRenderer(console) if console.is_terminal else PlainRenderer(console.file)
     )
     view = ExecutionView(execution_id)
     queue: asyncio.Queue[_Item] = asyncio.Queue()
-
-    async def pump_snapshots() -> None:
-        try:
-            async for execution in client.subscribe(execution_id):
-                await queue.put(_Snapshot(execution))
-        except Exception as err:  # handed to the consumer, which raises it
-            await queue.put(_Ended(err))
-        else:
-            await queue.put(_Ended())
-
-    async def pump_live(url: str) -> None:
-        try:
-            async for event in read_live_events(url, execution_id):
-                await queue.put(_LiveEvent(event))
-        except Exception as err:  # best effort: the status stream still flows
-            log.info("live_events_unavailable", redis=url, error=str(err))
-
-    tasks = [asyncio.create_task(pump_snapshots())]
+    tasks = [asyncio.create_task(_pump_snapshots(client, execution_id, queue))]
     if redis_url:
-        tasks.append(asyncio.create_task(pump_live(redis_url)))
+        tasks.append(asyncio.create_task(_pump_live(redis_url, execution_id, queue)))
     try:
         with renderer:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), tick_seconds)
-                except TimeoutError:
-                    renderer.tick(view)
-                    continue
-                if isinstance(item, _Ended):
-                    if item.error is not None:
-                        raise item.error
-                    break
-                if isinstance(item, _Snapshot):
-                    renderer.show(view, view.apply_snapshot(item.execution))
-                    waiting = [c for c in undecided(item.execution) if c.id not in asked]
-                    if on_approval is not None and waiting:
-                        asked.update(c.id for c in waiting)
-                        with renderer.suspend():
-                            await on_approval(waiting)
-                else:
-                    renderer.show(view, view.apply_live(item.fields))
-                if view.terminal:
-                    break
+            await _render_until_ended(view, queue, renderer, tick_seconds, on_approval)
     finally:
         for task in tasks:
             task.cancel()

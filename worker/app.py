@@ -16,6 +16,7 @@ import importlib.metadata
 import signal
 import sys
 from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from worker.activities.runner import RunnerActivities, temporal_attempt
 from worker.adapters.live_events import live_events_for
 from worker.adapters.metered import MeteredStatusSink
 from worker.adapters.orchestrator import GrpcOrchestrator
+from worker.agent import patches
 from worker.agent.checkpointer import open_checkpointer
 from worker.agent.mcp import McpLimits
 from worker.codec import with_codec
@@ -35,15 +37,16 @@ from worker.content.offload import OffloadSupport
 from worker.converter import DATA_CONVERTER
 from worker.errors import ConfigurationError
 from worker.logs import configure
-from worker.observability.health import HealthServer, Readiness
+from worker.observability.health import HealthServer, Readiness, ReadinessFlag
 from worker.observability.inflight import InFlightInterceptor, InFlightRegistry
 from worker.observability.metrics import Metrics, TemporalMetricsBridge
 from worker.observability.tracing import configure_tracing, tracing_interceptor
+from worker.ports import StatusSink
 from worker.run.prepare import SpecPreparer
 from worker.run.runtime import GraphtonRuntime
-from worker.run.service import GraphtonExecutions
+from worker.run.service import AgentRuntime, GraphtonExecutions
 from worker.run.status_publisher import StatusPublisher
-from worker.sandbox import check_isolation, create_sandbox_provider
+from worker.sandbox import SandboxProvider, check_isolation, create_sandbox_provider
 from worker.settings import Settings, SettingsError, load_settings, secret_values
 from worker.skills.cache import SkillCache
 from worker.skills.installer import SkillInstaller
@@ -98,6 +101,71 @@ def settle_heap() -> int:
     return gc.get_freeze_count()
 
 
+@dataclass(frozen=True)
+class Runner:
+    """The run service and the activities around it, as the worker composes them."""
+
+    executions: GraphtonExecutions
+    runtime: GraphtonRuntime
+    """The Graphton runtime, even when `executions` was given another one."""
+    preparer: SpecPreparer
+    activities: RunnerActivities
+
+
+async def compose_runner(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    orchestrator: GrpcOrchestrator,
+    sandboxes: SandboxProvider,
+    metrics: Metrics,
+    runtime: AgentRuntime | None = None,
+    status_sink: StatusSink | None = None,
+) -> Runner:
+    """ExecuteGraphton's service: checkpointer, live events, preparation, runtime, publisher.
+
+    `run` uses it as it is; the overhead benchmark too, with `runtime` (a replay instead of the
+    agent) or `status_sink` (a counting wrapper of the orchestrator) swapped where it measures.
+    """
+    checkpointer = await stack.enter_async_context(open_checkpointer(settings))
+    live = live_events_for(settings.redis)
+    stack.push_async_callback(live.aclose)
+    preparer = SpecPreparer(
+        orchestrator,
+        sandboxes,
+        SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
+        metrics=metrics,
+        mcp_limits=McpLimits(
+            start_timeout=settings.mcp.start_timeout_seconds,
+            call_timeout=settings.mcp.call_timeout_seconds,
+        ),
+    )
+    graphton = GraphtonRuntime(settings, checkpointer)
+    sink = MeteredStatusSink(status_sink or orchestrator, metrics)
+    executions = GraphtonExecutions(
+        settings,
+        orchestrator,
+        runtime or graphton,
+        lambda execution_id: StatusPublisher(sink, execution_id, settings.status),
+        live,
+        attempt=temporal_attempt(),
+        metrics=metrics,
+        preparer=preparer,
+        content=OffloadSupport(
+            orchestrator.content_store(), settings.content, meter=metrics.content_upload
+        ),
+        run_control=orchestrator,
+    )
+    activities = RunnerActivities(
+        orchestrator,
+        executions,
+        sandboxes,
+        source=orchestrator,
+        result_max_bytes=settings.content.result_max_bytes,
+    )
+    return Runner(executions, graphton, preparer, activities)
+
+
 async def run(
     settings: Settings, *, stop: asyncio.Event | None = None, freeze_heap: bool = False
 ) -> None:
@@ -107,8 +175,10 @@ async def run(
     does, tests that start several workers in one process do not.
     """
     stop = stop or _stop_on_signals()
+    # First: a library its patches were not verified with, or a worker that must isolate
+    # commands and cannot, refuses to start (exit 2).
+    patches.apply()
     async with AsyncExitStack() as stack:
-        # First: a worker that must isolate commands and cannot refuses to start (exit 2).
         sandboxes = create_sandbox_provider(settings)
         stack.push_async_callback(sandboxes.aclose)
         await check_isolation(sandboxes)
@@ -117,65 +187,12 @@ async def run(
         metrics = Metrics(in_flight=in_flight.count, temporal=bridge)
         tracer_provider = configure_tracing(settings.observability, set_global=_first_tracing())
         stack.callback(tracer_provider.shutdown)
-        readiness = Readiness()
-        # Every check exists before the health server answers, so /readyz cannot say ready
-        # while the worker is still connecting.
         clients: list[Client] = []
-        polling = readiness.flag("polling")
-        readiness.add("temporal", lambda: _temporal_healthy(clients))
-        health = HealthServer(
-            settings.observability,
-            readiness=readiness,
-            in_flight=in_flight,
-            metrics=metrics,
-            info={"task_queue": settings.temporal.task_queue},
+        readiness, polling = await _serve_health(settings, stack, in_flight, metrics, clients)
+        orchestrator = await _connect_orchestrator(settings, stack, readiness)
+        runner = await compose_runner(
+            settings, stack, orchestrator=orchestrator, sandboxes=sandboxes, metrics=metrics
         )
-        await stack.enter_async_context(health)
-
-        orchestrator = GrpcOrchestrator.from_settings(settings)
-        stack.push_async_callback(orchestrator.close)
-        if await orchestrator.probe():
-            log.info("orchestrator_reachable", endpoint=orchestrator.endpoint)
-        else:
-            log.warning("orchestrator_unreachable", endpoint=orchestrator.endpoint)
-        readiness.add("orchestrator", lambda: orchestrator.probe(1.0))
-
-        checkpointer = await stack.enter_async_context(open_checkpointer(settings))
-        live = live_events_for(settings.redis)
-        stack.push_async_callback(live.aclose)
-        preparer = SpecPreparer(
-            orchestrator,
-            sandboxes,
-            SkillInstaller(orchestrator, SkillCache(settings.data_dir / "skills-cache")),
-            metrics=metrics,
-            mcp_limits=McpLimits(
-                start_timeout=settings.mcp.start_timeout_seconds,
-                call_timeout=settings.mcp.call_timeout_seconds,
-            ),
-        )
-        status_sink = MeteredStatusSink(orchestrator, metrics)
-        executions = GraphtonExecutions(
-            settings,
-            orchestrator,
-            GraphtonRuntime(settings, checkpointer),
-            lambda execution_id: StatusPublisher(status_sink, execution_id, settings.status),
-            live,
-            attempt=temporal_attempt(),
-            metrics=metrics,
-            preparer=preparer,
-            content=OffloadSupport(
-                orchestrator.content_store(), settings.content, meter=metrics.content_upload
-            ),
-            run_control=orchestrator,
-        )
-        activities = RunnerActivities(
-            orchestrator,
-            executions,
-            sandboxes,
-            source=orchestrator,
-            result_max_bytes=settings.content.result_max_bytes,
-        )
-
         client = await connect_temporal(
             settings, runtime=bridge.runtime(), interceptors=[tracing_interceptor()]
         )
@@ -188,7 +205,7 @@ async def run(
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
-            activities=activities.all(),
+            activities=runner.activities.all(),
             max_concurrent_activities=settings.temporal.max_concurrency,
             graceful_shutdown_timeout=timedelta(
                 seconds=settings.temporal.graceful_shutdown_seconds
@@ -207,29 +224,77 @@ async def run(
         )
         if freeze_heap:
             log.info("heap_settled", frozen_objects=settle_heap())
-        run_task = asyncio.create_task(worker.run(), name="temporal-worker")
-        polling.set()
+        await _poll_until_stopped(settings, worker, stop, readiness, polling, in_flight)
+
+
+async def _serve_health(
+    settings: Settings,
+    stack: AsyncExitStack,
+    in_flight: InFlightRegistry,
+    metrics: Metrics,
+    clients: list[Client],
+) -> tuple[Readiness, ReadinessFlag]:
+    """The health server, with every readiness check but the orchestrator's already in place,
+    so /readyz cannot say ready while the worker is still connecting."""
+    readiness = Readiness()
+    polling = readiness.flag("polling")
+    readiness.add("temporal", lambda: _temporal_healthy(clients))
+    health = HealthServer(
+        settings.observability,
+        readiness=readiness,
+        in_flight=in_flight,
+        metrics=metrics,
+        info={"task_queue": settings.temporal.task_queue},
+    )
+    await stack.enter_async_context(health)
+    return readiness, polling
+
+
+async def _connect_orchestrator(
+    settings: Settings, stack: AsyncExitStack, readiness: Readiness
+) -> GrpcOrchestrator:
+    orchestrator = GrpcOrchestrator.from_settings(settings)
+    stack.push_async_callback(orchestrator.close)
+    if await orchestrator.probe():
+        log.info("orchestrator_reachable", endpoint=orchestrator.endpoint)
+    else:
+        log.warning("orchestrator_unreachable", endpoint=orchestrator.endpoint)
+    readiness.add("orchestrator", lambda: orchestrator.probe(1.0))
+    return orchestrator
+
+
+async def _poll_until_stopped(
+    settings: Settings,
+    worker: Worker,
+    stop: asyncio.Event,
+    readiness: Readiness,
+    polling: ReadinessFlag,
+    in_flight: InFlightRegistry,
+) -> None:
+    """Poll until `stop`, then drain: stop polling and let the runs in flight end or hand over."""
+    run_task = asyncio.create_task(worker.run(), name="temporal-worker")
+    polling.set()
+    log.info(
+        "worker_started",
+        task_queue=settings.temporal.task_queue,
+        max_concurrency=settings.temporal.max_concurrency,
+        provider=settings.provider.value,
+        checkpointer=settings.checkpointer.kind.value,
+        live_events=settings.redis.host is not None,
+    )
+    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if stop_task in done:
+        readiness.mark_draining()
         log.info(
-            "worker_started",
-            task_queue=settings.temporal.task_queue,
-            max_concurrency=settings.temporal.max_concurrency,
-            provider=settings.provider.value,
-            checkpointer=settings.checkpointer.kind.value,
-            live_events=settings.redis.host is not None,
+            "worker_draining",
+            in_flight=in_flight.count(),
+            graceful_seconds=settings.temporal.graceful_shutdown_seconds,
         )
-        stop_task = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if stop_task in done:
-            readiness.mark_draining()
-            log.info(
-                "worker_draining",
-                in_flight=in_flight.count(),
-                graceful_seconds=settings.temporal.graceful_shutdown_seconds,
-            )
-            await worker.shutdown()
-        stop_task.cancel()
-        await run_task
-        log.info("worker_stopped")
+        await worker.shutdown()
+    stop_task.cancel()
+    await run_task
+    log.info("worker_stopped")
 
 
 async def _temporal_healthy(clients: list[Client]) -> bool:

@@ -1,54 +1,23 @@
 """Structured logs: key-value events, JSON when stderr is not a terminal, secrets masked.
 
-`configure` is called once by the composition root. Every configured secret value (API keys,
-client secrets, `is_secret` environment values registered at run time) is replaced by `***`
-wherever it appears in an event, so a secret that leaks into an error message or a tool result
-still never reaches the log stream.
+`configure` is called once by the composition root. Every secret the registry holds (the keys it
+is configured with, the `is_secret` environment values of the runs in flight: see
+`worker.redaction`) is replaced by `***` wherever it appears in an event, so a secret that leaks
+into an error message or a tool result still never reaches the log stream.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal
 
 import structlog
 
-MASK = "***"
+from worker.redaction import MASK, SECRETS, SecretRegistry
 
-
-class SecretRegistry:
-    """The set of values that must never be printed; thread-safe, append-only per process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: frozenset[str] = frozenset()
-
-    def add(self, values: Iterable[str]) -> None:
-        # Very short values would mask unrelated text ("a", "1"); they are not secrets worth hiding.
-        fresh = {v for v in values if len(v) >= 4}
-        if fresh - self._values:
-            with self._lock:
-                self._values = self._values | fresh
-
-    def redact(self, text: str) -> str:
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
-
-    def __contains__(self, value: str) -> bool:
-        return value in self._values
-
-    @property
-    def values(self) -> frozenset[str]:
-        return self._values
-
-
-SECRETS = SecretRegistry()
-"""The process's registry; the log processor, statuses and tool results all redact through it."""
+__all__ = ["MASK", "SECRETS", "SecretRegistry", "configure", "get_logger", "redact_processor"]
 
 
 def _redact_value(value: Any, registry: SecretRegistry) -> Any:
@@ -76,7 +45,7 @@ def configure(
     secrets: Iterable[str] = (),
 ) -> None:
     """Set up structlog and route stdlib logging (temporalio, grpc) through the same renderer."""
-    SECRETS.add(secrets)
+    SECRETS.add_process(secrets)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()

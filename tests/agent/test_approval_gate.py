@@ -8,6 +8,7 @@ from typing import Any
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from langgraph.checkpoint.memory import InMemorySaver
 
+from tests.agent.workspace import local_workspace
 from worker.agent.approval_gate import ApprovalGate
 from worker.agent.factory import AgentGraph, build_agent, stream_agent
 from worker.agent.scripted import APPROVAL_COMMAND, ScriptedChatModel
@@ -23,14 +24,15 @@ from worker.domain.approvals import Decision, GateRules, Policy
 LIMIT = 200
 
 
-def gated_agent(script: str, workspace: Path, *policies: Policy) -> AgentGraph:
+async def gated_agent(script: str, workspace: Path, *policies: Policy) -> AgentGraph:
+    box = await local_workspace(workspace)
     gate = ApprovalGate(GateRules(policies), lambda text: text) if policies else None
     return build_agent(
         instructions=f"You are a test agent.\nscript: {script}",
         model=ScriptedChatModel(),
         checkpointer=InMemorySaver(),
         recursion_limit=LIMIT,
-        workspace_dir=workspace,
+        sandbox_config=box.config,
         gate=gate,
     )
 
@@ -57,7 +59,7 @@ def of(kind: type[Any], events: list[AgentEvent]) -> list[Any]:
 async def test_the_run_stops_before_the_gated_tool_and_stays_stopped_without_a_decision(
     tmp_path: Path,
 ) -> None:
-    graph = gated_agent("approval", tmp_path, Policy("execute", "Run {command}?"))
+    graph = await gated_agent("approval", tmp_path, Policy("execute", "Run {command}?"))
     events = await run(graph)
     (request,) = of(ApprovalRequested, events)
     assert request.name == "execute"
@@ -70,7 +72,7 @@ async def test_the_run_stops_before_the_gated_tool_and_stays_stopped_without_a_d
 
 
 async def test_a_decision_resumes_the_run_from_the_gate(tmp_path: Path) -> None:
-    graph = gated_agent("approval", tmp_path, Policy("execute"))
+    graph = await gated_agent("approval", tmp_path, Policy("execute"))
     (request,) = of(ApprovalRequested, await run(graph))
     decision = Decision(request.tool_call_id, enum_pb2.APPROVAL_ACTION_APPROVE)
     events = await run(graph, decisions={request.tool_call_id: decision})
@@ -87,7 +89,7 @@ async def test_several_calls_gated_in_one_step_resume_only_when_all_are_decided(
     tmp_path: Path,
 ) -> None:
     # `delegate` asks for two `task` calls in one turn.
-    graph = gated_agent("delegate", tmp_path, Policy("task"))
+    graph = await gated_agent("delegate", tmp_path, Policy("task"))
     first, second = of(ApprovalRequested, await run(graph))
     one = {first.tool_call_id: Decision(first.tool_call_id, enum_pb2.APPROVAL_ACTION_APPROVE)}
     partial = await run(graph, decisions=one)
@@ -108,6 +110,6 @@ async def test_several_calls_gated_in_one_step_resume_only_when_all_are_decided(
 
 
 async def test_without_policies_nothing_is_gated(tmp_path: Path) -> None:
-    events = await run(gated_agent("approval", tmp_path))
+    events = await run(await gated_agent("approval", tmp_path))
     assert not of(ApprovalRequested, events)
     assert [e.result.strip() for e in of(ToolEnded, events)] == ["cleaned"]

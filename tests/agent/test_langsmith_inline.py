@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import langsmith
@@ -103,13 +102,12 @@ def test_install_keeps_an_override_the_host_set(override: None) -> None:
     assert not langsmith_inline.installed()
 
 
-def test_building_an_agent_installs_the_override(override: None, tmp_path: Path) -> None:
+def test_building_an_agent_installs_the_override(override: None) -> None:
     langsmith.set_runtime_overrides()
     build_agent(
         instructions="You are a test agent with instructions.",
         model=ScriptedChatModel(script="quick"),
         checkpointer=None,
         recursion_limit=20,
-        workspace_dir=tmp_path,
     )
     assert langsmith_inline.installed()

@@ -5,18 +5,17 @@
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 from langchain_core.tools import StructuredTool, ToolException
 from langchain_core.tools.base import InjectedToolArg
 
-from worker.agent import schema_cache
+from worker.agent import patches, schema_cache
 from worker.agent.factory import build_agent
 from worker.agent.scripted import ScriptedChatModel
 
-schema_cache.install()
+patches.apply()
 
 
 def make_tool(default: Any = 5, description: str = "How many.") -> StructuredTool:
@@ -102,14 +101,13 @@ def _tool_schemas(graph_builder: Callable[[], Any]) -> dict[str, Any]:
     return tools
 
 
-def test_two_agent_builds_reuse_the_file_tool_schemas(tmp_path: Path) -> None:
+def test_two_agent_builds_reuse_the_file_tool_schemas() -> None:
     def build() -> Any:
         return build_agent(
             instructions="You are a test agent with instructions.",
             model=ScriptedChatModel(script="quick"),
             checkpointer=None,
             recursion_limit=20,
-            workspace_dir=tmp_path,
         )
 
     first, second = _tool_schemas(build), _tool_schemas(build)

@@ -89,40 +89,18 @@ def facts_of(items: list[Any]) -> Facts:
     failed_todo_calls: set[str] = set()
     for namespace, mode, data in items:
         if mode == "tasks" and "input" in data and data["name"] == "tools":
-            for call in data["input"] if isinstance(data["input"], list) else [data["input"]]:
-                if isinstance(call, Mapping) and call.get("name") == "task":
-                    facts.task_ids[data["id"]] = call["id"]
-                mine = not namespace  # the agent's own plan, not a sub-agent's
-                if isinstance(call, Mapping) and call.get("name") == "write_todos" and mine:
-                    todos = call["args"]["todos"]
-                    facts.todo_lists.append([(t["content"], t["status"]) for t in todos])
-                    facts.todo_call_ids.append(call["id"])
+            _note_tool_inputs(facts, data, mine=not namespace)
         sub = _sub_agent_of(namespace, facts)
         if mode == "messages":
-            message, meta = data
-            if not isinstance(message, AIMessage) or not message.id:
-                continue
-            source = meta.get("lc_source") or ("internal" if meta.get("lc_internal_call") else "")
-            who = f"helper:{source}" if source else "sub_agent" if sub else "agent"
-            call = facts.calls.setdefault(message.id, Call(who=who, sub_agent=sub))
-            usage = message.usage_metadata
-            if usage:
-                call.input_tokens += usage["input_tokens"]
-                call.output_tokens += usage["output_tokens"]
-                call.total_tokens += usage["total_tokens"]
-            call.model = str(message.response_metadata.get("model_name") or call.model)
+            _note_model_call(facts, data, sub)
         elif mode == "tasks" and "result" in data and sub:
-            writes = data["result"]
-            messages = writes.get("messages", []) if isinstance(writes, Mapping) else []
-            for message in messages if isinstance(messages, list) else [messages]:
+            for message in _written_messages(data):
                 if isinstance(message, AIMessage) and not isinstance(message, AIMessageChunk):
                     if message.text:
                         facts.sub_texts[sub].append(message.text)
                     facts.sub_turn_calls[sub].append([c["id"] for c in message.tool_calls])
         elif mode == "tasks" and "result" in data and not namespace:
-            writes = data["result"]
-            messages = writes.get("messages", []) if isinstance(writes, Mapping) else []
-            for message in messages if isinstance(messages, list) else [messages]:
+            for message in _written_messages(data):
                 if isinstance(message, ToolMessage) and message.status == "error":
                     failed_todo_calls.add(message.tool_call_id)
     kept = [
@@ -133,6 +111,38 @@ def facts_of(items: list[Any]) -> Facts:
     facts.todo_call_ids = [i for i, _ in kept]
     facts.todo_lists = [todos for _, todos in kept]
     return facts
+
+
+def _note_tool_inputs(facts: Facts, data: Mapping[str, Any], *, mine: bool) -> None:
+    """`task` calls by task id; the agent's own todo lists (`mine`: not a sub-agent's plan)."""
+    for call in data["input"] if isinstance(data["input"], list) else [data["input"]]:
+        if isinstance(call, Mapping) and call.get("name") == "task":
+            facts.task_ids[data["id"]] = call["id"]
+        if isinstance(call, Mapping) and call.get("name") == "write_todos" and mine:
+            todos = call["args"]["todos"]
+            facts.todo_lists.append([(t["content"], t["status"]) for t in todos])
+            facts.todo_call_ids.append(call["id"])
+
+
+def _note_model_call(facts: Facts, data: Any, sub: str) -> None:
+    message, meta = data
+    if not isinstance(message, AIMessage) or not message.id:
+        return
+    source = meta.get("lc_source") or ("internal" if meta.get("lc_internal_call") else "")
+    who = f"helper:{source}" if source else "sub_agent" if sub else "agent"
+    call = facts.calls.setdefault(message.id, Call(who=who, sub_agent=sub))
+    usage = message.usage_metadata
+    if usage:
+        call.input_tokens += usage["input_tokens"]
+        call.output_tokens += usage["output_tokens"]
+        call.total_tokens += usage["total_tokens"]
+    call.model = str(message.response_metadata.get("model_name") or call.model)
+
+
+def _written_messages(data: Mapping[str, Any]) -> list[Any]:
+    writes = data["result"]
+    messages = writes.get("messages", []) if isinstance(writes, Mapping) else []
+    return messages if isinstance(messages, list) else [messages]
 
 
 def replay(items: list[Any], message: str) -> StatusBuilder:

@@ -22,6 +22,7 @@ from langchain_core.tools import BaseTool
 
 from tests.mcp.test_mcp import SERVER, http_server, stdio_server
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
+from worker.agent import patches
 from worker.agent.mcp import McpLimits, mcp_connections, open_mcp_toolbox
 from worker.agent.mcp_process import STDERR_LINE_CHARS, STDERR_LOG_LINES, STDERR_TAIL_LINES
 from worker.errors import (
@@ -32,6 +33,9 @@ from worker.errors import (
     Unavailable,
 )
 from worker.logs import MASK
+
+# The worker applies these at start; these tests hand graphton its config directly.
+patches.apply()
 
 SECRET = "s3cr3t-token-0042"
 

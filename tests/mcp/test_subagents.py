@@ -11,10 +11,14 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool
 
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
+from worker.agent import patches
 from worker.agent.mcp import McpToolbox
 from worker.agent.subagents import DEFAULT_SUB_AGENT_PROMPT, build_subagents
 from worker.errors import InvalidInput
 from worker.skills.installer import PreparedSkill, PreparedSkills
+
+# The worker applies these at start; these tests hand graphton its config directly.
+patches.apply()
 
 
 def tool(name: str) -> BaseTool:
@@ -59,11 +63,11 @@ def test_a_sub_agent_gets_instructions_skills_and_its_tool_selection() -> None:
 
     [spec] = build_subagents([sub], mcp=TOOLBOX, skills=SKILLS)
 
-    assert spec["name"] == "reviewer"
-    assert spec["description"] == "Reviews pull requests"
-    assert spec["system_prompt"].startswith("You review code.\n\n## Available Skills\n")
-    assert f"### SKILL: review\nLOCATION: /bin/skills/{'a' * 64}/\n" in spec["system_prompt"]
-    assert names(spec["tools"]) == ["list_issues", "web_search"]
+    assert spec.name == "reviewer"
+    assert spec.description == "Reviews pull requests"
+    assert spec.system_prompt.startswith("You review code.\n\n## Available Skills\n")
+    assert f"### SKILL: review\nLOCATION: /bin/skills/{'a' * 64}/\n" in spec.system_prompt
+    assert names(list(spec.tools or ())) == ["list_issues", "web_search"]
 
 
 def test_a_server_named_only_in_a_selection_counts() -> None:
@@ -75,15 +79,15 @@ def test_a_server_named_only_in_a_selection_counts() -> None:
 
     [spec] = build_subagents([sub], mcp=TOOLBOX)
 
-    assert names(spec["tools"]) == ["merge_pr"]
+    assert names(list(spec.tools or ())) == ["merge_pr"]
 
 
 def test_a_sub_agent_without_servers_gets_no_mcp_tools_and_defaults() -> None:
     [spec] = build_subagents([agent_spec.SubAgent(name="plain")], mcp=TOOLBOX, skills=SKILLS)
 
-    assert spec["tools"] == []
-    assert spec["system_prompt"] == DEFAULT_SUB_AGENT_PROMPT
-    assert spec["description"] == "Sub-agent plain"
+    assert spec.tools == []
+    assert spec.system_prompt == DEFAULT_SUB_AGENT_PROMPT
+    assert spec.description == "Sub-agent plain"
 
 
 def test_the_description_falls_back_to_the_first_line_of_instructions() -> None:
@@ -91,7 +95,7 @@ def test_the_description_falls_back_to_the_first_line_of_instructions() -> None:
 
     [spec] = build_subagents([sub])
 
-    assert spec["description"] == "Writes release notes."
+    assert spec.description == "Writes release notes."
 
 
 def test_unknown_servers_missing_names_and_duplicates_are_refused() -> None:
@@ -112,7 +116,7 @@ def test_a_selected_tool_the_server_lacks_becomes_a_warning() -> None:
 
     [spec] = build_subagents([sub], mcp=toolbox)
 
-    assert spec["tools"] == []
+    assert spec.tools == []
     assert toolbox.warnings == [
         "sub-agent 'x': MCP server 'search' has no enabled tool named image_search"
     ]
@@ -142,7 +146,7 @@ async def test_graphton_runs_a_built_sub_agent_with_its_tools() -> None:
     agent = graphton.create_deep_agent(
         model=model,
         system_prompt="You coordinate research.",
-        subagents=build_subagents([sub], mcp=toolbox),
+        subagents=[s.graphton_spec() for s in build_subagents([sub], mcp=toolbox)],
         auto_enhance_prompt=False,
         general_purpose_agent=False,
     )

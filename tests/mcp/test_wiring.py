@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, cast
 
-import graphton
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
 from ai.stigmer.agentic.environment.v1 import spec_pb2 as environment_spec
 from ai.stigmer.agentic.executioncontext.v1 import spec_pb2 as execution_context
@@ -14,6 +14,7 @@ from langchain_core.messages import ToolMessage
 
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
 from tests.skills.fakes import Entry, FakeSkillStore, build_zip, make_skill, ref, sha
+from worker.agent.factory import build_agent
 from worker.agent.mcp import open_mcp_toolbox
 from worker.agent.subagents import build_subagents
 from worker.domain.environment import merge_environment
@@ -78,15 +79,19 @@ async def test_an_agent_spec_reaches_the_running_agent(tmp_path: Path) -> None:
                 tool_call("echo", "m2", text="mcp works"),
             ]
         )
-        agent = graphton.create_deep_agent(
+        agent = build_agent(
+            instructions=f"{spec.instructions}\n\n{skills.prompt_section(spec.skill_refs)}",
             model=model,
-            system_prompt=f"{spec.instructions}\n\n{skills.prompt_section(spec.skill_refs)}",
+            checkpointer=None,
+            recursion_limit=100,
             sandbox_config=agent_box.graphton_sandbox_config(),
             tools=mcp.tools(),
-            subagents=build_subagents(spec.sub_agents, mcp=mcp, skills=skills),
+            sub_agents=build_subagents(spec.sub_agents, mcp=mcp, skills=skills),
             auto_enhance_prompt=False,
         )
-        result = await agent.ainvoke({"messages": [{"role": "user", "content": "greet"}]})
+        result = await cast(Any, agent).ainvoke(
+            {"messages": [{"role": "user", "content": "greet"}]}
+        )
     await sandboxes.aclose()
 
     results = {

@@ -20,14 +20,16 @@ CLIENT_SECRET = "fake-client-secret-1234"
 
 @dataclass
 class FakeTokenEndpoint:
-    """Issues `token-1`, `token-2`, ... with `expires_in`; or answers `fail_with` (status, body).
-    While `gate` is clear, requests wait, so tests can pile up concurrent callers."""
+    """Issues `token-1`, `token-2`, ... (`prefix`) with `expires_in`; or answers `fail_with`
+    (status, body). While `gate` is clear, requests wait, so tests can pile up concurrent
+    callers."""
 
     expires_in: int = 3600
     fail_with: tuple[int, dict[str, Any]] | None = None
     requests: list[dict[str, str]] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
+    prefix: str = "token-"
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -41,7 +43,7 @@ class FakeTokenEndpoint:
             return web.json_response(body, status=status)
         return web.json_response(
             {
-                "access_token": f"token-{len(self.requests)}",
+                "access_token": f"{self.prefix}{len(self.requests)}",
                 "token_type": "Bearer",
                 "expires_in": self.expires_in,
             }
@@ -221,6 +223,23 @@ async def test_the_secret_and_issued_tokens_are_registered_for_redaction(
     assert token is not None
     assert CLIENT_SECRET in SECRETS and token in SECRETS
     assert CLIENT_SECRET not in repr(tokens)
+
+
+async def test_a_refresh_replaces_the_registered_token_rather_than_adding_one(
+    endpoint: FakeTokenEndpoint,
+) -> None:
+    endpoint.expires_in = 100
+    endpoint.prefix = "rotating-token-"
+    clock = FakeClock()
+    async with provider(endpoint, clock) as tokens:
+        issued = []
+        for _ in range(4):
+            issued.append(await tokens.token())
+            clock.now += 81  # past the refresh point
+    assert issued == [f"rotating-token-{n}" for n in (1, 2, 3, 4)]
+    # The current token and the one it replaced (valid until it expires) stay masked.
+    assert "rotating-token-4" in SECRETS and "rotating-token-3" in SECRETS
+    assert "rotating-token-1" not in SECRETS and "rotating-token-2" not in SECRETS
 
 
 def test_a_bare_domain_means_https_and_a_url_is_used_as_given() -> None:

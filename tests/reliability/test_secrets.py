@@ -79,6 +79,39 @@ def leaks(haystack: bytes, secrets: dict[str, str]) -> list[str]:
     return [name for name, value in secrets.items() if value.encode() in haystack]
 
 
+async def leaks_left_behind(
+    cluster: Cluster,
+    execution_ids: tuple[str, ...],
+    secrets: dict[str, str],
+    worker_keys: dict[str, str],
+) -> dict[str, list[str]]:
+    """Which secrets each place holds: every process's log, and each execution's stored status,
+    live events and workflow history."""
+    found: dict[str, list[str]] = {}
+    for proc in [*cluster.workers, *([cluster.stub] if cluster.stub else [])]:
+        found[f"log of {proc.name}"] = leaks(proc.log_path.read_bytes(), secrets)
+    for execution_id in execution_ids:
+        stored = await cluster.client.get_execution(execution_id)
+        status_text = json_format.MessageToJson(stored.status).encode()
+        found[f"status of {execution_id}"] = leaks(
+            stored.status.SerializeToString() + status_text, secrets
+        )
+        found[f"live events of {execution_id}"] = leaks(
+            await live_events(cluster, execution_id), secrets
+        )
+        for raw in await cluster.history_bytes(execution_id):
+            event = HistoryEvent.FromString(raw)
+            # The orchestrator's own input carries runtime_env by contract.
+            given = event.HasField("workflow_execution_started_event_attributes") or event.HasField(
+                "activity_task_scheduled_event_attributes"
+            )
+            name = EventType.Name(event.event_type)
+            found[f"history of {execution_id}: {event.event_id} {name}"] = leaks(
+                raw, worker_keys if given else secrets
+            )
+    return found
+
+
 async def test_no_secret_appears_in_logs_statuses_payloads_or_heartbeats(cluster: Cluster) -> None:
     await cluster.ensure_workers(2)
     cluster.llm.script()
@@ -137,28 +170,7 @@ async def test_no_secret_appears_in_logs_statuses_payloads_or_heartbeats(cluster
     # and history events after the final status the test saw.
     for execution_id in (full_run, failing):
         assert await cluster.closed(execution_id), cluster.describe(execution_id)
-    found: dict[str, list[str]] = {}
-    for proc in [*cluster.workers, *([cluster.stub] if cluster.stub else [])]:
-        found[f"log of {proc.name}"] = leaks(proc.log_path.read_bytes(), secrets)
-    for execution_id in (full_run, failing):
-        stored = await cluster.client.get_execution(execution_id)
-        status_text = json_format.MessageToJson(stored.status).encode()
-        found[f"status of {execution_id}"] = leaks(
-            stored.status.SerializeToString() + status_text, secrets
-        )
-        found[f"live events of {execution_id}"] = leaks(
-            await live_events(cluster, execution_id), secrets
-        )
-        for raw in await cluster.history_bytes(execution_id):
-            event = HistoryEvent.FromString(raw)
-            # The orchestrator's own input carries runtime_env by contract.
-            given = event.HasField("workflow_execution_started_event_attributes") or event.HasField(
-                "activity_task_scheduled_event_attributes"
-            )
-            name = EventType.Name(event.event_type)
-            found[f"history of {execution_id}: {event.event_id} {name}"] = leaks(
-                raw, worker_keys if given else secrets
-            )
+    found = await leaks_left_behind(cluster, (full_run, failing), secrets, worker_keys)
     found["heartbeat details"] = leaks(b"".join(beats), secrets)
     checkpoints = await cluster.checkpoint_bytes()
     assert b"credentials-" in checkpoints, "the listing was checkpointed"

@@ -13,9 +13,13 @@ import structlog
 from langchain_core.messages import ToolMessage
 
 from tests.sandbox.fake_model import ScriptedReplies, tool_call
+from worker.agent import patches
 from worker.logs import MASK
 from worker.sandbox import AgentSandbox, LocalSandbox, LocalSandboxes
 from worker.sandbox.backend import glob_regex, restore_masked
+
+# The worker applies these at start; these tests hand graphton its config directly.
+patches.apply()
 
 SECRET = "s3cr3t-value-9876"
 

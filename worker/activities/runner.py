@@ -167,13 +167,15 @@ class RunnerActivities:
     async def execute_graphton(
         self, execution: execution_api.AgentExecution | str, thread_id: str
     ) -> execution_api.AgentExecutionStatus:
-        try:
-            if isinstance(execution, str):
-                execution = await self._fetch(execution)
-            status = await self._executions.run(execution, thread_id)
-            return bounded_result(status, self._result_max_bytes)
-        except RunnerError as err:
-            raise to_application_error(err) from None
+        # The run's secrets stay registered until its error has been masked for Temporal.
+        with SECRETS.run_scope():
+            try:
+                if isinstance(execution, str):
+                    execution = await self._fetch(execution)
+                status = await self._executions.run(execution, thread_id)
+                return bounded_result(status, self._result_max_bytes)
+            except RunnerError as err:
+                raise to_application_error(err) from None
 
     async def _fetch(self, execution_id: str) -> execution_api.AgentExecution:
         """The execution named by the later upstream signature, as the orchestrator stores it."""

@@ -28,7 +28,7 @@ class StaticToken:
         value = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         self._value = value or None
         if self._value:
-            SECRETS.add([self._value])
+            SECRETS.add_process([self._value])
 
     async def token(self) -> str | None:
         return self._value

@@ -5,7 +5,8 @@ for a token with `MACHINE_ACCOUNT_CLIENT_ID` / `MACHINE_ACCOUNT_CLIENT_SECRET` a
 `AUTH0_AUDIENCE`, caches it and fetches the next one before the current one expires (60 s early,
 or at 80 % of the lifetime for short-lived tokens), so RPCs never carry an expired token and a
 brief identity-provider outage inside that margin goes unnoticed. Concurrent callers share one
-request. The client secret and every issued token are registered for log redaction.
+request. The client secret is registered for log redaction for the life of the process, the
+token in a slot a refresh rotates (the current and the previous token are masked, not every one).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class ClientCredentialsToken:
                 "OAuth2 client credentials need AUTH0_DOMAIN, MACHINE_ACCOUNT_CLIENT_ID and "
                 "MACHINE_ACCOUNT_CLIENT_SECRET"
             )
-        SECRETS.add([secret])
+        SECRETS.add_process([secret])
+        self._token_slot = SECRETS.slot()
         self._url = token_url(domain)
         self._client_id = client_id
         self._secret = secret
@@ -182,7 +184,7 @@ class ClientCredentialsToken:
             raise Unavailable(f"token endpoint {self._url} sent a malformed answer") from err
         if not isinstance(value, str) or not value or lifetime <= 0:
             raise Unavailable(f"token endpoint {self._url} sent a malformed answer")
-        SECRETS.add([value])
+        self._token_slot.set(value)
         margin = min(REFRESH_MARGIN_SECONDS, lifetime * REFRESH_MARGIN_FRACTION)
         # Lifetimes count from when we asked, not when the answer arrived: never too late.
         return _Token(value, started + lifetime - margin, started + lifetime)

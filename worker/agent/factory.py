@@ -1,9 +1,9 @@
 """Build the Graphton deep agent for an execution and stream its run as agent events.
 
-`build_agent` takes plain inputs (instructions, model, checkpointer, recursion limit, workspace,
-sub-agents, extra tools, MCP configuration) and returns Graphton's compiled graph: a deepagents
-agent with `write_todos`, file tools, `task` delegation (a general-purpose sub-agent is always
-there, plus the agent's own), and `execute` when a workspace is given.
+`build_agent` takes plain inputs (instructions, model, checkpointer, recursion limit, the
+sandbox's Graphton config, sub-agents, extra tools) and returns Graphton's compiled graph: a
+deepagents agent with `write_todos`, file tools, `task` delegation (a general-purpose sub-agent is
+always there, plus the agent's own), and `execute` when a sandbox is given.
 
 `stream_agent` runs it on a thread and yields `worker.domain.agent_events` events.
 
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 import graphton
@@ -67,9 +66,10 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command, StateSnapshot
 
-from worker.agent import langsmith_inline, sandbox, schema_cache
+from worker.agent import patches
 from worker.agent.approval_gate import gated_calls, resume_value
 from worker.agent.events import EventNormalizer, message_text, replay
+from worker.agent.subagents import SubAgentSpec
 from worker.domain.agent_events import AgentEvent, ApprovalDecided, ApprovalRequested
 from worker.domain.approvals import Decision
 from worker.errors import InvalidInput
@@ -91,47 +91,24 @@ class AgentGraph(Protocol):
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> Any: ...
 
 
-@dataclass(frozen=True)
-class SubAgentSpec:
-    """A sub-agent of the agent spec, reachable through the `task` tool as `name`."""
-
-    name: str
-    description: str
-    instructions: str
-    model: BaseChatModel | None = None
-    tools: Sequence[BaseTool] | None = None
-
-
-@dataclass(frozen=True)
-class McpConfig:
-    """MCP servers in Graphton's format and the tools to load from each (placeholder for now)."""
-
-    servers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    tools: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
 def build_agent(
     *,
     instructions: str,
     model: BaseChatModel,
     checkpointer: BaseCheckpointSaver[Any] | None,
     recursion_limit: int,
-    workspace_dir: Path | None = None,
-    sandbox_env: Mapping[str, str] | None = None,
     sandbox_config: Mapping[str, Any] | None = None,
     sub_agents: Sequence[SubAgentSpec] = (),
     tools: Sequence[BaseTool] = (),
-    mcp: McpConfig | None = None,
     auto_enhance_prompt: bool = True,
     gate: AgentMiddleware[Any, Any, Any] | None = None,
 ) -> AgentGraph:
     """The compiled deep agent.
 
-    `workspace_dir` roots the file tools and `execute` in a local directory (a Graphton
-    `filesystem` sandbox whose commands see only `sandbox_env`); `sandbox_config` passes another
-    Graphton sandbox (e.g. `{"type": "daytona", "sandbox_id": ...}`) as is. With neither, files
-    live in the graph state and there is no shell. Raises `InvalidInput` when Graphton refuses the
-    configuration (it validates sub-agents and MCP settings).
+    `sandbox_config` is the Graphton sandbox the file tools and `execute` work on
+    (`AgentSandbox.graphton_sandbox_config()`); without one, files live in the graph state and
+    there is no shell. Raises `InvalidInput` when Graphton refuses the configuration (it
+    validates sub-agents).
 
     `gate` (the approval gate, `worker.agent.approval_gate`) is given to the main agent and to
     every sub-agent, the general-purpose one included: deepagents builds its own general-purpose
@@ -139,37 +116,15 @@ def build_agent(
     with deepagents' own name, description and prompt and the main agent's tools. Without a gate
     the agent is built exactly as before.
     """
-    schema_cache.install()
-    langsmith_inline.install()
+    patches.apply()
     prompt = instructions.strip()
     if len(prompt) < _MIN_PROMPT:
         prompt = f"{DEFAULT_INSTRUCTIONS}\n\n{prompt}".strip()
-    config: dict[str, Any] | None = dict(sandbox_config) if sandbox_config else None
-    if config is None and workspace_dir is not None:
-        sandbox.install()
-        config = {
-            "type": "filesystem",
-            "root_dir": str(workspace_dir),
-            "env_vars": dict(sandbox_env or {}),
-        }
-    specs: list[dict[str, Any]] = []
-    for sub in sub_agents:
-        spec: dict[str, Any] = {
-            "name": sub.name,
-            "description": sub.description or f"Sub-agent {sub.name}",
-            "system_prompt": sub.instructions.strip() or DEFAULT_INSTRUCTIONS,
-        }
-        if sub.model is not None:
-            spec["model"] = sub.model
-        if sub.tools is not None:
-            spec["tools"] = list(sub.tools)
-        if gate is not None:
-            spec["middleware"] = [gate]
-        specs.append(spec)
-    if gate is not None and not any(s["name"] == GENERAL_PURPOSE_SUBAGENT["name"] for s in specs):
-        specs.append({**GENERAL_PURPOSE_SUBAGENT, "middleware": [gate]})
-    mcp_servers = {k: dict(v) for k, v in mcp.servers.items()} if mcp and mcp.servers else None
-    mcp_tools = {k: list(v) for k, v in mcp.tools.items()} if mcp and mcp.tools else None
+    specs = [sub.graphton_spec() for sub in sub_agents]
+    if gate is not None:
+        specs = [{**spec, "middleware": [gate]} for spec in specs]
+        if not any(s["name"] == GENERAL_PURPOSE_SUBAGENT["name"] for s in specs):
+            specs.append({**GENERAL_PURPOSE_SUBAGENT, "middleware": [gate]})
     try:
         # Graphton's annotation says CompiledStateGraph; it returns a configured binding of one.
         graph = cast(
@@ -179,11 +134,9 @@ def build_agent(
                 system_prompt=prompt,
                 checkpointer=checkpointer,
                 recursion_limit=recursion_limit,
-                sandbox_config=config,
+                sandbox_config=dict(sandbox_config) if sandbox_config else None,
                 subagents=specs or None,
                 tools=list(tools) or None,
-                mcp_servers=mcp_servers,
-                mcp_tools=mcp_tools,
                 auto_enhance_prompt=auto_enhance_prompt,
                 middleware=[gate] if gate is not None else None,
             ),
@@ -193,7 +146,7 @@ def build_agent(
     log.info(
         "agent_built",
         sub_agents=[s.name for s in sub_agents],
-        workspace=str(workspace_dir) if workspace_dir else None,
+        sandbox=bool(sandbox_config),
         recursion_limit=recursion_limit,
         gated=gate is not None,
     )

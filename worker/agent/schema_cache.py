@@ -10,11 +10,11 @@ event loop, the main cost of running many executions at once on one worker (see
 
 The inferred model depends only on what `create_schema_from_function` reads: the function's code,
 its parameters (names, kinds, defaults, annotations), its docstring, and the options. Two closures
-of the same code with equal parameters get equal models, so `install()` puts a memo in front of
-LangChain's function, keyed on exactly those facts. Anything that cannot be keyed (a callable
-without `__code__`, an unhashable default or annotation) goes through to LangChain unchanged,
-and the memo is bounded. The models it hands out are the classes LangChain built; nothing downstream
-mutates an argument schema after building the tool.
+of the same code with equal parameters get equal models, so a memo goes in front of LangChain's
+function, keyed on exactly those facts (`worker.agent.patches` puts it there). Anything that
+cannot be keyed (a callable without `__code__`, an unhashable default or annotation) goes through
+to LangChain unchanged, and the memo is bounded. The models it hands out are the classes LangChain
+built; nothing downstream mutates an argument schema after building the tool.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from langchain_core.tools import base as tools_base
-from langchain_core.tools import structured as tools_structured
 
 MAX_ENTRIES = 2048
 
@@ -147,13 +146,6 @@ def cached_create_subset_model(
         if len(_subsets) < MAX_ENTRIES:
             _subsets[key] = found
     return found
-
-
-def install() -> None:
-    """Route LangChain's tool-schema building through the memos (idempotent, process-wide)."""
-    tools_base.create_schema_from_function = cached_create_schema_from_function
-    tools_structured.create_schema_from_function = cached_create_schema_from_function  # type: ignore[attr-defined]
-    tools_base._create_subset_model = cached_create_subset_model  # type: ignore[attr-defined]
 
 
 def stats() -> dict[str, int]:

@@ -1,6 +1,7 @@
-"""The agent spec's sub-agents as deepagents sub-agent specs.
+"""The agent spec's sub-agents as `SubAgentSpec`s, the one form a sub-agent has in the worker.
 
-Each `agent.spec.sub_agents` entry becomes `{"name", "description", "system_prompt", "tools"}`:
+Each `agent.spec.sub_agents` entry becomes a `SubAgentSpec(name, description, system_prompt,
+tools)`; `build_agent` hands Graphton its dict form (`graphton_spec`) and nothing else does:
 
 - `system_prompt` is the sub-agent's instructions followed by the skills section (contract §6) of
   its own `skill_refs`;
@@ -16,15 +17,39 @@ and distinct.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
+from langchain_core.tools import BaseTool
 
 from worker.agent.mcp import McpToolbox
 from worker.errors import InvalidInput
 from worker.skills.installer import PreparedSkills
 
 DEFAULT_SUB_AGENT_PROMPT = "You are a focused assistant. Complete the task you are given."
+
+
+@dataclass(frozen=True)
+class SubAgentSpec:
+    """A sub-agent the main agent reaches through the `task` tool as `name`."""
+
+    name: str
+    description: str
+    system_prompt: str
+    tools: Sequence[BaseTool] | None = None
+    """Its own tools besides the file tools and the todo list; None: Graphton's defaults."""
+
+    def graphton_spec(self) -> dict[str, Any]:
+        """The dict `graphton.create_deep_agent(subagents=...)` takes."""
+        spec: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "system_prompt": self.system_prompt.strip(),
+        }
+        if self.tools is not None:
+            spec["tools"] = list(self.tools)
+        return spec
 
 
 def _description(sub: agent_spec.SubAgent) -> str:
@@ -39,10 +64,10 @@ def build_subagents(
     *,
     mcp: McpToolbox | None = None,
     skills: PreparedSkills | None = None,
-) -> list[dict[str, Any]]:
-    """deepagents sub-agent dicts for `sub_agents`, in order."""
+) -> list[SubAgentSpec]:
+    """The sub-agents of `sub_agents`, in order."""
     toolbox = mcp or McpToolbox()
-    specs: list[dict[str, Any]] = []
+    specs: list[SubAgentSpec] = []
     seen: set[str] = set()
     for index, sub in enumerate(sub_agents):
         name = sub.name.strip()
@@ -59,11 +84,8 @@ def build_subagents(
             sub.mcp_servers, dict(sub.mcp_tool_selections), who=f"sub-agent {name!r}"
         )
         specs.append(
-            {
-                "name": name,
-                "description": _description(sub),
-                "system_prompt": prompt,
-                "tools": tools,
-            }
+            SubAgentSpec(
+                name=name, description=_description(sub), system_prompt=prompt, tools=tools
+            )
         )
     return specs

@@ -1076,14 +1076,10 @@ class StatusBuilder:
             tool.result, size_bytes=utf8_size(tool.result), on_settled=settled
         )
 
-    def _fit(
-        self, status: status_wire.EncodedStatus, limits: ContentLimits
-    ) -> status_wire.EncodedStatus:
-        """Cut the oldest inline contents to previews until the status is under the budget.
-
-        It cuts down to three quarters of the budget, so a growing run cuts now and then rather
-        than on every update.
-        """
+    def _cut_candidates(
+        self, limits: ContentLimits
+    ) -> list[tuple[int, int, _Message | _Tool | _SubAgent]]:
+        """The inline contents the budget may cut to previews, oldest first (order, size, entry)."""
         floor = limits.preview * 2
         candidates: list[tuple[int, int, _Message | _Tool | _SubAgent]] = []
         previewing = self._offloader is not None
@@ -1104,6 +1100,17 @@ class StatusBuilder:
             if not sub.cut and floor < size <= limits.message_inline:
                 candidates.append((sub.seq, size, sub))
         candidates.sort(key=lambda c: c[0])
+        return candidates
+
+    def _fit(
+        self, status: status_wire.EncodedStatus, limits: ContentLimits
+    ) -> status_wire.EncodedStatus:
+        """Cut the oldest inline contents to previews until the status is under the budget.
+
+        It cuts down to three quarters of the budget, so a growing run cuts now and then rather
+        than on every update.
+        """
+        candidates = self._cut_candidates(limits)
         target = limits.status_budget * 3 // 4
         before = len(status.data)
         cut = 0
@@ -1485,44 +1492,71 @@ def _cap_strings(value: Any, limits: ContentLimits) -> Any:
 
 def _problem(event: object) -> str | None:
     """Why `event` cannot be applied, or None; cheap checks on what the handlers rely on."""
-    if isinstance(event, TokenDelta):
-        if not isinstance(event.message_id, str) or not event.message_id:
-            return "token delta without a message id"
-        if not isinstance(event.text, str):
-            return "token delta text is not a string"
-    elif isinstance(event, ModelTurnEnded):
-        if not isinstance(event.message_id, str) or not event.message_id:
-            return "model turn without a message id"
-        if not isinstance(event.text, str):
-            return "model turn text is not a string"
-        for call in event.tool_calls:
-            if not isinstance(call, ToolCallRequest) or not call.id or not isinstance(call.id, str):
-                return "model turn with a tool call without an id"
-            if not isinstance(call.args, Mapping):
-                return "tool call arguments are not a mapping"
-        if event.usage is not None and not isinstance(event.usage, Usage):
-            return "usage is not a Usage"
-    elif isinstance(event, ApprovalRequested | ApprovalDecided):
-        if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
-            return "approval event without a tool call id"
-    elif isinstance(event, HelperModelCall):
-        if not isinstance(event.usage, Usage):
-            return "helper call without a usage"
-        if not isinstance(event.call_id, str) or not isinstance(event.helper, str):
-            return "helper call id or kind is not a string"
-        if not isinstance(event.model_name, str):
-            return "model name is not a string"
-    elif isinstance(event, ToolStarted | ToolEnded):
-        if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
-            return "tool event without a tool call id"
-        if not isinstance(event.name, str):
-            return "tool name is not a string"
-        if isinstance(event, ToolStarted) and not isinstance(event.args, Mapping):
-            return "tool arguments are not a mapping"
-        if isinstance(event, ToolEnded) and not (
-            isinstance(event.result, str) and isinstance(event.error, str)
-        ):
-            return "tool result or error is not a string"
-    if not isinstance(getattr(event, "sub_agent_id", ""), str):
+    problem = next(
+        (check(event) for kind, check in _PROBLEM_CHECKS if isinstance(event, kind)), None
+    )
+    if problem is None and not isinstance(getattr(event, "sub_agent_id", ""), str):
         return "sub_agent_id is not a string"
+    return problem
+
+
+def _delta_problem(event: TokenDelta) -> str | None:
+    if not isinstance(event.message_id, str) or not event.message_id:
+        return "token delta without a message id"
+    if not isinstance(event.text, str):
+        return "token delta text is not a string"
     return None
+
+
+def _turn_problem(event: ModelTurnEnded) -> str | None:
+    if not isinstance(event.message_id, str) or not event.message_id:
+        return "model turn without a message id"
+    if not isinstance(event.text, str):
+        return "model turn text is not a string"
+    for call in event.tool_calls:
+        if not isinstance(call, ToolCallRequest) or not call.id or not isinstance(call.id, str):
+            return "model turn with a tool call without an id"
+        if not isinstance(call.args, Mapping):
+            return "tool call arguments are not a mapping"
+    if event.usage is not None and not isinstance(event.usage, Usage):
+        return "usage is not a Usage"
+    return None
+
+
+def _helper_problem(event: HelperModelCall) -> str | None:
+    if not isinstance(event.usage, Usage):
+        return "helper call without a usage"
+    if not isinstance(event.call_id, str) or not isinstance(event.helper, str):
+        return "helper call id or kind is not a string"
+    if not isinstance(event.model_name, str):
+        return "model name is not a string"
+    return None
+
+
+def _tool_problem(event: ToolStarted | ToolEnded) -> str | None:
+    if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
+        return "tool event without a tool call id"
+    if not isinstance(event.name, str):
+        return "tool name is not a string"
+    if isinstance(event, ToolStarted) and not isinstance(event.args, Mapping):
+        return "tool arguments are not a mapping"
+    if isinstance(event, ToolEnded) and not (
+        isinstance(event.result, str) and isinstance(event.error, str)
+    ):
+        return "tool result or error is not a string"
+    return None
+
+
+def _approval_problem(event: ApprovalRequested | ApprovalDecided) -> str | None:
+    if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
+        return "approval event without a tool call id"
+    return None
+
+
+_PROBLEM_CHECKS: tuple[tuple[Any, Callable[[Any], str | None]], ...] = (
+    (TokenDelta, _delta_problem),
+    ((ApprovalRequested, ApprovalDecided), _approval_problem),
+    (ModelTurnEnded, _turn_problem),
+    (HelperModelCall, _helper_problem),
+    ((ToolStarted, ToolEnded), _tool_problem),
+)

@@ -27,7 +27,7 @@ from ai.stigmer.agentic.environment.v1 import spec_pb2 as environment_spec
 from langchain_core.tools import BaseTool
 
 from worker.agent.mcp import McpLimits, open_mcp_toolbox
-from worker.agent.subagents import build_subagents
+from worker.agent.subagents import SubAgentSpec, build_subagents
 from worker.domain.environment import MergedEnvironment, merge_environment
 from worker.errors import RunnerError
 from worker.logs import SECRETS
@@ -49,7 +49,7 @@ class Prepared:
     environment: MergedEnvironment
     system_prompt: str
     tools: list[BaseTool] = field(default_factory=list)
-    subagents: list[dict[str, Any]] = field(default_factory=list)
+    subagents: list[SubAgentSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What the user should know about the preparation (degraded skills, isolation)."""
     mcp_tools: dict[str, str] = field(default_factory=dict)
@@ -126,7 +126,7 @@ class SpecPreparer:
                 skills=len(skills.skills),
                 skill_warnings=len(skills.warnings),
                 mcp_tools=len(mcp.tools()),
-                sub_agents=[s["name"] for s in subagents],
+                sub_agents=[s.name for s in subagents],
                 env_vars=len(environment.values),
             )
             yield Prepared(

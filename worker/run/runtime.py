@@ -9,25 +9,12 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from worker.agent.approval_gate import ApprovalGate
-from worker.agent.factory import SubAgentSpec, build_agent, stream_agent
+from worker.agent.factory import build_agent, stream_agent
 from worker.agent.models import build_chat_model
 from worker.domain.agent_events import AgentEvent
 from worker.logs import SECRETS
-from worker.run.prepare import Prepared
 from worker.run.service import ExecutionPlan
 from worker.settings import Settings
-
-
-def _sub_agents(prepared: Prepared) -> list[SubAgentSpec]:
-    return [
-        SubAgentSpec(
-            name=spec["name"],
-            description=spec.get("description", ""),
-            instructions=spec.get("system_prompt", ""),
-            tools=spec.get("tools"),
-        )
-        for spec in prepared.subagents
-    ]
 
 
 class GraphtonRuntime:
@@ -61,7 +48,7 @@ class GraphtonRuntime:
             checkpointer=self._checkpointer,
             recursion_limit=settings.llm.recursion_limit,
             sandbox_config=prepared.agent_sandbox.graphton_sandbox_config(),
-            sub_agents=_sub_agents(prepared),
+            sub_agents=prepared.subagents,
             tools=prepared.tools,
             gate=gate,
         )

@@ -243,7 +243,8 @@ class GraphtonExecutions:
         progress = Progress(execution_id=execution_id, started_monotonic=time.monotonic())
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
         try:
-            with attempt_bound(self._attempt.run_attempt()):
+            # The run's secrets (its environment's `is_secret` values) are released with it.
+            with SECRETS.run_scope(), attempt_bound(self._attempt.run_attempt()):
                 async with heartbeating(
                     self._attempt.heartbeat(),
                     progress.as_details,

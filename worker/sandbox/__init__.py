@@ -30,7 +30,6 @@ if TYPE_CHECKING:
         AgentSandbox,
         DeepAgentsBackend,
         GraphtonBackend,
-        install_graphton_hook,
     )
 
 # The agent adapters import deepagents and graphton (seconds of import time); code that only
@@ -39,7 +38,6 @@ _LAZY = {
     "AgentSandbox",
     "DeepAgentsBackend",
     "GraphtonBackend",
-    "install_graphton_hook",
 }
 
 
@@ -106,5 +104,4 @@ __all__ = [
     "WriteRefused",
     "check_isolation",
     "create_sandbox_provider",
-    "install_graphton_hook",
 ]

@@ -15,7 +15,8 @@ Two adapters over it, because the two libraries disagree on method names and sha
 - `GraphtonBackend` has the methods graphton's platform tools call (`read`, `write`, `delete`,
   `list_files`, `is_directory`, `execute_streaming`). graphton builds its backend from a
   `sandbox_config` dict; `AgentSandbox.graphton_sandbox_config()` returns one that makes graphton
-  use this backend (see `install_graphton_hook`), and graphton then wraps it for deepagents itself.
+  use this backend (graphton has no way to take an instance: see `worker.agent.patches`), and
+  graphton then wraps it for deepagents itself.
 
 graphton's `ls`/`glob`/`grep` tools run `find`/`grep` through `execute` when the backend has one,
 with paths straight from the model. On the local backend that would bypass the file jail (and
@@ -54,7 +55,6 @@ from deepagents.backends.utils import (
     format_content_with_line_numbers,
     perform_string_replacement,
 )
-from graphton.core import sandbox_factory
 from graphton.core.backends.types import ExecutionResult
 
 from worker.logs import MASK
@@ -352,8 +352,8 @@ class AgentSandbox:
         return GraphtonBackend(self)
 
     def graphton_sandbox_config(self) -> dict[str, Any]:
-        """A `sandbox_config` for `graphton.create_deep_agent` that uses this sandbox."""
-        install_graphton_hook()
+        """A `sandbox_config` for `graphton.create_deep_agent` that uses this sandbox (with
+        `worker.agent.patches` applied, which `build_agent` makes sure of)."""
         return {"type": "filesystem", GRAPHTON_BACKEND_KEY: self.graphton_backend()}
 
 
@@ -605,24 +605,5 @@ class GraphtonShellBackend(GraphtonBackend):
         return self._s.call(lambda: self.execute_streaming(command, timeout=timeout))
 
 
-# graphton builds its sandbox backend from a dict (`create_sandbox_backend`) and has no way to
-# accept an instance. It imports that factory from its module at call time, so wrapping the
-# module attribute once lets a dict carry our backend through unchanged, and leaves every other
-# configuration to graphton.
 GRAPHTON_BACKEND_KEY = "agent_runner_backend"
-_hook_installed = False
-
-
-def install_graphton_hook() -> None:
-    """Make `graphton.create_deep_agent(sandbox_config={..., GRAPHTON_BACKEND_KEY: b})` use `b`."""
-    global _hook_installed  # noqa: PLW0603 - a process-wide, idempotent patch
-    if _hook_installed:
-        return
-    original: Callable[[dict[str, Any]], Any] = sandbox_factory.create_sandbox_backend
-
-    def create_sandbox_backend(config: dict[str, Any]) -> Any:
-        backend = config.get(GRAPHTON_BACKEND_KEY) if isinstance(config, dict) else None
-        return backend if backend is not None else original(config)
-
-    sandbox_factory.create_sandbox_backend = create_sandbox_backend
-    _hook_installed = True
+"""The `sandbox_config` key whose value graphton uses as its backend (`worker.agent.patches`)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from worker.errors import ConfigurationError, InvalidInput
-from worker.logs import MASK, SECRETS
+from worker.redaction import SECRETS, Matcher, worth_masking
 
 OutputCallback = Callable[[str], None]
 """Receives decoded output as it arrives (for live progress); must not block."""
@@ -249,26 +249,35 @@ def effective_timeout(requested: float | None, default: float, maximum: float) -
 
 
 class Redactor:
-    """Masks the execution's secret values and every secret the process registered."""
+    """Masks the execution's secret values and every secret the process's registry holds.
+
+    One compiled matcher over both, rebuilt when the registry's set changes (a run starts or
+    ends), not per call. Inside a run the execution's values are in the registry already (its
+    scope), so the registry's own matcher is used as it is.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Same floor as the process registry: shorter values would mask ordinary text.
-        self.values: tuple[str, ...] = tuple(
-            sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        own = worth_masking(secrets)
+        self.values: tuple[str, ...] = Matcher(own).ordered
+        """The execution's values, longest first."""
+        self._own = own
+        self._combined: tuple[Matcher, Matcher] | None = None
+
+    def matcher(self) -> Matcher:
+        registry = SECRETS.matcher
+        cached = self._combined
+        if cached is not None and cached[0] is registry:
+            return cached[1]
+        combined = (
+            registry if self._own <= registry.values else Matcher(registry.values | self._own)
         )
+        self._combined = (registry, combined)
+        return combined
 
     def __call__(self, text: str) -> str:
-        for value in self.values:
-            if value in text:
-                text = text.replace(value, MASK)
-        return SECRETS.redact(text)
+        return self.matcher()(text)
 
     def data(self, raw: bytes) -> bytes:
         """`raw` with every secret's UTF-8 bytes masked (a file the agent downloads, text or
         not: a binary holding a secret loses it rather than keeps it)."""
-        mask = MASK.encode()
-        for value in sorted({*self.values, *SECRETS.values}, key=len, reverse=True):
-            encoded = value.encode()
-            if encoded in raw:
-                raw = raw.replace(encoded, mask)
-        return raw
+        return self.matcher().data(raw)
