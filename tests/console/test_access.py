@@ -1,0 +1,174 @@
+"""The console's access rules and bounds, over HTTP against a real stub (no runner needed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+
+from devstack import Endpoints
+from stigmer_stub.console import present
+from stigmer_stub.console.server import _size
+from tests.console.conftest import RUNNER_KEY, USER_KEY, Served, serving
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def guarded(stack: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    async with serving(stack, tmp_path_factory.mktemp("keys"), worker=False, keys=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def open_stub(
+    stack: Endpoints, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Served]:
+    async with serving(stack, tmp_path_factory.mktemp("open"), worker=False) as running:
+        yield running
+
+
+async def test_with_keys_the_console_sends_no_data_without_a_user_key(guarded: Served) -> None:
+    agent = await guarded.client.create_agent("guarded-agent", instructions="script: quick")
+    created = await guarded.client.create_execution("secret plans", agent_id=agent.metadata.id)
+    execution_id = created.metadata.id
+    async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as http:
+        for path in (
+            "/api/executions",
+            "/api/executions/stream",
+            f"/api/executions/{execution_id}",
+            f"/api/executions/{execution_id}/stream",
+            "/api/sessions",
+            "/api/agents",
+        ):
+            response = await http.get(path)
+            assert response.status_code == 401, path
+            assert execution_id not in response.text and "secret plans" not in response.text
+        page = await http.get("/")
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        refused = await http.post(
+            f"/api/executions/{execution_id}/cancel", json={}, headers={"content-type": "a/b"}
+        )
+        assert refused.status_code == 401
+
+        # A runner key is refused: the console never holds a key that reads secret values.
+        runner = await http.post("/api/login", json={"key": RUNNER_KEY})
+        assert runner.status_code == 403
+        assert "stigmer_console_key" not in runner.headers.get("set-cookie", "")
+        assert (
+            await http.post("/api/login", json={"key": "not-a-key-at-all-000"})
+        ).status_code == 401
+        as_runner = await http.get(
+            "/api/executions", headers={"authorization": f"Bearer {RUNNER_KEY}"}
+        )
+        assert as_runner.status_code == 401
+
+        signed_in = await http.post("/api/login", json={"key": USER_KEY})
+        assert signed_in.status_code == 200
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        listed = await http.get("/api/executions")
+        assert listed.status_code == 200
+        assert execution_id in [row["id"] for row in listed.json()["items"]]
+        # Actions need JSON (a form posted from another site cannot send it).
+        form = await http.post(
+            f"/api/executions/{execution_id}/cancel",
+            content=b"reason=x",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert form.status_code == 415
+
+
+async def test_pages_carry_a_strict_content_security_policy(open_stub: Served) -> None:
+    async with httpx.AsyncClient(base_url=open_stub.url, timeout=30) as http:
+        page = await http.get("/")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in page.text.replace(
+        '<script src="/static/console.js" defer></script>', ""
+    )
+
+
+async def test_an_execution_reply_holds_at_most_the_latest_10000_messages(
+    open_stub: Served,
+) -> None:
+    agent = await open_stub.client.create_agent("long-agent", instructions="script: quick")
+    created = await open_stub.client.create_execution("long one", agent_id=agent.metadata.id)
+    execution_id = created.metadata.id
+    total = present.MAX_MESSAGES + 2_000
+    status = api_pb2.AgentExecutionStatus(phase=enum_pb2.EXECUTION_IN_PROGRESS)
+    for index in range(total):
+        status.messages.add(type=enum_pb2.MESSAGE_AI, content=f"message number {index}")
+    await open_stub.client.update_status(execution_id, status)
+
+    async with httpx.AsyncClient(base_url=open_stub.url, timeout=60) as http:
+        response = await http.get(f"/api/executions/{execution_id}")
+        assert response.status_code == 200
+        body = response.json()
+        assert len(body["messages"]) == present.MAX_MESSAGES
+        assert body["messages"][-1]["content"] == f"message number {total - 1}"
+        assert body["message_offset"] == total - present.MAX_MESSAGES
+        # The size of what is sent: 10,000 short messages, not 12,000.
+        assert len(response.content) < present.MAX_MESSAGES * 120
+
+        async with http.stream("GET", f"/api/executions/{execution_id}/stream") as stream:
+            lines = stream.aiter_lines()
+            event = await anext(lines)
+            data = await anext(lines)
+        assert event == "event: execution"
+        first = json.loads(data.removeprefix("data: "))
+        assert len(first["messages"]) == present.MAX_MESSAGES
+
+        # The list never asks for more than 1,000 executions at once.
+        listed = await http.get("/api/executions", params={"size": "5000"})
+        assert listed.status_code == 200
+    assert _size("5000", default=50) == present.MAX_ROWS
+    assert _size("", default=50) == 50
+
+
+async def test_cancel_from_the_console_ends_a_run_and_says_so(open_stub: Served) -> None:
+    agent = await open_stub.client.create_agent("cancel-agent", instructions="script: quick")
+    created = await open_stub.client.create_execution("wait", agent_id=agent.metadata.id)
+    async with httpx.AsyncClient(base_url=open_stub.url, timeout=180) as http:
+        page = (await http.get(f"/api/executions/{created.metadata.id}")).json()
+        assert "cancel" in page["actions"] and "recover" not in page["actions"]
+        done = await http.post(
+            f"/api/executions/{created.metadata.id}/cancel", json={"reason": "from the console"}
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["phase"] == "CANCELLED"
+        again = await http.post(f"/api/executions/{created.metadata.id}/cancel", json={})
+        assert again.status_code == 409
+        assert again.json()["code"] == "FAILED_PRECONDITION"
+        unknown = await http.post(f"/api/executions/{created.metadata.id}/explode", json={})
+        assert unknown.status_code == 404
+
+
+def test_the_static_files_set_no_markup_from_data() -> None:
+    script = (Path(present.__file__).parent / "static" / "console.js").read_text()
+    assert "innerHTML" not in script.replace("nothing here sets innerHTML", "")
+    assert "insertAdjacentHTML" not in script and "document.write" not in script
+
+
+async def test_in_the_browser_a_user_key_opens_the_console(guarded: Served, browser: Any) -> None:
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(guarded.url + "/")
+        assert page.url.endswith("/login")
+        await page.fill("input[name=key]", RUNNER_KEY)
+        await page.click("#login button[type=submit]")
+        await page.wait_for_selector("#login-result:text('user key')")
+        await page.fill("input[name=key]", USER_KEY)
+        await page.click("#login button[type=submit]")
+        await page.wait_for_selector("#live-state:text('live')")
+        assert await page.locator("#executions tbody tr[data-id]").count() >= 1
+    finally:
+        await context.close()
