@@ -158,6 +158,8 @@ def test_the_static_files_set_no_markup_from_data() -> None:
 
 
 async def test_in_the_browser_a_user_key_opens_the_console(guarded: Served, browser: Any) -> None:
+    agent = await guarded.client.create_agent("browser-agent", instructions="script: quick")
+    created = await guarded.client.create_execution("hello", agent_id=agent.metadata.id)
     context = await browser.new_context()
     try:
         page = await context.new_page()
@@ -168,7 +170,6 @@ async def test_in_the_browser_a_user_key_opens_the_console(guarded: Served, brow
         await page.wait_for_selector("#login-result:text('user key')")
         await page.fill("input[name=key]", USER_KEY)
         await page.click("#login button[type=submit]")
-        await page.wait_for_selector("#live-state:text('live')")
-        assert await page.locator("#executions tbody tr[data-id]").count() >= 1
+        await page.wait_for_selector(f"#executions tr[data-id='{created.metadata.id}']")
     finally:
         await context.close()
