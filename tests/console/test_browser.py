@@ -23,7 +23,14 @@ WAIT_MS = 90_000
 async def served(
     stack: Endpoints, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
-    async with serving(stack, tmp_path_factory.mktemp("console"), worker=True) as running:
+    # A small token delay keeps a run going for a few seconds: long enough for a page opened
+    # right after `create` to watch it stream.
+    async with serving(
+        stack,
+        tmp_path_factory.mktemp("console"),
+        worker=True,
+        worker_env={"STIGMER_SCRIPTED_TOKEN_DELAY_MS": "3"},
+    ) as running:
         yield running
 
 
@@ -84,6 +91,8 @@ async def test_an_execution_page_shows_the_demo_runs_answer_tool_calls_and_todos
     await page.wait_for_selector("body[data-phase='COMPLETED']", timeout=WAIT_MS)
     final = await served.client.get_execution(created.metadata.id)
 
+    # The answer streamed from the runner's live stream, not only from status updates.
+    assert int(await page.get_attribute("body", "data-live-events") or "0") > 0
     answer = final.status.messages[-1].content
     assert answer.startswith("Done.")
     conversation = await page.locator("#conversation").inner_text()

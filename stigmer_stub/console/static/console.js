@@ -278,6 +278,7 @@
       source.addEventListener("execution", (event) => render(JSON.parse(event.data)));
       source.addEventListener("live", (event) => {
         const data = JSON.parse(event.data);
+        body.dataset.liveEvents = String(Number(body.dataset.liveEvents || 0) + 1);
         if (data.type === "token" && data.message_index !== undefined) {
           const n = Number(data.message_index);
           live[n] = (live[n] || "") + (data.text || "");

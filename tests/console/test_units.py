@@ -1,0 +1,60 @@
+"""The console's pure parts: its settings, which actions apply, the phase filter, the pages."""
+
+from __future__ import annotations
+
+import pytest
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+
+from stigmer_stub.console import pages, present
+from stigmer_stub.settings import Settings, SettingsError, load_settings
+
+Phase = enum_pb2.ExecutionPhase
+
+
+def test_the_console_is_on_by_default_from_the_environment_and_off_with_port_0() -> None:
+    default = load_settings({})
+    assert default.console.port == 8234 and default.console.host == "127.0.0.1"
+    assert load_settings({"STIGMER_CONSOLE_PORT": "0"}).console.port == 0
+    configured = load_settings(
+        {"TEMPORAL_UI_URL": "http://ui.example:8233", "STIGMER_CONSOLE_REDIS_URL": "redis://r/0"}
+    )
+    assert configured.console.temporal_ui_url == "http://ui.example:8233"
+    assert configured.console.redis_url == "redis://r/0"
+    with pytest.raises(SettingsError, match="STIGMER_CONSOLE_PORT"):
+        load_settings({"STIGMER_CONSOLE_PORT": "70000"})
+    # Built in code (the tests' stubs), it stays off unless asked for.
+    assert Settings().console.port == 0
+
+
+def _calls(*statuses: int) -> list[api_pb2.ToolCall]:
+    return [api_pb2.ToolCall(id=f"c{n}", status=s) for n, s in enumerate(statuses)]
+
+
+def test_actions_apply_only_where_they_can() -> None:
+    assert present.actions(Phase.EXECUTION_COMPLETED, []) == []
+    assert present.actions(Phase.EXECUTION_CANCELLED, []) == []
+    assert present.actions(Phase.EXECUTION_FAILED, []) == ["recover"]
+    running = present.actions(Phase.EXECUTION_IN_PROGRESS, _calls(enum_pb2.TOOL_CALL_COMPLETED))
+    assert set(running) == {"cancel", "terminate", "pause"}
+    assert set(present.actions(Phase.EXECUTION_PAUSED, [])) == {"cancel", "terminate", "resume"}
+    gated = present.actions(
+        Phase.EXECUTION_WAITING_FOR_APPROVAL, _calls(enum_pb2.TOOL_CALL_WAITING_APPROVAL)
+    )
+    assert {"approve", "skip", "reject", "approve_all"} <= set(gated)
+    assert "pause" not in gated and "resume" not in gated
+
+
+def test_the_phase_filter_takes_short_and_full_names() -> None:
+    assert present.parse_phase("") == Phase.EXECUTION_PHASE_UNSPECIFIED
+    assert present.parse_phase("completed") == Phase.EXECUTION_COMPLETED
+    assert present.parse_phase("EXECUTION_PAUSED") == Phase.EXECUTION_PAUSED
+    with pytest.raises(ValueError, match="unknown phase"):
+        present.parse_phase("DONE")
+
+
+def test_page_shells_escape_what_they_are_given() -> None:
+    html = pages.render(
+        "execution", {"execution_id": '"><script>alert(1)</script>'}, {"keys": "on"}
+    )
+    assert "<script>alert(1)</script>" not in html
+    assert 'data-execution-id="&quot;&gt;&lt;script&gt;' in html
