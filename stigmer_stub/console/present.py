@@ -13,6 +13,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from stigmer_stub.windows import MARKER_KEY
 from stigmer_stub.workflow import workflow_id
 
 MAX_ROWS = 1000
@@ -102,6 +103,14 @@ def execution(
     messages = list(status.messages)
     tools = list(status.tool_calls)
     subs = list(status.sub_agent_executions)
+    window = _window_marker(messages[0]) if messages else None
+    if window is not None:
+        # A windowed reply of a large execution: its latest part, after a marker (`windows`).
+        messages = messages[1:]
+        message_offset = window.get("omitted_messages", 0)
+        total_messages = window.get("total_messages", len(messages) + message_offset)
+        tool_call_offset = window.get("omitted_tool_calls", 0)
+        total_tool_calls = window.get("total_tool_calls", len(tools) + tool_call_offset)
     total_messages = len(messages) + message_offset if total_messages is None else total_messages
     total_tool_calls = (
         len(tools) + tool_call_offset if total_tool_calls is None else total_tool_calls
@@ -147,6 +156,15 @@ def execution(
         "usage": usage,
         "actions": actions(status.phase, tools),
     }
+
+
+def _window_marker(message: api_pb2.AgentMessage) -> dict[str, int] | None:
+    if message.type != enum_pb2.MESSAGE_SYSTEM or not message.HasField("metadata"):
+        return None
+    values = json_format.MessageToDict(message.metadata).get(MARKER_KEY)
+    if not isinstance(values, dict):
+        return None
+    return {str(k): int(v) for k, v in values.items() if isinstance(v, int | float)}
 
 
 def _message(message: api_pb2.AgentMessage) -> dict[str, Any]:

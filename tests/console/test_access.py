@@ -173,3 +173,34 @@ async def test_in_the_browser_a_user_key_opens_the_console(guarded: Served, brow
         await page.wait_for_selector(f"#executions tr[data-id='{created.metadata.id}']")
     finally:
         await context.close()
+
+
+async def test_a_stored_content_opens_whole_as_text_and_downloads(open_stub: Served) -> None:
+    from stigmer_cli.client import content_chunks
+
+    agent = await open_stub.client.create_agent("content-agent", instructions="script: quick")
+    created = await open_stub.client.create_execution("content", agent_id=agent.metadata.id)
+    execution_id = created.metadata.id
+    data = ("<html><script>alert(1)</script>" + "x" * 300_000 + "</html>").encode()
+    stored = await open_stub.client.upload_content(
+        content_chunks(execution_id, data, mime_type="text/html", chunk_bytes=64 * 1024)
+    )
+    key = stored.ref.storage_key
+    async with httpx.AsyncClient(base_url=open_stub.url, timeout=60) as http:
+        opened = await http.get(f"/api/executions/{execution_id}/content", params={"key": key})
+        assert opened.status_code == 200
+        assert opened.content == data, "the whole content, every chunk"
+        # Never rendered as a page: plain text, and the browser may not sniff it into HTML.
+        assert opened.headers["content-type"].startswith("text/plain")
+        assert opened.headers["x-content-type-options"] == "nosniff"
+        download = await http.get(
+            f"/api/executions/{execution_id}/content", params={"key": key, "download": "1"}
+        )
+        assert download.content == data
+        assert download.headers["content-disposition"].startswith("attachment;")
+        # Only what the stub stored for that execution: another execution's key is not found.
+        other = await http.get(
+            f"/api/executions/{execution_id}/content",
+            params={"key": key.replace(execution_id, "aex-00000000000000000000000000")},
+        )
+        assert other.status_code in {400, 404}, other.text

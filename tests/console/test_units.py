@@ -58,3 +58,23 @@ def test_page_shells_escape_what_they_are_given() -> None:
     )
     assert "<script>alert(1)</script>" not in html
     assert 'data-execution-id="&quot;&gt;&lt;script&gt;' in html
+
+
+def test_a_windowed_reply_is_shown_with_its_place_in_the_whole_transcript() -> None:
+    from google.protobuf import struct_pb2
+
+    from stigmer_stub.windows import MARKER_KEY
+
+    execution = api_pb2.AgentExecution()
+    marker = execution.status.messages.add(type=enum_pb2.MESSAGE_SYSTEM, content="window")
+    numbers = {"omitted_messages": 40, "total_messages": 42, "omitted_tool_calls": 7}
+    marker.metadata.CopyFrom(struct_pb2.Struct())
+    marker.metadata.get_or_create_struct(MARKER_KEY).update(numbers)
+    execution.status.messages.add(type=enum_pb2.MESSAGE_AI, content="forty")
+    execution.status.messages.add(type=enum_pb2.MESSAGE_AI, content="forty-one")
+    execution.status.tool_calls.add(id="t7")
+
+    shown = present.execution(execution)
+    assert [m["content"] for m in shown["messages"]] == ["forty", "forty-one"]
+    assert shown["message_offset"] == 40 and shown["total_messages"] == 42
+    assert shown["tool_call_offset"] == 7 and shown["total_tool_calls"] == 8
