@@ -142,6 +142,33 @@ async def test_agent_produced_markup_is_shown_as_text(served: Served, page: Any)
     assert await page.locator("main img").count() == 0
 
 
+async def test_a_run_started_from_the_form_shows_up_in_its_session_and_agent_lists(
+    served: Served, page: Any
+) -> None:
+    agent = await served.client.create_agent("form-agent", instructions="script: quick")
+    await page.goto(served.url + "/")
+    await page.fill("#new-run input[name=agent_id]", agent.metadata.id)
+    await page.fill("#new-run input[name=message]", "Started from the browser")
+    await page.click("#new-run button[type=submit]")
+    started = page.locator("#new-run-result a")
+    await started.wait_for(timeout=WAIT_MS)
+    execution_id = (await started.text_content() or "").strip()
+    assert execution_id.startswith("aex-")
+    await page.wait_for_selector(
+        f"#executions tr[data-id='{execution_id}'][data-phase='COMPLETED']", timeout=WAIT_MS
+    )
+    execution = await served.client.get_execution(execution_id)
+    assert execution.spec.message == "Started from the browser"
+
+    await page.goto(served.url + "/agents")
+    await page.wait_for_selector(f"#agents td code:text-is('{agent.metadata.id}')")
+    await page.goto(served.url + "/sessions")
+    session_id = execution.spec.session_id
+    await page.wait_for_selector(f"#sessions a[href='/sessions/{session_id}']")
+    await page.click(f"#sessions a[href='/sessions/{session_id}']")
+    await page.wait_for_selector(f"#executions tr[data-id='{execution_id}']")
+
+
 @pytest.mark.skip(
     reason="run control (submitApproval) is not in main yet: its RPC answers UNIMPLEMENTED; "
     "enable once a gated run can be approved"
