@@ -151,11 +151,34 @@ def execution(
                 if item.status in enum_pb2.TodoStatus.values()
                 else str(item.status),
             }
-            for key, item in sorted(status.todos.items(), key=lambda kv: kv[1].created_at)
+            for key, item in _ordered_todos(status)
         ],
         "usage": usage,
         "actions": actions(status.phase, tools),
     }
+
+
+def _ordered_todos(
+    status: api_pb2.AgentExecutionStatus,
+) -> list[tuple[str, api_pb2.TodoItem]]:
+    """The todos in the agent's order: the ids its latest `write_todos` call gave (the runner
+    records them in the call's `component_metadata`), then any other by creation."""
+    order: list[str] = []
+    for call in reversed(status.tool_calls):
+        fields = call.component_metadata.metadata.fields
+        if "todo_ids" in fields:
+            order = [v.string_value for v in fields["todo_ids"].list_value.values]
+            break
+    rank = {todo_id: n for n, todo_id in enumerate(order)}
+    return sorted(
+        status.todos.items(),
+        key=lambda kv: (rank.get(kv[0], len(rank)), kv[1].created_at, kv[0]),
+    )
+
+
+def _string_field(struct: Any, name: str) -> str:
+    value = struct.fields.get(name)
+    return value.string_value if value is not None else ""
 
 
 def _window_marker(message: api_pb2.AgentMessage) -> dict[str, int] | None:
@@ -196,6 +219,8 @@ def _tool_call(call: api_pb2.ToolCall) -> dict[str, Any]:
         "requires_approval": call.requires_approval,
         "approval_message": call.approval_message,
         "approved_by": call.approved_by,
+        # A call made by a sub-agent names it (the runner's `component_metadata`).
+        "sub_agent_id": _string_field(call.component_metadata.metadata, "sub_agent_id"),
     }
     if call.HasField("output_ref"):
         found["output_ref"] = as_dict(call.output_ref)

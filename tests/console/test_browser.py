@@ -44,13 +44,14 @@ async def page(browser: Any) -> AsyncIterator[Any]:
         await context.close()
 
 
-async def _screenshot(page: Any, name: str, tmp_path: Path) -> None:
+async def _screenshot(page: Any, name: str, tmp_path: Path, selector: str = "") -> None:
     """Every run takes the screenshots; with STIGMER_CONSOLE_SCREENSHOTS=1 they replace the
     ones docs/console.md shows (ids and times differ on each run, so not by default)."""
     folder = SCREENSHOTS if os.environ.get("STIGMER_CONSOLE_SCREENSHOTS") == "1" else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"console-{name}.png"
-    await page.screenshot(path=str(path), scale="css")
+    target = page.locator(selector).first if selector else page
+    await target.screenshot(path=str(path), scale="css")
     assert path.stat().st_size < 400_000, "screenshots stay small enough to commit"
 
 
@@ -98,9 +99,9 @@ async def test_an_execution_page_shows_the_demo_runs_answer_tool_calls_and_todos
     conversation = await page.locator("#conversation").inner_text()
     assert answer.splitlines()[0] in conversation
 
-    names = await page.locator("#tool-calls details.tool summary b").all_inner_texts()
+    names = await page.locator("#tool-calls details.tool summary b").all_text_contents()
     assert {"write_todos", "write_file", "read_file", "task"} <= set(names)
-    statuses = await page.locator("#tool-calls .tool-status").all_inner_texts()
+    statuses = await page.locator("#tool-calls .tool-status").all_text_contents()
     assert statuses and set(statuses) == {"COMPLETED"}
 
     todos = await page.locator("#todos li.todo").all_inner_texts()
@@ -110,12 +111,19 @@ async def test_an_execution_page_shows_the_demo_runs_answer_tool_calls_and_todos
     # The sub-agent is nested under the `task` call that started it.
     task = page.locator("#tool-calls details.tool", has=page.locator("summary b:text-is('task')"))
     assert await task.locator(".sub-agent").count() == 1
+    # ... and so are the calls the sub-agent made.
+    by_sub = [c for c in final.status.tool_calls if "sub_agent_id" in c.component_metadata.metadata]
+    assert by_sub, "the demo's sub-agent calls tools (the test's premise)"
+    for call in by_sub:
+        assert await task.locator(f".sub-agent details.tool[data-id='{call.id}']").count() == 1
+        assert await page.locator(f"#tool-calls > details.tool[data-id='{call.id}']").count() == 0
 
     # Nothing applies to a completed run: every action button is disabled.
     enabled = await page.locator("#actions button:not([disabled])").count()
     assert enabled == 0
-    await page.locator("#tool-calls details.tool").first.evaluate("d => d.open = true")
+    await task.evaluate("d => d.open = true")
     await _screenshot(page, "execution", tmp_path)
+    await _screenshot(page, "tool-calls", tmp_path, "#tool-calls")
 
 
 async def test_agent_produced_markup_is_shown_as_text(served: Served, page: Any) -> None:

@@ -78,3 +78,15 @@ def test_a_windowed_reply_is_shown_with_its_place_in_the_whole_transcript() -> N
     assert [m["content"] for m in shown["messages"]] == ["forty", "forty-one"]
     assert shown["message_offset"] == 40 and shown["total_messages"] == 42
     assert shown["tool_call_offset"] == 7 and shown["total_tool_calls"] == 8
+
+
+def test_todos_keep_the_agents_order() -> None:
+    execution = api_pb2.AgentExecution()
+    for todo_id, created in (("b", "2026-01-01T00:00:01Z"), ("a", "2026-01-01T00:00:00Z")):
+        execution.status.todos[todo_id].CopyFrom(
+            api_pb2.TodoItem(id=todo_id, content=todo_id, created_at=created)
+        )
+    execution.status.todos["c"].CopyFrom(api_pb2.TodoItem(id="c", content="c"))
+    call = execution.status.tool_calls.add(id="w", name="write_todos")
+    call.component_metadata.metadata.update({"todo_ids": ["b", "a"]})
+    assert [t["id"] for t in present.execution(execution)["todos"]] == ["b", "a", "c"]

@@ -199,37 +199,52 @@
       }
     }
 
+    function toolNode(call, subs, byAgent) {
+      const args = Object.keys(call.args || {}).length ? JSON.stringify(call.args, null, 2) : call.args_preview;
+      const sub = subs[call.id];
+      let subNode = null;
+      if (sub) {
+        const messages = el("div", {});
+        renderMessages(messages, sub.messages, 0, null);
+        subNode = el("div", { className: "sub-agent", "data-sub-agent": sub.id },
+          el("div", { className: "label" }, "sub-agent " + sub.name + " · " + sub.status),
+          el("pre", { className: "text" }, sub.input),
+          (byAgent[sub.id] || []).map((inner) => toolNode(inner, subs, byAgent)),
+          messages,
+          sub.output ? el("pre", { className: "result" }, sub.output) : null,
+          sub.error ? el("pre", { className: "error" }, sub.error) : null);
+      }
+      return el("details", { className: "tool tool-" + call.status.toLowerCase(), "data-id": call.id, open: call.status === "WAITING_APPROVAL" },
+        el("summary", {},
+          el("b", {}, call.name), " ", el("span", { className: "tool-status" }, call.status), " ",
+          el("span", { className: "note" }, seconds(call.started_at, call.completed_at))),
+        call.approval_message ? el("p", { className: "approval" }, call.approval_message) : null,
+        call.status === "WAITING_APPROVAL" ? el("div", { className: "row" },
+          el("button", { "data-action": "approve", "data-call": call.id }, "Approve"),
+          el("button", { "data-action": "skip", "data-call": call.id }, "Skip"),
+          el("button", { "data-action": "reject", "data-call": call.id }, "Reject…")) : null,
+        el("div", { className: "label" }, "arguments"), el("pre", { className: "args" }, args || ""),
+        el("div", { className: "label" }, "result"), el("pre", { className: "result" }, call.result || ""),
+        call.error ? el("pre", { className: "error" }, call.error) : null,
+        call.approved_by ? el("p", { className: "note" }, "decided by " + call.approved_by) : null,
+        contentLinks(call.output_ref),
+        subNode);
+    }
+
     function renderTools(ex) {
       const box = document.getElementById("tool-calls");
       clear(box);
       const subs = {};
       for (const sub of ex.sub_agents) subs[sub.parent_tool_call_id] = sub;
-      if (!ex.tool_calls.length) box.append(el("p", { className: "note" }, "no tool calls"));
+      // Calls made by a sub-agent go under it; the rest are the agent's own.
+      const byAgent = {};
+      const own = [];
       for (const call of ex.tool_calls) {
-        const args = Object.keys(call.args || {}).length ? JSON.stringify(call.args, null, 2) : call.args_preview;
-        const sub = subs[call.id];
-        box.append(el("details", { className: "tool tool-" + call.status.toLowerCase(), "data-id": call.id, open: call.status === "WAITING_APPROVAL" },
-          el("summary", {},
-            el("b", {}, call.name), " ", el("span", { className: "tool-status" }, call.status), " ",
-            el("span", { className: "note" }, seconds(call.started_at, call.completed_at))),
-          call.approval_message ? el("p", { className: "approval" }, call.approval_message) : null,
-          call.status === "WAITING_APPROVAL" ? el("div", { className: "row" },
-            el("button", { "data-action": "approve", "data-call": call.id }, "Approve"),
-            el("button", { "data-action": "skip", "data-call": call.id }, "Skip"),
-            el("button", { "data-action": "reject", "data-call": call.id }, "Reject…")) : null,
-          el("div", { className: "label" }, "arguments"), el("pre", { className: "args" }, args || ""),
-          el("div", { className: "label" }, "result"), el("pre", { className: "result" }, call.result || ""),
-          call.error ? el("pre", { className: "error" }, call.error) : null,
-          call.approved_by ? el("p", { className: "note" }, "decided by " + call.approved_by) : null,
-          contentLinks(call.output_ref),
-          sub ? el("div", { className: "sub-agent" },
-            el("div", { className: "label" }, "sub-agent " + sub.name + " · " + sub.status),
-            el("pre", { className: "text" }, sub.input),
-            (() => { const c = el("div", {}); renderMessages(c, sub.messages, 0, null); return c; })(),
-            sub.output ? el("pre", { className: "result" }, sub.output) : null,
-            sub.error ? el("pre", { className: "error" }, sub.error) : null) : null
-        ));
+        if (call.sub_agent_id && subs[call.sub_agent_id]) (byAgent[call.sub_agent_id] = byAgent[call.sub_agent_id] || []).push(call);
+        else own.push(call);
       }
+      if (!ex.tool_calls.length) box.append(el("p", { className: "note" }, "no tool calls"));
+      for (const call of own) box.append(toolNode(call, subs, byAgent));
     }
 
     function renderTodos(ex) {
