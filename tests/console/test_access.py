@@ -204,3 +204,26 @@ async def test_a_stored_content_opens_whole_as_text_and_downloads(open_stub: Ser
             params={"key": key.replace(execution_id, "aex-00000000000000000000000000")},
         )
         assert other.status_code in {400, 404}, other.text
+
+
+async def test_a_console_port_in_use_stops_the_stub_start_with_an_os_error(
+    stack: Endpoints,
+) -> None:
+    import socket
+    import uuid
+
+    from stigmer_stub.app import running_stub
+    from stigmer_stub.settings import ConsoleSettings
+    from tests.stub.support import stub_settings
+
+    suffix = uuid.uuid4().hex[:10]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        settings = stub_settings(stack, database=f"taken_{suffix}", suffix=suffix).model_copy(
+            update={"console": ConsoleSettings.model_validate({"port": taken})}
+        )
+        with pytest.raises(OSError, match="in use"):
+            async with running_stub(settings):
+                raise AssertionError("the stub started without its console")
