@@ -227,3 +227,54 @@ async def test_a_console_port_in_use_stops_the_stub_start_with_an_os_error(
         with pytest.raises(OSError, match="in use"):
             async with running_stub(settings):
                 raise AssertionError("the stub started without its console")
+
+
+async def test_the_cancel_button_ends_a_run_and_the_page_follows(
+    open_stub: Served, browser: Any
+) -> None:
+    agent = await open_stub.client.create_agent("button-agent", instructions="script: quick")
+    # No runner serves this stub's queue: the run stays PENDING until cancelled.
+    created = await open_stub.client.create_execution("wait here", agent_id=agent.metadata.id)
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        await page.goto(f"{open_stub.url}/executions/{created.metadata.id}")
+        await page.wait_for_selector("body[data-phase='PENDING']")
+        assert await page.is_enabled("#actions button[data-action=cancel]")
+        assert await page.is_enabled("#actions button[data-action=pause]")
+        assert not await page.is_enabled("#actions button[data-action=recover]")
+        assert not await page.is_enabled("#actions button[data-action=approve]")
+        await page.click("#actions button[data-action=cancel]")
+        await page.wait_for_selector(
+            "#action-result:text('cancel done: the execution is CANCELLED')"
+        )
+        await page.wait_for_selector("body[data-phase='CANCELLED']")
+        assert await page.locator("#actions button:not([disabled])").count() == 0
+    finally:
+        await context.close()
+
+
+async def test_an_action_answers_what_the_stub_answers(open_stub: Served) -> None:
+    """Pause goes to the stub's `pause` RPC: the console relays its answer, whatever it is
+    (UNIMPLEMENTED until run control is served, then the paused execution)."""
+    from ai.stigmer.agentic.agentexecution.v1 import io_pb2
+    from grpc import aio
+
+    agent = await open_stub.client.create_agent("pause-agent", instructions="script: quick")
+    first = await open_stub.client.create_execution("one", agent_id=agent.metadata.id)
+    second = await open_stub.client.create_execution("two", agent_id=agent.metadata.id)
+    try:
+        direct = await open_stub.client.execution_commands.pause(
+            io_pb2.PauseAgentExecutionInput(id=first.metadata.id), timeout=30
+        )
+        expected: tuple[int, str] = (200, present.phase_name(direct.status.phase))
+    except aio.AioRpcError as err:
+        expected = (-1, err.code().name)
+    async with httpx.AsyncClient(base_url=open_stub.url, timeout=60) as http:
+        answer = await http.post(f"/api/executions/{second.metadata.id}/pause", json={})
+    if expected[0] == 200:
+        assert answer.status_code == 200 and answer.json()["phase"] == expected[1]
+    else:
+        assert answer.status_code >= 400
+        assert answer.json()["code"] == expected[1] and answer.json()["rpc"] == "pause"
