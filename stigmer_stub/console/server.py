@@ -366,14 +366,15 @@ class Console:
                     await queue.put(("live", json.dumps(dict(event))))
 
         async def events() -> AsyncIterator[str]:
-            yield _sse("execution", json.dumps(present.execution(first)))
-            if first.status.phase in present.TERMINAL_PHASES:
-                yield _sse("end", "{}")
-                return
-            tasks = [asyncio.create_task(pump_snapshots())]
-            if self.settings.redis_url:
-                tasks.append(asyncio.create_task(pump_live()))
+            tasks: list[asyncio.Task[None]] = []
             try:
+                yield _sse("execution", json.dumps(present.execution(first)))
+                if first.status.phase in present.TERMINAL_PHASES:
+                    yield _sse("end", "{}")
+                    return
+                tasks.append(asyncio.create_task(pump_snapshots()))
+                if self.settings.redis_url:
+                    tasks.append(asyncio.create_task(pump_live()))
                 while True:
                     try:
                         item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
@@ -385,8 +386,10 @@ class Console:
                         return
                     yield _sse(*item)
             finally:
+                # The pumps end before the subscription closes (it may be mid-read in one).
                 for task in tasks:
                     task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await snapshots.aclose()
 
         return _event_stream(events())
