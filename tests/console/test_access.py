@@ -278,3 +278,17 @@ async def test_an_action_answers_what_the_stub_answers(open_stub: Served) -> Non
     else:
         assert answer.status_code >= 400
         assert answer.json()["code"] == expected[1] and answer.json()["rpc"] == "pause"
+
+
+async def test_the_list_pages_with_the_stubs_token(open_stub: Served) -> None:
+    agent = await open_stub.client.create_agent("paging-agent", instructions="script: quick")
+    for n in range(3):
+        await open_stub.client.create_execution(f"page {n}", agent_id=agent.metadata.id)
+    async with httpx.AsyncClient(base_url=open_stub.url, timeout=60) as http:
+        first = (await http.get("/api/executions", params={"size": "2"})).json()
+        assert len(first["items"]) == 2 and first["next_token"]
+        second = (
+            await http.get("/api/executions", params={"size": "2", "token": first["next_token"]})
+        ).json()
+    assert second["items"]
+    assert not {r["id"] for r in first["items"]} & {r["id"] for r in second["items"]}
