@@ -57,12 +57,19 @@ def _limits(args: argparse.Namespace) -> Result:
     return run(quick=args.quick, sizes=args.sizes)
 
 
+def _cancel(args: argparse.Namespace) -> Result:
+    from bench.cancel_latency import run
+
+    return run(quick=args.quick)
+
+
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     "builder": ("StatusBuilder throughput", _builder),
     "pipeline": ("Status pipeline", _pipeline),
     "overhead": ("Overhead of an ExecuteGraphton run", _overhead),
     "throughput": ("Throughput end to end", _throughput),
     "limits": ("Sizes against their limits", _limits),
+    "cancel": ("Cancel latency", _cancel),
 }
 
 

@@ -30,8 +30,17 @@ from stigmer_cli.follow import (
     final_answer,
     phase_name,
     summary_line,
+    undecided,
     watch,
     workflow_id,
+)
+from stigmer_cli.runcontrol import (
+    ACTIONS,
+    ApprovalPrompt,
+    NothingToDecide,
+    choose,
+    decide_all,
+    describe_call,
 )
 from stigmer_cli.whole import (
     IncompleteTranscript,
@@ -62,6 +71,12 @@ examples:
   stigmer get aex-01... --json --full
   stigmer output aex-01... call_01... > result.txt
   stigmer delete aex-01...
+  stigmer approve aex-01...                 (the one call waiting for approval)
+  stigmer reject aex-01... call_7 --comment "not on the shared box"
+  stigmer approve aex-01... --all
+  stigmer pause aex-01...  /  stigmer resume aex-01...
+  stigmer terminate aex-01... --reason "runaway"
+  stigmer recover aex-01...                 (a FAILED execution, from its checkpoint)
 
 environment:
   STIGMER_ENDPOINT   default for --endpoint (default: localhost:7234)
@@ -69,7 +84,7 @@ environment:
   STIGMER_REDIS_URL  default for --redis (the worker's live event stream)
 
 Exit status: 0 on success (an execution that COMPLETED), 1 on an error or an execution that
-FAILED or was CANCELLED, 2 on bad usage, 130 when interrupted.
+FAILED, was CANCELLED or TERMINATED, 2 on bad usage, 130 when interrupted.
 """
 
 
@@ -216,7 +231,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("execution_id", metavar="EXECUTION_ID")
     delete.set_defaults(handler=_delete)
+    _run_control_commands(commands)
     return parser
+
+
+def _run_control_commands(commands: Any) -> None:
+    """approve, skip, reject, pause, resume, terminate, recover (contract §7)."""
+    for name, what in (
+        ("approve", "approve a tool call waiting for approval: it runs"),
+        ("skip", "skip a tool call waiting for approval: it does not run, the agent is told so"),
+        ("reject", "reject a tool call waiting for approval: the agent gets your comment instead"),
+    ):
+        decide = commands.add_parser(
+            name,
+            help=what,
+            description=what[0].upper() + what[1:] + ". Without TOOL_CALL_ID, the only call "
+            "waiting is decided (name one when several wait).",
+        )
+        decide.add_argument("execution_id", metavar="EXECUTION_ID")
+        decide.add_argument("tool_call_id", metavar="TOOL_CALL_ID", nargs="?")
+        decide.add_argument(
+            "--comment", default="", help="why; a rejection's comment is the tool's result"
+        )
+        if name == "approve":
+            decide.add_argument(
+                "--all",
+                action="store_true",
+                help="approve every waiting call, and their tools for the rest of the run",
+            )
+        decide.set_defaults(handler=_decide, decision=name)
+    for name, what, reason in (
+        ("pause", "pause a running execution at its next safe point (resume continues it)", True),
+        ("resume", "resume a paused execution from where it stopped", False),
+        ("terminate", "stop an execution at once (TERMINATED, the reason recorded)", True),
+        ("recover", "continue a FAILED execution from its checkpoint in a new run", False),
+    ):
+        control = commands.add_parser(name, help=what, description=what[0].upper() + what[1:])
+        control.add_argument("execution_id", metavar="EXECUTION_ID")
+        if reason:
+            control.add_argument("--reason", default="", help="why (recorded)")
+        control.set_defaults(handler=_control, control=name)
 
 
 def _follow_options(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +285,12 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
         "--plain",
         action="store_true",
         help="line-by-line output even on a terminal (the default when stdout is not one)",
+    )
+    parser.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="do not ask about tool calls waiting for approval (the default when stdin is not "
+        "a terminal); decide them with stigmer approve|skip|reject",
     )
 
 
@@ -316,7 +376,17 @@ async def _follow_to_end(
     renderer: Renderer = (
         RichRenderer(out) if out.is_terminal and not args.plain else PlainRenderer(sys.stdout)
     )
-    view = await watch(client, execution_id, redis_url=args.redis, renderer=renderer, console=out)
+    prompt = None
+    if not args.no_prompt and sys.stdin.isatty():
+        prompt = ApprovalPrompt(client, execution_id, out)
+    view = await watch(
+        client,
+        execution_id,
+        redis_url=args.redis,
+        renderer=renderer,
+        console=out,
+        on_approval=prompt,
+    )
     if isinstance(renderer, RichRenderer):
         out.print(summary_line(view), style="dim")
     if view.phase == enum_pb2.EXECUTION_COMPLETED:
@@ -355,6 +425,10 @@ async def _get(client: StigmerClient, args: argparse.Namespace, out: Console) ->
         ("error", status.error),
         ("message", execution.spec.message),
         ("answer", final_answer(execution)),
+        *(
+            ("waiting", f"{c.id}: {describe_call(c)} -- {c.approval_message}")
+            for c in undecided(execution)
+        ),
     )
     return EXIT_OK
 
@@ -376,6 +450,71 @@ async def _cancel(client: StigmerClient, args: argparse.Namespace, out: Console)
     except RpcFailed as err:
         if err.code is grpc.StatusCode.FAILED_PRECONDITION:
             raise CliError(f"cancel: {err.details} (it is kept as it is)") from err
+        raise
+    _rows(
+        out,
+        ("execution", execution.metadata.id),
+        ("phase", phase_name(execution.status.phase)),
+        ("error", execution.status.error),
+    )
+    return EXIT_OK
+
+
+async def _decide(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
+    execution = await client.get_execution(args.execution_id)
+    try:
+        if getattr(args, "all", False):
+            if args.tool_call_id:
+                raise CliError("approve: --all decides every waiting call; name none")
+            latest = await decide_all(client, execution)
+        else:
+            latest = execution
+            for call in choose(execution, args.tool_call_id):
+                latest = await client.submit_approval(
+                    args.execution_id, call.id, ACTIONS[args.decision], args.comment
+                )
+    except NothingToDecide as err:
+        raise CliError(f"{args.decision}: {err}") from err
+    except RpcFailed as err:
+        if err.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+            raise CliError(f"{args.decision}: {err.details}") from err
+        raise
+    decided = [
+        c
+        for c in latest.status.tool_calls
+        if c.approval_action != enum_pb2.APPROVAL_ACTION_UNSPECIFIED
+        and c.status == enum_pb2.TOOL_CALL_WAITING_APPROVAL
+    ]
+    for call in decided:
+        action = enum_pb2.ApprovalAction.Name(call.approval_action)
+        _rows(
+            out,
+            ("tool call", f"{call.id}: {describe_call(call)}"),
+            ("decision", f"{action.removeprefix('APPROVAL_ACTION_')} by {call.approved_by}"),
+        )
+    still = len(undecided(latest))
+    _rows(
+        out,
+        ("execution", latest.metadata.id),
+        ("phase", phase_name(latest.status.phase)),
+        ("waiting", f"{still} more call(s) to decide" if still else "none: the run goes on"),
+    )
+    return EXIT_OK
+
+
+async def _control(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
+    reason = getattr(args, "reason", "")
+    calls = {
+        "pause": lambda: client.pause(args.execution_id, reason),
+        "resume": lambda: client.resume(args.execution_id),
+        "terminate": lambda: client.terminate(args.execution_id, reason),
+        "recover": lambda: client.recover(args.execution_id),
+    }
+    try:
+        execution = await calls[args.control]()
+    except RpcFailed as err:
+        if err.code is grpc.StatusCode.FAILED_PRECONDITION:
+            raise CliError(f"{args.control}: {err.details}") from err
         raise
     _rows(
         out,

@@ -21,6 +21,7 @@ from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_pb2
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2 as execution_cmd_pb2
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_cmd
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_pb2
@@ -125,11 +126,15 @@ class StigmerClient:
         instructions: str = "",
         description: str = "",
         skill_slugs: Sequence[str] = (),
+        tool_approvals: Sequence[tuple[str, str]] = (),
     ) -> agent_pb2.Agent:
+        """`tool_approvals`: (tool or glob, message) pairs, contract §7's approval gates."""
         agent = agent_pb2.Agent()
         agent.metadata.name = name
         agent.spec.instructions = instructions
         agent.spec.description = description
+        for tool, message in tool_approvals:
+            agent.spec.tool_approvals.add(tool=tool, message=message)
         for slug in skill_slugs:
             agent.spec.skill_refs.add(kind=kind_pb2.ApiResourceKind.skill, slug=slug)
         return await self.apply_agent(agent, create=True)
@@ -239,6 +244,64 @@ class StigmerClient:
             )
         except aio.AioRpcError as err:
             raise RpcFailed("cancel", err.code(), err.details() or "") from err
+        return result
+
+    async def _control(self, method: str, request: Any, *, wait: bool = False) -> Any:
+        """A run-control RPC (contract §7); those that wait for the run get a longer deadline."""
+        try:
+            return await getattr(self.execution_commands, method)(
+                request,
+                timeout=self.timeout + (120 if wait else 0),
+                metadata=self._metadata,
+            )
+        except aio.AioRpcError as err:
+            raise RpcFailed(method, err.code(), err.details() or "") from err
+
+    async def submit_approval(
+        self,
+        execution_id: str,
+        tool_call_id: str,
+        action: enum_pb2.ApprovalAction.ValueType,
+        comment: str = "",
+    ) -> execution_pb2.AgentExecution:
+        """Decide a tool call waiting for approval (APPROVE, SKIP, REJECT, APPROVE_ALL)."""
+        result: execution_pb2.AgentExecution = await self._control(
+            "submitApproval",
+            execution_io.SubmitApprovalInput(
+                agent_execution_id=execution_id,
+                tool_call_id=tool_call_id,
+                action=action,
+                comment=comment,
+            ),
+        )
+        return result
+
+    async def pause(self, execution_id: str, reason: str = "") -> execution_pb2.AgentExecution:
+        """Pause a running execution; returns it once PAUSED (or ended otherwise)."""
+        result: execution_pb2.AgentExecution = await self._control(
+            "pause",
+            execution_io.PauseAgentExecutionInput(id=execution_id, reason=reason),
+            wait=True,
+        )
+        return result
+
+    async def resume(self, execution_id: str) -> execution_pb2.AgentExecution:
+        result: execution_pb2.AgentExecution = await self._control(
+            "resume", execution_io.ResumeAgentExecutionInput(id=execution_id), wait=True
+        )
+        return result
+
+    async def terminate(self, execution_id: str, reason: str = "") -> execution_pb2.AgentExecution:
+        result: execution_pb2.AgentExecution = await self._control(
+            "terminate",
+            execution_io.TerminateAgentExecutionInput(id=execution_id, reason=reason),
+        )
+        return result
+
+    async def recover(self, execution_id: str) -> execution_pb2.AgentExecution:
+        result: execution_pb2.AgentExecution = await self._control(
+            "recover", execution_io.RecoverAgentExecutionInput(id=execution_id)
+        )
         return result
 
     async def delete_execution(self, execution_id: str) -> execution_pb2.AgentExecution:

@@ -3,8 +3,10 @@
 Starts the embedded stack (Temporal with its Web UI, a MongoDB-wire server, Valkey), the stub and
 the agent-runner worker as child processes; creates a demo agent (the scripted model unless
 `STIGMER_LLM_PROVIDER` names a real provider); runs a first turn with live progress and a second
-turn in the same session that recalls the first; prints a summary with the Temporal workflow ids;
-then stops everything, or with `--keep` leaves it running until Ctrl-C.
+turn in the same session that recalls the first; a third turn, with an agent whose shell commands
+wait for approval, stops at the gate and the demo rejects the command with a comment; prints a
+summary with the Temporal workflow ids; then stops everything, or with `--keep` leaves it
+running until Ctrl-C.
 
 Every child runs in its own process group with its output in a log file under `<data-dir>/logs`,
 and gets SIGTERM if this process dies; Ctrl-C and SIGTERM unwind through the same shutdown.
@@ -24,7 +26,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -33,7 +35,7 @@ from typing import IO, TypeVar
 import grpc
 import httpx
 import structlog
-from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 from rich.console import Console
 from rich.markup import escape
 from temporalio.api.enums.v1 import TaskQueueType
@@ -54,6 +56,7 @@ from stigmer_cli.follow import (
     watch,
     workflow_id,
 )
+from stigmer_cli.runcontrol import describe_call
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +85,16 @@ TURN_1 = (
 )
 TURN_2 = "Quick check before I go: what code name did I give you for the release?"
 
+# Turn 3: an agent whose shell commands wait for a person (an approval gate, docs/run-control.md).
+GATED_AGENT_NAME = "careful-engineer"
+GATED_INSTRUCTIONS = (
+    "You are a careful release engineer on a shared build machine. Clean up before a release, "
+    "and report exactly what the shell said."
+)
+GATE_POLICY = ("execute", "The agent wants to run `{command}` on the shared build machine.")
+TURN_3 = "Clean the build directory before we cut the release."
+REJECTION = "Not on the shared box: use `make clean` in your own checkout."
+
 
 class DemoError(Exception):
     """The demo cannot go on; the message says why and where to look."""
@@ -109,6 +122,11 @@ class Model:
     def instructions(self) -> str:
         # The scripted model reads its script from a `script:` line of the instructions.
         return INSTRUCTIONS + ("\n\nscript: demo" if self.scripted else "")
+
+    @property
+    def gated_instructions(self) -> str:
+        """Turn 3's agent; the scripted model asks to run `rm -rf build && echo cleaned`."""
+        return GATED_INSTRUCTIONS + ("\n\nscript: approval" if self.scripted else "")
 
     @property
     def second_turn_model(self) -> str:
@@ -216,7 +234,8 @@ class Demo:
             f"{escape(_relative(self.data_dir))}[/]\n"
             "[dim]Starts Temporal, a MongoDB-wire server, Valkey, the stigmer stub and the worker, "
             "then runs two turns of one conversation: a task with tools, todos and a sub-agent, "
-            "and a question about the first turn.[/]\n"
+            "and a question about the first turn; then a third turn whose shell command waits "
+            "for approval and is rejected with a comment.[/]\n"
         )
 
     def _start_services(self, endpoints: Endpoints) -> None:
@@ -287,7 +306,63 @@ class Demo:
                 model_name=self.model.second_turn_model,
             )
             self._memory_verdict(second)
-            return [first, second]
+            if second.view.phase != enum_pb2.EXECUTION_COMPLETED:
+                return [first, second]
+            third = await self._gated_turn(client, redis_url)
+            return [first, second, third]
+
+    async def _gated_turn(self, client: StigmerClient, redis_url: str) -> Turn:
+        """Turn 3: the agent's shell command stops at an approval gate; the demo plays the
+        person and rejects it with a comment, which the agent gets as the command's result."""
+        try:
+            agent = await client.create_agent(
+                GATED_AGENT_NAME,
+                instructions=self.model.gated_instructions,
+                description="demo agent whose shell commands need approval",
+                tool_approvals=[GATE_POLICY],
+            )
+        except RpcFailed as err:
+            raise DemoError(f"creating the gated demo agent failed: {err}") from err
+        self.out.print(
+            f"\n[green]✓[/] agent [bold]{GATED_AGENT_NAME}[/] [dim]{agent.metadata.id} · "
+            f"`{GATE_POLICY[0]}` waits for approval[/]"
+        )
+        decisions: list[str] = []
+        execution_id: list[str] = [""]  # set by `_turn` once the execution exists
+
+        async def decide(calls: list[api_pb2.ToolCall]) -> None:
+            for call in calls:
+                self.out.print(
+                    f"[bold yellow]approval needed[/] {escape(call.approval_message)}\n"
+                    f"  [dim]{escape(describe_call(call))}[/]\n"
+                    f"[bold blue]you[/] reject: {escape(REJECTION)}"
+                )
+                await client.submit_approval(
+                    execution_id[0],
+                    call.id,
+                    enum_pb2.APPROVAL_ACTION_REJECT,
+                    REJECTION,
+                )
+                decisions.append(call.id)
+
+        turn = await self._turn(
+            client,
+            3,
+            TURN_3,
+            redis_url,
+            agent_id=agent.metadata.id,
+            on_approval=decide,
+            started=execution_id,
+        )
+        answer = final_answer(turn.view.latest) if turn.view.latest else ""
+        if decisions and REJECTION in answer:
+            self.out.print(
+                "[green]✓[/] approval: the command never ran; the agent got the rejection "
+                "as its result [dim](approval gate, LangGraph interrupt, resumed by a decision)[/]"
+            )
+        elif turn.view.phase == enum_pb2.EXECUTION_COMPLETED:
+            self.out.print("[yellow]![/] approval: the run did not stop at the gate; read it above")
+        return turn
 
     async def _turn(
         self,
@@ -299,6 +374,8 @@ class Demo:
         agent_id: str = "",
         session_id: str = "",
         model_name: str = "",
+        on_approval: Callable[[list[api_pb2.ToolCall]], Awaitable[None]] | None = None,
+        started: list[str] | None = None,
     ) -> Turn:
         where = f"same session {session_id}" if session_id else "new session"
         self.out.print(f"\n[bold]turn {number}[/] [dim]· {where}[/]")
@@ -310,13 +387,21 @@ class Demo:
         except RpcFailed as err:
             raise DemoError(f"starting turn {number} failed: {err}") from err
         execution_id = execution.metadata.id
+        if started is not None:
+            started[0] = execution_id
         renderer: Renderer = (
             RichRenderer(self.out)
             if self.out.is_terminal
             else PlainRenderer(self.out.file, summary=False)
         )
         following = asyncio.create_task(
-            watch(client, execution_id, redis_url=redis_url, renderer=renderer)
+            watch(
+                client,
+                execution_id,
+                redis_url=redis_url,
+                renderer=renderer,
+                on_approval=on_approval,
+            )
         )
         try:
             view = await self._while_alive(following, f"turn {number}")

@@ -22,7 +22,8 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
@@ -44,7 +45,12 @@ Phase = enum_pb2.ExecutionPhase
 AgentExecution = api_pb2.AgentExecution
 
 TERMINAL_PHASES = frozenset(
-    {enum_pb2.EXECUTION_COMPLETED, enum_pb2.EXECUTION_FAILED, enum_pb2.EXECUTION_CANCELLED}
+    {
+        enum_pb2.EXECUTION_COMPLETED,
+        enum_pb2.EXECUTION_FAILED,
+        enum_pb2.EXECUTION_CANCELLED,
+        enum_pb2.EXECUTION_TERMINATED,
+    }
 )
 
 PHASE_STYLES: Mapping[int, str] = {
@@ -54,15 +60,25 @@ PHASE_STYLES: Mapping[int, str] = {
     enum_pb2.EXECUTION_COMPLETED: "bold green",
     enum_pb2.EXECUTION_FAILED: "bold red",
     enum_pb2.EXECUTION_CANCELLED: "bold magenta",
+    enum_pb2.EXECUTION_WAITING_FOR_APPROVAL: "bold yellow",
+    enum_pb2.EXECUTION_PAUSED: "yellow",
+    enum_pb2.EXECUTION_TERMINATED: "bold red",
 }
 
 # Tool and sub-agent states share one vocabulary of text "icons".
 _PENDING, _RUNNING, _DONE, _FAILED = "pending", "running", "done", "failed"
+# Run control (contract §7): a call waiting for a person, one a person skipped or rejected, one
+# the run ended before; a sub-agent stopped with its run.
+_WAITING, _SKIPPED, _INTERRUPTED, _CANCELLED = "waiting", "skipped", "interrupted", "cancelled"
 STATE_STYLES: Mapping[str, str] = {
     _PENDING: "dim",
     _RUNNING: "cyan",
     _DONE: "green",
     _FAILED: "red",
+    _WAITING: "bold yellow",
+    _SKIPPED: "yellow",
+    _INTERRUPTED: "magenta",
+    _CANCELLED: "magenta",
 }
 _TOOL_STATES: Mapping[int, str] = {
     enum_pb2.TOOL_CALL_STATUS_UNSPECIFIED: _PENDING,
@@ -70,6 +86,9 @@ _TOOL_STATES: Mapping[int, str] = {
     enum_pb2.TOOL_CALL_RUNNING: _RUNNING,
     enum_pb2.TOOL_CALL_COMPLETED: _DONE,
     enum_pb2.TOOL_CALL_FAILED: _FAILED,
+    enum_pb2.TOOL_CALL_WAITING_APPROVAL: _WAITING,
+    enum_pb2.TOOL_CALL_SKIPPED: _SKIPPED,
+    enum_pb2.TOOL_CALL_INTERRUPTED: _INTERRUPTED,
 }
 _SUB_AGENT_STATES: Mapping[int, str] = {
     enum_pb2.SUB_AGENT_STATUS_UNSPECIFIED: _PENDING,
@@ -77,6 +96,7 @@ _SUB_AGENT_STATES: Mapping[int, str] = {
     enum_pb2.SUB_AGENT_IN_PROGRESS: _RUNNING,
     enum_pb2.SUB_AGENT_COMPLETED: _DONE,
     enum_pb2.SUB_AGENT_FAILED: _FAILED,
+    enum_pb2.SUB_AGENT_CANCELLED: _CANCELLED,
 }
 # Live events name states in text; both spellings seen in the wild are accepted.
 _LIVE_TOOL_STATES: Mapping[str, str] = {
@@ -85,7 +105,28 @@ _LIVE_TOOL_STATES: Mapping[str, str] = {
     "FAILED": _FAILED,
     "TOOL_CALL_FAILED": _FAILED,
 }
-_RANK = {_PENDING: 0, _RUNNING: 1, _DONE: 2, _FAILED: 2}
+_LIVE_APPROVAL_STATES: Mapping[str, str] = {
+    "WAITING_APPROVAL": _WAITING,
+    "TOOL_CALL_WAITING_APPROVAL": _WAITING,
+    "PENDING": _PENDING,
+    "TOOL_CALL_PENDING": _PENDING,
+    "SKIPPED": _SKIPPED,
+    "TOOL_CALL_SKIPPED": _SKIPPED,
+}
+# A waiting call goes back to pending once approved, so the two share a rank. A person's skip
+# or the orchestrator's interruption is final: a tool end the runner reports for a call that
+# did not run (the model is told why) never turns it into a failure.
+_RANK = {
+    _PENDING: 0,
+    _WAITING: 0,
+    _RUNNING: 1,
+    _DONE: 2,
+    _FAILED: 2,
+    _CANCELLED: 2,
+    _SKIPPED: 3,
+    _INTERRUPTED: 3,
+}
+_FINISHED = frozenset({_DONE, _FAILED, _SKIPPED, _INTERRUPTED, _CANCELLED})
 
 TODO_MARKS: Mapping[int, str] = {
     enum_pb2.TODO_STATUS_UNSPECIFIED: "[ ]",
@@ -155,6 +196,7 @@ class ToolView:
     state: str
     result: str = ""
     error: str = ""
+    approval_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +386,7 @@ class ExecutionView:
             state=_TOOL_STATES.get(call.status, _PENDING),
             result=call.result,
             error=call.error,
+            approval_message=call.approval_message,
         )
         return self._put_tool(view)
 
@@ -358,6 +401,7 @@ class ExecutionView:
                 args=view.args or before.args,
                 result=view.result or before.result,
                 error=view.error or before.error,
+                approval_message=view.approval_message or before.approval_message,
             )
             if view == before:
                 return []
@@ -454,6 +498,21 @@ class ExecutionView:
                 error=event.get("error", ""),
             )
             return self._put_tool(view)
+        if kind == "approval":
+            # A gated call waiting (with the approver's message), or resumed with a decision.
+            call_id = event.get("tool_call_id", "")
+            state = _LIVE_APPROVAL_STATES.get(event.get("status", "").upper())
+            if not call_id or state is None:
+                return []
+            known = self.tools.get(call_id)
+            view = ToolView(
+                call_id,
+                event.get("name", "") or (known.name if known else ""),
+                known.args if known else "",
+                state,
+                approval_message=event.get("message", ""),
+            )
+            return self._put_tool(view)
         if kind == "phase":
             phase = parse_phase(event.get("phase", ""))
             # The terminal phase comes from the orchestrator: only its snapshot is final.
@@ -485,6 +544,18 @@ def _parse_time(value: str) -> datetime | None:
 
 
 # -- summaries ------------------------------------------------------------------------------------
+
+
+def undecided(execution: AgentExecution) -> list[api_pb2.ToolCall]:
+    """The calls waiting for a person's decision, while the execution waits for one."""
+    if execution.status.phase != enum_pb2.EXECUTION_WAITING_FOR_APPROVAL:
+        return []
+    return [
+        c
+        for c in execution.status.tool_calls
+        if c.status == enum_pb2.TOOL_CALL_WAITING_APPROVAL
+        and c.approval_action == enum_pb2.APPROVAL_ACTION_UNSPECIFIED
+    ]
 
 
 def final_answer(execution: AgentExecution) -> str:
@@ -533,6 +604,10 @@ class Renderer(Protocol):
 
     def tick(self, view: ExecutionView) -> None: ...
 
+    def suspend(self) -> AbstractContextManager[None]:
+        """Step aside while the person is asked something (an approval)."""
+        ...
+
 
 def _tool_line(tool: ToolView) -> str:
     """`name args -> result`; the state is shown in front by the renderer."""
@@ -541,8 +616,10 @@ def _tool_line(tool: ToolView) -> str:
         line += f" {tool.args}"
     if tool.state == _FAILED and tool.error:
         line += f" -> {_clip(tool.error, 80)}"
-    elif tool.state == _DONE and tool.result:
+    elif tool.state in (_DONE, _SKIPPED) and tool.result:
         line += f" -> {_clip(tool.result, 60)}"
+    elif tool.state == _WAITING and tool.approval_message:
+        line += f" -- needs approval: {_clip(tool.approval_message, 100)}"
     return line
 
 
@@ -591,6 +668,12 @@ class PlainRenderer:
 
     def tick(self, view: ExecutionView) -> None:
         """Plain output has no clock to redraw."""
+
+    @contextlib.contextmanager
+    def suspend(self) -> Iterator[None]:
+        self._end_text()
+        self.out.flush()
+        yield
 
     def show(self, view: ExecutionView, changes: list[Change]) -> None:
         for change in changes:
@@ -684,6 +767,16 @@ class RichRenderer:
         self._view = view
         self._live.update(self._footer(view), refresh=True)
 
+    @contextlib.contextmanager
+    def suspend(self) -> Iterator[None]:
+        if self._view is not None:
+            self._flush_text(self._view)
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
+
     def show(self, view: ExecutionView, changes: list[Change]) -> None:
         self._view = view
         for change in changes:
@@ -694,12 +787,12 @@ class RichRenderer:
                     self._streaming = index
                 case ToolChanged(tool, _):
                     self._flush_text(view)
-                    finished = tool.state in (_DONE, _FAILED)
-                    if finished and tool.name not in _SHOWN_ELSEWHERE:
+                    shown = tool.state in _FINISHED or tool.state == _WAITING
+                    if shown and tool.name not in _SHOWN_ELSEWHERE:
                         self._print_line(_state_line(tool.state, _tool_line(tool)))
                 case SubAgentChanged(sub, _):
                     self._flush_text(view)
-                    if sub.state in (_DONE, _FAILED):
+                    if sub.state in _FINISHED:
                         self._print_line(_state_line(sub.state, _sub_agent_line(sub)))
                 case PhaseChanged():
                     if view.terminal:
@@ -861,8 +954,14 @@ async def watch(
     renderer: Renderer | None = None,
     console: Console | None = None,
     tick_seconds: float = 0.1,
+    on_approval: Callable[[list[api_pb2.ToolCall]], Awaitable[None]] | None = None,
 ) -> ExecutionView:
-    """`follow_execution`, returning the whole view (counts, usage, elapsed time)."""
+    """`follow_execution`, returning the whole view (counts, usage, elapsed time).
+
+    With `on_approval`, calls waiting for a decision are handed to it (once each) while the
+    execution is WAITING_FOR_APPROVAL, with the renderer stepped aside: it asks the person.
+    """
+    asked: set[str] = set()
     console = console or Console()
     renderer = renderer or (
         RichRenderer(console) if console.is_terminal else PlainRenderer(console.file)
@@ -903,6 +1002,11 @@ async def watch(
                     break
                 if isinstance(item, _Snapshot):
                     renderer.show(view, view.apply_snapshot(item.execution))
+                    waiting = [c for c in undecided(item.execution) if c.id not in asked]
+                    if on_approval is not None and waiting:
+                        asked.update(c.id for c in waiting)
+                        with renderer.suspend():
+                            await on_approval(waiting)
                 else:
                     renderer.show(view, view.apply_live(item.fields))
                 if view.terminal:

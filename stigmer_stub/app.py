@@ -25,6 +25,7 @@ from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps, Workflows
 from stigmer_stub.resources import AgentOps, EnvironmentOps, SessionOps
 from stigmer_stub.rpc.server import Operations, build_server
+from stigmer_stub.runcontrol import RunControl, RunControlWorkflows
 from stigmer_stub.settings import LimitsSettings, Settings, SettingsError, load_settings
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.store.collection import Document
@@ -44,26 +45,37 @@ class RunningStub:
 
 
 def build_operations(
-    database: Database, workflows: Workflows, limits: LimitsSettings | None = None
+    database: Database,
+    workflows: Workflows,
+    run_control: RunControlWorkflows | None = None,
+    *,
+    run_control_wait_seconds: float = 60.0,
+    limits: LimitsSettings | None = None,
 ) -> Operations:
     limits = limits or LimitsSettings.model_validate({})
     agents = AgentOps(database)
     sessions = SessionOps(database, cleanup_sandbox=workflows.cleanup_sandbox)
+    executions = ExecutionOps(
+        database,
+        workflows,
+        agents,
+        sessions,
+        max_input_bytes=limits.max_execution_input_bytes,
+        max_reply_bytes=limits.max_reply_bytes,
+    )
     return Operations(
-        executions=ExecutionOps(
-            database,
-            workflows,
-            agents,
-            sessions,
-            max_input_bytes=limits.max_execution_input_bytes,
-            max_reply_bytes=limits.max_reply_bytes,
-        ),
+        executions=executions,
         sessions=sessions,
         agent_instances=agents.instances,
         agents=agents,
         skills=SkillOps(database),
         environments=EnvironmentOps(database.environments),
         content=ContentOps(database, max_content_bytes=limits.max_content_bytes),
+        run_control=(
+            RunControl(executions, run_control, wait_seconds=run_control_wait_seconds)
+            if run_control is not None
+            else None
+        ),
     )
 
 
@@ -94,12 +106,19 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
 
         client = await temporal.connect(settings.temporal)
         workflows = temporal.TemporalWorkflows(client, settings.temporal, settings.workflow)
-        ops = build_operations(database, workflows, settings.limits)
+        ops = build_operations(
+            database,
+            workflows,
+            workflows,
+            run_control_wait_seconds=settings.temporal.cancel_wait_seconds,
+            limits=settings.limits,
+        )
+        stub_activities = StubActivities(ops.executions)
         worker = Worker(
             client,
             task_queue=settings.temporal.workflow_task_queue,
             workflows=[InvokeAgentExecution, CleanupSessionSandbox],
-            activities=[StubActivities(ops.executions).finalize],
+            activities=[stub_activities.finalize, stub_activities.seconds_since_last_event],
             graceful_shutdown_timeout=timedelta(seconds=settings.grpc.shutdown_grace_seconds),
             # Explicit: the SDK's default build id hashes every loaded module, seconds of CPU.
             build_id="stigmer-stub",

@@ -22,7 +22,7 @@ from stigmer_stub.errors import (
 )
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
-from stigmer_stub.merge import is_terminal, merge_status
+from stigmer_stub.merge import is_terminal, merge_status, settle
 from stigmer_stub.resources import (
     AgentOps,
     Clock,
@@ -32,8 +32,14 @@ from stigmer_stub.resources import (
     tags_query,
     utc_now,
 )
-from stigmer_stub.secret_values import keep_masked_secrets
-from stigmer_stub.status_wire import ENTRY_TYPES, SplitStatus, split_status
+from stigmer_stub.secret_values import keep_masked_secrets, present_execution
+from stigmer_stub.status_wire import (
+    ENTRY_TYPES,
+    SplitStatus,
+    assemble,
+    chunk,
+    split_status,
+)
 from stigmer_stub.status_wire import varint as _varint
 from stigmer_stub.store.database import Database
 from stigmer_stub.store.executions import EncodedPage, MergedStatus
@@ -265,7 +271,30 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             attempt=None if attempt is None else attempt.label,
             seq=None if attempt is None else attempt.seq,
         )
+        if is_terminal(merged.head.status.phase):
+            return await self._settled(execution_id, merged)
         return merged
+
+    async def _settled(self, execution_id: str, merged: MergedStatus) -> MergedStatus:
+        """An ended execution with nothing left running (`merge.settle`): its open tool calls
+        INTERRUPTED, its running sub-agents CANCELLED or FAILED. Parses the lists, but only
+        for the few updates that land on an ended execution."""
+        if not settle(api_pb2.AgentExecution.FromString(merged.encoded).status):
+            return merged
+
+        def change(execution: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+            settle(execution.status)
+            return execution
+
+        settled = await self.executions.mutate(execution_id, change, field="execution_id")
+        log.info("execution_settled", execution_id=execution_id)
+        head = api_pb2.AgentExecution()
+        head.CopyFrom(settled)
+        split = split_status(settled.status)
+        head.status.CopyFrom(split.rest)
+        chunks = {name: chunk(name, entries) for name, entries in split.lists.items()}
+        shown = present_execution(head).SerializeToString(deterministic=True)
+        return MergedStatus(head, assemble(shown, chunks.values()), chunks, shown)
 
     def keep_status(self, stored: api_pb2.AgentExecution, incoming: api_pb2.AgentExecution) -> None:
         incoming.status.CopyFrom(stored.status)

@@ -1,9 +1,10 @@
 """Attempt fencing of `updateStatus`: which runner attempt may still write an execution's status.
 
 The January request carries no attempt, so the runner sends it in gRPC metadata:
-`x-stigmer-attempt: <workflow run id>/<activity attempt>` and `x-stigmer-seq: <n>`, the
-number of the update within that attempt (it grows with every call, retries included). The
-stub keeps, per execution, a `fence` document field (never part of the proto):
+`x-stigmer-attempt: <run key>/<activity attempt>` (the runner's run key is
+`<workflow run id>:<activity id>`) and `x-stigmer-seq: <n>`, the number of the update within
+that attempt (it grows with every call, retries included). The stub keeps, per execution, a
+`fence` document field (never part of the proto):
 
 - `runs`: the workflow run ids seen, in the order they first wrote (a new run, started by
   `recover`, comes after the runs before it);

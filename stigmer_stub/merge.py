@@ -74,3 +74,46 @@ def merge_status(
         if incoming.completed_at:
             merged.completed_at = incoming.completed_at
     return merged
+
+
+_UNSETTLED_CALLS = frozenset(
+    {
+        enum_pb2.ToolCallStatus.TOOL_CALL_PENDING,
+        enum_pb2.ToolCallStatus.TOOL_CALL_RUNNING,
+        enum_pb2.ToolCallStatus.TOOL_CALL_WAITING_APPROVAL,
+    }
+)
+_RUNNING_SUB_AGENTS = frozenset(
+    {enum_pb2.SubAgentStatus.SUB_AGENT_PENDING, enum_pb2.SubAgentStatus.SUB_AGENT_IN_PROGRESS}
+)
+
+
+def settle(status: api_pb2.AgentExecutionStatus) -> bool:
+    """Once the execution has ended, nothing in it is still going (contract §7): every tool
+    call still PENDING, RUNNING or WAITING_APPROVAL becomes TOOL_CALL_INTERRUPTED, and every
+    sub-agent still pending or running becomes CANCELLED (the run was cancelled or terminated)
+    or FAILED (it failed, or completed without it). Changes `status` in place; True if it did.
+    """
+    phase = status.phase
+    if not is_terminal(phase):
+        return False
+    changed = False
+    for call in status.tool_calls:
+        if call.status in _UNSETTLED_CALLS:
+            call.status = enum_pb2.ToolCallStatus.TOOL_CALL_INTERRUPTED
+            if not call.completed_at and status.completed_at:
+                call.completed_at = status.completed_at
+            changed = True
+    stopped = phase in (
+        enum_pb2.ExecutionPhase.EXECUTION_CANCELLED,
+        enum_pb2.ExecutionPhase.EXECUTION_TERMINATED,
+    )
+    for sub in status.sub_agent_executions:
+        if sub.status in _RUNNING_SUB_AGENTS:
+            sub.status = (
+                enum_pb2.SubAgentStatus.SUB_AGENT_CANCELLED
+                if stopped
+                else enum_pb2.SubAgentStatus.SUB_AGENT_FAILED
+            )
+            changed = True
+    return changed

@@ -148,6 +148,17 @@ class WorkflowSettings(BaseSettings):
     # The Go server allows one attempt; the runner resumes a retried attempt from its
     # checkpoint, so a transient failure is worth another try. Non-retryable errors stop at once.
     execute_attempts: int = Field(3, ge=1, le=100, validation_alias="STIGMER_STUB_EXECUTE_ATTEMPTS")
+    # Run control: an attempt lost with its worker (heartbeat timeout) is invoked again, so a
+    # run survives a lost worker even under a 1-attempt policy; the delay doubles each time.
+    lost_worker_reinvokes: int = Field(
+        3, ge=0, le=100, validation_alias="STIGMER_STUB_LOST_WORKER_REINVOKES"
+    )
+    lost_worker_backoff_seconds: float = Field(
+        5.0, ge=0, validation_alias="STIGMER_STUB_LOST_WORKER_BACKOFF_SECONDS"
+    )
+    # A run whose execution gets no status update for this long ends FAILED "stalled: no
+    # events for N s" (recoverable); 0 turns the check off.
+    stall_seconds: float = Field(300.0, ge=0, validation_alias="STIGMER_STUB_STALL_SECONDS")
     # 0 means no run timeout: the activity timeouts above already bound every step.
     run_timeout_seconds: float = Field(
         0.0, ge=0, validation_alias="STIGMER_STUB_WORKFLOW_RUN_TIMEOUT_SECONDS"

@@ -17,10 +17,12 @@ from stigmer_stub.logs import get_logger
 from stigmer_stub.settings import TemporalSettings, WorkflowSettings
 from stigmer_stub.workflow import (
     MEMO_ACTIVITY_TASK_QUEUE,
+    QUERY_PENDING_APPROVALS,
     WORKFLOW_TYPE,
     CleanupSessionSandbox,
     InvokeAgentExecution,
     InvokeOptions,
+    PendingApproval,
     cleanup_workflow_id,
     workflow_id,
 )
@@ -46,6 +48,9 @@ def invoke_options(settings: WorkflowSettings) -> InvokeOptions:
         execute_heartbeat_seconds=settings.execute_heartbeat_seconds,
         execute_schedule_to_start_seconds=settings.execute_schedule_to_start_seconds,
         execute_attempts=settings.execute_attempts,
+        lost_worker_reinvokes=settings.lost_worker_reinvokes,
+        lost_worker_backoff_seconds=settings.lost_worker_backoff_seconds,
+        stall_seconds=settings.stall_seconds,
     )
 
 
@@ -114,3 +119,34 @@ class TemporalWorkflows:
             log.warning("workflow_cancel_wait_timed_out", workflow_id=handle.id)
         except RPCError as err:
             raise Unavailable(f"wait for {handle.id}: {err}") from err
+
+    async def signal(self, execution_id: str, name: str, *args: object) -> None:
+        handle = self._client.get_workflow_handle(workflow_id(execution_id))
+        try:
+            await handle.signal(name, args=list(args), rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise Unavailable(f"{handle.id} is not running") from err
+            raise Unavailable(f"signal {name} to {handle.id}: {err}") from err
+        log.info("workflow_signalled", workflow_id=handle.id, signal=name)
+
+    async def terminate(self, execution_id: str, reason: str) -> None:
+        handle = self._client.get_workflow_handle(workflow_id(execution_id))
+        try:
+            await handle.terminate(reason=reason, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return  # never started, or already ended
+            raise Unavailable(f"terminate {handle.id}: {err}") from err
+        log.info("workflow_terminated", workflow_id=handle.id)
+
+    async def pending_approvals(self, execution_id: str) -> list[PendingApproval]:
+        """The workflow's `pendingApprovals` query (what the Temporal UI shows too)."""
+        handle = self._client.get_workflow_handle(workflow_id(execution_id))
+        try:
+            result: list[PendingApproval] = await handle.query(
+                QUERY_PENDING_APPROVALS, result_type=list[PendingApproval], rpc_timeout=RPC_TIMEOUT
+            )
+        except RPCError as err:
+            raise Unavailable(f"query {handle.id}: {err}") from err
+        return result

@@ -166,6 +166,7 @@ async def run(
             content=OffloadSupport(
                 orchestrator.content_store(), settings.content, meter=metrics.content_upload
             ),
+            run_control=orchestrator,
         )
         activities = RunnerActivities(
             orchestrator,
@@ -193,6 +194,14 @@ async def run(
                 seconds=settings.temporal.graceful_shutdown_seconds
             ),
             interceptors=[InFlightInterceptor(in_flight, metrics)],
+            # The SDK sends at most one heartbeat per 80 % of the heartbeat timeout (24 s at the
+            # orchestrator's 30 s) unless capped: a cancel or pause is only seen on a heartbeat.
+            max_heartbeat_throttle_interval=timedelta(
+                seconds=settings.temporal.heartbeat_throttle_seconds
+            ),
+            default_heartbeat_throttle_interval=timedelta(
+                seconds=settings.temporal.heartbeat_throttle_seconds
+            ),
             # Explicit: the SDK's default build id hashes every loaded module, seconds of CPU.
             build_id=f"agent-runner-{_version()}",
         )

@@ -80,6 +80,19 @@ class LiveEvents(Protocol):
     async def close_stream(self, execution_id: str) -> None: ...
 
 
+class RunControl(Protocol):
+    """What approval gates and pause need of the orchestrator (contract §7)."""
+
+    async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
+        """The execution as stored now (decisions, the requested transition), not as the
+        workflow passed it at create time."""
+        ...
+
+    async def supports_run_control(self) -> bool:
+        """Whether the orchestrator serves the §7 run-control RPCs (asked once per process)."""
+        ...
+
+
 class Orchestrator(StatusSink, SessionStore, AgentCatalog, Protocol):
     """The orchestrator as a run needs it (one gRPC adapter implements all of it)."""
 

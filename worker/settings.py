@@ -91,7 +91,10 @@ class TemporalSettings(BaseSettings):
         60.0, ge=0, le=3600, validation_alias="WORKER_GRACEFUL_SHUTDOWN_SECONDS"
     )
     heartbeat_interval_seconds: float = Field(
-        5.0, gt=0, le=25, validation_alias="WORKER_HEARTBEAT_INTERVAL_SECONDS"
+        2.0, gt=0, le=25, validation_alias="WORKER_HEARTBEAT_INTERVAL_SECONDS"
+    )
+    heartbeat_throttle_seconds: float = Field(
+        1.0, gt=0, le=60, validation_alias="WORKER_HEARTBEAT_THROTTLE_SECONDS"
     )
     payload_encryption_key: SecretStr | None = Field(
         None,

@@ -64,7 +64,11 @@ NOTES: dict[str, str] = {
     "before they are cancelled. Keep Kubernetes' `terminationGracePeriodSeconds` longer.",
     "WORKER_HEARTBEAT_INTERVAL_SECONDS": "Activity heartbeat period; below the orchestrator's "
     "30 s heartbeat timeout. An activity scheduled with a shorter heartbeat timeout beats every "
-    "third of that timeout instead.",
+    "third of that timeout instead. A cancel or pause reaches a run on its next heartbeat, so "
+    "this bounds how fast they land.",
+    "WORKER_HEARTBEAT_THROTTLE_SECONDS": "The most the Temporal SDK may hold back a heartbeat "
+    "(its `max_heartbeat_throttle_interval`). Unset in the SDK, that is 80 % of the heartbeat "
+    "timeout (24 s at the orchestrator's 30 s), and a cancel took that long to be seen.",
     "STIGMER_BACKEND_ENDPOINT": "The orchestrator's gRPC `host:port`.",
     "STIGMER_API_KEY": "Static bearer token for orchestrator calls (alternative to OAuth2).",
     "STIGMER_BACKEND_TLS": "TLS to the orchestrator. Unset: on in `cloud` mode.",

@@ -41,6 +41,7 @@ from stigmer_stub.resources import AgentInstanceOps, AgentOps, EnvironmentOps, S
 from stigmer_stub.rpc import servicers
 from stigmer_stub.rpc.guard import GuardInterceptor
 from stigmer_stub.rpc.interceptor import ErrorInterceptor
+from stigmer_stub.runcontrol import RunControl
 from stigmer_stub.settings import GrpcSettings
 from stigmer_stub.skills import SkillOps
 
@@ -73,6 +74,8 @@ class Operations:
     skills: SkillOps
     environments: EnvironmentOps
     content: ContentOps
+    run_control: RunControl | None = None
+    """Contract §7 run control; without it those RPCs answer UNIMPLEMENTED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ def build_server(
         ],
     )
     servicers.add_execution_commands(
-        servicers.AgentExecutionCommands(ops.executions, ops.content), server
+        servicers.AgentExecutionCommands(ops.executions, ops.content, ops.run_control), server
     )
     servicers.add_execution_queries(
         servicers.AgentExecutionQueries(ops.executions, ops.content), server

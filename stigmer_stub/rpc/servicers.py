@@ -51,6 +51,7 @@ from stigmer_stub.resources import (
     SessionOps,
     tags_query,
 )
+from stigmer_stub.runcontrol import RunControl
 from stigmer_stub.secret_values import present_environment, present_execution
 from stigmer_stub.skills import SkillOps
 from stigmer_stub.status_wire import parse_update, split_view, varint
@@ -83,9 +84,17 @@ def _execution_list(context: Context, page: EncodedPage) -> bytes:
 
 
 class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServicer):
-    def __init__(self, ops: ExecutionOps, content: ContentOps) -> None:
+    def __init__(
+        self, ops: ExecutionOps, content: ContentOps, run_control: RunControl | None = None
+    ) -> None:
         self.ops = ops
         self.content = content
+        self.run_control = run_control
+
+    async def _control(self, context: Context, method: str) -> RunControl:
+        if self.run_control is None:
+            await _not_yet(context, method)
+        return self.run_control
 
     async def create(
         self, request: execution_pb2.AgentExecution, context: Context
@@ -122,13 +131,16 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     ) -> execution_pb2.AgentExecution:
         return self._bounded(present_execution(await self.ops.delete(request.value)))
 
-    # Contract §7 methods. Those this stub does not serve yet answer UNIMPLEMENTED, which is what
-    # a runner probing for them takes as "the January contract" (contract.md §7).
+    # Contract §7 methods (stigmer_stub.runcontrol). Without run control they answer
+    # UNIMPLEMENTED, which is what a runner probing for them takes as "the January contract".
 
     async def submitApproval(
         self, request: execution_io.SubmitApprovalInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        await _not_yet(context, "submitApproval")
+        control = await self._control(context, "submitApproval")
+        return await control.submit_approval(
+            request.agent_execution_id, request.tool_call_id, request.action, request.comment
+        )
 
     async def cancel(
         self, request: execution_io.CancelAgentExecutionInput, context: Context
@@ -138,22 +150,26 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
     async def terminate(
         self, request: execution_io.TerminateAgentExecutionInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        await _not_yet(context, "terminate")
+        control = await self._control(context, "terminate")
+        return await control.terminate(request.id, request.reason)
 
     async def pause(
         self, request: execution_io.PauseAgentExecutionInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        await _not_yet(context, "pause")
+        control = await self._control(context, "pause")
+        return await control.pause(request.id, request.reason)
 
     async def resume(
         self, request: execution_io.ResumeAgentExecutionInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        await _not_yet(context, "resume")
+        control = await self._control(context, "resume")
+        return await control.resume(request.id)
 
     async def recover(
         self, request: execution_io.RecoverAgentExecutionInput, context: Context
     ) -> execution_pb2.AgentExecution:
-        await _not_yet(context, "recover")
+        control = await self._control(context, "recover")
+        return await control.recover(request.id)
 
     async def uploadContent(
         self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context

@@ -359,9 +359,9 @@ async def test_every_status_update_names_the_activity_attempt_and_its_number(
     runtime = FakeRuntime([*tool_turn(1), *final_turn()], delay=0.05)
     acts = make_activities(tmp_path, fake, runtime)
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, workflow_run_id="run-42", attempt=3)
+    env.info = dataclasses.replace(env.info, workflow_run_id="run-42", activity_id="7", attempt=3)
     await env.run(acts.execute_graphton, an_execution(), "t")
     assert len(fake.update_metadata) >= 2
-    assert {m[fencing.ATTEMPT_HEADER] for m in fake.update_metadata} == {"run-42/3"}
+    assert {m[fencing.ATTEMPT_HEADER] for m in fake.update_metadata} == {"run-42:7/3"}
     numbers = [int(m[fencing.SEQ_HEADER]) for m in fake.update_metadata]
     assert numbers == sorted(set(numbers)), "numbers grow with every update"

@@ -3,6 +3,11 @@
 It records every call with its request and metadata, answers from in-memory resources, and can be
 told to fail a method with a status code or to stall, so the client's deadlines, auth metadata,
 size limits and error translation are exercised over a real HTTP/2 connection.
+
+By default it is an orchestrator of the January contract: the §7 run-control RPCs answer
+UNIMPLEMENTED. With `run_control=True` it serves `submitApproval` far enough for the runner's
+probe, and a test records a person's decision with `decide` and a pause with `request_pause`,
+the way docs/run-control.md says an orchestrator stores them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import command_pb2_grpc as execution_command
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 from ai.stigmer.agentic.agentexecution.v1 import query_pb2_grpc as execution_query
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.agentinstance.v1 import query_pb2_grpc as instance_query
@@ -53,6 +59,35 @@ class FakeOrchestrator:
     calls: list[RecordedCall] = field(default_factory=list)
     failures: dict[str, tuple[grpc.StatusCode, str]] = field(default_factory=dict)
     stall_seconds: float = 0.0
+    run_control: bool = False
+
+    def decide(
+        self,
+        execution_id: str,
+        tool_call_id: str,
+        action: execution_enum.ApprovalAction.ValueType,
+        comment: str = "",
+        *,
+        by: str = "tester",
+        at: str = "2026-01-01T00:00:00Z",
+    ) -> None:
+        """Record a decision on a waiting call of the stored execution (as `submitApproval`)."""
+        status = self.executions[execution_id].status
+        calls = [c for c in status.tool_calls if c.id == tool_call_id]
+        calls += [c for m in status.messages for c in m.tool_calls if c.id == tool_call_id]
+        if not calls:
+            raise KeyError(f"no tool call {tool_call_id} on {execution_id}")
+        for call in calls:
+            if call.status != execution_enum.TOOL_CALL_WAITING_APPROVAL:
+                raise ValueError(f"tool call {tool_call_id} is not waiting for approval")
+            call.approval_action = action
+            call.approved_by = by
+            call.approval_decided_at = at
+            call.result = comment
+
+    def request_pause(self, execution_id: str) -> None:
+        execution = self.executions[execution_id]
+        execution.metadata.annotations["stigmer.ai/requested-transition"] = "pause"
 
     async def enter(
         self, method: str, request: Any, context: aio.ServicerContext[Any, Any]
@@ -82,6 +117,25 @@ class _Executions(execution_command.AgentExecutionCommandControllerServicer):
         )
         execution.status.CopyFrom(request.status)
         return execution
+
+    async def submitApproval(self, request: Any, context: Any) -> execution_api.AgentExecution:
+        await self.fake.enter("submitApproval", request, context)
+        if not self.fake.run_control:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        if request.action == execution_enum.APPROVAL_ACTION_UNSPECIFIED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "action is unspecified")
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "tests decide through the fake")
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+
+class _ExecutionQuery(execution_query.AgentExecutionQueryControllerServicer):
+    def __init__(self, fake: FakeOrchestrator) -> None:
+        self.fake = fake
+
+    async def get(self, request: Any, context: Any) -> execution_api.AgentExecution:
+        await self.fake.enter("getExecution", request, context)
+        found = self.fake.executions.get(request.value)
+        return found if found is not None else await self.fake.missing(context, "execution")
 
 
 class _ExecutionQuery(execution_query.AgentExecutionQueryControllerServicer):

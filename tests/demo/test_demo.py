@@ -26,7 +26,9 @@ def _gone(pid: int) -> bool:
     return True
 
 
-def test_demo_runs_two_turns_that_remember_and_leaves_no_process_behind(tmp_path: Path) -> None:
+def test_demo_runs_turns_that_remember_and_stop_at_a_gate_and_leaves_no_process_behind(
+    tmp_path: Path,
+) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -55,8 +57,15 @@ def test_demo_runs_two_turns_that_remember_and_leaves_no_process_behind(tmp_path
     # The scripted `memory` model quotes the session's earlier messages: turn 1's request.
     assert "Earlier in this conversation you said 1 thing(s):" in out, context
     assert 'memory: turn 2 recalled "Blue Heron" from turn 1' in out, context
+    # Turn 3 stops at an approval gate; the rejection's comment is what the agent answers.
+    assert "approval needed The agent wants to run `rm -rf build && echo cleaned`" in out, context
+    assert "[waiting] execute -- needs approval: The agent wants to run" in out, context
+    skipped = "[skipped] execute rm -rf build && echo cleaned -> Not on the shared box"
+    assert out.count(skipped) == 1 and "[failed] execute" not in out, context
+    assert re.search(r"✓ turn 3 COMPLETED", out), context
+    assert "approval: the command never ran; the agent got the rejection" in out, context
     workflows = re.findall(r"stigmer/agent-execution/invoke/aex-[0-9a-z]+", out)
-    assert len(set(workflows)) == 2, context
+    assert len(set(workflows)) == 3, context
     assert "/namespaces/default/workflows/stigmer%2Fagent-execution%2Finvoke%2Faex-" in out
     # The stub serves the web console; the summary links each turn's page there.
     assert re.search(r"web console\s+http://127\.0\.0\.1:\d+/executions/aex-", out), context

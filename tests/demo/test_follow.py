@@ -443,3 +443,82 @@ def test_a_windowed_snapshot_keys_its_messages_by_their_place_in_the_whole_trans
     assert len(windowed.status.messages) < 30  # a marker and the latest messages
     assert changes == [TextAppended(29, " and more")]
     assert view.texts[29].endswith(" and more")
+
+
+def test_a_gated_call_shows_waiting_with_its_message_then_its_decision() -> None:
+    out = io.StringIO()
+    renderer = PlainRenderer(out, summary=False)
+    view = ExecutionView("aex-1")
+    waiting = view.apply_live(
+        {
+            "type": "approval",
+            "tool_call_id": "c1",
+            "name": "execute",
+            "status": "WAITING_APPROVAL",
+            "message": "Clean the build directory?",
+        }
+    )
+    renderer.show(view, waiting)
+    run = Run()
+    run.start()
+    index = run.say("Cleaning up")
+    run.call(index, "c1", "execute", command="rm -rf build")
+    call = run.status.tool_calls[-1]
+    call.status = e.TOOL_CALL_SKIPPED
+    call.result = "not on the shared box"
+    run.status.phase = e.EXECUTION_WAITING_FOR_APPROVAL
+    renderer.show(view, view.apply_snapshot(run.snapshot()))
+    run.end(e.EXECUTION_TERMINATED)
+    renderer.show(view, view.apply_snapshot(run.snapshot()))
+
+    lines = out.getvalue()
+    assert "[waiting] execute -- needs approval: Clean the build directory?" in lines
+    assert "-- WAITING_FOR_APPROVAL" in lines
+    assert "[skipped] execute rm -rf build -> not on the shared box" in lines
+    assert view.terminal  # TERMINATED is an end like the others
+
+
+def test_an_approved_call_goes_back_to_pending_and_an_ended_run_interrupts_the_rest() -> None:
+    view = ExecutionView("aex-1")
+    view.apply_live(
+        {"type": "approval", "tool_call_id": "c1", "name": "execute", "status": "WAITING_APPROVAL"}
+    )
+    changes = view.apply_live(
+        {"type": "approval", "tool_call_id": "c1", "status": "PENDING", "action": "APPROVE"}
+    )
+    assert [(c.tool.state, c.before) for c in changes if isinstance(c, ToolChanged)] == [
+        ("pending", "waiting")
+    ]
+    run = Run()
+    run.start()
+    index = run.say("Working")
+    run.call(index, "c1", "execute", command="make")
+    run.status.tool_calls[-1].status = e.TOOL_CALL_INTERRUPTED
+    view.apply_snapshot(run.snapshot())
+    assert view.tools["c1"].state == "interrupted"
+
+
+def test_a_skipped_call_stays_skipped_whatever_the_runner_reports_after() -> None:
+    view = ExecutionView("aex-1")
+    view.apply_live(
+        {"type": "approval", "tool_call_id": "c1", "name": "execute", "status": "SKIPPED"}
+    )
+    late = view.apply_live(
+        {"type": "tool_end", "tool_call_id": "c1", "status": "failed", "error": "rejected"}
+    )
+    assert late == []
+    assert view.tools["c1"].state == "skipped"
+
+
+def test_the_rich_view_steps_aside_while_the_person_is_asked() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    view = ExecutionView("aex-1")
+    run = Run()
+    run.start()
+    with RichRenderer(console) as renderer:
+        renderer.show(view, view.apply_snapshot(run.snapshot()))
+        with renderer.suspend():
+            console.print("approval needed for tool call c1")
+        renderer.show(view, view.apply_snapshot(run.snapshot()))
+    assert "approval needed for tool call c1" in out.getvalue()

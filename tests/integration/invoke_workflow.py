@@ -14,6 +14,7 @@ from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+    from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 
 EXECUTION_TYPE = b"ai.stigmer.agentic.agentexecution.v1.AgentExecution"
 
@@ -100,3 +101,45 @@ class InvokeRawForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+
+
+@workflow.defn(name="test/agent-execution/invoke-gated")
+class InvokeWithGatesForTest:
+    """Like `InvokeForTest`, but an attempt that ends WAITING_FOR_APPROVAL waits (no activity
+    running) for the test's `decided` signal, then calls ExecuteGraphton again, as the
+    orchestrator's workflow does once the decisions are recorded. Returns the last status."""
+
+    def __init__(self) -> None:
+        self._signals = 0
+
+    @workflow.signal
+    def decided(self) -> None:
+        self._signals += 1
+
+    @workflow.run
+    async def run(
+        self, execution: execution_api.AgentExecution, queue: str
+    ) -> execution_api.AgentExecutionStatus:
+        thread_id: str = await workflow.execute_activity(
+            "EnsureThread",
+            args=[execution.spec.session_id, execution.spec.agent_id],
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            result_type=str,
+        )
+        gates = 0
+        while True:
+            status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
+                "ExecuteGraphton",
+                args=[execution, thread_id],
+                task_queue=queue,
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=execution_api.AgentExecutionStatus,
+            )
+            if status.phase != execution_enum.EXECUTION_WAITING_FOR_APPROVAL:
+                return status
+            gates += 1
+            await workflow.wait_condition(lambda gates=gates: self._signals >= gates)

@@ -245,7 +245,7 @@ class Cluster:
 
     # The stub -----------------------------------------------------------------------------
 
-    def stub_env(self) -> dict[str, str]:
+    def stub_env(self, **overrides: str) -> dict[str, str]:
         e = self.stack.endpoints
         return {
             "LOG_LEVEL": "INFO",
@@ -264,12 +264,16 @@ class Cluster:
             "STIGMER_STUB_EXECUTE_HEARTBEAT_SECONDS": str(HEARTBEAT_TIMEOUT_SECONDS),
             "STIGMER_STUB_EXECUTE_ATTEMPTS": str(EXECUTE_ATTEMPTS),
             "STIGMER_STUB_EXECUTE_TIMEOUT_SECONDS": "300",
+            "STIGMER_STUB_LOST_WORKER_BACKOFF_SECONDS": "1",
+            **overrides,
         }
 
-    async def start_stub(self) -> Proc:
+    async def start_stub(self, **env: str) -> Proc:
+        """Start the stub; `env` overrides its settings (e.g. the Go orchestrator's single
+        ExecuteGraphton attempt)."""
         self._serial += 1
         self.stub = spawn(
-            f"stub-{self._serial}", ["-m", "stigmer_stub"], self.stub_env(), self.logs
+            f"stub-{self._serial}", ["-m", "stigmer_stub"], self.stub_env(**env), self.logs
         )
         if self._client is None:
             self._client = StigmerClient(self.stub_address, timeout_seconds=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 
-from stigmer_stub.merge import is_terminal, merge_status
+from stigmer_stub.merge import is_terminal, merge_status, settle
 
 Phase = enum_pb2.ExecutionPhase
 
@@ -98,3 +98,70 @@ def test_usage_is_replaced_when_sent_and_kept_when_not() -> None:
     # Usage is part of the transcript, not of the outcome: it still lands after a terminal phase.
     done = status(phase=Phase.EXECUTION_COMPLETED, usage=current.usage)
     assert merge_status(done, status(usage=newer)).usage.total.total_tokens == 9
+
+
+def _open_run() -> api_pb2.AgentExecutionStatus:
+    tool = enum_pb2.ToolCallStatus
+    sub = enum_pb2.SubAgentStatus
+    return status(
+        tool_calls=[
+            api_pb2.ToolCall(id="pending", status=tool.TOOL_CALL_PENDING),
+            api_pb2.ToolCall(id="running", status=tool.TOOL_CALL_RUNNING),
+            api_pb2.ToolCall(id="waiting", status=tool.TOOL_CALL_WAITING_APPROVAL),
+            api_pb2.ToolCall(id="done", status=tool.TOOL_CALL_COMPLETED, completed_at="t1"),
+            api_pb2.ToolCall(id="skipped", status=tool.TOOL_CALL_SKIPPED),
+        ],
+        sub_agent_executions=[
+            api_pb2.SubAgentExecution(id="busy", status=sub.SUB_AGENT_IN_PROGRESS),
+            api_pb2.SubAgentExecution(id="queued", status=sub.SUB_AGENT_PENDING),
+            api_pb2.SubAgentExecution(id="finished", status=sub.SUB_AGENT_COMPLETED),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("phase", "sub_agents_end"),
+    [
+        (Phase.EXECUTION_CANCELLED, enum_pb2.SubAgentStatus.SUB_AGENT_CANCELLED),
+        (Phase.EXECUTION_TERMINATED, enum_pb2.SubAgentStatus.SUB_AGENT_CANCELLED),
+        (Phase.EXECUTION_FAILED, enum_pb2.SubAgentStatus.SUB_AGENT_FAILED),
+        (Phase.EXECUTION_COMPLETED, enum_pb2.SubAgentStatus.SUB_AGENT_FAILED),
+    ],
+)
+def test_an_ended_run_is_settled_nothing_left_open(
+    phase: Phase.ValueType, sub_agents_end: enum_pb2.SubAgentStatus.ValueType
+) -> None:
+    run = _open_run()
+    run.phase = phase
+    run.completed_at = "t9"
+
+    assert settle(run) is True
+
+    interrupted = enum_pb2.ToolCallStatus.TOOL_CALL_INTERRUPTED
+    assert {c.id: c.status for c in run.tool_calls} == {
+        "pending": interrupted,
+        "running": interrupted,
+        "waiting": interrupted,
+        "done": enum_pb2.ToolCallStatus.TOOL_CALL_COMPLETED,
+        "skipped": enum_pb2.ToolCallStatus.TOOL_CALL_SKIPPED,
+    }
+    assert [c.completed_at for c in run.tool_calls] == ["t9", "t9", "t9", "t1", ""]
+    assert {s.id: s.status for s in run.sub_agent_executions} == {
+        "busy": sub_agents_end,
+        "queued": sub_agents_end,
+        "finished": enum_pb2.SubAgentStatus.SUB_AGENT_COMPLETED,
+    }
+    assert settle(run) is False  # settled once, nothing more to do
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [Phase.EXECUTION_IN_PROGRESS, Phase.EXECUTION_WAITING_FOR_APPROVAL, Phase.EXECUTION_PAUSED],
+)
+def test_a_run_that_has_not_ended_is_left_as_it_is(phase: Phase.ValueType) -> None:
+    run = _open_run()
+    run.phase = phase
+    before = run.SerializeToString()
+    assert settle(run) is False
+    assert run.SerializeToString() == before
+    assert not is_terminal(phase)

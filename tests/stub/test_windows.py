@@ -115,7 +115,7 @@ def test_only_a_marker_reads_as_a_window() -> None:
 
 
 def test_the_client_reads_the_marker_the_server_writes() -> None:
-    from stigmer_stub import whole
+    from stigmer_cli import whole
 
     whole_execution = execution(100, 100, 1000)
     head, lists = parts(whole_execution)

@@ -50,14 +50,19 @@ def attempts_left() -> bool:
 
 
 def current_attempt() -> RunAttempt | None:
-    """The running activity attempt: its workflow run and attempt number (1 on the first try).
+    """The running activity attempt: its workflow run and activity, and its attempt number (1 on
+    the first try).
 
     Attempt numbers grow within a workflow run; a new run of the same workflow starts over, so
     the orchestrator orders attempts within one run id (`worker.domain.fencing`)."""
     info = activity.info()
     if not info.workflow_run_id:
         return None  # an activity started on its own, outside any workflow
-    return RunAttempt(run_id=info.workflow_run_id, number=info.attempt)
+    # The activity id is part of the run's key: a workflow that invokes ExecuteGraphton again
+    # (after an approval gate, or a worker lost to a heartbeat timeout) starts a new activity
+    # whose attempts count from 1 again; the orchestrator orders such keys by first write, so
+    # a presumed-dead worker of the earlier activity is refused once its replacement has written.
+    return RunAttempt(run_id=f"{info.workflow_run_id}:{info.activity_id}", number=info.attempt)
 
 
 def cancelled_by_worker_shutdown() -> bool:

@@ -90,6 +90,21 @@ def phase_event(phase: str, error: str | None = None) -> dict[str, Any]:
     return {"type": "phase", "phase": phase, "error": error or None}
 
 
+def approval_event(
+    tool_call_id: str, name: str, status: str, *, message: str = "", action: str = ""
+) -> dict[str, Any]:
+    """A gated call waits (`status` WAITING_APPROVAL, with the approver's message) or was
+    decided (`action`: an `ApprovalAction` name)."""
+    return {
+        "type": "approval",
+        "tool_call_id": tool_call_id,
+        "name": name,
+        "status": status,
+        "message": message or None,
+        "action": action or None,
+    }
+
+
 def todo_event(todo_id: str, content: str, status: str) -> dict[str, Any]:
     return {"type": "todo", "todo_id": todo_id, "content": content, "status": status}
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
+import structlog
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agent.v1 import io_pb2 as agent_io
 from ai.stigmer.agentic.agent.v1 import query_pb2_grpc as agent_query
@@ -53,6 +54,8 @@ from worker.errors import (
 from worker.logs import SECRETS
 from worker.observability.tracing import client_call
 from worker.settings import BackendSettings, Settings
+
+log = structlog.get_logger(__name__)
 
 UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
     execution_command.DESCRIPTOR.services_by_name["AgentExecutionCommandController"].full_name
@@ -183,6 +186,7 @@ class GrpcOrchestrator:
             UPDATE_STATUS_METHOD
         )
         self._execution_query = execution_query_grpc.AgentExecutionQueryControllerStub(ch)
+        self._run_control: bool | None = None
         self._session_query = session_query.SessionQueryControllerStub(ch)
         self._session_command = session_command.SessionCommandControllerStub(ch)
         self._instance_query = instance_query.AgentInstanceQueryControllerStub(ch)
@@ -245,6 +249,31 @@ class GrpcOrchestrator:
             self._execution_query.get,
             execution_io.AgentExecutionId(value=execution_id),
         )
+
+    # RunControl (its `get_execution` is the ExecutionSource one above)
+
+    async def supports_run_control(self) -> bool:
+        """Probe §7 once: `submitApproval` with an empty input. An orchestrator without it
+        answers UNIMPLEMENTED; one with it refuses the empty input (INVALID_ARGUMENT, NOT_FOUND,
+        ...) and changes nothing. An unreachable orchestrator raises `Unavailable` and is asked
+        again next time."""
+        if self._run_control is None:
+            try:
+                await self._call(
+                    "AgentExecutionCommandController/submitApproval",
+                    self._executions.submitApproval,
+                    execution_io.SubmitApprovalInput(),
+                )
+                supported = True
+            except ConfigurationError:  # UNIMPLEMENTED
+                supported = False
+            except Unavailable:
+                raise
+            except RunnerError:
+                supported = True
+            self._run_control = supported
+            log.info("orchestrator_run_control", supported=supported, endpoint=self._endpoint)
+        return self._run_control
 
     # SessionStore
 
@@ -330,3 +359,4 @@ if TYPE_CHECKING:
     _CATALOG: type[ports.AgentCatalog] = GrpcOrchestrator
     _SKILLS: type[ports.SkillStore] = GrpcOrchestrator
     _EXECUTIONS: type[ports.ExecutionSource] = GrpcOrchestrator
+    _RUN_CONTROL: type[ports.RunControl] = GrpcOrchestrator

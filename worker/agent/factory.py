@@ -33,6 +33,12 @@ part of the turn already in the checkpoint is replayed as events, so a fresh Sta
 rebuilds the transcript. When the turn already completed and `message_id` matches, only the replay
 happens. Otherwise the message is sent as a new human turn.
 
+Approval gates: with a gate (`worker.agent.approval_gate`), a run that reaches a gated call stops
+at the gate's interrupt and `astream` ends; `stream_agent` then reads the interrupts from the
+checkpoint and closes with one `ApprovalRequested` per waiting call. The next attempt finds the
+checkpoint stopped at those interrupts and resumes with `Command(resume=...)` once every waiting
+call has a decision (interrupt id → that gate's decisions, so parallel sub-agents resume at once).
+
 Durability is `sync`: each step's checkpoint is written before the next step starts. With
 LangGraph's default (`async`) the writes trail the run, and a worker killed mid-run was seen to
 lose many steps of a fast run, which a resume would then execute again (tool calls included). The
@@ -52,16 +58,20 @@ from typing import Any, Literal, Protocol, cast
 
 import graphton
 import structlog
+from deepagents.middleware.subagents import GENERAL_PURPOSE_SUBAGENT
+from langchain.agents.middleware.types import AgentMiddleware
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import StateSnapshot
+from langgraph.types import Command, StateSnapshot
 
 from worker.agent import langsmith_inline, sandbox, schema_cache
+from worker.agent.approval_gate import gated_calls, resume_value
 from worker.agent.events import EventNormalizer, message_text, replay
-from worker.domain.agent_events import AgentEvent
+from worker.domain.agent_events import AgentEvent, ApprovalDecided, ApprovalRequested
+from worker.domain.approvals import Decision
 from worker.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
@@ -113,6 +123,7 @@ def build_agent(
     tools: Sequence[BaseTool] = (),
     mcp: McpConfig | None = None,
     auto_enhance_prompt: bool = True,
+    gate: AgentMiddleware[Any, Any, Any] | None = None,
 ) -> AgentGraph:
     """The compiled deep agent.
 
@@ -121,6 +132,12 @@ def build_agent(
     Graphton sandbox (e.g. `{"type": "daytona", "sandbox_id": ...}`) as is. With neither, files
     live in the graph state and there is no shell. Raises `InvalidInput` when Graphton refuses the
     configuration (it validates sub-agents and MCP settings).
+
+    `gate` (the approval gate, `worker.agent.approval_gate`) is given to the main agent and to
+    every sub-agent, the general-purpose one included: deepagents builds its own general-purpose
+    sub-agent without the main agent's middleware, so with a gate it is declared here instead,
+    with deepagents' own name, description and prompt and the main agent's tools. Without a gate
+    the agent is built exactly as before.
     """
     schema_cache.install()
     langsmith_inline.install()
@@ -146,7 +163,11 @@ def build_agent(
             spec["model"] = sub.model
         if sub.tools is not None:
             spec["tools"] = list(sub.tools)
+        if gate is not None:
+            spec["middleware"] = [gate]
         specs.append(spec)
+    if gate is not None and not any(s["name"] == GENERAL_PURPOSE_SUBAGENT["name"] for s in specs):
+        specs.append({**GENERAL_PURPOSE_SUBAGENT, "middleware": [gate]})
     mcp_servers = {k: dict(v) for k, v in mcp.servers.items()} if mcp and mcp.servers else None
     mcp_tools = {k: list(v) for k, v in mcp.tools.items()} if mcp and mcp.tools else None
     try:
@@ -164,6 +185,7 @@ def build_agent(
                 mcp_servers=mcp_servers,
                 mcp_tools=mcp_tools,
                 auto_enhance_prompt=auto_enhance_prompt,
+                middleware=[gate] if gate is not None else None,
             ),
         )
     except (ValueError, TypeError) as err:
@@ -173,17 +195,23 @@ def build_agent(
         sub_agents=[s.name for s in sub_agents],
         workspace=str(workspace_dir) if workspace_dir else None,
         recursion_limit=recursion_limit,
+        gated=gate is not None,
     )
     return graph
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """How `stream_agent` runs a thread: a new turn, a resume, or only a replay of a done turn."""
+    """How `stream_agent` runs a thread: a new turn, a resume, or only a replay of a done turn.
+
+    `gates` lists the approval interrupts the thread stopped at (id → the calls each waits on);
+    a run stopped at a gate resumes only when every one of those calls has a decision.
+    """
 
     mode: Literal["new", "resume", "done"]
     input: Any
     replay: tuple[AgentEvent, ...] = ()
+    gates: Mapping[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 async def plan_run(
@@ -211,10 +239,20 @@ async def plan_run(
     # `next` misses a step cut off after some of its tasks saved their writes: those tasks are
     # no longer "next", yet the step is unfinished. Any task left means the run is.
     if snapshot.next or snapshot.tasks:
-        return RunPlan("resume", None, turn)
+        return RunPlan("resume", None, turn, pending_gates(snapshot))
     if message_id:
         return RunPlan("done", None, turn)
     return new
+
+
+def pending_gates(snapshot: StateSnapshot) -> dict[str, list[dict[str, Any]]]:
+    """The approval interrupts a checkpoint is stopped at: interrupt id → the gated calls."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for pending in snapshot.interrupts:
+        calls = gated_calls(pending.value)
+        if calls:
+            found[pending.id] = calls
+    return found
 
 
 async def _latest_state(graph: AgentGraph, config: RunnableConfig) -> StateSnapshot | None:
@@ -224,6 +262,19 @@ async def _latest_state(graph: AgentGraph, config: RunnableConfig) -> StateSnaps
     return snapshot if isinstance(snapshot, StateSnapshot) else None
 
 
+def _requested(gates: Mapping[str, list[dict[str, Any]]]) -> list[AgentEvent]:
+    return [
+        ApprovalRequested(
+            tool_call_id=str(call.get("tool_call_id", "")),
+            name=str(call.get("name", "")),
+            args=call.get("args") or {},
+            message=str(call.get("message", "")),
+        )
+        for calls in gates.values()
+        for call in calls
+    ]
+
+
 async def stream_agent(
     graph: AgentGraph,
     *,
@@ -231,26 +282,73 @@ async def stream_agent(
     thread_id: str,
     recursion_limit: int,
     message_id: str | None = None,
+    decisions: Mapping[str, Decision] | None = None,
+    gated: bool = False,
 ) -> AsyncGenerator[AgentEvent, None]:
     """Run (or resume) the agent on `thread_id` and yield its events; see the module docstring.
 
     Pass the execution id as `message_id` so a retried execution is recognised exactly (by id,
     not by text) and a turn that already completed is not run twice.
+
+    Approval gates: a run stopped at a gate is resumed with `decisions` (tool-call id → the
+    person's decision) once every gated call has one; until then nothing runs and the gated
+    calls are reported again. With `gated` (the graph has the gate), a run that stops at a gate
+    closes the stream with `ApprovalRequested` events, one per call waiting; an ungated run does
+    not read the checkpoint again at its end.
     """
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id},
         "recursion_limit": recursion_limit,
     }
     plan = await plan_run(graph, config, message, message_id)
-    log.info("agent_run_planned", thread_id=thread_id, mode=plan.mode, replayed=len(plan.replay))
+    log.info(
+        "agent_run_planned",
+        thread_id=thread_id,
+        mode=plan.mode,
+        replayed=len(plan.replay),
+        gates=len(plan.gates),
+    )
     for event in plan.replay:
         yield event
     if plan.mode == "done":
         return
+    run_input: Any = plan.input
+    if plan.gates:
+        known = decisions or {}
+        for event in _requested(plan.gates):
+            yield event
+        undecided = [
+            c for calls in plan.gates.values() for c in calls if c.get("tool_call_id") not in known
+        ]
+        if undecided:
+            log.info("approval_still_pending", waiting=len(undecided))
+            return
+        run_input = Command(
+            resume={
+                gate_id: resume_value(
+                    {str(c["tool_call_id"]): known[str(c["tool_call_id"])] for c in calls}
+                )
+                for gate_id, calls in plan.gates.items()
+            }
+        )
+        for calls in plan.gates.values():
+            for call in calls:
+                decision = known[str(call["tool_call_id"])]
+                yield ApprovalDecided(
+                    tool_call_id=decision.tool_call_id,
+                    action=int(decision.action),
+                    comment=decision.comment,
+                    approved_by=decision.approved_by,
+                    decided_at=decision.decided_at,
+                )
     normalizer = EventNormalizer()
     stream = graph.astream(
-        plan.input, config, stream_mode=STREAM_MODES, subgraphs=True, durability="sync"
+        run_input, config, stream_mode=STREAM_MODES, subgraphs=True, durability="sync"
     )
     async for item in stream:
         for event in normalizer.normalize(item):
+            yield event
+    after = await _latest_state(graph, config) if gated else None
+    if after is not None:
+        for event in _requested(pending_gates(after)):
             yield event

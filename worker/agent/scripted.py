@@ -36,6 +36,10 @@ Scripts:
   Graphton's after-model middleware, the tool), so give it a recursion limit of `7 * turns + 20`;
 - `delegate`: two `task` calls in one turn (sub-agents running concurrently), then an answer;
 - `subagent`: what a delegated sub-agent does: looks at the workspace, then reports;
+- `approval`: asks to run `execute` with `rm -rf build && echo cleaned` (a call an approval gate
+  stops), then answers with exactly what the tool returned, so a rejection's comment shows up;
+- `mcp-echo`: calls an MCP server's `echo` tool, then answers with what it returned (a gate on
+  an MCP tool, `<server>/<tool>`);
 - `deep`: a long planning run for status-fidelity recordings: two rounds of todos (the second
   list replaces the first with new, similarly worded items), large files written and read back
   (a long context, so a model with a small `profile["max_input_tokens"]` makes deepagents
@@ -352,6 +356,19 @@ def subagent(turn: Turn) -> Step:
     )
 
 
+APPROVAL_COMMAND = "rm -rf build && echo cleaned"
+
+
+def approval(turn: Turn) -> Step:
+    if turn.step == 0:
+        return Step(
+            "I'll clean the build directory first.",
+            (Call("execute", {"command": APPROVAL_COMMAND}),),
+        )
+    result = turn.result_of("execute")
+    return Step(result.text if result is not None else "The command returned nothing.")
+
+
 def _round_todos(round_number: int, done: int) -> Call:
     steps = ("survey the workspace", "write the findings file", "delegate the open questions")
     items = []
@@ -520,6 +537,13 @@ def big_read(turn: Turn) -> Step:
     return Step(f"The log came back as {size} characters.")
 
 
+def mcp_echo(turn: Turn) -> Step:
+    if turn.step == 0:
+        return Step("Asking the echo tool.", (Call("echo", {"text": "hello from MCP"}),))
+    result = turn.result_of("echo")
+    return Step(result.text if result is not None else "The echo tool returned nothing.")
+
+
 SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "demo": demo,
     "quick": quick,
@@ -528,6 +552,8 @@ SCRIPTS: Mapping[str, Callable[[Turn], Step]] = {
     "long": long,
     "delegate": delegate,
     "subagent": subagent,
+    "approval": approval,
+    "mcp-echo": mcp_echo,
     "deep": deep,
     "research": research,
     "summary": summary,

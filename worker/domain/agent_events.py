@@ -79,6 +79,32 @@ class ToolEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """A gated tool call stopped before it ran: it waits for a person's decision.
+
+    `message` is the approver's text, filled and redacted (`worker.domain.approvals`)."""
+
+    tool_call_id: str
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    message: str = ""
+    sub_agent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecided:
+    """A person's decision on a gated call (`action`: an `ApprovalAction` number), as recorded
+    by the orchestrator; the comment is what the model gets when the tool does not run."""
+
+    tool_call_id: str
+    action: int
+    comment: str = ""
+    approved_by: str = ""
+    decided_at: str = ""
+    sub_agent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class HelperModelCall:
     """Usage reported by a model call made inside the graph that is not an agent's turn.
 
@@ -96,11 +122,27 @@ class HelperModelCall:
     sub_agent_id: str = ""
 
 
-AgentEvent: TypeAlias = TokenDelta | ModelTurnEnded | ToolStarted | ToolEnded | HelperModelCall
+AgentEvent: TypeAlias = (
+    TokenDelta
+    | ModelTurnEnded
+    | ToolStarted
+    | ToolEnded
+    | HelperModelCall
+    | ApprovalRequested
+    | ApprovalDecided
+)
 
 EVENT_TYPES: Mapping[str, type[AgentEvent]] = {
     cls.__name__: cls
-    for cls in (TokenDelta, ModelTurnEnded, ToolStarted, ToolEnded, HelperModelCall)
+    for cls in (
+        TokenDelta,
+        ModelTurnEnded,
+        ToolStarted,
+        ToolEnded,
+        HelperModelCall,
+        ApprovalRequested,
+        ApprovalDecided,
+    )
 }
 
 

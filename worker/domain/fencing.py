@@ -3,8 +3,9 @@
 Temporal may run a second attempt of ExecuteGraphton while a first one is still alive (its
 heartbeats timed out, but the process did not die). Both push status; the orchestrator must keep
 the newer one's. The January `updateStatus` request has no room for that, so every update
-carries two gRPC metadata entries: `x-stigmer-attempt: <workflow run id>/<activity attempt>`
-and `x-stigmer-seq: <n>`, the update's number within the attempt (retries get a new number). An
+carries two gRPC metadata entries:
+`x-stigmer-attempt: <workflow run id>:<activity id>/<activity attempt>` and
+`x-stigmer-seq: <n>`, the update's number within the attempt (retries get a new number). An
 orchestrator that does not know them ignores them; the stub refuses updates from an attempt
 older than the newest it has seen (docs/architecture.md, "Attempt fencing").
 

@@ -33,7 +33,14 @@ What it produces:
   history's summarisation; counted in the execution's `usage.helpers`, not in `sub_agents`)};
 - counts in any `metadata` Struct are decimal strings (`"3"`): a Struct number is a double, which
   JSON renders as `3.0` in some encoders.
-- `component_metadata` on every tool call, from the tool's name (see `COMPONENTS`).
+- `component_metadata` on every tool call, from the tool's name (see `COMPONENTS`);
+- approval gates (docs/run-control.md): a gated call is TOOL_CALL_WAITING_APPROVAL with
+  `requires_approval`, `approval_message` and `approval_requested_at`; a decision adds
+  `approval_action`, `approved_by`, `approval_decided_at`. A skipped or rejected call ends
+  TOOL_CALL_SKIPPED, its result what the model was told (a rejection: the person's comment); an
+  approved one goes back to PENDING and runs. `await_approval()` sets the phase
+  EXECUTION_WAITING_FOR_APPROVAL when calls are waiting. Without gates none of this appears, so an
+  orchestrator of the January contract never receives a §7 value from a run it drives.
 
 Resume: seeded with a status stored by an earlier attempt, the builder continues that transcript.
 The human message is not added twice, an AI message that was still streaming when the attempt
@@ -79,6 +86,8 @@ from worker.domain import status_wire
 from worker.domain import todos as todo_ids
 from worker.domain.agent_events import (
     AgentEvent,
+    ApprovalDecided,
+    ApprovalRequested,
     HelperModelCall,
     ModelTurnEnded,
     TokenDelta,
@@ -187,7 +196,10 @@ _TODO_STATUS: Mapping[str, enum_pb2.TodoStatus.ValueType] = {
 }
 # The generated class of a `todos` map entry (key = todo id, value = TodoItem).
 _TODOS_ENTRY: Any = api_pb2.AgentExecutionStatus.TodosEntry
-_TERMINAL_TOOL = frozenset({enum_pb2.TOOL_CALL_COMPLETED, enum_pb2.TOOL_CALL_FAILED})
+_TERMINAL_TOOL = frozenset(
+    {enum_pb2.TOOL_CALL_COMPLETED, enum_pb2.TOOL_CALL_FAILED, enum_pb2.TOOL_CALL_SKIPPED}
+)
+_NOT_RUN = frozenset({enum_pb2.APPROVAL_ACTION_SKIP, enum_pb2.APPROVAL_ACTION_REJECT})
 _TERMINAL_SUB = frozenset({enum_pb2.SUB_AGENT_COMPLETED, enum_pb2.SUB_AGENT_FAILED})
 
 
@@ -270,6 +282,18 @@ class _Tool:
     ref: ContentRef | None = None
     cut: bool = False
     seq: int = 0
+    approval: _Approval | None = None
+
+
+@dataclass(slots=True)
+class _Approval:
+    """A gated call's approval record (contract §7 `ToolCall` fields 10-15)."""
+
+    message: str = ""
+    requested_at: str = ""
+    action: enum_pb2.ApprovalAction.ValueType = enum_pb2.APPROVAL_ACTION_UNSPECIFIED
+    approved_by: str = ""
+    decided_at: str = ""
 
 
 @dataclass(slots=True)
@@ -389,8 +413,12 @@ class StatusBuilder:
             ModelTurnEnded: self._on_turn,
             ToolStarted: self._on_tool_started,
             ToolEnded: self._on_tool_ended,
+            ApprovalRequested: self._on_approval_requested,
+            ApprovalDecided: self._on_approval_decided,
             HelperModelCall: self._on_helper,
         }
+        self._approvals: dict[str, _Approval] = {}
+        self._gate_subs: dict[str, str] = {}
         if initial is not None:
             self._seed(initial)
         if user_message is not None:
@@ -450,6 +478,66 @@ class StatusBuilder:
         self._phase = enum_pb2.EXECUTION_CANCELLED
         self._completed_at = self._now()
         return SIGNIFICANT
+
+    def pause(self) -> Applied:
+        """Phase PAUSED: the run stopped at a safe point and continues from its checkpoint, so
+        no entry is closed (the resumed run finishes them)."""
+        self._finish_streaming()
+        self._phase = enum_pb2.EXECUTION_PAUSED
+        return SIGNIFICANT
+
+    def await_approval(self) -> Applied:
+        """Phase WAITING_FOR_APPROVAL when calls wait for a person (else nothing changes)."""
+        if not self.pending_approvals:
+            return UNCHANGED
+        self._finish_streaming()
+        self._phase = enum_pb2.EXECUTION_WAITING_FOR_APPROVAL
+        return SIGNIFICANT
+
+    @property
+    def pending_approvals(self) -> list[str]:
+        """The ids of the calls waiting for a decision."""
+        return [
+            t.id for t in self._tools.values() if t.status == enum_pb2.TOOL_CALL_WAITING_APPROVAL
+        ]
+
+    def gate_status(self) -> api_pb2.AgentExecutionStatus:
+        """What an attempt ending at a gate returns: the phase and only the waiting calls (the
+        whole status went through `updateStatus` already)."""
+        return api_pb2.AgentExecutionStatus(
+            phase=self._phase,
+            started_at=self._started_at,
+            tool_calls=[self._tool_proto(self._tools[i]) for i in self.pending_approvals],
+        )
+
+    def seed_approval(
+        self,
+        tool_call_id: str,
+        *,
+        message: str,
+        requested_at: str,
+        action: int = 0,
+        approved_by: str = "",
+        decided_at: str = "",
+        sub_agent_id: str = "",
+    ) -> None:
+        """An approval recorded by an earlier attempt (and the orchestrator), applied to the
+        call when it appears, so a resumed run's transcript keeps it. `sub_agent_id` places a
+        sub-agent's call under its sub-agent again (a resume replays only the main agent)."""
+        if sub_agent_id:
+            self._gate_subs[tool_call_id] = sub_agent_id
+        record = _Approval(
+            message,
+            requested_at,
+            enum_pb2.ApprovalAction.ValueType(action),
+            approved_by,
+            decided_at,
+        )
+        self._approvals[tool_call_id] = record
+        tool = self._tools.get(tool_call_id)
+        if tool is not None:
+            tool.approval = record
+            self._touch(tool)
 
     def use_mcp_tools(self, servers: Mapping[str, str]) -> None:
         """Tool name → MCP server, known once the servers started: their calls get the `mcp`
@@ -666,6 +754,9 @@ class StatusBuilder:
         error = self._redact(event.error) if event.error else ""
         result = "" if error else self._redact(event.result)
         status = enum_pb2.TOOL_CALL_FAILED if error else enum_pb2.TOOL_CALL_COMPLETED
+        if tool.approval is not None and tool.approval.action in _NOT_RUN:
+            # What the model was told in place of the tool's result; the tool never ran.
+            status, result, error = enum_pb2.TOOL_CALL_SKIPPED, error or result, ""
         if tool.status == status and tool.result == result and tool.error == error:
             return UNCHANGED
         now = self._now()
@@ -687,6 +778,37 @@ class StatusBuilder:
             sub.started_at = sub.started_at or tool.started_at
             sub.completed_at = now
             sub.proto = None
+        return SIGNIFICANT
+
+    def _on_approval_requested(self, event: ApprovalRequested) -> Applied:
+        tool = self._tools.get(event.tool_call_id)
+        if tool is None:
+            sub_agent = event.sub_agent_id or self._gate_subs.get(event.tool_call_id, "")
+            tool = self._new_tool(event.tool_call_id, event.name, event.args, sub_agent)
+        record = tool.approval or self._approvals.get(tool.id) or _Approval()
+        if record.action != enum_pb2.APPROVAL_ACTION_UNSPECIFIED:
+            return UNCHANGED  # decided already: the resume applies the decision
+        if tool.status == enum_pb2.TOOL_CALL_WAITING_APPROVAL and tool.approval is record:
+            return UNCHANGED
+        record.message = record.message or self._redact(event.message)
+        record.requested_at = record.requested_at or self._now()
+        tool.approval = self._approvals[tool.id] = record
+        tool.status = enum_pb2.TOOL_CALL_WAITING_APPROVAL
+        self._touch(tool)
+        return SIGNIFICANT
+
+    def _on_approval_decided(self, event: ApprovalDecided) -> Applied:
+        tool = self._tools.get(event.tool_call_id)
+        if tool is None:
+            return UNCHANGED
+        record = tool.approval or self._approvals.get(tool.id) or _Approval()
+        record.action = enum_pb2.ApprovalAction.ValueType(event.action)
+        record.approved_by = event.approved_by or record.approved_by
+        record.decided_at = event.decided_at or record.decided_at or self._now()
+        tool.approval = self._approvals[tool.id] = record
+        if tool.status == enum_pb2.TOOL_CALL_WAITING_APPROVAL:
+            tool.status = enum_pb2.TOOL_CALL_PENDING
+        self._touch(tool)
         return SIGNIFICANT
 
     # -- entries ------------------------------------------------------------------------------
@@ -741,6 +863,7 @@ class StatusBuilder:
             component=self._component(name, plain_args, sub_agent_id),
             sub_agent_id=sub_agent_id,
             seq=self._next_seq(),
+            approval=self._approvals.get(tool_id),
         )
         self._tools[tool_id] = tool
         if sub_agent_id:
@@ -1059,6 +1182,15 @@ class StatusBuilder:
                 error=tool.error,
                 mcp_server_slug=self._mcp_tools.get(tool.name, ""),
             )
+            approval = tool.approval
+            if approval is not None:
+                proto = tool.proto
+                proto.requires_approval = True
+                proto.approval_message = approval.message
+                proto.approval_requested_at = approval.requested_at
+                proto.approval_action = approval.action
+                proto.approved_by = approval.approved_by
+                proto.approval_decided_at = approval.decided_at
         return tool.proto
 
     @staticmethod
@@ -1252,6 +1384,15 @@ class StatusBuilder:
             completed_at=call.completed_at,
             sub_agent_id=sub_id,
             ref=_seed_ref(call.output_ref) if call.HasField("output_ref") else None,
+            approval=_Approval(
+                call.approval_message,
+                call.approval_requested_at,
+                call.approval_action,
+                call.approved_by,
+                call.approval_decided_at,
+            )
+            if call.requires_approval
+            else None,
         )
 
 
@@ -1331,6 +1472,9 @@ def _problem(event: object) -> str | None:
                 return "tool call arguments are not a mapping"
         if event.usage is not None and not isinstance(event.usage, Usage):
             return "usage is not a Usage"
+    elif isinstance(event, ApprovalRequested | ApprovalDecided):
+        if not isinstance(event.tool_call_id, str) or not event.tool_call_id:
+            return "approval event without a tool call id"
     elif isinstance(event, HelperModelCall):
         if not isinstance(event.usage, Usage):
             return "helper call without a usage"

@@ -207,6 +207,8 @@ def _outcome_of_result(result: Any) -> Outcome:
         return Outcome.FAILED
     if phase == enum_pb2.EXECUTION_CANCELLED:
         return Outcome.CANCELLED
+    if phase == enum_pb2.EXECUTION_WAITING_FOR_APPROVAL:
+        return Outcome.WAITING_FOR_APPROVAL
     return Outcome.COMPLETED
 
 

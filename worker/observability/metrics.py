@@ -78,6 +78,10 @@ class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING_FOR_APPROVAL = "waiting_for_approval"
+    """The attempt ended at an approval gate; the execution goes on after the decision."""
+    PAUSED = "paused"
+    """The attempt was cancelled for a pause; the execution goes on when resumed."""
 
 
 class TokenKind(StrEnum):

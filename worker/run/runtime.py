@@ -8,9 +8,11 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from worker.agent.approval_gate import ApprovalGate
 from worker.agent.factory import SubAgentSpec, build_agent, stream_agent
 from worker.agent.models import build_chat_model
 from worker.domain.agent_events import AgentEvent
+from worker.logs import SECRETS
 from worker.run.prepare import Prepared
 from worker.run.service import ExecutionPlan
 from worker.settings import Settings
@@ -45,6 +47,11 @@ class GraphtonRuntime:
         prepared = plan.prepared
         if prepared is None:
             raise ValueError("the Graphton runtime needs a prepared sandbox")
+        approvals = plan.approvals
+        gate = None
+        if approvals is not None:
+            approvals.rules.mcp_servers = prepared.mcp_tools
+            gate = ApprovalGate(approvals.rules, SECRETS.redact)
         model = build_chat_model(
             settings.llm, plan.model_override or None, provider=settings.provider
         )
@@ -56,6 +63,7 @@ class GraphtonRuntime:
             sandbox_config=prepared.agent_sandbox.graphton_sandbox_config(),
             sub_agents=_sub_agents(prepared),
             tools=prepared.tools,
+            gate=gate,
         )
         # aclosing: a cancelled run must stop the graph now, not when the generator is collected.
         async with aclosing(
@@ -65,6 +73,8 @@ class GraphtonRuntime:
                 thread_id=plan.thread_id,
                 recursion_limit=settings.llm.recursion_limit,
                 message_id=plan.execution_id,
+                decisions=approvals.decisions if approvals is not None else None,
+                gated=gate is not None,
             )
         ) as events:
             async for event in events:

@@ -16,6 +16,11 @@ status stays IN_PROGRESS and `WorkerShuttingDown` (retryable) ends the attempt, 
 resumes it at once. A run on its last attempt keeps going for the whole graceful window instead.
 Either way, a cancellation that comes from the worker's own shutdown is not the user's: it never
 pushes CANCELLED.
+
+Run control (docs/run-control.md): a run that stops at an approval gate ends its attempt with
+EXECUTION_WAITING_FOR_APPROVAL and returns only the waiting calls; a cancelled attempt whose
+execution carries a pause request goes on to the next safe point and pushes PAUSED instead of
+CANCELLED.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
 from worker.adapters.live_events import (
+    approval_event,
     phase_event,
     sub_agent_event,
     todo_event,
@@ -45,6 +51,8 @@ from worker.content.limits import ContentLimits
 from worker.content.offload import ContentOffloader, OffloadSupport
 from worker.domain.agent_events import (
     AgentEvent,
+    ApprovalDecided,
+    ApprovalRequested,
     ModelTurnEnded,
     TokenDelta,
     ToolEnded,
@@ -55,9 +63,17 @@ from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
 from worker.errors import InvalidInput, RunnerError, WorkerShuttingDown
 from worker.logs import SECRETS
-from worker.observability.metrics import Metrics
+from worker.observability.inflight import current as current_run
+from worker.observability.metrics import Metrics, Outcome
 from worker.observability.tracing import EventSpans
-from worker.ports import LiveEvents, Orchestrator
+from worker.ports import LiveEvents, Orchestrator, RunControl
+from worker.run.approvals import (
+    UNSUPPORTED_MESSAGE,
+    Approvals,
+    ApprovalsUnsupported,
+    pause_requested,
+    prepare_approvals,
+)
 from worker.run.attempt import AttemptControls
 from worker.run.failures import as_runner_error
 from worker.run.heartbeat import Progress, beat_interval, heartbeating
@@ -82,6 +98,8 @@ class ExecutionPlan:
     model_override: str
     prepared: Prepared | None = None
     """The sandbox, prompt, tools and sub-agents; None for runtimes that need none (fakes)."""
+    approvals: Approvals | None = None
+    """The run's approval gates and the decisions to resume with; None: nothing is gated."""
 
 
 class AgentRuntime(Protocol):
@@ -118,6 +136,8 @@ class Handover:
     tools: OutstandingTools = field(default_factory=OutstandingTools)
     requested: bool = False
     safe: asyncio.Event = field(default_factory=asyncio.Event)
+    paused: bool = False
+    """The attempt was cancelled for a pause and stopped at a safe point."""
 
     def observe(self, event: AgentEvent) -> None:
         self.tools.observe(event)
@@ -149,6 +169,24 @@ def live_events(
                 for todo in builder.snapshot().todos.values()
             )
         return out
+    if isinstance(event, ApprovalRequested):
+        return [
+            approval_event(
+                event.tool_call_id,
+                event.name,
+                "WAITING_APPROVAL",
+                message=event.message,
+            )
+        ]
+    if isinstance(event, ApprovalDecided):
+        action = enum_pb2.ApprovalAction.Name(enum_pb2.ApprovalAction.ValueType(event.action))
+        runs = event.action in (
+            enum_pb2.APPROVAL_ACTION_APPROVE,
+            enum_pb2.APPROVAL_ACTION_APPROVE_ALL,
+        )
+        return [
+            approval_event(event.tool_call_id, "", "PENDING" if runs else "SKIPPED", action=action)
+        ]
     if isinstance(event, ToolEnded):
         failed = bool(event.error)
         out = [
@@ -182,6 +220,7 @@ class GraphtonExecutions:
         metrics: Metrics | None = None,
         preparer: Preparer | None = None,
         content: OffloadSupport | None = None,
+        run_control: RunControl | None = None,
     ) -> None:
         """`content` uploads large contents when the orchestrator stores them (None: never)."""
         self._settings = settings
@@ -195,6 +234,7 @@ class GraphtonExecutions:
         self._live = live
         self._attempt = attempt
         self._metrics = metrics
+        self._run_control = run_control
 
     async def run(
         self, execution: execution_api.AgentExecution, thread_id: str
@@ -268,11 +308,23 @@ class GraphtonExecutions:
                         execution, thread_id, builder, publisher, progress, handover
                     ),
                     handover,
+                    execution_id,
                 )
             except asyncio.CancelledError:
                 if not self._attempt.cancelled_by_shutdown():
-                    builder.cancel()
-                    await self._end(execution_id, builder, publisher, progress, outcome="cancelled")
+                    if handover.paused:
+                        run = current_run()
+                        if run is not None:
+                            run.set_outcome(Outcome.PAUSED)
+                        builder.pause()
+                        await self._end(
+                            execution_id, builder, publisher, progress, outcome="paused"
+                        )
+                    else:
+                        builder.cancel()
+                        await self._end(
+                            execution_id, builder, publisher, progress, outcome="cancelled"
+                        )
                     raise
                 # The graceful window is over and the worker is cancelling what still runs.
                 # That is not the user's cancellation: end the attempt like a handover.
@@ -288,6 +340,14 @@ class GraphtonExecutions:
                 if err is exc:
                     raise  # already typed; `raise err from exc` would make it its own cause
                 raise err from exc
+            if builder.pending_approvals:
+                # Stopped at a gate: nothing runs until a person decides; the workflow calls
+                # ExecuteGraphton again then, and the run resumes from the checkpoint.
+                builder.await_approval()
+                await self._end(
+                    execution_id, builder, publisher, progress, outcome="waiting_for_approval"
+                )
+                return builder.gate_status()
             builder.complete()
             return await self._end(execution_id, builder, publisher, progress, outcome="completed")
         raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
@@ -354,6 +414,7 @@ class GraphtonExecutions:
         progress.stage = "resolving"
         await self._attach_uploads(execution.metadata.id.strip(), builder, publisher)
         resolved = await resolve(self._orchestrator, execution)
+        approvals = await prepare_approvals(self._run_control, execution, resolved.agent, builder)
         progress.stage = "preparing"
         async with self._preparer.prepare(execution, resolved) as prepared:
             for note in prepared.notes if prepared is not None else ():
@@ -361,49 +422,68 @@ class GraphtonExecutions:
             if prepared is not None:
                 builder.use_mcp_tools(prepared.mcp_tools)
             publisher.offer(builder.encoded, significant=True)
-            plan = self._plan(execution, thread_id, resolved, prepared)
+            plan = self._plan(execution, thread_id, resolved, prepared, approvals)
             progress.stage = "running"
             await self._stream(plan, builder, publisher, progress, handover)
 
-    async def _until_handed_over(self, work: Awaitable[None], handover: Handover) -> None:
-        """Run `work`; if the worker starts shutting down first, stop it at a safe point.
+    async def _until_handed_over(
+        self, work: Awaitable[None], handover: Handover, execution_id: str
+    ) -> None:
+        """Run `work`; stop it at a safe point for a handover or a pause.
 
-        Raises `WorkerShuttingDown` when the run was stopped for a handover. With no attempt
-        left a handover would fail the execution, so the run keeps the whole graceful window.
+        Raises `WorkerShuttingDown` when the run was stopped for a handover (with no attempt
+        left a handover would fail the execution, so the run keeps the whole graceful window).
+        When the attempt is cancelled and the orchestrator asked for a pause, the run goes on to
+        the next safe point (no tool call outstanding, so none is lost or run twice on resume),
+        then the cancellation proceeds with `handover.paused` set.
         """
+        task: asyncio.Future[Any] = asyncio.ensure_future(work)
         worker_stopping = self._attempt.worker_stopping
-        if worker_stopping is None:
-            await work
-            return
-        task = asyncio.ensure_future(work)
-        stopping = asyncio.ensure_future(worker_stopping())
+        stopping = asyncio.ensure_future(worker_stopping()) if worker_stopping else None
         try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                waiting: set[asyncio.Future[Any]] = {task, stopping} if stopping else {task}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                if self._attempt.cancelled_by_shutdown():
+                    raise
+                if not await _shielded(pause_requested(self._run_control, execution_id)):
+                    raise
+                handover.paused = True
+                log.info("execution_pausing", outstanding_tools=len(handover.tools))
+                await self._to_safe_point(task, handover)
+                raise
             if task.done():
-                return task.result()
+                task.result()
+                return
             if not self._attempt.attempts_left():
                 log.info("execution_draining", handover=False, reason="no attempts left")
                 await task
                 return
-            handover.request()
             log.info("execution_draining", handover=True, outstanding_tools=len(handover.tools))
-            safe = asyncio.ensure_future(handover.safe.wait())
-            try:
-                await asyncio.wait({task, safe}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                safe.cancel()
-            if task.done():
-                return task.result()
-            task.cancel()
-            await asyncio.wait({task})
-            if not task.cancelled():
-                return task.result()  # it finished (or failed) on its own as it was stopped
+            await self._to_safe_point(task, handover)
+            if task.done() and not task.cancelled():
+                task.result()  # it finished (or failed) on its own as it was stopped
+                return
             raise WorkerShuttingDown("the worker is shutting down; the execution resumes elsewhere")
         finally:
-            stopping.cancel()
+            if stopping is not None:
+                stopping.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
+
+    async def _to_safe_point(self, task: asyncio.Future[Any], handover: Handover) -> None:
+        """Let `task` run until it ends or reaches a safe point, then stop it there."""
+        handover.request()
+        safe: asyncio.Future[Any] = asyncio.ensure_future(handover.safe.wait())
+        try:
+            await asyncio.wait({task, safe}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            safe.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
     def _plan(
         self,
@@ -411,6 +491,7 @@ class GraphtonExecutions:
         thread_id: str,
         resolved: Resolved,
         prepared: Prepared | None,
+        approvals: Approvals | None = None,
     ) -> ExecutionPlan:
         return ExecutionPlan(
             execution_id=execution.metadata.id,
@@ -419,6 +500,7 @@ class GraphtonExecutions:
             agent=resolved.agent,
             model_override=execution.spec.execution_config.model_name,
             prepared=prepared,
+            approvals=approvals,
         )
 
     async def _stream(
@@ -451,9 +533,13 @@ class GraphtonExecutions:
         live = self._live.enabled
         tracing = spans.recording
         counted = progress.events
+        gates_closed = plan.approvals is not None and not plan.approvals.supported
         try:
             async for event in self._runtime.events(plan):
                 progress.events += 1
+                if gates_closed and isinstance(event, ApprovalRequested):
+                    # Fail closed: nobody can decide, and the call must not run unapproved.
+                    raise ApprovalsUnsupported(UNSUPPORTED_MESSAGE.format(tool=event.name))
                 handover.observe(event)
                 if tracing:
                     spans.observe(event)
