@@ -75,9 +75,8 @@ def summary(execution: api_pb2.AgentExecution) -> dict[str, Any]:
     }
 
 
-def actions(phase: int, tool_calls: list[api_pb2.ToolCall]) -> list[str]:
+def actions(phase: int) -> list[str]:
     """The actions that apply to an execution in `phase` (the buttons the page enables)."""
-    gated = any(call.status == enum_pb2.TOOL_CALL_WAITING_APPROVAL for call in tool_calls)
     if phase in TERMINAL_PHASES:
         return ["recover"] if phase in {Phase.EXECUTION_FAILED} else []
     found = ["cancel", "terminate"]
@@ -85,7 +84,8 @@ def actions(phase: int, tool_calls: list[api_pb2.ToolCall]) -> list[str]:
         found.append("resume")
     elif phase in {Phase.EXECUTION_PENDING, Phase.EXECUTION_IN_PROGRESS}:
         found.append("pause")
-    if gated or phase == Phase.EXECUTION_WAITING_FOR_APPROVAL:
+    # submitApproval needs the execution WAITING_FOR_APPROVAL (docs/run-control.md).
+    if phase == Phase.EXECUTION_WAITING_FOR_APPROVAL:
         found += ["approve", "skip", "reject", "approve_all"]
     return found
 
@@ -154,7 +154,7 @@ def execution(
             for key, item in _ordered_todos(status)
         ],
         "usage": usage,
-        "actions": actions(status.phase, tools),
+        "actions": actions(status.phase),
     }
 
 

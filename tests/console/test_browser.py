@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 
 from devstack import Endpoints
 from tests.console.conftest import SCREENSHOTS, Served, serving
@@ -177,9 +178,28 @@ async def test_a_run_started_from_the_form_shows_up_in_its_session_and_agent_lis
     await page.wait_for_selector(f"#executions tr[data-id='{execution_id}']")
 
 
-@pytest.mark.skip(
-    reason="run control (submitApproval) is not in main yet: its RPC answers UNIMPLEMENTED; "
-    "enable once a gated run can be approved"
-)
 async def test_pressing_approve_on_a_gated_run_lets_it_complete(served: Served, page: Any) -> None:
-    raise AssertionError("not written until run control lands")
+    agent = await served.client.create_agent(
+        "gated-agent",
+        instructions="You are careful.\nscript: approval",
+        tool_approvals=[("execute", "Run `{command}`?")],
+    )
+    created = await served.client.create_execution("Clean up", agent_id=agent.metadata.id)
+    await page.goto(f"{served.url}/executions/{created.metadata.id}")
+    await page.wait_for_selector("body[data-phase='WAITING_FOR_APPROVAL']", timeout=WAIT_MS)
+    gated = page.locator("#tool-calls details.tool-waiting_approval")
+    assert await gated.count() == 1
+    assert "Run `" in (await gated.locator("p.approval").text_content() or "")
+    assert await page.is_enabled("#actions button[data-action=approve]")
+    assert not await page.is_enabled("#actions button[data-action=resume]")
+
+    await page.click("#actions button[data-action=approve]")
+    await page.wait_for_selector("#action-result:text('approve done')", timeout=WAIT_MS)
+    await page.wait_for_selector("body[data-phase='COMPLETED']", timeout=WAIT_MS)
+    final = await served.client.get_execution(created.metadata.id)
+    (call,) = [c for c in final.status.tool_calls if c.requires_approval]
+    assert call.approval_action == enum_pb2.APPROVAL_ACTION_APPROVE
+    assert call.status == enum_pb2.TOOL_CALL_COMPLETED
+    shown = page.locator(f"#tool-calls details[data-id='{call.id}'] .tool-status")
+    assert await shown.text_content() == "COMPLETED"
+    assert await page.locator("#actions button:not([disabled])").count() == 0
