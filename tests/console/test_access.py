@@ -256,28 +256,23 @@ async def test_the_cancel_button_ends_a_run_and_the_page_follows(
 
 
 async def test_an_action_answers_what_the_stub_answers(open_stub: Served) -> None:
-    """Pause goes to the stub's `pause` RPC: the console relays its answer, whatever it is
-    (UNIMPLEMENTED until run control is served, then the paused execution)."""
+    """Resume goes to the stub's `resume` RPC, which refuses a run that is not paused: the
+    console relays that answer (code and the RPC's name) as the stub gave it."""
     from ai.stigmer.agentic.agentexecution.v1 import io_pb2
-    from grpc import aio
+    from grpc import StatusCode, aio
 
-    agent = await open_stub.client.create_agent("pause-agent", instructions="script: quick")
-    first = await open_stub.client.create_execution("one", agent_id=agent.metadata.id)
-    second = await open_stub.client.create_execution("two", agent_id=agent.metadata.id)
-    try:
-        direct = await open_stub.client.execution_commands.pause(
-            io_pb2.PauseAgentExecutionInput(id=first.metadata.id), timeout=30
+    agent = await open_stub.client.create_agent("resume-agent", instructions="script: quick")
+    created = await open_stub.client.create_execution("one", agent_id=agent.metadata.id)
+    with pytest.raises(aio.AioRpcError) as direct:
+        await open_stub.client.execution_commands.resume(
+            io_pb2.ResumeAgentExecutionInput(id=created.metadata.id), timeout=30
         )
-        expected: tuple[int, str] = (200, present.phase_name(direct.status.phase))
-    except aio.AioRpcError as err:
-        expected = (-1, err.code().name)
+    assert direct.value.code() is StatusCode.FAILED_PRECONDITION
     async with httpx.AsyncClient(base_url=open_stub.url, timeout=60) as http:
-        answer = await http.post(f"/api/executions/{second.metadata.id}/pause", json={})
-    if expected[0] == 200:
-        assert answer.status_code == 200 and answer.json()["phase"] == expected[1]
-    else:
-        assert answer.status_code >= 400
-        assert answer.json()["code"] == expected[1] and answer.json()["rpc"] == "pause"
+        answer = await http.post(f"/api/executions/{created.metadata.id}/resume", json={})
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "FAILED_PRECONDITION" and answer.json()["rpc"] == "resume"
+    assert answer.json()["error"] == direct.value.details()
 
 
 async def test_the_list_pages_with_the_stubs_token(open_stub: Served) -> None:

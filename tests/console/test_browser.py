@@ -203,3 +203,30 @@ async def test_pressing_approve_on_a_gated_run_lets_it_complete(served: Served, 
     shown = page.locator(f"#tool-calls details[data-id='{call.id}'] .tool-status")
     assert await shown.text_content() == "COMPLETED"
     assert await page.locator("#actions button:not([disabled])").count() == 0
+
+
+async def test_pause_resume_and_terminate_from_the_buttons(served: Served, page: Any) -> None:
+    agent = await served.client.create_agent(
+        "long-agent", instructions="You work through a list.\nscript: long:400"
+    )
+    created = await served.client.create_execution("Work", agent_id=agent.metadata.id)
+    page.on("dialog", lambda dialog: dialog.accept())
+    await page.goto(f"{served.url}/executions/{created.metadata.id}")
+    await page.wait_for_selector("body[data-phase='IN_PROGRESS']", timeout=WAIT_MS)
+
+    await page.click("#actions button[data-action=pause]")
+    await page.wait_for_selector("#action-result:text('pause done')", timeout=WAIT_MS)
+    await page.wait_for_selector("body[data-phase='PAUSED']", timeout=WAIT_MS)
+    assert await page.is_enabled("#actions button[data-action=resume]")
+    assert not await page.is_enabled("#actions button[data-action=pause]")
+
+    await page.click("#actions button[data-action=resume]")
+    await page.wait_for_selector("#action-result:text('resume done')", timeout=WAIT_MS)
+    await page.wait_for_selector("body[data-phase='IN_PROGRESS']", timeout=WAIT_MS)
+
+    await page.click("#actions button[data-action=terminate]")
+    await page.wait_for_selector(
+        "#action-result:text('terminate done: the execution is TERMINATED')", timeout=WAIT_MS
+    )
+    await page.wait_for_selector("body[data-phase='TERMINATED']", timeout=WAIT_MS)
+    assert await page.locator("#actions button:not([disabled])").count() == 0
