@@ -17,10 +17,12 @@ import contextlib
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
@@ -34,6 +36,14 @@ from tests.adapters.fake_orchestrator import start_fake_orchestrator
 from worker import app
 from worker.converter import DATA_CONVERTER
 from worker.settings import load_settings
+
+M = TypeVar("M", bound=Message)
+
+
+def _msg(cls: type[M], **fields: Any) -> M:
+    """A proto message from plain values (ProtoJSON rules), typed as the message."""
+    return json_format.ParseDict(fields, cls())
+
 
 NAME = "cancel"
 TITLE = "Cancel latency"
@@ -80,7 +90,8 @@ def _completed(status: execution_api.AgentExecutionStatus) -> int:
 
 async def _one(client: Client, fake: Any, queue: str, index: int) -> dict[str, float]:
     execution_id = f"aex-cancel-{uuid.uuid4().hex[:10]}"
-    execution = execution_api.AgentExecution(
+    execution = _msg(
+        execution_api.AgentExecution,
         metadata={"id": execution_id},
         spec={"session_id": session_id(index), "message": "Work through the list."},
     )

@@ -146,14 +146,16 @@ class StubConfig:
     database: str
 
 
-def stub_env(endpoints: Endpoints, config: StubConfig, port: int) -> dict[str, str]:
+def stub_env(
+    endpoints: Endpoints, config: StubConfig, port: int, mongodb_uri: str | None = None
+) -> dict[str, str]:
     return {
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "json",
         "STIGMER_STUB_HOST": LOOPBACK,
         "STIGMER_STUB_PORT": str(port),
         "STIGMER_CONSOLE_PORT": "0",  # the benchmarks measure the API, not the web console
-        "MONGODB_URI": endpoints.mongodb_uri,
+        "MONGODB_URI": mongodb_uri or endpoints.mongodb_uri,
         "STIGMER_STUB_MONGODB_DATABASE": config.database,
         "TEMPORAL_SERVICE_ADDRESS": endpoints.temporal_address,
         "TEMPORAL_NAMESPACE": endpoints.temporal_namespace,
@@ -232,12 +234,16 @@ async def running_fake(instructions: str, sessions: int) -> AsyncIterator[Child]
 
 
 @contextlib.asynccontextmanager
-async def running_stub(label: str) -> AsyncIterator[tuple[Child, StubConfig, StigmerClient]]:
-    """The stub as a subprocess on the shared stack, and a client of it."""
+async def running_stub(
+    label: str, *, mongodb_uri: str | None = None
+) -> AsyncIterator[tuple[Child, StubConfig, StigmerClient]]:
+    """The stub as a subprocess on the shared stack (its database reached at `mongodb_uri` when
+    given: a relay in front of the stack's), and a client of it."""
     endpoints = stack()
     config = new_stub_config(label)
     (port,) = pick_free_ports(LOOPBACK, 1)
-    child = spawn("stub", ["-m", "stigmer_stub"], stub_env(endpoints, config, port))
+    env = stub_env(endpoints, config, port, mongodb_uri)
+    child = spawn("stub", ["-m", "stigmer_stub"], env)
     child.address = f"{LOOPBACK}:{port}"
     try:
         async with StigmerClient(child.address, timeout_seconds=60) as client:

@@ -23,21 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 
 from bench import infra
 from bench.builder import new_builder
 from bench.fixtures import USER_MESSAGE, load_run, scaled
 from bench.results import Result, Table, Target
 from bench.stats import fmt_bytes, fmt_int, fmt_ms, percentile, size_label
+from bench.wire_meter import WireMeter, metering
 from worker.adapters.orchestrator import GrpcOrchestrator
 from worker.domain.agent_events import AgentEvent, TokenDelta, ToolEnded
+from worker.domain.fencing import RunAttempt, attempt_bound
 from worker.domain.status_builder import StatusBuilder
+from worker.domain.status_delta import StatusParts, status_digest
 from worker.domain.status_wire import StatusPayload
 from worker.ports import StatusSink
 from worker.run.status_publisher import StatusPublisher
@@ -52,7 +57,8 @@ NAIVE_EVERY = 10
 NAIVE_BUDGET_SECONDS = 30.0
 """The naive policy stops after this long at 100k events; its totals are projected."""
 
-Policy = Literal["default", "naive"]
+Policy = Literal["default", "deltas", "naive"]
+POLICIES: tuple[Policy, ...] = ("default", "deltas", "naive")
 
 
 @dataclass(frozen=True)
@@ -99,18 +105,60 @@ class Tracker:
     bytes_sent: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    parts: bool = False  # snapshots as `StatusParts`, so updates may go as deltas
+    meter: WireMeter | None = None
+    written: list[int] = field(default_factory=list)  # bytes into MongoDB after each call
     _marks: dict[int, int] = field(default_factory=dict)
+    _last_mark: int = 0
 
-    def snapshot(self) -> StatusPayload:
-        """The builder's encoded status (what the worker sends), remembering how many events it
-        carries."""
+    def snapshot(self) -> StatusPayload | StatusParts:
+        """The builder's status as the worker sends it (encoded, or as parts for deltas),
+        remembering how many events it carries."""
         mark = len(self.applied_at)
+        self._last_mark = mark
+        if self.parts:
+            return self.builder.parts()
         status = self.builder.encoded()
         self._marks[id(status)] = mark
         return status
 
+    async def update_status_delta(
+        self, execution_id: str, delta: bytes
+    ) -> execution_io.StatusDeltaAck | None:
+        assert isinstance(self.inner, GrpcOrchestrator)
+        mark = self._last_mark
+        began = self._began()
+        try:
+            ack = await self.inner.update_status_delta(execution_id, delta)
+        except BaseException:
+            self.failures += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        self._landed(began, len(delta), mark if ack is not None and not ack.resync else None)
+        return ack
+
+    def _began(self) -> float:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return time.perf_counter()
+
+    def _landed(self, began: float, size: int, mark: int | None) -> None:
+        """A call returned: its time and bytes; the events it stored (`mark`: how many were
+        applied when its snapshot was built; None when it stored nothing) get their delay."""
+        acked = time.perf_counter()
+        self.calls += 1
+        self.latencies.append(acked - began)
+        self.bytes_sent += size
+        if self.meter is not None:
+            self.written.append(self.meter.bytes_in)
+        if mark is not None:
+            self.delays.extend(acked - self.applied_at[i] for i in range(self.covered, mark))
+            self.covered = max(self.covered, mark)
+
     async def update_status(self, execution_id: str, status: StatusPayload) -> None:
-        mark = self._marks.pop(id(status), len(self.applied_at))
+        fallback = self._last_mark if self.parts else len(self.applied_at)
+        mark = self._marks.pop(id(status), fallback)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         began = time.perf_counter()
@@ -121,12 +169,7 @@ class Tracker:
             raise
         finally:
             self.in_flight -= 1
-        acked = time.perf_counter()
-        self.calls += 1
-        self.latencies.append(acked - began)
-        self.bytes_sent += status.ByteSize()
-        self.delays.extend(acked - self.applied_at[i] for i in range(self.covered, mark))
-        self.covered = max(self.covered, mark)
+        self._landed(began, status.ByteSize(), mark)
 
 
 @dataclass
@@ -164,20 +207,23 @@ async def replay(
         applied = builder.apply(event)
         tracker.applied_at.append(time.perf_counter())
         done = index + 1
-        if policy == "default":
+        if policy != "naive":
             assert publisher is not None
             if applied.changed:
                 publisher.offer(tracker.snapshot, significant=applied.significant)
         elif done % NAIVE_EVERY == 0:
-            await tracker.update_status(execution_id, tracker.snapshot())
+            whole = tracker.snapshot()
+            assert not isinstance(whole, StatusParts)  # the naive policy sends whole statuses
+            await tracker.update_status(execution_id, whole)
         if stop_at is not None and time.perf_counter() > stop_at:
             break
     builder.complete()
-    final = tracker.snapshot()
-    if policy == "default":
+    if policy != "naive":
         assert publisher is not None
-        await publisher.finish(final)
+        await publisher.finish(tracker.snapshot)
     else:
+        final = tracker.snapshot()
+        assert not isinstance(final, StatusParts)
         await tracker.update_status(execution_id, final)
     return Replay(
         events=done,
@@ -201,19 +247,31 @@ async def one_run(
     server_pids: Sequence[int],
     settings: StatusSettings,
     budget_s: float | None,
+    meter: WireMeter | None = None,
 ) -> dict[str, Any]:
     builder = new_builder()
-    tracker = Tracker(inner=orchestrator, builder=builder)
+    deltas = policy == "deltas"
+    tracker = Tracker(inner=orchestrator, builder=builder, parts=deltas, meter=meter)
     pace = pace_for(len(events))
     publisher: StatusPublisher | None = None
     cpu_before = time.process_time()
     server_before = _cpu(server_pids)
-    if policy == "default":
-        publisher = StatusPublisher(tracker, execution_id, settings)
+    written_before = meter.bytes_in if meter is not None else 0
+    # Deltas are fenced by attempt (the stub applies them in order within one): the run is
+    # one attempt, as a run of the worker is; the publisher's task inherits it.
+    attempt = RunAttempt(f"bench-{uuid.uuid4().hex[:8]}", 1) if deltas else None
+    bound = attempt_bound(attempt)
+    bound.__enter__()
+    if policy != "naive":
+        publisher = StatusPublisher(
+            tracker, execution_id, settings.model_copy(update={"deltas": deltas})
+        )
         publisher.start()
         publisher.offer(tracker.snapshot, significant=True)
     else:
-        await tracker.update_status(execution_id, tracker.snapshot())
+        first = tracker.snapshot()
+        assert not isinstance(first, StatusParts)
+        await tracker.update_status(execution_id, first)
     try:
         outcome = await replay(
             events,
@@ -227,6 +285,7 @@ async def one_run(
     finally:
         if publisher is not None:
             await publisher.aclose()
+        bound.__exit__(None, None, None)
     ms = [d * 1000 for d in tracker.delays]
     latency = [d * 1000 for d in tracker.latencies]
     lags = [d * 1000 for d in outcome.lags]
@@ -253,7 +312,23 @@ async def one_run(
         "runner_cpu_s": time.process_time() - cpu_before,
         "orchestrator_cpu_s": _cpu(server_pids) - server_before,
         "final_status": _final_size(builder),
+        "final_digest": status_digest(builder.snapshot()),
+        "resyncs": publisher.stats.resyncs if publisher is not None else 0,
+        "deltas_sent": publisher.stats.deltas_sent if publisher is not None else 0,
+        "mongo_bytes_per_update": _written_per_update(tracker.written, written_before),
     }
+
+
+def _written_per_update(written: Sequence[int], before: int) -> dict[str, float]:
+    """Bytes the stub sent to MongoDB per update, over the first and the last tenth of the
+    run's updates (flat when an update costs what it changes, not the transcript)."""
+    if len(written) < 20:
+        return {}
+    tenth = len(written) // 10
+    marks = [before, *written]
+    first = (marks[tenth] - marks[0]) / tenth
+    last = (marks[-1] - marks[-1 - tenth]) / tenth
+    return {"first_tenth": first, "last_tenth": last, "all": (marks[-1] - marks[0]) / len(written)}
 
 
 def _final_size(builder: StatusBuilder) -> dict[str, int]:
@@ -274,12 +349,18 @@ def _project(run: dict[str, Any]) -> None:
     }
 
 
-async def _check_stored(client: Any, execution_id: str, expected_messages: int) -> dict[str, Any]:
+async def _check_stored(
+    client: Any, execution_id: str, expected_messages: int, digest: str
+) -> dict[str, Any]:
     stored: execution_api.AgentExecution = await client.get_execution(execution_id)
+    whole = len(stored.status.messages) == expected_messages
     return {
         "phase": enum_pb2.ExecutionPhase.Name(stored.status.phase),
         "messages": len(stored.status.messages),
-        "matches_final": len(stored.status.messages) == expected_messages,
+        "matches_final": whole,
+        # Field by field (a digest of the runner-written fields), when the reply holds the
+        # whole status (above the reply limit `get` answers a window).
+        "equal_final": status_digest(stored.status) == digest if whole else None,
     }
 
 
@@ -287,7 +368,10 @@ async def _run_all(sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
     base = load_run()
     settings = StatusSettings()
     runs: dict[str, dict[str, Any]] = {}
-    async with infra.running_stub("pipeline") as (stub, _config, client):
+    async with (
+        metering(infra.stack().mongodb_uri) as (meter, metered),
+        infra.running_stub("pipeline", mongodb_uri=metered) as (stub, _config, client),
+    ):
         agent = await client.create_agent(
             "bench-pipeline", instructions="Replayed by the pipeline benchmark."
         )
@@ -297,7 +381,7 @@ async def _run_all(sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
         try:
             for size in sizes:
                 events = scaled(base, size)
-                for policy in ("default", "naive"):
+                for policy in POLICIES:
                     execution = await client.create_execution(
                         USER_MESSAGE, agent_id=agent.metadata.id
                     )
@@ -311,10 +395,11 @@ async def _run_all(sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
                         server_pids=pids,
                         settings=settings,
                         budget_s=budget,
+                        meter=meter,
                     )
                     _project(run)
                     run["stored"] = await _check_stored(
-                        client, execution_id, run["final_status"]["messages"]
+                        client, execution_id, run["final_status"]["messages"], run["final_digest"]
                     )
                     runs[f"{size_label(size)}/{policy}"] = run
         finally:
@@ -348,6 +433,24 @@ def _row(label: str, run: dict[str, Any]) -> list[str]:
         fmt_ms(run["orchestrator_cpu_s"] * 1000 / max(1, run["calls"])),
         fmt_bytes(run["final_status"]["bytes"]),
         "yes" if run["stored"]["matches_final"] else "NO",
+    ]
+
+
+def _delta_row(label: str, run: dict[str, Any]) -> list[str]:
+    written = run["mongo_bytes_per_update"]
+    per_update = (
+        " / ".join(fmt_bytes(written[k]) for k in ("first_tenth", "last_tenth", "all"))
+        if written
+        else "n/a"
+    )
+    equal = run["stored"]["equal_final"]
+    return [
+        label,
+        run["policy"],
+        f"{run['bytes'] / max(1, run['final_status']['bytes']):.1f}×",
+        per_update,
+        f"{fmt_int(run['deltas_sent'])} / {fmt_int(run['resyncs'])}",
+        "windowed reply" if equal is None else ("yes" if equal else "NO"),
     ]
 
 
@@ -394,6 +497,22 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
             "the Temporal and MongoDB-wire servers, during the run.",
         )
     )
+    result.tables.append(
+        Table(
+            title="Status deltas: bytes sent and MongoDB writes per update",
+            columns=[
+                "events",
+                "policy",
+                "bytes sent / final status",
+                "MongoDB bytes per update: first tenth / last tenth / all",
+                "deltas / resyncs",
+                "stored = final, field by field",
+            ],
+            rows=[_delta_row(key.partition("/")[0], r) for key, r in runs.items()],
+            note="MongoDB bytes: what the stub sent to the database (a relay counts them), "
+            "per update, early and late in the run.",
+        )
+    )
     for key, r in runs.items():
         result.metric(f"calls@{key}", r["calls"], "calls", "lower")
         result.metric(f"bytes@{key}", r["bytes"], "B", "lower")
@@ -419,6 +538,26 @@ def _judge(result: Result, runs: dict[str, dict[str, Any]], sizes: Sequence[int]
                 met=p95 <= TARGET_P95_MS,
             )
         )
+        deltas = runs[f"{label}/deltas"]
+        ratio = deltas["bytes"] / max(1, deltas["final_status"]["bytes"])
+        result.targets.append(
+            Target(
+                goal=f"deltas: bytes sent ≤ 3× the final status, {label} events",
+                measured=f"{ratio:.1f}× ({fmt_bytes(deltas['bytes'])} for "
+                f"{fmt_bytes(deltas['final_status']['bytes'])})",
+                met=ratio <= 3,
+            )
+        )
+        written = deltas["mongo_bytes_per_update"]
+        if written:
+            result.targets.append(
+                Target(
+                    goal=f"deltas: MongoDB bytes per update flat (last tenth ≤ 2× first), {label}",
+                    measured=f"{fmt_bytes(written['first_tenth'])} → "
+                    f"{fmt_bytes(written['last_tenth'])}",
+                    met=written["last_tenth"] <= 2 * written["first_tenth"],
+                )
+            )
         naive_calls = naive.get("projected", {}).get("calls", naive["calls"])
         result.targets.append(
             Target(

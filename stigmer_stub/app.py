@@ -62,6 +62,7 @@ def build_operations(
         sessions,
         max_input_bytes=limits.max_execution_input_bytes,
         max_reply_bytes=limits.max_reply_bytes,
+        status_deltas=limits.status_deltas,
     )
     return Operations(
         executions=executions,

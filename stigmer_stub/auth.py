@@ -36,7 +36,7 @@ ANONYMOUS = Caller(name="anonymous", role=Role.USER, authenticated=False)
 """Who calls an open stub (no keys configured): every RPC is allowed, since nothing tells a
 runner from a user."""
 
-RUNNER_ONLY_METHODS = frozenset({"updateStatus", "uploadContent"})
+RUNNER_ONLY_METHODS = frozenset({"updateStatus", "updateStatusDelta", "uploadContent"})
 """RPC names (of AgentExecutionCommandController) only a `runner` may call."""
 
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})

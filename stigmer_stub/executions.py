@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
@@ -11,7 +11,7 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from stigmer_stub import fencing, paging, windows
+from stigmer_stub import deltas, fencing, paging, windows
 from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import (
     AlreadyExists,
@@ -121,8 +121,10 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         *,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        status_deltas: bool = True,
     ) -> None:
         super().__init__(db.executions, clock)
+        self.status_deltas = status_deltas
         self.max_input_bytes = max_input_bytes
         self.max_reply_bytes = max_reply_bytes
         self.executions = db.executions
@@ -223,6 +225,53 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         merged = await self._merge(execution_id, status, authoritative=False, attempt=attempt)
         return merged.reply(self.max_reply_bytes)
 
+    async def update_status_delta(
+        self, raw: bytes, *, attempt: fencing.Attempt | None = None
+    ) -> io_pb2.StatusDeltaAck:
+        """Apply an encoded `AgentExecutionStatusDelta` in order, exactly once, or answer that
+        it is a duplicate or that the whole status is needed (`stigmer_stub.deltas`)."""
+        try:
+            delta = deltas.Delta.FromString(raw)
+        except DecodeError as err:
+            raise InvalidArgument("delta", "is not an AgentExecutionStatusDelta") from err
+        if not delta.execution_id:
+            raise InvalidArgument("execution_id", "is required")
+        if attempt is not None and attempt.seq != delta.seq:
+            raise InvalidArgument(
+                "seq", f"{delta.seq} differs from {fencing.SEQ_HEADER} {attempt.seq}"
+            )
+        rest = deltas.rest_of(delta)
+        _check_enums(rest, "status")
+
+        def precheck(doc: Mapping[str, Any]) -> None:
+            deltas.check_order(doc.get(fencing.FENCE_FIELD), attempt, delta)
+
+        def incoming(chunks: Mapping[str, bytes]) -> SplitStatus:
+            status = SplitStatus(rest, deltas.applied_lists(delta, raw, chunks))
+            deltas.check_digest(delta, rest, status)
+            return status
+
+        try:
+            await self._merge(
+                delta.execution_id,
+                SplitStatus(rest, {}),
+                authoritative=False,
+                attempt=attempt,
+                incoming=incoming,
+                precheck=precheck,
+            )
+        except deltas.DeltaRefused as refused:
+            log.info(
+                "status_delta_refused",
+                execution_id=delta.execution_id,
+                seq=delta.seq,
+                base_seq=delta.base_seq,
+                duplicate=refused.ack.duplicate,
+                reason=refused.ack.reason,
+            )
+            return refused.ack
+        return io_pb2.StatusDeltaAck(applied=True, stored_seq=delta.seq)
+
     async def finalize(
         self, execution_id: str, status: api_pb2.AgentExecutionStatus
     ) -> api_pb2.AgentExecution:
@@ -237,11 +286,15 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         *,
         authoritative: bool,
         attempt: fencing.Attempt | None = None,
+        incoming: Callable[[Mapping[str, bytes]], SplitStatus] | None = None,
+        precheck: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> MergedStatus:
         now = self.clock()
         ending = is_terminal(status.rest.phase)
 
         def guard(doc: Mapping[str, Any], head: api_pb2.AgentExecution) -> dict[str, Any] | None:
+            if precheck is not None:
+                precheck(doc)
             stored = doc.get(fencing.FENCE_FIELD)
             before = is_terminal(head.status.phase)
             if authoritative:
@@ -261,7 +314,12 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             head.status.CopyFrom(merged)
 
         merged = await self.executions.merge_status(
-            execution_id, status, change, _admit_entry, field="execution_id", guard=guard
+            execution_id,
+            status if incoming is None else incoming,
+            change,
+            _admit_entry,
+            field="execution_id",
+            guard=guard,
         )
         log.debug(
             "execution_status_merged",

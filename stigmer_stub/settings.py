@@ -184,6 +184,9 @@ class LimitsSettings(BaseSettings):
     max_execution_input_bytes: int = Field(
         1 * MiB, ge=4 * 1024, le=2 * MiB, validation_alias="STIGMER_STUB_MAX_EXECUTION_INPUT_BYTES"
     )
+    # Serve `updateStatusDelta` (contract §7, ours); off, it answers UNIMPLEMENTED like an
+    # orchestrator of the January contract, and runners send whole statuses.
+    status_deltas: bool = Field(True, validation_alias="STIGMER_STUB_STATUS_DELTAS")
 
 
 class ConsoleSettings(BaseSettings):

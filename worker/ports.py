@@ -27,6 +27,17 @@ class StatusSink(Protocol):
     async def update_status(self, execution_id: str, status: StatusPayload) -> None: ...
 
 
+class StatusDeltaSink(Protocol):
+    """A status sink that may also take `updateStatusDelta` (contract §7, ours)."""
+
+    async def update_status_delta(
+        self, execution_id: str, delta: bytes
+    ) -> execution_io.StatusDeltaAck | None:
+        """Send an encoded `AgentExecutionStatusDelta`; None when the orchestrator does not
+        serve the method (the caller sends whole statuses instead)."""
+        ...
+
+
 class ContentStore(Protocol):
     """Large content stored by the orchestrator (contract §7, `uploadContent`/`statContent`)."""
 

@@ -106,6 +106,10 @@ NOTES: dict[str, str] = {
     "call's request, start and quick end) go in one update.",
     "STIGMER_STATUS_FINAL_DEADLINE_SECONDS": "How long the final status update is retried before "
     "the activity returns without it.",
+    "STIGMER_STATUS_DELTAS": "Send each status update after the first as what changed since the "
+    "last one the orchestrator stored (`updateStatusDelta`, contract §7) instead of the whole "
+    "status. Against an orchestrator without the method (UNIMPLEMENTED, logged once) whole "
+    "statuses are sent, as when off.",
     "SANDBOX_BACKEND": "Where agent commands run. Unset: `daytona` in cloud mode with "
     "`DAYTONA_API_KEY`, else `local`.",
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",

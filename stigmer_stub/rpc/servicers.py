@@ -171,6 +171,23 @@ class AgentExecutionCommands(execution_cmd.AgentExecutionCommandControllerServic
         control = await self._control(context, "recover")
         return await control.recover(request.id)
 
+    async def updateStatusDelta(
+        self, request: execution_io.AgentExecutionStatusDelta, context: Context
+    ) -> execution_io.StatusDeltaAck:
+        return await self.update_status_delta_raw(request.SerializeToString(), context)
+
+    async def update_status_delta_raw(
+        self, request: bytes, context: Context
+    ) -> execution_io.StatusDeltaAck:
+        """What the server runs for `updateStatusDelta`: the delta read as it arrived (its
+        entries are stored as they were encoded)."""
+        if not self.ops.status_deltas:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "updateStatusDelta is turned off on this orchestrator (STIGMER_STUB_STATUS_DELTAS)",
+            )
+        return await self.ops.update_status_delta(request, attempt=_attempt(context))
+
     async def uploadContent(
         self, request_iterator: AsyncIterator[execution_io.ContentUploadChunk], context: Context
     ) -> execution_io.ContentUploadResult:
@@ -199,7 +216,17 @@ def add_execution_commands(servicer: AgentExecutionCommands, server: aio.Server)
         request_deserializer=parse_update,
         response_serializer=_as_is,
     )
-    _add_service(server, _EXECUTION_COMMANDS, servicer, {"updateStatus": update_status})
+    update_status_delta: grpc.RpcMethodHandler[bytes, execution_io.StatusDeltaAck]
+    update_status_delta = grpc.unary_unary_rpc_method_handler(
+        servicer.update_status_delta_raw,
+        response_serializer=execution_io.StatusDeltaAck.SerializeToString,
+    )
+    _add_service(
+        server,
+        _EXECUTION_COMMANDS,
+        servicer,
+        {"updateStatus": update_status, "updateStatusDelta": update_status_delta},
+    )
 
 
 def add_execution_queries(servicer: AgentExecutionQueries, server: aio.Server) -> None:

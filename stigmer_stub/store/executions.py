@@ -415,7 +415,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
     async def merge_status(
         self,
         execution_id: str,
-        incoming: SplitStatus,
+        incoming: SplitStatus | Callable[[Mapping[str, bytes]], SplitStatus],
         change: Callable[[Execution], None],
         admit: Admit,
         *,
@@ -428,12 +428,12 @@ class ExecutionCollection(ResourceCollection[Execution]):
         again on a fresh head when another writer got in first); the lists are merged here: a
         non-empty incoming list replaces the stored one wholesale, an empty one keeps it.
         NOT_FOUND (naming `field`) when there is no such execution. `guard`, when given, sees
-        each stored document first (see `Guard`).
+        each stored document first (see `Guard`). `incoming` may be a function of the stored
+        lists' chunks (a delta, `stigmer_stub.deltas`), called after the guard.
         """
-        replacing = {name: chunk(name, e) for name, e in incoming.lists.items() if e}
         admitted: set[bytes] = set()
 
-        def admit_new(name: str, stored_chunk: bytes) -> None:
+        def admit_new(name: str, stored_chunk: bytes, incoming: SplitStatus) -> None:
             # Entries already stored were checked when they arrived; in a long run that is all
             # but the last few, so only the others are parsed. The runner appends, so an entry
             # is first compared with the stored one at its index (no hashing of megabytes).
@@ -461,9 +461,11 @@ class ExecutionCollection(ResourceCollection[Execution]):
                 raise NotFound(self.kind.label, execution_id, field=field)
             parts = self._parts(doc)
             extra = guard(doc, parts.head) if guard is not None else None
+            status = incoming(parts.chunks) if callable(incoming) else incoming
+            replacing = {name: chunk(name, e) for name, e in status.lists.items() if e}
             for name, new_chunk in replacing.items():
                 if new_chunk != parts.chunks[name]:
-                    admit_new(name, parts.chunks[name])
+                    admit_new(name, parts.chunks[name], status)
             head = parts.head
             change(head)
             seal_execution(head, self.secrets)  # a no-op unless stored in clear before

@@ -11,13 +11,17 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.agentinstance.v1 import spec_pb2 as instance_spec
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.session.v1 import spec_pb2 as session_spec
 from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_api
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 
 from worker.domain import fencing
 from worker.domain.agent_events import (
@@ -54,13 +58,16 @@ class FakeOrchestratorPorts:
     def with_agent(cls, session_id: str = "ses-1") -> FakeOrchestratorPorts:
         fake = cls()
         fake.agents["agt-1"] = agent_api.Agent(
-            metadata={"id": "agt-1", "name": "helper"}, spec={"instructions": "Be useful."}
+            metadata=ApiResourceMetadata(id="agt-1", name="helper"),
+            spec=agent_spec.AgentSpec(instructions="Be useful."),
         )
         fake.instances["ain-1"] = instance_api.AgentInstance(
-            metadata={"id": "ain-1"}, spec={"agent_id": "agt-1"}
+            metadata=ApiResourceMetadata(id="ain-1"),
+            spec=instance_spec.AgentInstanceSpec(agent_id="agt-1"),
         )
         fake.sessions[session_id] = session_api.Session(
-            metadata={"id": session_id}, spec={"agent_instance_id": "ain-1"}
+            metadata=ApiResourceMetadata(id=session_id),
+            spec=session_spec.SessionSpec(agent_instance_id="ain-1"),
         )
         return fake
 

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1.spec_pb2 import AgentExecutionSpec
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -68,7 +70,8 @@ def make_activities(
 
 def an_execution() -> execution_api.AgentExecution:
     return execution_api.AgentExecution(
-        metadata={"id": "aex-1"}, spec={"session_id": "ses-1", "message": "Read the logs"}
+        metadata=ApiResourceMetadata(id="aex-1"),
+        spec=AgentExecutionSpec(session_id="ses-1", message="Read the logs"),
     )
 
 

@@ -4,11 +4,21 @@ orchestrator serves run control."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from worker.errors import Unavailable
 from worker.run.approvals import TRANSITION_ANNOTATION, pause_requested
+
+M = TypeVar("M", bound=Message)
+
+
+def _msg(cls: type[M], **fields: Any) -> M:
+    """A proto message from plain values (ProtoJSON rules), typed as the message."""
+    return json_format.ParseDict(fields, cls())
 
 
 @dataclass
@@ -22,7 +32,7 @@ class FakeRunControl:
     async def get_execution(self, execution_id: str) -> execution_api.AgentExecution:
         if self.down:
             raise Unavailable("AgentExecutionQueryController/get: UNAVAILABLE")
-        execution = execution_api.AgentExecution(metadata={"id": execution_id})
+        execution = _msg(execution_api.AgentExecution, metadata={"id": execution_id})
         if self.transition:
             execution.metadata.annotations[TRANSITION_ANNOTATION] = self.transition
         return execution

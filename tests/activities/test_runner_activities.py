@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1.spec_pb2 import AgentExecutionSpec
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -72,7 +74,8 @@ def make_activities(
 
 def an_execution(session_id: str = "ses-1", message: str = "List the files") -> Any:
     return execution_api.AgentExecution(
-        metadata={"id": "aex-1"}, spec={"session_id": session_id, "message": message}
+        metadata=ApiResourceMetadata(id="aex-1"),
+        spec=AgentExecutionSpec(session_id=session_id, message=message),
     )
 
 
@@ -299,9 +302,12 @@ async def test_disabled_live_events_get_only_phases_and_the_close(
     "execution",
     [
         execution_api.AgentExecution(
-            metadata={"id": "aex-1"}, spec={"session_id": "ses-1", "message": " "}
+            metadata=ApiResourceMetadata(id="aex-1"),
+            spec=AgentExecutionSpec(session_id="ses-1", message=" "),
         ),
-        execution_api.AgentExecution(metadata={"id": "aex-1"}, spec={"message": "hi"}),
+        execution_api.AgentExecution(
+            metadata=ApiResourceMetadata(id="aex-1"), spec=AgentExecutionSpec(message="hi")
+        ),
     ],
     ids=["empty-message", "neither-session-nor-agent"],
 )
@@ -326,7 +332,9 @@ async def test_an_execution_without_an_id_fails_without_a_push(tmp_path: Path) -
     acts = make_activities(tmp_path, fake, FakeRuntime())
     with pytest.raises(ApplicationError):
         await ActivityEnvironment().run(
-            acts.execute_graphton, execution_api.AgentExecution(spec={"message": "x"}), "t"
+            acts.execute_graphton,
+            execution_api.AgentExecution(spec=AgentExecutionSpec(message="x")),
+            "t",
         )
     assert fake.updates == []
 

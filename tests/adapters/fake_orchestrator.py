@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Never
 
 import grpc
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
@@ -102,7 +102,7 @@ class FakeOrchestrator:
             await context.abort(code, details)
 
     @staticmethod
-    async def missing(context: aio.ServicerContext[Any, Any], what: str) -> Any:
+    async def missing(context: aio.ServicerContext[Any, Any], what: str) -> Never:
         await context.abort(grpc.StatusCode.NOT_FOUND, what + " not found")
 
 
@@ -126,16 +126,6 @@ class _Executions(execution_command.AgentExecutionCommandControllerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "action is unspecified")
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "tests decide through the fake")
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
-
-
-class _ExecutionQuery(execution_query.AgentExecutionQueryControllerServicer):
-    def __init__(self, fake: FakeOrchestrator) -> None:
-        self.fake = fake
-
-    async def get(self, request: Any, context: Any) -> execution_api.AgentExecution:
-        await self.fake.enter("getExecution", request, context)
-        found = self.fake.executions.get(request.value)
-        return found if found is not None else await self.fake.missing(context, "execution")
 
 
 class _ExecutionQuery(execution_query.AgentExecutionQueryControllerServicer):
@@ -165,10 +155,10 @@ class _SessionCommand(session_command.SessionCommandControllerServicer):
     def __init__(self, fake: FakeOrchestrator) -> None:
         self.fake = fake
 
-    async def update(self, request: Any, context: Any) -> session_api.Session:
+    async def update(self, request: session_api.Session, context: Any) -> session_api.Session:
         await self.fake.enter("SessionCommand.update", request, context)
         self.fake.sessions[request.metadata.id] = request
-        return request  # type: ignore[no-any-return]
+        return request
 
 
 class _InstanceQuery(instance_query.AgentInstanceQueryControllerServicer):
@@ -214,7 +204,7 @@ class _SkillQuery(skill_query.SkillQueryControllerServicer):
         await self.fake.enter("SkillQuery.getArtifact", request, context)
         found = self.fake.artifacts.get(request.artifact_storage_key)
         if found is None:
-            return await self.fake.missing(context, "artifact")  # type: ignore[no-any-return]
+            return await self.fake.missing(context, "artifact")
         return skill_io.GetArtifactResponse(artifact=found)
 
 

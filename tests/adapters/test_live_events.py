@@ -8,7 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -63,8 +63,12 @@ async def live(stack: Endpoints) -> AsyncIterator[RedisLiveEvents]:
     await events.aclose()
 
 
+# redis-py's annotations cannot follow `decode_responses=True`: `reader` gets str, not bytes.
+StreamEntries = list[tuple[str, dict[str, str]]]
+
+
 async def read_events(reader: Redis, execution_id: str) -> list[dict[str, Any]]:
-    entries = await reader.xrange(stream_key(execution_id))
+    entries = cast(StreamEntries, await reader.xrange(stream_key(execution_id)))
     return [fields for _id, fields in entries]
 
 
@@ -204,7 +208,7 @@ async def test_the_stream_is_capped_and_expires(stack: Endpoints, reader: Redis)
 
     length = await reader.xlen(stream_key(eid))
     ttl = await reader.ttl(stream_key(eid))
-    last = await reader.xrevrange(stream_key(eid), count=1)
+    last = cast(StreamEntries, await reader.xrevrange(stream_key(eid), count=1))
 
     # `MAXLEN ~` trims whole radix-tree nodes, so the length lands between the cap and twice it.
     assert 100 <= length <= 200

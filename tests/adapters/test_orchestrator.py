@@ -13,13 +13,19 @@ from pathlib import Path
 import grpc
 import pytest
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agent.v1.spec_pb2 import AgentSpec
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.agentinstance.v1.spec_pb2 import AgentInstanceSpec
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_api
+from ai.stigmer.agentic.environment.v1.spec_pb2 import EnvironmentSpec, EnvironmentValue
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.session.v1.spec_pb2 import SessionSpec
 from ai.stigmer.agentic.skill.v1 import api_pb2 as skill_api
+from ai.stigmer.agentic.skill.v1.status_pb2 import SkillStatus
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from grpc import aio
 
 from worker.adapters.auth import StaticToken
@@ -69,21 +75,29 @@ def free_port() -> int:
 def fake() -> FakeOrchestrator:
     fake = FakeOrchestrator()
     fake.sessions["ses-1"] = session_api.Session(
-        kind="Session", metadata={"id": "ses-1"}, spec={"agent_instance_id": "ain-1"}
+        kind="Session",
+        metadata=ApiResourceMetadata(id="ses-1"),
+        spec=SessionSpec(agent_instance_id="ain-1"),
     )
     fake.instances["ain-1"] = instance_api.AgentInstance(
-        kind="AgentInstance", metadata={"id": "ain-1"}, spec={"agent_id": "agt-1"}
+        kind="AgentInstance",
+        metadata=ApiResourceMetadata(id="ain-1"),
+        spec=AgentInstanceSpec(agent_id="agt-1"),
     )
     fake.agents["agt-1"] = agent_api.Agent(
-        kind="Agent", metadata={"id": "agt-1"}, spec={"instructions": "be brief"}
+        kind="Agent",
+        metadata=ApiResourceMetadata(id="agt-1"),
+        spec=AgentSpec(instructions="be brief"),
     )
     fake.environments["prod"] = environment_api.Environment(
-        kind="Environment", metadata={"slug": "prod"}, spec={"data": {"A": {"value": "1"}}}
+        kind="Environment",
+        metadata=ApiResourceMetadata(slug="prod"),
+        spec=EnvironmentSpec(data={"A": EnvironmentValue(value="1")}),
     )
     fake.skills["search"] = skill_api.Skill(
         kind="Skill",
-        metadata={"slug": "search"},
-        status={"version_hash": "ab" * 32, "artifact_storage_key": "skills/ab.zip"},
+        metadata=ApiResourceMetadata(slug="search"),
+        status=SkillStatus(version_hash="ab" * 32, artifact_storage_key="skills/ab.zip"),
     )
     fake.artifacts["skills/ab.zip"] = b"PK\x05\x06" + bytes(18)
     return fake
@@ -347,8 +361,10 @@ async def test_a_call_with_nothing_listening_is_unavailable() -> None:
 def test_channel_options_allow_ten_megabytes_and_keep_the_connection_alive() -> None:
     options = dict(channel_options(backend("x:1")))
 
-    assert options["grpc.max_send_message_length"] >= 10 * MB  # type: ignore[operator]
-    assert options["grpc.max_receive_message_length"] >= 10 * MB  # type: ignore[operator]
+    send = options["grpc.max_send_message_length"]
+    receive = options["grpc.max_receive_message_length"]
+    assert isinstance(send, int) and send >= 10 * MB
+    assert isinstance(receive, int) and receive >= 10 * MB
     assert "grpc.keepalive_time_ms" in options
 
 

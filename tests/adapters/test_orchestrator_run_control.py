@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from worker.adapters.auth import StaticToken
 from worker.adapters.orchestrator import GrpcOrchestrator
@@ -14,6 +17,13 @@ from worker.errors import NotFound, Unavailable
 from worker.settings import BackendSettings
 
 from .fake_orchestrator import FakeOrchestrator, start_fake_orchestrator
+
+M = TypeVar("M", bound=Message)
+
+
+def _msg(cls: type[M], **fields: Any) -> M:
+    """A proto message from plain values (ProtoJSON rules), typed as the message."""
+    return json_format.ParseDict(fields, cls())
 
 
 @pytest.fixture
@@ -71,8 +81,9 @@ async def test_the_execution_is_read_as_stored(
     served: tuple[FakeOrchestrator, GrpcOrchestrator],
 ) -> None:
     fake, client = served
-    fake.executions["aex-1"] = execution_api.AgentExecution(
-        metadata={"id": "aex-1", "annotations": {"stigmer.ai/requested-transition": "pause"}}
+    fake.executions["aex-1"] = _msg(
+        execution_api.AgentExecution,
+        metadata={"id": "aex-1", "annotations": {"stigmer.ai/requested-transition": "pause"}},
     )
     stored = await client.get_execution("aex-1")
     assert stored.metadata.annotations["stigmer.ai/requested-transition"] == "pause"

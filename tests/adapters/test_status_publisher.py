@@ -11,6 +11,7 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 from structlog.testing import capture_logs
 
+from worker.domain.status_wire import StatusPayload, as_status
 from worker.errors import InvalidInput, NotFound, Unavailable
 from worker.run.status_publisher import Backoff, StatusPublisher
 from worker.settings import StatusSettings
@@ -31,9 +32,7 @@ class FakeStatusSink:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def update_status(
-        self, execution_id: str, status: execution_api.AgentExecutionStatus
-    ) -> None:
+    async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         assert execution_id == "aex-1"
         self.calls += 1
         self.in_flight += 1
@@ -48,7 +47,7 @@ class FakeStatusSink:
             if self.failures:
                 raise self.failures.pop(0)
             copy = execution_api.AgentExecutionStatus()
-            copy.CopyFrom(status)
+            copy.CopyFrom(as_status(status))
             self.received.append(copy)
         finally:
             self.in_flight -= 1
@@ -447,7 +446,7 @@ async def test_a_progress_update_is_logged_at_debug_with_its_number_and_counts(
 
     sent = [e for e in logs if e["event"] == "status_update_sent"]
     assert len(sent) == 1
-    assert sent[0] | {"latency_ms": 0} == {
+    assert dict(sent[0]) | {"latency_ms": 0} == {
         "event": "status_update_sent",
         "log_level": "debug",
         "execution_id": "aex-1",

@@ -140,6 +140,7 @@ class FakeLlmServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 recorded = RecordedRequest(self.path, headers, body)
+                provider: _Anthropic | _OpenAi | _Ollama
                 if self.path.endswith("/v1/messages"):
                     provider = _Anthropic(fake)
                 elif self.path.endswith("/chat/completions"):
@@ -409,7 +410,7 @@ class _Ollama:
         text = self.fake.reply if turn.text is None else turn.text
         tokens = self.fake.tokens(_cut(text) if turn.truncated else text) if text else []
         for token in tokens:
-            message = {"role": "assistant", "content": token}
+            message: dict[str, Any] = {"role": "assistant", "content": token}
             yield json.dumps(
                 {"model": model, "created_at": stamp, "message": message, "done": False}
             )

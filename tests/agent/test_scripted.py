@@ -13,6 +13,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.runnables import RunnableBinding
 from langchain_core.tools import tool
 
 from worker.agent.scripted import ScriptedChatModel, parse_script
@@ -53,7 +54,9 @@ MAIN_TOOLS = [write_todos, task, ls, read_file, write_file]
 
 def tools_of(*tools: Any) -> list[dict[str, Any]]:
     bound = ScriptedChatModel().bind_tools(list(tools))
-    return bound.kwargs["tools"]  # type: ignore[attr-defined, no-any-return]
+    assert isinstance(bound, RunnableBinding)
+    bound_tools: list[dict[str, Any]] = bound.kwargs["tools"]
+    return bound_tools
 
 
 def answer(step: AIMessage, *results: str) -> list[BaseMessage]:

@@ -70,7 +70,9 @@ class Facts:
     todo_lists: list[list[tuple[str, str]]] = field(default_factory=list)
     todo_call_ids: list[str] = field(default_factory=list)
     sub_texts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    sub_turn_calls: dict[str, list[list[str]]] = field(default_factory=lambda: defaultdict(list))
+    sub_turn_calls: dict[str, list[list[str | None]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     task_ids: dict[str, str] = field(default_factory=dict)  # pregel task id -> tool call id
 
 

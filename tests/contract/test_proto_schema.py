@@ -618,6 +618,32 @@ message AgentExecutionWindow
   3 total_messages int32
   4 tool_call_offset int32
   5 total_tool_calls int32
+message AgentExecutionStatusDelta
+  1 messages repeated AgentMessage
+  2 phase ExecutionPhase
+  3 tool_calls repeated ToolCall
+  4 sub_agent_executions repeated SubAgentExecution
+  6 error string
+  7 started_at string
+  8 completed_at string
+  9 todos map<string,TodoItem>
+  100 usage ExecutionUsage
+  101 execution_id string
+  102 seq int64
+  103 base_seq int64
+  104 message_positions repeated int32
+  105 tool_call_positions repeated int32
+  106 sub_agent_positions repeated int32
+  107 todos_changed bool
+  108 appended_text string
+  109 appended_position int32
+  110 final_digest string
+message StatusDeltaAck
+  1 applied bool
+  2 duplicate bool
+  3 resync bool
+  4 stored_seq int64
+  5 reason string
 
 file ai/stigmer/agentic/agent/v1/spec.proto
 message AgentSpec
@@ -637,6 +663,7 @@ service AgentExecutionCommandController
   resume ResumeAgentExecutionInput AgentExecution
   recover RecoverAgentExecutionInput AgentExecution
   uploadContent stream ContentUploadChunk ContentUploadResult
+  updateStatusDelta AgentExecutionStatusDelta StatusDeltaAck
 
 file ai/stigmer/agentic/agentexecution/v1/query.proto
 service AgentExecutionQueryController
@@ -799,11 +826,13 @@ POOL = _pool()
 
 
 def _message(full_name: str) -> Descriptor:
-    return POOL.FindMessageTypeByName(full_name)  # type: ignore[no-any-return]
+    descriptor: Descriptor = POOL.FindMessageTypeByName(full_name)
+    return descriptor
 
 
 def _enum(full_name: str) -> EnumDescriptor:
-    return POOL.FindEnumTypeByName(full_name)  # type: ignore[no-any-return]
+    descriptor: EnumDescriptor = POOL.FindEnumTypeByName(full_name)
+    return descriptor
 
 
 @pytest.mark.parametrize("row", FIELD_ROWS, ids=lambda r: f"{r.message}.{r.name}")

@@ -101,7 +101,9 @@ class Run:
                 api_pb2.TodoItem(id=f"todo-{n}", content=TODOS[n], status=status)
             )
 
-    def end(self, phase: int = e.EXECUTION_COMPLETED, error: str = "") -> None:
+    def end(
+        self, phase: e.ExecutionPhase.ValueType = e.EXECUTION_COMPLETED, error: str = ""
+    ) -> None:
         self.status.phase = phase
         self.status.error = error
         self.status.completed_at = "2026-01-01T00:00:06.500Z"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import pytest
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from worker.domain.approvals import (
     REJECTED_RESULT,
@@ -17,6 +21,13 @@ from worker.domain.approvals import (
     policies_of,
     recorded_approvals,
 )
+
+M = TypeVar("M", bound=Message)
+
+
+def _msg(cls: type[M], **fields: Any) -> M:
+    """A proto message from plain values (ProtoJSON rules), typed as the message."""
+    return json_format.ParseDict(fields, cls())
 
 
 def _same(text: str) -> str:
@@ -58,8 +69,9 @@ def test_rules_gate_mcp_tools_by_server_and_stop_after_approve_all() -> None:
 
 
 def test_policies_come_from_the_agent_spec_without_blank_tools() -> None:
-    agent = agent_api.Agent(
-        spec={"tool_approvals": [{"tool": " execute ", "message": "m"}, {"tool": "  "}]}
+    agent = _msg(
+        agent_api.Agent,
+        spec={"tool_approvals": [{"tool": " execute ", "message": "m"}, {"tool": "  "}]},
     )
     assert policies_of(agent) == (Policy("execute", "m"),)
     assert policies_of(agent_api.Agent()) == ()
@@ -89,7 +101,8 @@ def test_long_arguments_are_shortened_in_the_message() -> None:
 
 
 def test_recorded_approvals_read_gates_decisions_and_approve_all() -> None:
-    execution = execution_api.AgentExecution(
+    execution = _msg(
+        execution_api.AgentExecution,
         status={
             "tool_calls": [
                 {
@@ -114,7 +127,7 @@ def test_recorded_approvals_read_gates_decisions_and_approve_all() -> None:
                 {"id": "c3", "name": "ls", "requires_approval": True},
                 {"id": "c4", "name": "read_file"},
             ]
-        }
+        },
     )
     recorded = recorded_approvals(execution)
     assert set(recorded.gates) == {"c1", "c2", "c3"}

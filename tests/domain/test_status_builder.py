@@ -424,6 +424,7 @@ def test_failed_task_fails_its_sub_agent() -> None:
 def test_malformed_event_is_skipped() -> None:
     message, events = recording("fail-tool")
     builder = StatusBuilder(user_message=message, clock=TickingClock())
+    # Ill-typed on purpose (hence the ignores): what a buggy normaliser could hand the builder.
     garbage: list[object] = [
         "not an event",
         {"type": "ToolEnded"},

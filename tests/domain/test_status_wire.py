@@ -109,7 +109,10 @@ def test_the_update_request_parses_as_the_contract_message() -> None:
     status = api_pb2.AgentExecutionStatus(
         phase=enum_pb2.EXECUTION_IN_PROGRESS, messages=[api_pb2.AgentMessage(content="x" * 300)]
     )
-    for payload in (status, EncodedStatus(status.SerializeToString(), 2, 1, 0, 0, 0)):
+    for payload in (
+        status,
+        EncodedStatus(status.SerializeToString(), enum_pb2.EXECUTION_IN_PROGRESS, 1, 0, 0, 0),
+    ):
         request = command_pb2.AgentExecutionUpdateStatusInput.FromString(
             update_request_bytes("aex-1", payload)
         )

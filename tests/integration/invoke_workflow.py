@@ -6,6 +6,7 @@ lives in its own module so Temporal's workflow sandbox can import it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -33,7 +34,7 @@ class InvokeForTest:
             retry_policy=RetryPolicy(maximum_attempts=3),
             result_type=str,
         )
-        return await workflow.execute_activity(
+        status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
             "ExecuteGraphton",
             args=[execution, thread_id],
             task_queue=queue,
@@ -42,6 +43,7 @@ class InvokeForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+        return status
 
 
 @workflow.defn(name="test/agent-execution/invoke-by-id")
@@ -60,7 +62,7 @@ class InvokeByIdForTest:
             start_to_close_timeout=timedelta(seconds=30),
             result_type=str,
         )
-        return await workflow.execute_activity(
+        status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
             "ExecuteGraphton",
             args=[execution_id, thread_id],
             task_queue=queue,
@@ -69,6 +71,7 @@ class InvokeByIdForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+        return status
 
 
 @workflow.defn(name="test/agent-execution/invoke-raw")
@@ -92,7 +95,7 @@ class InvokeRawForTest:
             metadata={"encoding": b"json/protobuf", "messageType": EXECUTION_TYPE},
             data=execution_json.encode(),
         )
-        return await workflow.execute_activity(
+        status: execution_api.AgentExecutionStatus = await workflow.execute_activity(
             "ExecuteGraphton",
             args=[RawValue(execution), thread_id],
             task_queue=queue,
@@ -101,6 +104,7 @@ class InvokeRawForTest:
             retry_policy=RetryPolicy(maximum_attempts=1),
             result_type=execution_api.AgentExecutionStatus,
         )
+        return status
 
 
 @workflow.defn(name="test/agent-execution/invoke-gated")
@@ -142,4 +146,7 @@ class InvokeWithGatesForTest:
             if status.phase != execution_enum.EXECUTION_WAITING_FOR_APPROVAL:
                 return status
             gates += 1
-            await workflow.wait_condition(lambda gates=gates: self._signals >= gates)
+            await workflow.wait_condition(self._decided_for(gates))
+
+    def _decided_for(self, gates: int) -> Callable[[], bool]:
+        return lambda: self._signals >= gates

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
@@ -57,7 +58,10 @@ class Loop:
         """
         deadline = time.monotonic() + end_within
         while True:
-            entries = await self.redis.xrange(f"stigmer:execution:{execution_id}:events")
+            entries = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                await self.redis.xrange(f"stigmer:execution:{execution_id}:events"),
+            )
             events = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
             if any(e["type"] == "end" for e in events) or time.monotonic() > deadline:
                 return events

@@ -24,10 +24,15 @@ from pathlib import Path
 
 import pytest
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agent.v1.spec_pb2 import AgentSpec
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1.spec_pb2 import AgentExecutionSpec
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.agentinstance.v1.spec_pb2 import AgentInstanceSpec
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.session.v1.spec_pb2 import SessionSpec
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -109,23 +114,25 @@ async def test_large_outputs_end_completed_and_read_back_whole_from_the_stub(
             assert hashlib.sha256(content).hexdigest() == read.output_ref.content_hash
             full = await whole_execution(loop.client, stored.metadata.id)
             await restore_contents(loop.client, full)
-            restored = next(t for t in full.status.tool_calls if t.name == "read_file").result
+            read_result = next(t for t in full.status.tool_calls if t.name == "read_file").result
             seen = re.search(r"came back as (\d+) characters", stored.status.messages[-1].content)
             assert seen is not None
-            assert len(restored) == int(seen.group(1)), "the model's view, whole"
-            assert restored.encode() == content
+            assert len(read_result) == int(seen.group(1)), "the model's view, whole"
+            assert read_result.encode() == content
 
 
 async def test_a_january_orchestrator_gets_bounded_updates_and_the_id_signature_works(
     stack: Endpoints, tmp_path: Path
 ) -> None:
     fake = FakeOrchestrator()
-    fake.agents["agt-1"] = agent_api.Agent(metadata={"id": "agt-1"}, spec={"instructions": "Hi"})
+    fake.agents["agt-1"] = agent_api.Agent(
+        metadata=ApiResourceMetadata(id="agt-1"), spec=AgentSpec(instructions="Hi")
+    )
     fake.instances["ain-1"] = instance_api.AgentInstance(
-        metadata={"id": "ain-1"}, spec={"agent_id": "agt-1"}
+        metadata=ApiResourceMetadata(id="ain-1"), spec=AgentInstanceSpec(agent_id="agt-1")
     )
     fake.sessions["ses-1"] = session_api.Session(
-        metadata={"id": "ses-1"}, spec={"agent_instance_id": "ain-1"}
+        metadata=ApiResourceMetadata(id="ses-1"), spec=SessionSpec(agent_instance_id="ain-1")
     )
     server, port = await start_fake_orchestrator(fake)
     queue = "large-" + uuid.uuid4().hex[:8]
@@ -171,7 +178,6 @@ async def test_a_january_orchestrator_gets_bounded_updates_and_the_id_signature_
                     args=[execution_json, "ses-1", queue],
                     id=f"large-{uuid.uuid4().hex[:8]}",
                     task_queue=queue + "-workflows",
-                    result_type=execution_api.AgentExecutionStatus,
                 )
                 assert result.phase == enum_pb2.EXECUTION_COMPLETED
                 updates = [
@@ -192,14 +198,14 @@ async def test_a_january_orchestrator_gets_bounded_updates_and_the_id_signature_
                 # 600 KB answer fits the budget but not the result bound: the result is slim.
                 llm.reply = answer_of(600_000, "by-id-")
                 fake.executions["aex-byid"] = execution_api.AgentExecution(
-                    metadata={"id": "aex-byid"}, spec={"session_id": "ses-1", "message": "Hi"}
+                    metadata=ApiResourceMetadata(id="aex-byid"),
+                    spec=AgentExecutionSpec(session_id="ses-1", message="Hi"),
                 )
                 by_id = await client.execute_workflow(
                     InvokeByIdForTest.run,
                     args=["aex-byid", "ses-1", queue],
                     id=f"large-{uuid.uuid4().hex[:8]}",
                     task_queue=queue + "-workflows",
-                    result_type=execution_api.AgentExecutionStatus,
                 )
                 assert by_id.phase == enum_pb2.EXECUTION_COMPLETED
                 assert by_id.completed_at and not by_id.messages, "slim: no lists"

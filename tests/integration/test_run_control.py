@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
@@ -25,8 +26,9 @@ from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from devstack import Endpoints
@@ -37,6 +39,14 @@ from worker.agent.scripted import APPROVAL_COMMAND
 from worker.converter import DATA_CONVERTER
 from worker.domain.approvals import SKIPPED_RESULT
 from worker.settings import Settings, load_settings
+
+M = TypeVar("M", bound=Message)
+
+
+def _msg(cls: type[M], **fields: Any) -> M:
+    """A proto message from plain values (ProtoJSON rules), typed as the message."""
+    return json_format.ParseDict(fields, cls())
+
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +75,8 @@ class Harness:
         mcp_server: str = "",
     ) -> None:
         agent_id = "agt-" + session_id
-        self.fake.agents[agent_id] = agent_api.Agent(
+        self.fake.agents[agent_id] = _msg(
+            agent_api.Agent,
             metadata={"id": agent_id, "name": "gated"},
             spec={
                 "instructions": f"You are a careful engineer.\nscript: {script}",
@@ -79,11 +90,13 @@ class Harness:
                 enabled_tools=["echo"],
             )
         instance_id = "ain-" + session_id
-        self.fake.instances[instance_id] = instance_api.AgentInstance(
-            metadata={"id": instance_id}, spec={"agent_id": agent_id}
+        self.fake.instances[instance_id] = _msg(
+            instance_api.AgentInstance, metadata={"id": instance_id}, spec={"agent_id": agent_id}
         )
-        self.fake.sessions[session_id] = session_api.Session(
-            metadata={"id": session_id}, spec={"agent_instance_id": instance_id}
+        self.fake.sessions[session_id] = _msg(
+            session_api.Session,
+            metadata={"id": session_id},
+            spec={"agent_instance_id": instance_id},
         )
 
     async def start(
@@ -94,7 +107,8 @@ class Harness:
         auto_approve_all: bool = False,
         run: int = 1,
     ) -> WorkflowHandle[InvokeWithGatesForTest, execution_api.AgentExecutionStatus]:
-        execution = execution_api.AgentExecution(
+        execution = _msg(
+            execution_api.AgentExecution,
             api_version="agentic.stigmer.ai/v1",
             kind="AgentExecution",
             metadata={"id": execution_id},
@@ -119,7 +133,6 @@ class Harness:
             args=[execution, self.queue],
             id=f"test/run-control/{execution_id}/{run}",
             task_queue=self.queue + "-workflows",
-            result_type=execution_api.AgentExecutionStatus,
         )
 
     def stored(self, execution_id: str) -> execution_api.AgentExecutionStatus:
@@ -422,9 +435,9 @@ async def test_a_gated_call_fails_closed_under_a_january_orchestrator(harness: H
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
 
-    cause = failure.value.cause
+    cause: BaseException | None = failure.value.cause
     while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause
+        cause = cause.cause if isinstance(cause, FailureError) else None
     assert isinstance(cause, ApplicationError)
     assert cause.type == "ApprovalsUnsupported"
     assert cause.non_retryable
@@ -507,6 +520,6 @@ async def test_a_january_typescript_orchestrator_drives_an_ungated_agent_as_befo
         for call in calls:
             assert call.status <= enum_pb2.TOOL_CALL_FAILED
             assert max(f.number for f, _ in call.ListFields()) < 10, "no §7 ToolCall field"
-    assert not [c for c in harness.fake.calls if c.method == "getExecution"], (
+    assert not [c for c in harness.fake.calls if c.method == "ExecutionQuery.get"], (
         "an ungated run asks the orchestrator nothing new"
     )

@@ -17,10 +17,15 @@ from pathlib import Path
 
 import pytest
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agent.v1.spec_pb2 import AgentSpec
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1.spec_pb2 import AgentExecutionSpec
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.agentinstance.v1.spec_pb2 import AgentInstanceSpec
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.session.v1.spec_pb2 import SessionSpec
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -52,8 +57,8 @@ class Harness:
         execution = execution_api.AgentExecution(
             api_version="agentic.stigmer.ai/v1",
             kind="AgentExecution",
-            metadata={"id": execution_id},
-            spec={"session_id": session_id, "message": message},
+            metadata=ApiResourceMetadata(id=execution_id),
+            spec=AgentExecutionSpec(session_id=session_id, message=message),
         )
         for name, value in (secrets or {}).items():
             execution.spec.runtime_env[name].value = value
@@ -63,7 +68,6 @@ class Harness:
             args=[execution, self.queue],
             id=f"stigmer/agent-execution/invoke/{execution_id}",
             task_queue=self.queue + "-workflows",
-            result_type=execution_api.AgentExecutionStatus,
         )
 
     def updates_for(self, execution_id: str) -> list[execution_api.AgentExecutionStatus]:
@@ -76,14 +80,15 @@ class Harness:
 
 def add_agent(fake: FakeOrchestrator, session_id: str, script: str) -> None:
     fake.agents["agt-1"] = agent_api.Agent(
-        metadata={"id": "agt-1", "name": "demo"},
-        spec={"instructions": f"You are a helpful engineer.\nscript: {script}"},
+        metadata=ApiResourceMetadata(id="agt-1", name="demo"),
+        spec=AgentSpec(instructions=f"You are a helpful engineer.\nscript: {script}"),
     )
     fake.instances["ain-1"] = instance_api.AgentInstance(
-        metadata={"id": "ain-1"}, spec={"agent_id": "agt-1"}
+        metadata=ApiResourceMetadata(id="ain-1"), spec=AgentInstanceSpec(agent_id="agt-1")
     )
     fake.sessions[session_id] = session_api.Session(
-        metadata={"id": session_id}, spec={"agent_instance_id": "ain-1"}
+        metadata=ApiResourceMetadata(id=session_id),
+        spec=SessionSpec(agent_instance_id="ain-1"),
     )
 
 

@@ -15,10 +15,15 @@ from typing import Any
 import pytest
 import structlog.testing
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_api
+from ai.stigmer.agentic.agent.v1.spec_pb2 import AgentSpec
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
+from ai.stigmer.agentic.agentexecution.v1.spec_pb2 import AgentExecutionSpec
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
+from ai.stigmer.agentic.agentinstance.v1.spec_pb2 import AgentInstanceSpec
 from ai.stigmer.agentic.session.v1 import api_pb2 as session_api
+from ai.stigmer.agentic.session.v1.spec_pb2 import SessionSpec
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -67,13 +72,14 @@ async def test_metrics_status_and_readiness_follow_the_worker(
     temporal = stack.endpoints.temporal_address
     fake = FakeOrchestrator()
     fake.agents["agt-1"] = agent_api.Agent(
-        metadata={"id": "agt-1"}, spec={"instructions": "Helpful.\nscript: demo"}
+        metadata=ApiResourceMetadata(id="agt-1"),
+        spec=AgentSpec(instructions="Helpful.\nscript: demo"),
     )
     fake.instances["ain-1"] = instance_api.AgentInstance(
-        metadata={"id": "ain-1"}, spec={"agent_id": "agt-1"}
+        metadata=ApiResourceMetadata(id="ain-1"), spec=AgentInstanceSpec(agent_id="agt-1")
     )
     fake.sessions["ses-o"] = session_api.Session(
-        metadata={"id": "ses-o"}, spec={"agent_instance_id": "ain-1"}
+        metadata=ApiResourceMetadata(id="ses-o"), spec=SessionSpec(agent_instance_id="ain-1")
     )
     server, port = await start_fake_orchestrator(fake)
     health = free_port()
@@ -94,7 +100,8 @@ async def test_metrics_status_and_readiness_follow_the_worker(
         await eventually(lambda: _ready(health))
         client = await Client.connect(temporal, data_converter=DATA_CONVERTER)
         execution = execution_api.AgentExecution(
-            metadata={"id": "aex-obs"}, spec={"session_id": "ses-o", "message": "Go"}
+            metadata=ApiResourceMetadata(id="aex-obs"),
+            spec=AgentExecutionSpec(session_id="ses-o", message="Go"),
         )
         async with Worker(
             client,
@@ -107,7 +114,6 @@ async def test_metrics_status_and_readiness_follow_the_worker(
                 args=[execution, queue],
                 id="obs-" + uuid.uuid4().hex,
                 task_queue=queue + "-wf",
-                result_type=execution_api.AgentExecutionStatus,
             )
         assert status.phase == enum_pb2.EXECUTION_COMPLETED
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
@@ -18,7 +19,13 @@ from tests.activities.test_runner_activities import NullLive, an_execution, make
 from tests.mcp.test_mcp import SERVER
 from worker.activities.runner import RunnerActivities, activity_heartbeat_timeout
 from worker.agent.mcp import McpLimits
-from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
+from worker.domain.agent_events import (
+    AgentEvent,
+    ModelTurnEnded,
+    ToolCallRequest,
+    ToolEnded,
+    ToolStarted,
+)
 from worker.run.attempt import AttemptControls
 from worker.run.prepare import SpecPreparer
 from worker.run.service import GraphtonExecutions
@@ -57,11 +64,11 @@ def _activities(
     return RunnerActivities(fake, executions, sandboxes)
 
 
-def _echo(name: str = "echo", **fields: object) -> agent_spec.McpServerDefinition:
+def _echo(name: str = "echo", **fields: Any) -> agent_spec.McpServerDefinition:
     return agent_spec.McpServerDefinition(
         name=name,
         stdio=agent_spec.StdioServer(command=sys.executable, args=[SERVER, "stdio"]),
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
@@ -94,7 +101,7 @@ async def test_tool_selection_warnings_of_servers_and_sub_agents_reach_the_statu
 async def test_mcp_tool_calls_in_the_status_name_their_server(tmp_path: Path) -> None:
     fake = FakeOrchestratorPorts.with_agent()
     fake.agents["agt-1"].spec.mcp_servers.append(_echo("clock"))
-    calls = [
+    calls: list[AgentEvent] = [
         ModelTurnEnded(
             message_id="ai-1",
             text="",

@@ -6,6 +6,7 @@ import graphton
 import pytest
 from ai.stigmer.agentic.agent.v1 import spec_pb2 as agent_spec
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
+from ai.stigmer.commons.apiresource.apiresourcekind.api_resource_kind_pb2 import ApiResourceKind
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool
 
@@ -24,7 +25,7 @@ def tool(name: str) -> BaseTool:
 
 
 def ref(slug: str) -> resource_io.ApiResourceReference:
-    return resource_io.ApiResourceReference(slug=slug, kind=43)
+    return resource_io.ApiResourceReference(slug=slug, kind=ApiResourceKind.skill)
 
 
 TOOLBOX = McpToolbox(

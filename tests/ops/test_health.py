@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -54,7 +55,7 @@ class Harness:
         async with self.http.get(f"http://127.0.0.1:{self.server.port}{path}") as response:
             return response.status, await response.text()
 
-    async def get_json(self, path: str) -> tuple[int, dict[str, object]]:
+    async def get_json(self, path: str) -> tuple[int, dict[str, Any]]:
         assert self.http is not None
         async with self.http.get(f"http://127.0.0.1:{self.server.port}{path}") as response:
             return response.status, await response.json()
@@ -120,7 +121,7 @@ async def test_status_lists_in_flight_executions_with_phase_and_heartbeat(
         run.heartbeat({"events": 12})
         status, body = await harness.get_json("/status")
         assert status == 200
-        (row,) = body["executions"]  # type: ignore[misc]
+        (row,) = body["executions"]
         assert row["execution_id"] == "aex-01jexample"
         assert row["activity"] == "ExecuteGraphton"
         assert row["phase"] == "EXECUTION_IN_PROGRESS"

@@ -48,7 +48,8 @@ def the_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def the_worker(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = the_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    pod: dict[str, Any] = the_deployment(docs)["spec"]["template"]["spec"]
+    containers: list[dict[str, Any]] = pod["containers"]
     (worker,) = [c for c in containers if c["name"] == "worker"]
     return worker
 

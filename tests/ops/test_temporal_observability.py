@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -51,16 +52,20 @@ class InvokeWorkflow:
 
     @workflow.run
     async def run(self, execution_id: str) -> str:
-        return await workflow.execute_activity(
+        result: str = await workflow.execute_activity(
             "ExecuteGraphton",
             execution_id,
             task_queue=ACTIVITY_QUEUE,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_attempts=1),
         )
+        return result
 
 
 class Rig:
+    orchestrator: Client
+    """The orchestrator side's client; the `rig` fixture sets it once Temporal is up."""
+
     def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
         self.provider = configure_tracing(SETTINGS, exporter=self.spans, set_global=False)
@@ -112,22 +117,22 @@ async def rig(temporal_dev: WorkflowEnvironment) -> AsyncIterator[Rig]:
         interceptors=[InFlightInterceptor(rig.in_flight, rig.metrics)],
     )
     release.clear()
-    rig.orchestrator = orchestrator  # type: ignore[attr-defined]
+    rig.orchestrator = orchestrator
     async with workflow_worker, activity_worker, rig.server:
         yield rig
     release.set()
     rig.provider.shutdown()
 
 
-async def run_one(rig: Rig, during: object = None) -> tuple[str, list[dict[str, object]]]:
+async def run_one(rig: Rig, during: object = None) -> tuple[str, list[dict[str, Any]]]:
     execution_id = "aex-" + uuid.uuid4().hex[:26]
-    handle = await rig.orchestrator.start_workflow(  # type: ignore[attr-defined]
+    handle = await rig.orchestrator.start_workflow(
         InvokeWorkflow.run,
         execution_id,
         id=f"stigmer/agent-execution/invoke/{execution_id}",
         task_queue=WORKFLOW_QUEUE,
     )
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{rig.server.port}/status"
         for _ in range(200):
@@ -163,7 +168,7 @@ async def test_status_shows_the_running_execution_and_its_heartbeat(rig: Rig) ->
     assert row["workflow_id"] == f"stigmer/agent-execution/invoke/{execution_id}"
     assert row["activity"] == "ExecuteGraphton"
     assert (row["phase"], row["stage"]) == ("EXECUTION_IN_PROGRESS", "running")
-    (details,) = row["last_heartbeat_details"]  # type: ignore[misc]
+    (details,) = row["last_heartbeat_details"]
     assert "'events': 3" in details
     assert rig.in_flight.snapshot() == []
 
@@ -185,7 +190,7 @@ async def test_metrics_after_a_run_carry_our_series_and_temporals(rig: Rig) -> N
 
 
 async def test_a_failed_execution_counts_as_failed(rig: Rig) -> None:
-    handle = await rig.orchestrator.start_workflow(  # type: ignore[attr-defined]
+    handle = await rig.orchestrator.start_workflow(
         InvokeWorkflow.run,
         "fail-1",
         id=f"stigmer/agent-execution/invoke/fail-{uuid.uuid4().hex}",

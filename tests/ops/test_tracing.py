@@ -145,8 +145,10 @@ def test_event_spans_cover_each_model_turn_and_tool_call_under_the_current_span(
     assert len(chats) == 3
     tools = [s for s in spans.get_finished_spans() if s.name == "execute_tool ls"]
     assert [t.status.status_code for t in tools] == [StatusCode.UNSET, StatusCode.ERROR]
-    assert chats[0].attributes["gen_ai.usage.output_tokens"] == 5
-    assert chats[0].attributes["gen_ai.system"] == "scripted"
+    attributes = chats[0].attributes
+    assert attributes is not None
+    assert attributes["gen_ai.usage.output_tokens"] == 5
+    assert attributes["gen_ai.system"] == "scripted"
     parent = outer.get_span_context().span_id
     assert all(s.parent is not None and s.parent.span_id == parent for s in [*chats, *tools])
     assert finished["activity ExecuteGraphton"].parent is None

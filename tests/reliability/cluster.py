@@ -37,6 +37,7 @@ from ai.stigmer.agentic.agentexecution.v1 import enum_pb2
 from ai.stigmer.agentic.agentinstance.v1 import api_pb2 as instance_api
 from psycopg import sql
 from pymongo import MongoClient
+from pymongo.database import Database
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
@@ -510,8 +511,9 @@ def _as_bytes(value: Any) -> bytes:
 
 
 def _mongodb_contents(url: str) -> bytes:
+    client: MongoClient[dict[str, Any]]
     with MongoClient(url) as client:
-        db = client.get_default_database()
+        db: Database[dict[str, Any]] = client.get_default_database()
         return b"\n".join(
             bson.encode(document)
             for name in db.list_collection_names()

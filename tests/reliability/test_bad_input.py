@@ -159,7 +159,7 @@ async def _raw(method: Any, request: Any) -> Any:
 
 def _status(phase: int) -> execution_api.AgentExecutionStatus:
     status = execution_api.AgentExecutionStatus()
-    status.phase = phase  # type: ignore[assignment]
+    status.phase = Phase.ValueType(phase)  # also numbers the enum does not name
     return status
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,8 @@ async def standin(tmp_path: Path) -> AsyncIterator[DaytonaStandIn]:
         await server.stop()
 
 
-def daytona_provider(standin: DaytonaStandIn, **overrides: object) -> DaytonaSandboxes:
-    options: dict[str, object] = {
+def daytona_provider(standin: DaytonaStandIn, **overrides: Any) -> DaytonaSandboxes:
+    options: dict[str, Any] = {
         "api_key": standin.api_key,
         "api_url": standin.api_url,
         "target": "us",
@@ -38,7 +39,7 @@ def daytona_provider(standin: DaytonaStandIn, **overrides: object) -> DaytonaSan
         "operation_timeout": 10.0,
     }
     options.update(overrides)
-    return DaytonaSandboxes(**options)  # type: ignore[arg-type]
+    return DaytonaSandboxes(**options)
 
 
 @pytest.fixture(params=["local", "local-plain", "daytona"])

@@ -47,6 +47,7 @@ import stat
 import time
 import urllib.parse
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,7 +377,7 @@ class DaytonaStandIn:
         return path if path.startswith("/") else f"{self.WORKDIR}/{path}"
 
     @staticmethod
-    def _under(path: str, prefixes: list[str]) -> bool:
+    def _under(path: str, prefixes: Sequence[str]) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
     async def work_dir(self, request: web.Request) -> web.Response:

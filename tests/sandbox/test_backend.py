@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import graphton
 import pytest
@@ -96,7 +97,7 @@ async def test_paths_and_downloads_mask_secrets_in_every_file_tool(
     backend = agent_box.deepagents_backend()
     graphton = agent_box.graphton_backend()
 
-    outputs = {
+    outputs: dict[str, Any] = {
         "ls": await backend.als_info("/"),
         "ls inside": await backend.als_info(f"/{folder}"),
         "glob": await backend.aglob_info("**/*.txt", "/"),

@@ -14,6 +14,7 @@ from ai.stigmer.agentic.skill.v1 import spec_pb2 as skill_spec
 from ai.stigmer.agentic.skill.v1 import status_pb2 as skill_status
 from ai.stigmer.commons.apiresource import io_pb2 as resource_io
 from ai.stigmer.commons.apiresource import metadata_pb2
+from ai.stigmer.commons.apiresource.apiresourcekind.api_resource_kind_pb2 import ApiResourceKind
 
 from worker.errors import NotFound
 
@@ -44,7 +45,7 @@ def sha(data: bytes) -> str:
 
 
 def ref(slug: str, version: str = "") -> resource_io.ApiResourceReference:
-    return resource_io.ApiResourceReference(slug=slug, version=version, kind=43)
+    return resource_io.ApiResourceReference(slug=slug, version=version, kind=ApiResourceKind.skill)
 
 
 def make_skill(
@@ -53,7 +54,7 @@ def make_skill(
     *,
     skill_md: str = "",
     version_hash: str | None = None,
-    state: int = skill_status.SKILL_STATE_READY,
+    state: skill_status.SkillState.ValueType = skill_status.SKILL_STATE_READY,
 ) -> skill_api.Skill:
     digest = version_hash if version_hash is not None else sha(artifact or b"")
     return skill_api.Skill(
@@ -64,7 +65,7 @@ def make_skill(
         status=skill_status.SkillStatus(
             version_hash=digest,
             artifact_storage_key=f"skills/{digest}.zip" if artifact is not None else "",
-            state=state,  # type: ignore[arg-type]
+            state=state,
         ),
     )
 

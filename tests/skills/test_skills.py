@@ -137,7 +137,11 @@ async def test_a_tampered_artifact_degrades_to_the_skill_md_text(
     ],
 )
 async def test_an_unavailable_artifact_degrades_with_the_reason(
-    box: LocalSandbox, cache: SkillCache, artifact: bytes | None, state: int, reason: str
+    box: LocalSandbox,
+    cache: SkillCache,
+    artifact: bytes | None,
+    state: skill_status.SkillState.ValueType,
+    reason: str,
 ) -> None:
     store = FakeSkillStore()
     store.skills[("pdf-tools", "")] = make_skill(

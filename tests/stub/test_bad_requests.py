@@ -3,9 +3,12 @@ that are no valid message. Each is INVALID_ARGUMENT (or NOT_FOUND) with a short 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2
+from ai.stigmer.agentic.agentexecution.v1.enum_pb2 import ExecutionPhase
 from ai.stigmer.agentic.session.v1 import io_pb2 as session_io
 
 from stigmer_stub.limits import clip
@@ -18,9 +21,9 @@ EXECUTION_COMMANDS = "/ai.stigmer.agentic.agentexecution.v1.AgentExecutionComman
 HUGE = "aex-" + "x" * 1_000_000
 
 
-async def failure(call: object) -> grpc.aio.AioRpcError:
+async def failure(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await call  # type: ignore[misc]
+        await call
     return failed.value
 
 
@@ -41,7 +44,9 @@ async def test_an_absurd_page_number_is_invalid_argument(stub: Stub, token: str)
 
 async def test_list_refuses_a_phase_its_enum_does_not_name_like_update_status(stub: Stub) -> None:
     err = await failure(
-        stub.client.execution_queries.list(io_pb2.ListAgentExecutionsRequest(phase=99))  # type: ignore[arg-type]
+        stub.client.execution_queries.list(
+            io_pb2.ListAgentExecutionsRequest(phase=ExecutionPhase.ValueType(99))
+        )
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == "phase: 99 is not a value of its enum"
@@ -80,6 +85,6 @@ def test_clip_marks_what_it_leaves_out() -> None:
 async def test_bytes_that_are_no_valid_message_are_invalid_argument(
     stub: Stub, method: str, payload: bytes
 ) -> None:
-    call = stub.client.channel.unary_unary(method)
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = stub.client.channel.unary_unary(method)
     err = await failure(call(payload, timeout=10))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, err.details())

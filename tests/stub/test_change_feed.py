@@ -56,8 +56,8 @@ async def states(feed: ChangeFeed[Any], base: Document) -> list[Document | None]
 async def test_updates_apply_to_the_state_before_them_and_older_ones_are_skipped() -> None:
     base = {"_id": "aex-1", "version": 2, "resource": b"r2", "status_messages": b"m2"}
     collection = FakeCollection(None)
-    feed = ChangeFeed(
-        collection,  # type: ignore[arg-type]
+    feed: ChangeFeed[Any] = ChangeFeed(
+        collection,  # type: ignore[arg-type]  # a fake: the feed only reads `raw.find_one`
         "aex-1",
         events(
             update(2, resource=b"r2"),  # written before the first read: already in `base`
@@ -85,8 +85,8 @@ async def test_an_update_that_does_not_follow_the_last_state_is_read_instead() -
     collection = FakeCollection(current)
     nested = update(2, resource=b"r2")
     nested["updateDescription"]["updatedFields"]["spec.x"] = 1
-    feed = ChangeFeed(
-        collection,  # type: ignore[arg-type]
+    feed: ChangeFeed[Any] = ChangeFeed(
+        collection,  # type: ignore[arg-type]  # a fake: the feed only reads `raw.find_one`
         "aex-1",
         events(
             nested,  # a nested path: not one of the stub's writes, read the document
@@ -105,8 +105,8 @@ async def test_a_gap_in_versions_reads_the_document() -> None:
     base = {"_id": "aex-1", "version": 1, "resource": b"r1", "status_todos": b"t1"}
     current = {"_id": "aex-1", "version": 3, "resource": b"r3", "status_todos": b"t3"}
     collection = FakeCollection(current)
-    feed = ChangeFeed(
-        collection,  # type: ignore[arg-type]
+    feed: ChangeFeed[Any] = ChangeFeed(
+        collection,  # type: ignore[arg-type]  # a fake: the feed only reads `raw.find_one`
         "aex-1",
         events(update(3, resource=b"r3")),  # version 2 never arrived: the delta is not enough
     )

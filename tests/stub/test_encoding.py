@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2
+from ai.stigmer.commons.apiresource.metadata_pb2 import ApiResourceMetadata
 from google.protobuf import json_format
 
 from stigmer_stub.store.collection import decode, encode
 
 
 def an_execution() -> api_pb2.AgentExecution:
-    execution = api_pb2.AgentExecution(metadata={"id": "aex-1", "labels": {"a.b": "$ref"}})
+    execution = api_pb2.AgentExecution(
+        metadata=ApiResourceMetadata(id="aex-1", labels={"a.b": "$ref"})
+    )
     execution.status.messages.add(content="hello")
     execution.status.todos["t-1"].content = "write notes"
     return execution

@@ -16,9 +16,9 @@ def test_a_well_formed_status_has_none() -> None:
 
 def test_unknown_numbers_are_named_by_their_path() -> None:
     status = api_pb2.AgentExecutionStatus()
-    status.phase = 42  # type: ignore[assignment]
+    status.phase = enum_pb2.ExecutionPhase.ValueType(42)
     status.messages.add(type=enum_pb2.MESSAGE_AI).tool_calls.add(status=9)
-    status.todos["t-1"].status = 77  # type: ignore[assignment]
+    status.todos["t-1"].status = enum_pb2.TodoStatus.ValueType(77)
     status.sub_agent_executions.add(status=enum_pb2.SUB_AGENT_COMPLETED)
     assert sorted(unknown_enum_values(status, "status")) == [
         "status.messages[0].tool_calls[0].status: 9",

@@ -340,7 +340,8 @@ async def test_a_new_list_entry_that_does_not_parse_or_names_no_enum_value_is_re
     before = await stub.client.update_status(eid, api_pb2.AgentExecutionStatus(messages=msgs("a")))
     good = msgs("a")[0].SerializeToString()
     not_utf8 = b"\x12\x02\xff\xfe"  # `content` is a string: it must be UTF-8
-    bad_enum = api_pb2.AgentMessage(tool_calls=[api_pb2.ToolCall(status=9)])  # type: ignore[list-item]
+    unnamed_status = enum_pb2.ToolCallStatus.ValueType(9)  # a number the enum does not name
+    bad_enum = api_pb2.AgentMessage(tool_calls=[api_pb2.ToolCall(status=unnamed_status)])
 
     with pytest.raises(grpc.aio.AioRpcError) as garbled:
         await raw_update(stub)(encoded_update(eid, messages=[good, not_utf8]), timeout=10)
@@ -349,7 +350,7 @@ async def test_a_new_list_entry_that_does_not_parse_or_names_no_enum_value_is_re
             eid, api_pb2.AgentExecutionStatus(messages=[*msgs("a"), bad_enum])
         )
     todo = api_pb2.AgentExecutionStatus()
-    todo.todos["t.1"].status = 77  # type: ignore[assignment]
+    todo.todos["t.1"].status = enum_pb2.TodoStatus.ValueType(77)
     with pytest.raises(RpcFailed) as unnamed_todo:
         await stub.client.update_status(eid, todo)
 

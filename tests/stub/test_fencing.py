@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2
@@ -36,9 +38,9 @@ async def push(
     return result
 
 
-async def refused(stub: Stub, *args: object, **kwargs: object) -> grpc.aio.AioRpcError:
+async def refused(stub: Stub, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await push(stub, *args, **kwargs)  # type: ignore[arg-type]
+        await push(stub, *args, **kwargs)
     return failed.value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 
@@ -10,8 +12,8 @@ from stigmer_stub.merge import is_terminal, merge_status, settle
 Phase = enum_pb2.ExecutionPhase
 
 
-def status(**fields: object) -> api_pb2.AgentExecutionStatus:
-    return api_pb2.AgentExecutionStatus(**fields)  # type: ignore[arg-type]
+def status(**fields: Any) -> api_pb2.AgentExecutionStatus:
+    return api_pb2.AgentExecutionStatus(**fields)
 
 
 def msgs(*contents: str) -> list[api_pb2.AgentMessage]:

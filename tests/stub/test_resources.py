@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
 import pytest
 from ai.stigmer.agentic.agent.v1 import api_pb2 as agent_pb2
@@ -32,9 +34,9 @@ def agent(name: str, **spec: str) -> agent_pb2.Agent:
     return a
 
 
-async def code_of(call: object) -> tuple[grpc.StatusCode, str]:
+async def code_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(aio.AioRpcError) as failed:
-        await call  # type: ignore[misc]
+        await call
     return failed.value.code(), failed.value.details() or ""
 
 

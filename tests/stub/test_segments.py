@@ -155,9 +155,10 @@ def test_only_the_slices_from_a_changed_entry_on_are_cut_again() -> None:
 
     from stigmer_stub.status_wire import chunk
     from stigmer_stub.store.executions import _unchanged_slices
+    from stigmer_stub.store.segments import Ref
 
     entries = [bytes([i % 251]) * (100 * KiB) for i in range(40)]  # four slices of ten
-    refs = []
+    refs: list[Ref] = []
     for part in slices(entries):
         data = chunk("messages", part)
         refs.append({"id": "x", "sha256": hashlib.sha256(data).hexdigest(), "length": len(data)})

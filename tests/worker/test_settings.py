@@ -135,4 +135,4 @@ def test_secrets_are_masked_in_repr_and_listed_for_redaction() -> None:
 def test_settings_are_immutable() -> None:
     s = load_settings({})
     with pytest.raises(Exception, match="frozen"):
-        s.temporal.address = "elsewhere:7233"  # type: ignore[misc]
+        s.temporal.address = "elsewhere:7233"

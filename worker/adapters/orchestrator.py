@@ -51,7 +51,7 @@ from worker.errors import (
     RunnerError,
     Unavailable,
 )
-from worker.logs import SECRETS
+from worker.logs import SECRETS, get_logger
 from worker.observability.tracing import client_call
 from worker.settings import BackendSettings, Settings
 
@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 UPDATE_STATUS_METHOD = "/{}/updateStatus".format(
     execution_command.DESCRIPTOR.services_by_name["AgentExecutionCommandController"].full_name
 )
+UPDATE_STATUS_DELTA_METHOD = UPDATE_STATUS_METHOD + "Delta"
+
+log = get_logger(__name__)
 
 _PACKAGES: Mapping[str, str] = {
     "AgentExecutionCommandController": execution_command.DESCRIPTOR.package,
@@ -185,6 +188,15 @@ class GrpcOrchestrator:
         self._update_status_raw: aio.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
             UPDATE_STATUS_METHOD
         )
+        self._update_delta_raw: aio.UnaryUnaryMultiCallable[bytes, execution_io.StatusDeltaAck] = (
+            ch.unary_unary(
+                UPDATE_STATUS_DELTA_METHOD,
+                response_deserializer=execution_io.StatusDeltaAck.FromString,
+            )
+        )
+        # Whether the orchestrator serves `updateStatusDelta`: unknown until the first call, then
+        # known for the process (an orchestrator does not gain or lose a method while it runs).
+        self._serves_deltas: bool | None = None
         self._execution_query = execution_query_grpc.AgentExecutionQueryControllerStub(ch)
         self._run_control: bool | None = None
         self._session_query = session_query.SessionQueryControllerStub(ch)
@@ -240,6 +252,32 @@ class GrpcOrchestrator:
             update_request_bytes(execution_id, status),
             extra_metadata=fencing.update_metadata(),
         )
+
+    async def update_status_delta(
+        self, execution_id: str, delta: bytes
+    ) -> execution_io.StatusDeltaAck | None:
+        """One `updateStatusDelta` (contract §7, ours) of an encoded delta, fenced like
+        `updateStatus`; None when the orchestrator does not serve it (the January contract:
+        learnt from the first call's UNIMPLEMENTED, logged once, remembered for the process)."""
+        if self._serves_deltas is False:
+            return None
+        try:
+            ack = await self._call(
+                "AgentExecutionCommandController/updateStatusDelta",
+                self._update_delta_raw,
+                delta,
+                extra_metadata=fencing.update_metadata(),
+            )
+        except NotServed:
+            self._serves_deltas = False
+            log.info(
+                "status_deltas_unsupported",
+                endpoint=self._endpoint,
+                consequence="every status update carries the whole status",
+            )
+            return None
+        self._serves_deltas = True
+        return ack
 
     # ExecutionSource
 

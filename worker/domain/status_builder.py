@@ -96,6 +96,7 @@ from worker.domain.agent_events import (
     ToolStarted,
     Usage,
 )
+from worker.domain.status_delta import StatusParts
 from worker.domain.usage import Tokens, UsageLedger, usage_strings
 
 log = structlog.get_logger(__name__)
@@ -607,6 +608,35 @@ class StatusBuilder:
         if limits is not None and len(status.data) > limits.status_budget:
             status = self._fit(status, limits)
         return status
+
+    def parts(self) -> StatusParts:
+        """The same status as `encoded()`, as its entries' cached encodings: what a delta is
+        computed from (`worker.domain.status_delta`), without joining them."""
+        parts = self._parts()
+        limits = self._limits
+        if limits is not None and parts.size > limits.status_budget:
+            self._fit(parts.encoded(), limits)
+            parts = self._parts()
+        return parts
+
+    def _parts(self) -> StatusParts:
+        w = status_wire
+        usage = self._usage_message()
+        return StatusParts(
+            messages=[m.wire.get(w.MESSAGES, self._message_proto(m)) for m in self._messages],
+            phase=self._phase,
+            tool_calls=[
+                t.wire.get(w.TOOL_CALLS, self._tool_proto(t)) for t in self._tools.values()
+            ],
+            tool_ids=list(self._tools),
+            sub_agents=[self._sub_wire(s) for s in self._subs.values()],
+            sub_ids=list(self._subs),
+            error=self._error,
+            started_at=self._started_at,
+            completed_at=self._completed_at,
+            todos=[todo.wire.get(w.TODOS, self._todo_entry(todo)) for todo in self._todos.values()],
+            usage=b"" if usage is None else w.length_delimited(w.USAGE, usage.SerializeToString()),
+        )
 
     def _encode(self) -> status_wire.EncodedStatus:
         w = status_wire

@@ -17,6 +17,12 @@ far below what a person watching notices), so a burst is one update instead of t
 and last rules are also held to `min_gap_ms` after the previous flush, so a long burst (a
 sub-agent's tool calls) becomes one call per gap instead of one per change.
 
+A slow orchestrator would otherwise be kept busy: with calls taking longer than the interval,
+each update would start as soon as the previous one returned. The caller reports each call's
+duration (`took`); the interval and the least gap grow to twice a moving average of it, so calls
+occupy at most about half the time and each carries more changes, rather than updates queueing
+behind one another. They shrink back as calls get fast again.
+
 The policy only decides. It does no I/O and owns no timer: the caller records each change, asks
 `due()`, and otherwise sleeps until `deadline()`, waking early when `record()` says the deadline
 moved closer. The clock is injected so tests control time.
@@ -29,6 +35,9 @@ from collections.abc import Callable
 
 Clock = Callable[[], float]
 """Monotonic seconds, like `time.monotonic`."""
+
+_SMOOTHING = 0.25
+"""Weight of the newest call in the moving average of call durations."""
 
 
 class UpdatePolicy:
@@ -56,6 +65,7 @@ class UpdatePolicy:
         self._min_gap = min(min_gap_ms, interval_ms) / 1000.0
         self._settle = min(settle_ms, interval_ms) / 1000.0
         self._clock = clock
+        self._call_seconds = 0.0  # moving average of the calls' duration (`took`)
         self._pending = 0
         self._first_at = 0.0
         self._significant_at: float | None = None
@@ -82,6 +92,20 @@ class UpdatePolicy:
             return True
         return self._pending == self._every
 
+    @property
+    def pace_seconds(self) -> float:
+        """The least time between flushes that the measured call time asks for (0 when calls
+        are fast)."""
+        return 2 * self._call_seconds
+
+    def took(self, seconds: float) -> None:
+        """One update call took `seconds`: slow calls stretch the interval (see the module
+        docstring)."""
+        if self._call_seconds == 0.0:
+            self._call_seconds = seconds
+        else:
+            self._call_seconds += (seconds - self._call_seconds) * _SMOOTHING
+
     def due(self) -> bool:
         """Whether pending changes should be flushed now."""
         deadline = self.deadline()
@@ -91,11 +115,13 @@ class UpdatePolicy:
         """The clock reading at which pending changes fall due; None if nothing pends."""
         if self._pending == 0:
             return None
-        at = self._last_flush + self._interval
+        pace = self.pace_seconds
+        min_gap = max(self._min_gap, pace)
+        at = self._last_flush + max(self._interval, pace)
         if self._pending >= self._every:
-            at = min(at, self._last_flush + self._min_gap)
+            at = min(at, self._last_flush + min_gap)
         if self._significant_at is not None:
-            settled = max(self._last_flush + self._min_gap, self._significant_at + self._settle)
+            settled = max(self._last_flush + min_gap, self._significant_at + self._settle)
             at = min(at, settled)
         return max(at, self._first_at + self._settle)
 

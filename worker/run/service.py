@@ -297,7 +297,7 @@ class GraphtonExecutions:
             publisher.start()
             stack.push_async_callback(publisher.aclose)
             builder.start()
-            publisher.offer(builder.encoded, significant=True)
+            publisher.offer(builder.parts, significant=True)
             stack.push_async_callback(self._detach_uploads, execution_id)
             await self._publish_live(execution_id, phase_event("EXECUTION_IN_PROGRESS"))
             log.info("execution_started", message_chars=len(execution.spec.message))
@@ -361,7 +361,7 @@ class GraphtonExecutions:
         offloader = await self._content.for_execution(execution_id)
         if offloader is None:
             return
-        offloader.set_listener(lambda: publisher.offer(builder.encoded, significant=True))
+        offloader.set_listener(lambda: publisher.offer(builder.parts, significant=True))
         builder.attach_offloader(offloader)
         self._uploads[execution_id] = offloader
 
@@ -421,7 +421,7 @@ class GraphtonExecutions:
                 builder.note(note)
             if prepared is not None:
                 builder.use_mcp_tools(prepared.mcp_tools)
-            publisher.offer(builder.encoded, significant=True)
+            publisher.offer(builder.parts, significant=True)
             plan = self._plan(execution, thread_id, resolved, prepared, approvals)
             progress.stage = "running"
             await self._stream(plan, builder, publisher, progress, handover)
@@ -547,7 +547,7 @@ class GraphtonExecutions:
                     _count_tokens(metrics, event)
                 applied = builder.apply(event)
                 if applied.changed:
-                    publisher.offer(builder.encoded, significant=applied.significant)
+                    publisher.offer(builder.parts, significant=applied.significant)
                     progress.messages = builder.message_count
                     progress.tool_calls = builder.tool_call_count
                 if live:
@@ -575,7 +575,8 @@ class GraphtonExecutions:
             # The final status carries every reference whole (its storage key known).
             await _shielded(uploads.drain(self._settings.status.final_deadline_seconds))
         final = builder.snapshot()
-        landed = await _shielded(publisher.finish(final))
+        # As parts, so the final update can be a delta (the same status as `final`).
+        landed = await _shielded(publisher.finish(builder.parts))
         await _shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
         if final.phase in _TERMINAL:
             # A run that another attempt continues keeps its live stream open for it.

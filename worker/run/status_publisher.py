@@ -6,6 +6,13 @@ due, one call at a time. Each send builds its snapshot from the newest offer at 
 changes that arrive while a call is in flight are coalesced into the next one and older state is
 never sent after newer state. Snapshots are complete (the orchestrator replaces lists wholesale).
 
+With `STIGMER_STATUS_DELTAS` on and a snapshot given as `StatusParts` (`StatusBuilder.parts`),
+every update after the first acknowledged one is a delta (`updateStatusDelta`, see
+`worker.domain.status_delta`): what changed since the update the orchestrator stored last. An
+orchestrator that does not serve the method gets whole statuses, as without the setting; one that
+asks for a resync (a gap, a digest that differs) gets the whole status at once, in the same send.
+Either way each call has its own number (`x-stigmer-seq`).
+
 Transient failures (`Unavailable`) are retried with exponential backoff and full jitter; other
 failures are logged and dropped, since the next snapshot carries the same state anyway.
 `finish()` waits for the call in flight, then sends the final status until it lands or the final
@@ -18,28 +25,31 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
+from typing import Any, cast
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2 as execution_api
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
+from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 
 from worker.domain.fencing import update_numbered
+from worker.domain.status_delta import Delta, DeltaTracker, StatusParts
 from worker.domain.status_wire import EncodedStatus, StatusPayload
 from worker.domain.update_policy import Clock, UpdatePolicy
 from worker.errors import RunnerError
 from worker.logs import get_logger
-from worker.ports import StatusSink
+from worker.ports import StatusDeltaSink, StatusSink
 from worker.settings import StatusSettings
 
 log = get_logger(__name__)
 
-SnapshotFn = Callable[[], StatusPayload]
+SnapshotFn = Callable[[], StatusPayload | StatusParts]
 Snapshot = StatusPayload | SnapshotFn
 """A complete status (a proto or already encoded), or a callable that builds one when a send
-actually happens (`StatusBuilder.encoded` is the cheap one)."""
+actually happens (`StatusBuilder.encoded`, or `StatusBuilder.parts`, which deltas need)."""
 
 
 @dataclass
@@ -51,6 +61,8 @@ class PublisherStats:
     failed: int = 0
     dropped: int = 0
     bytes_sent: int = 0
+    deltas_sent: int = 0
+    resyncs: int = 0
     last_latency_ms: float | None = None
     final_landed: bool | None = None
 
@@ -87,6 +99,17 @@ def _summary(status: StatusPayload) -> dict[str, object]:
         )
     names = ("messages", "tool_calls", "todos", "sub_agents")
     return {"phase": _phase_name(status.phase), **dict(zip(names, counts, strict=True))}
+
+
+def _delta_summary(delta: Delta, parts: StatusParts) -> dict[str, object]:
+    return {
+        "phase": _phase_name(parts.phase),
+        "delta": True,
+        "base_seq": delta.base_seq,
+        "entries": delta.entries,
+        "messages": len(parts.messages),
+        "tool_calls": len(parts.tool_calls),
+    }
 
 
 def _phase_name(phase: int) -> str:
@@ -140,6 +163,7 @@ class StatusPublisher:
         self._attempt = 0
         self._seq = 0
         self._stopping = False
+        self._tracker: DeltaTracker | None = DeltaTracker() if settings.deltas else None
         self.stats = PublisherStats()
 
     async def __aenter__(self) -> StatusPublisher:
@@ -275,22 +299,102 @@ class StatusPublisher:
     async def _send(
         self, snapshot: SnapshotFn, *, final: bool, limit_seconds: float | None
     ) -> tuple[_Outcome, str]:
-        """One `updateStatus` of a freshly built snapshot; the outcome and any error text."""
+        """One update of a freshly built snapshot (a delta when it can be); the outcome and any
+        error text."""
         self._seq += 1
         try:
-            status = snapshot()
+            built = snapshot()
         except Exception as err:
             # A snapshot that cannot be built is a bug in the builder; the next one may work.
             self.stats.dropped += 1
             return _Outcome.DROPPED, "snapshot failed: " + repr(err)
+        parts = built if isinstance(built, StatusParts) else None
+        tracker = self._tracker
+        if parts is not None and tracker is not None and tracker.has_base:
+            sent = await self._send_delta(tracker, parts, final=final, limit_seconds=limit_seconds)
+            if sent is not None:
+                return sent
+            self._seq += 1  # the whole status goes as an update of its own
+        status: StatusPayload = parts.encoded() if parts is not None else cast(StatusPayload, built)
+        outcome = await self._call(
+            self._sink.update_status(self._execution_id, status),
+            limit_seconds=limit_seconds,
+            size=status.ByteSize(),
+            final=final,
+            fields=_summary(status),
+        )
+        if outcome[0] is _Outcome.LANDED and parts is not None and tracker is not None:
+            tracker.acknowledged(parts, self._seq)
+        return outcome
+
+    async def _send_delta(
+        self,
+        tracker: DeltaTracker,
+        parts: StatusParts,
+        *,
+        final: bool,
+        limit_seconds: float | None,
+    ) -> tuple[_Outcome, str] | None:
+        """The update as a delta; None when the whole status must go instead (the orchestrator
+        does not serve deltas, or asked for a resync)."""
+        sink = self._sink
+        if not hasattr(sink, "update_status_delta"):
+            self._tracker = None
+            return None
+        delta_sink: StatusDeltaSink = sink  # type: ignore[assignment]
+        delta = tracker.delta(self._execution_id, parts, self._seq, final=final)
+        acks: list[execution_io.StatusDeltaAck | None] = []
+
+        async def call() -> None:
+            acks.append(await delta_sink.update_status_delta(self._execution_id, delta.data))
+
+        outcome = await self._call(
+            call(),
+            limit_seconds=limit_seconds,
+            size=delta.ByteSize(),
+            final=final,
+            fields=_delta_summary(delta, parts),
+        )
+        if outcome[0] is not _Outcome.LANDED:
+            return outcome  # stored or not, unknown: the next delta's base says (resync if so)
+        ack = acks[0]
+        if ack is None:
+            # Not served (logged once by the adapter): whole statuses from now on.
+            self._tracker = None
+            self.stats.sent -= 1  # nothing stored; the whole status goes next
+            return None
+        if ack.applied or (ack.duplicate and ack.stored_seq == delta.seq):
+            tracker.acknowledged(parts, delta.seq)
+            self.stats.deltas_sent += 1
+            return outcome
+        self.stats.sent -= 1  # nothing stored; the whole status goes next
+        self.stats.resyncs += 1
+        tracker.forget()
+        log.info(
+            "status_resync",
+            execution_id=self._execution_id,
+            seq=delta.seq,
+            base_seq=delta.base_seq,
+            stored_seq=ack.stored_seq,
+            reason=ack.reason or ("duplicate" if ack.duplicate else "asked by the orchestrator"),
+        )
+        return None
+
+    async def _call(
+        self,
+        call: Coroutine[Any, Any, None],
+        *,
+        limit_seconds: float | None,
+        size: int,
+        final: bool,
+        fields: dict[str, object],
+    ) -> tuple[_Outcome, str]:
         started = time.perf_counter()
         try:
             # The number names this call within the attempt, so the orchestrator can refuse an
             # older call that lands after it (`worker.domain.fencing`).
             with update_numbered(self._seq):
-                await asyncio.wait_for(
-                    self._sink.update_status(self._execution_id, status), limit_seconds
-                )
+                await asyncio.wait_for(call, limit_seconds)
         except TimeoutError:
             self.stats.failed += 1
             return _Outcome.RETRY, "final deadline passed during the call"
@@ -302,8 +406,9 @@ class StatusPublisher:
                 return _Outcome.RETRY, error
             self.stats.dropped += 1
             return _Outcome.DROPPED, error
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        size = status.ByteSize()
+        elapsed = time.perf_counter() - started
+        latency_ms = round(elapsed * 1000, 1)
+        self._policy.took(elapsed)
         self.stats.sent += 1
         self.stats.bytes_sent += size
         self.stats.last_latency_ms = latency_ms
@@ -313,7 +418,7 @@ class StatusPublisher:
             "status_update_sent",
             execution_id=self._execution_id,
             seq=self._seq,
-            **_summary(status),
+            **fields,
             bytes=size,
             latency_ms=latency_ms,
             final=final,

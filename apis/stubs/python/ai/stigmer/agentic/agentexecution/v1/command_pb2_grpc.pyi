@@ -49,6 +49,8 @@ class AgentExecutionCommandControllerStub:
     recover: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.RecoverAgentExecutionInput, _api_pb2.AgentExecution]
     uploadContent: _grpc.StreamUnaryMultiCallable[_io_pb2_1.ContentUploadChunk, _io_pb2_1.ContentUploadResult]
     """Contract §7 (ours): stores one large content (a tool result, a message text) whole."""
+    updateStatusDelta: _grpc.UnaryUnaryMultiCallable[_io_pb2_1.AgentExecutionStatusDelta, _io_pb2_1.StatusDeltaAck]
+    """Contract §7 (ours): a status update carrying only what changed (`AgentExecutionStatusDelta`)."""
 
 @_typing.type_check_only
 class AgentExecutionCommandControllerAsyncStub(AgentExecutionCommandControllerStub):
@@ -68,6 +70,8 @@ class AgentExecutionCommandControllerAsyncStub(AgentExecutionCommandControllerSt
     recover: _aio.UnaryUnaryMultiCallable[_io_pb2_1.RecoverAgentExecutionInput, _api_pb2.AgentExecution]  # type: ignore[assignment]
     uploadContent: _aio.StreamUnaryMultiCallable[_io_pb2_1.ContentUploadChunk, _io_pb2_1.ContentUploadResult]  # type: ignore[assignment]
     """Contract §7 (ours): stores one large content (a tool result, a message text) whole."""
+    updateStatusDelta: _aio.UnaryUnaryMultiCallable[_io_pb2_1.AgentExecutionStatusDelta, _io_pb2_1.StatusDeltaAck]  # type: ignore[assignment]
+    """Contract §7 (ours): a status update carrying only what changed (`AgentExecutionStatusDelta`)."""
 
 class AgentExecutionCommandControllerServicer(metaclass=_abc_1.ABCMeta):
     """Method names are lower camel case on the wire (e.g. /.../updateStatus)."""
@@ -150,5 +154,13 @@ class AgentExecutionCommandControllerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_io_pb2_1.ContentUploadResult, _abc.Awaitable[_io_pb2_1.ContentUploadResult]]:
         """Contract §7 (ours): stores one large content (a tool result, a message text) whole."""
+
+    @_abc_1.abstractmethod
+    def updateStatusDelta(
+        self,
+        request: _io_pb2_1.AgentExecutionStatusDelta,
+        context: _ServicerContext,
+    ) -> _typing.Union[_io_pb2_1.StatusDeltaAck, _abc.Awaitable[_io_pb2_1.StatusDeltaAck]]:
+        """Contract §7 (ours): a status update carrying only what changed (`AgentExecutionStatusDelta`)."""
 
 def add_AgentExecutionCommandControllerServicer_to_server(servicer: AgentExecutionCommandControllerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

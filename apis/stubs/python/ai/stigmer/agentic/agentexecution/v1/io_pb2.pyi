@@ -499,3 +499,166 @@ class AgentExecutionWindow(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentExecutionWindow: _TypeAlias = AgentExecutionWindow  # noqa: Y015
+
+@_typing.final
+class AgentExecutionStatusDelta(_message.Message):
+    """Contract §7 (ours): what changed in an execution's status since the update numbered
+    `base_seq` of the same attempt (`x-stigmer-attempt`; this update's number is `seq`, also sent
+    as `x-stigmer-seq`). The status fields keep their `AgentExecutionStatus` numbers, so an entry
+    is encoded the same way in both. An orchestrator applies deltas in order, exactly once; one
+    it cannot apply (a gap, another attempt, a digest that differs) it answers with
+    `StatusDeltaAck.resync`, and the runner sends the whole status through `updateStatus`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TodosEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _api_pb2.TodoItem: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _api_pb2.TodoItem | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    TODOS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    BASE_SEQ_FIELD_NUMBER: _builtins.int
+    MESSAGE_POSITIONS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_POSITIONS_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_POSITIONS_FIELD_NUMBER: _builtins.int
+    TODOS_CHANGED_FIELD_NUMBER: _builtins.int
+    APPENDED_TEXT_FIELD_NUMBER: _builtins.int
+    APPENDED_POSITION_FIELD_NUMBER: _builtins.int
+    FINAL_DIGEST_FIELD_NUMBER: _builtins.int
+    phase: _enum_pb2.ExecutionPhase.ValueType
+    error: _builtins.str
+    started_at: _builtins.str
+    completed_at: _builtins.str
+    execution_id: _builtins.str
+    seq: _builtins.int
+    base_seq: _builtins.int
+    todos_changed: _builtins.bool
+    appended_text: _builtins.str
+    """Text appended to the content of the stored message at `appended_position` (a streaming
+    answer growing); applied before `messages`.
+    """
+    appended_position: _builtins.int
+    final_digest: _builtins.str
+    """On the attempt's last update: sha256 hex of the whole status after this delta, encoded
+    deterministically, with the fields above only (not `audit`, not `callback_token`).
+    """
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.AgentMessage]:
+        """Entries at the positions in `message_positions` (same order): a position below the
+        stored count replaces that message, the stored count appends one.
+        """
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.ToolCall]:
+        """Entries at `tool_call_positions`; a replaced entry must have the same id."""
+
+    @_builtins.property
+    def sub_agent_executions(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.SubAgentExecution]:
+        """Entries at `sub_agent_positions`; a replaced entry must have the same id."""
+
+    @_builtins.property
+    def todos(self) -> _containers.MessageMap[_builtins.str, _api_pb2.TodoItem]:
+        """The whole map, when `todos_changed`."""
+
+    @_builtins.property
+    def usage(self) -> _api_pb2.ExecutionUsage: ...
+    @_builtins.property
+    def message_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def tool_call_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def sub_agent_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_api_pb2.AgentMessage] | None = ...,
+        phase: _enum_pb2.ExecutionPhase.ValueType = ...,
+        tool_calls: _abc.Iterable[_api_pb2.ToolCall] | None = ...,
+        sub_agent_executions: _abc.Iterable[_api_pb2.SubAgentExecution] | None = ...,
+        error: _builtins.str = ...,
+        started_at: _builtins.str = ...,
+        completed_at: _builtins.str = ...,
+        todos: _abc.Mapping[_builtins.str, _api_pb2.TodoItem] | None = ...,
+        usage: _api_pb2.ExecutionUsage | None = ...,
+        execution_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        base_seq: _builtins.int = ...,
+        message_positions: _abc.Iterable[_builtins.int] | None = ...,
+        tool_call_positions: _abc.Iterable[_builtins.int] | None = ...,
+        sub_agent_positions: _abc.Iterable[_builtins.int] | None = ...,
+        todos_changed: _builtins.bool = ...,
+        appended_text: _builtins.str = ...,
+        appended_position: _builtins.int = ...,
+        final_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appended_position", b"appended_position", "appended_text", b"appended_text", "base_seq", b"base_seq", "completed_at", b"completed_at", "error", b"error", "execution_id", b"execution_id", "final_digest", b"final_digest", "message_positions", b"message_positions", "messages", b"messages", "phase", b"phase", "seq", b"seq", "started_at", b"started_at", "sub_agent_executions", b"sub_agent_executions", "sub_agent_positions", b"sub_agent_positions", "todos", b"todos", "todos_changed", b"todos_changed", "tool_call_positions", b"tool_call_positions", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentExecutionStatusDelta: _TypeAlias = AgentExecutionStatusDelta  # noqa: Y015
+
+@_typing.final
+class StatusDeltaAck(_message.Message):
+    """Contract §7 (ours): the answer to `updateStatusDelta`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    RESYNC_FIELD_NUMBER: _builtins.int
+    STORED_SEQ_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """The delta is stored."""
+    duplicate: _builtins.bool
+    """The delta (or a later one) was stored before: nothing changed."""
+    resync: _builtins.bool
+    """The delta cannot be applied: send the whole status through `updateStatus`."""
+    stored_seq: _builtins.int
+    """The number of the update the stored status comes from (0: none of this attempt)."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        applied: _builtins.bool = ...,
+        duplicate: _builtins.bool = ...,
+        resync: _builtins.bool = ...,
+        stored_seq: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "reason", b"reason", "resync", b"resync", "stored_seq", b"stored_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusDeltaAck: _TypeAlias = StatusDeltaAck  # noqa: Y015
