@@ -154,6 +154,7 @@ def stub_env(
         "LOG_FORMAT": "json",
         "STIGMER_STUB_HOST": LOOPBACK,
         "STIGMER_STUB_PORT": str(port),
+        "STIGMER_CONSOLE_PORT": "0",  # the benchmarks measure the API, not the web console
         "MONGODB_URI": mongodb_uri or endpoints.mongodb_uri,
         "STIGMER_STUB_MONGODB_DATABASE": config.database,
         "TEMPORAL_SERVICE_ADDRESS": endpoints.temporal_address,

@@ -65,6 +65,7 @@ T = TypeVar("T")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = Path(".data/demo")
 DEFAULT_STUB_PORT = 7234
+DEFAULT_CONSOLE_PORT = 8234
 EXECUTION_QUERIES = "ai.stigmer.agentic.agentexecution.v1.AgentExecutionQueryController"
 RUNNER_TASK_QUEUE = "execution"
 DEFAULT_TOKEN_DELAY_MS = 15.0
@@ -189,6 +190,7 @@ class Demo:
         self.stack = Stack(StackConfig(data_dir=self.data_dir, ephemeral=True))
         self.children = Children()
         self.stub_address = ""
+        self.console_url = ""
         self.health_port = 0
         self.began = time.monotonic()
         # The demo's stub requires keys, as a deployed one should: the worker pushes status with
@@ -240,14 +242,16 @@ class Demo:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         stub_port = _free_port(self.options.stub_port)
         health_port = self.health_port = _free_port(0)
+        console_port = _free_port(DEFAULT_CONSOLE_PORT)
         self.stub_address = f"127.0.0.1:{stub_port}"
+        self.console_url = f"http://127.0.0.1:{console_port}"
         began = time.monotonic()
         # Both start at once; each is waited for in turn (the worker imports more).
         self.children.start(
             "stub",
             [sys.executable, "-m", "stigmer_stub"],
             self.logs_dir / "stub.log",
-            self._stub_env(endpoints, stub_port),
+            self._stub_env(endpoints, stub_port, console_port),
         )
         self.children.start(
             "worker",
@@ -261,6 +265,7 @@ class Demo:
             detail=lambda _: f"{self.stub_address} · log {_relative(self.logs_dir / 'stub.log')}",
             began=began,
         )
+        self.out.print(f"[dim]  web console {self.console_url} (sign in with the user key)[/]")
         self._start(
             "agent-runner worker",
             lambda: self._await_worker(health_port, endpoints, began),
@@ -465,11 +470,15 @@ class Demo:
             )
             self.out.print(f"  turn {turn.number} workflow  {wid}")
             self.out.print(f"  [dim]Temporal UI[/]     {url}", soft_wrap=True)
+            self.out.print(
+                f"  [dim]web console[/]     {self.console_url}/executions/{turn.execution_id}",
+                soft_wrap=True,
+            )
         self.out.print(f"  [dim]logs[/]            {_relative(self.logs_dir)}/")
         if not self.options.keep:
             self.out.print(
-                "  [dim]everything stops now; to browse the Temporal UI, run it again with "
-                "`make demo DEMO_ARGS=--keep`[/]"
+                "  [dim]everything stops now; to browse the console and the Temporal UI, run it "
+                "again with `make demo DEMO_ARGS=--keep`[/]"
             )
         total = time.monotonic() - self.began
         self.out.print(f"\n[bold]demo finished in {total:.1f}s[/]")
@@ -481,6 +490,7 @@ class Demo:
         cli = f"STIGMER_API_KEY={self.user_key} {bin_dir}/stigmer --endpoint {self.stub_address}"
         self.out.print(
             "\n[bold]still running[/] [dim](Ctrl-C stops everything)[/]\n"
+            f"  web console      {self.console_url}  (user key {self.user_key})\n"
             f"  stub (gRPC)      {self.stub_address}\n"
             f"  Temporal         {endpoints.temporal_address}\n"
             f"  Temporal UI      {endpoints.temporal_ui_url}\n"
@@ -504,8 +514,13 @@ class Demo:
 
     # -- processes ------------------------------------------------------------------------------
 
-    def _stub_env(self, endpoints: Endpoints, port: int) -> dict[str, str]:
+    def _stub_env(self, endpoints: Endpoints, port: int, console_port: int) -> dict[str, str]:
         return {
+            "STIGMER_CONSOLE_PORT": str(console_port),
+            "TEMPORAL_UI_URL": endpoints.temporal_ui_url,
+            "STIGMER_CONSOLE_REDIS_URL": (
+                f"redis://{endpoints.redis_host}:{endpoints.redis_port}/0"
+            ),
             **_python_env(self.environ, self.data_dir / "pycache"),
             "STIGMER_STUB_HOST": "127.0.0.1",
             "STIGMER_STUB_PORT": str(port),

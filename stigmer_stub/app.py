@@ -19,6 +19,8 @@ from temporalio.worker import Worker
 
 from stigmer_stub import logs, temporal
 from stigmer_stub.activities import StubActivities
+from stigmer_stub.console.gateway import loopback_target
+from stigmer_stub.console.server import running_console
 from stigmer_stub.content import ContentOps
 from stigmer_stub.executions import ExecutionOps, Workflows
 from stigmer_stub.resources import AgentOps, EnvironmentOps, SessionOps
@@ -39,6 +41,7 @@ class RunningStub:
     port: int
     database: Database
     ops: Operations
+    console_url: str | None = None  # the web console's URL; None when it is off
 
 
 def build_operations(
@@ -143,7 +146,16 @@ async def running_stub(settings: Settings) -> AsyncIterator[RunningStub]:
             runner_task_queue=settings.temporal.runner_task_queue,
             api_keys=[f"{c.name}:{c.role.value}" for c in keys.by_key.values()],
         )
-        yield RunningStub(address, server.port, database, ops)
+        console_url = await stack.enter_async_context(
+            running_console(
+                settings.console,
+                keys,
+                loopback_target(settings.grpc.host, server.port),
+                database,
+                settings.temporal.namespace,
+            )
+        )
+        yield RunningStub(address, server.port, database, ops, console_url)
         log.info("stub_stopping")
     log.info("stub_stopped")
 

@@ -189,6 +189,22 @@ class LimitsSettings(BaseSettings):
     status_deltas: bool = Field(True, validation_alias="STIGMER_STUB_STATUS_DELTAS")
 
 
+class ConsoleSettings(BaseSettings):
+    """The web console (docs/console.md): served by the stub process over HTTP."""
+
+    model_config = _GROUP
+
+    # Loopback by default: the console is for the person at this machine unless configured.
+    host: str = Field("127.0.0.1", min_length=1, validation_alias="STIGMER_CONSOLE_HOST")
+    # 0 turns the console off.
+    port: int = Field(8234, ge=0, le=65535, validation_alias="STIGMER_CONSOLE_PORT")
+    # Base URL of the Temporal Web UI; the execution page links its workflow there when set.
+    temporal_ui_url: str = Field("", validation_alias="TEMPORAL_UI_URL")
+    # The runner's live stream (Redis/Valkey, `redis://host:port/db`): when set, an execution's
+    # page streams the answer token by token; otherwise it follows the status updates.
+    redis_url: str = Field("", validation_alias="STIGMER_CONSOLE_REDIS_URL")
+
+
 class Settings(BaseModel):
     """Everything the stub reads from its environment, grouped, immutable."""
 
@@ -202,6 +218,11 @@ class Settings(BaseModel):
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    # Built in code (tests, embedding) the console is off unless asked for; `load_settings`
+    # reads STIGMER_CONSOLE_PORT, whose default (8234) turns it on.
+    console: ConsoleSettings = Field(
+        default_factory=lambda: ConsoleSettings.model_validate({"port": 0})
+    )
 
 
 class _TopLevel(BaseSettings):
@@ -226,6 +247,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "workflow": WorkflowSettings,
     "limits": LimitsSettings,
     "security": SecuritySettings,
+    "console": ConsoleSettings,
 }
 
 

@@ -67,6 +67,8 @@ def test_demo_runs_turns_that_remember_and_stop_at_a_gate_and_leaves_no_process_
     workflows = re.findall(r"stigmer/agent-execution/invoke/aex-[0-9a-z]+", out)
     assert len(set(workflows)) == 3, context
     assert "/namespaces/default/workflows/stigmer%2Fagent-execution%2Finvoke%2Faex-" in out
+    # The stub serves the web console; the summary links each turn's page there.
+    assert re.search(r"web console\s+http://127\.0\.0\.1:\d+/executions/aex-", out), context
     assert "stopped the worker, the stub and the stack" in out, context
     # The closing hint names a command a fresh clone has (no bare `python` on Debian).
     assert "make demo DEMO_ARGS=--keep" in out, context

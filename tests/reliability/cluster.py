@@ -253,6 +253,7 @@ class Cluster:
             "LOG_FORMAT": "json",
             "STIGMER_STUB_HOST": LOOPBACK,
             "STIGMER_STUB_PORT": str(self.stub_port),
+            "STIGMER_CONSOLE_PORT": "0",  # several stubs at once: no web console to share 8234
             "STIGMER_STUB_SHUTDOWN_GRACE_SECONDS": "1",
             "MONGODB_URI": e.mongodb_uri,
             "STIGMER_STUB_MONGODB_DATABASE": self.database,

@@ -45,6 +45,7 @@ def process_env(stub: Stub, stack: Endpoints, port: int) -> dict[str, str]:
     return {
         **os.environ,
         "STIGMER_STUB_PORT": str(port),
+        "STIGMER_CONSOLE_PORT": "0",  # no web console: a developer's stub may hold 8234
         "MONGODB_URI": stack.mongodb_uri,
         # The same database as the in-process stub: two stubs, one store.
         "STIGMER_STUB_MONGODB_DATABASE": stub.settings.mongo.database,
