@@ -375,16 +375,8 @@ class Console:
                 tasks.append(asyncio.create_task(pump_snapshots()))
                 if self.settings.redis_url:
                     tasks.append(asyncio.create_task(pump_live()))
-                while True:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                    except TimeoutError:
-                        yield ": keepalive\n\n"
-                        continue
-                    if item is None:
-                        yield _sse("end", "{}")
-                        return
-                    yield _sse(*item)
+                async for chunk in _drain(queue):
+                    yield chunk
             finally:
                 # The pumps end before the subscription closes (it may be mid-read in one).
                 for task in tasks:
@@ -638,3 +630,18 @@ async def running_console(
             await serving
         sock.close()
         await gateway.close()
+
+
+async def _drain(queue: asyncio.Queue[tuple[str, str] | None]) -> AsyncIterator[str]:
+    """Server-sent events for what the pumps put in `queue` (keepalives while it is quiet),
+    ending with `end` once a pump says the subscription is over."""
+    while True:
+        try:
+            item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield ": keepalive\n\n"
+            continue
+        if item is None:
+            yield _sse("end", "{}")
+            return
+        yield _sse(*item)
