@@ -241,7 +241,7 @@ def _add_ending_commands(commands: Commands) -> None:
     )
     cancel.add_argument("execution_id", metavar="EXECUTION_ID")
     cancel.add_argument("--reason", default="", help="why; recorded as the execution's error")
-    cancel.set_defaults(handler=_cancel)
+    cancel.set_defaults(handler=_control, control="cancel")
 
     delete = commands.add_parser(
         "delete",
@@ -463,22 +463,6 @@ async def _output(client: StigmerClient, args: argparse.Namespace, out: Console)
     return EXIT_OK
 
 
-async def _cancel(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
-    try:
-        execution = await client.cancel(args.execution_id, args.reason)
-    except RpcFailed as err:
-        if err.code is grpc.StatusCode.FAILED_PRECONDITION:
-            raise CliError(f"cancel: {err.details} (it is kept as it is)") from err
-        raise
-    _rows(
-        out,
-        ("execution", execution.metadata.id),
-        ("phase", phase_name(execution.status.phase)),
-        ("error", execution.status.error),
-    )
-    return EXIT_OK
-
-
 async def _decide(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
     execution = await client.get_execution(args.execution_id)
     try:
@@ -524,6 +508,7 @@ async def _decide(client: StigmerClient, args: argparse.Namespace, out: Console)
 async def _control(client: StigmerClient, args: argparse.Namespace, out: Console) -> int:
     reason = getattr(args, "reason", "")
     calls = {
+        "cancel": lambda: client.cancel(args.execution_id, reason),
         "pause": lambda: client.pause(args.execution_id, reason),
         "resume": lambda: client.resume(args.execution_id),
         "terminate": lambda: client.terminate(args.execution_id, reason),
@@ -533,7 +518,8 @@ async def _control(client: StigmerClient, args: argparse.Namespace, out: Console
         execution = await calls[args.control]()
     except RpcFailed as err:
         if err.code is grpc.StatusCode.FAILED_PRECONDITION:
-            raise CliError(f"{args.control}: {err.details}") from err
+            kept = " (it is kept as it is)" if args.control == "cancel" else ""
+            raise CliError(f"{args.control}: {err.details}{kept}") from err
         raise
     _rows(
         out,

@@ -458,6 +458,25 @@ class ExecutionView:
 
     # -- live events --------------------------------------------------------------------------
 
+    def _live_tool(
+        self, event: Mapping[str, Any], states: Mapping[str, str], **details: str
+    ) -> list[Change]:
+        """A live tool event as the call's new view (its name and arguments kept from what is
+        known when the event leaves them out); nothing for an event without an id or state."""
+        call_id = event.get("tool_call_id", "")
+        state = states.get(event.get("status", "").upper())
+        if not call_id or state is None:
+            return []
+        known = self.tools.get(call_id)
+        view = ToolView(
+            call_id,
+            event.get("name", "") or (known.name if known else ""),
+            known.args if known else "",
+            state,
+            **details,
+        )
+        return self._put_tool(view)
+
     def apply_live(self, event: Mapping[str, str]) -> list[Change]:
         """Merge one live event (docs/live-events.md); unknown types and fields are ignored."""
         kind = event.get("type", "")
@@ -484,35 +503,17 @@ class ExecutionView:
             described = describe_args(name, args)
             return self._put_tool(ToolView(call_id, name, described, _RUNNING)) if call_id else []
         if kind == "tool_end":
-            call_id = event.get("tool_call_id", "")
-            state = _LIVE_TOOL_STATES.get(event.get("status", "").upper())
-            if not call_id or state is None:
-                return []
-            known = self.tools.get(call_id)
-            view = ToolView(
-                call_id,
-                event.get("name", "") or (known.name if known else ""),
-                known.args if known else "",
-                state,
+            return self._live_tool(
+                event,
+                _LIVE_TOOL_STATES,
                 result=event.get("result", ""),
                 error=event.get("error", ""),
             )
-            return self._put_tool(view)
         if kind == "approval":
             # A gated call waiting (with the approver's message), or resumed with a decision.
-            call_id = event.get("tool_call_id", "")
-            state = _LIVE_APPROVAL_STATES.get(event.get("status", "").upper())
-            if not call_id or state is None:
-                return []
-            known = self.tools.get(call_id)
-            view = ToolView(
-                call_id,
-                event.get("name", "") or (known.name if known else ""),
-                known.args if known else "",
-                state,
-                approval_message=event.get("message", ""),
+            return self._live_tool(
+                event, _LIVE_APPROVAL_STATES, approval_message=event.get("message", "")
             )
-            return self._put_tool(view)
         if kind == "phase":
             phase = parse_phase(event.get("phase", ""))
             # The terminal phase comes from the orchestrator: only its snapshot is final.
