@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from tests.activities.fakes import FakeContentStore, FakeOrchestratorPorts, FakeRuntime
-from worker.activities.result import bounded_result, payload_size
+from worker.activities.result import bounded_result, payload_size, without_additions
 from worker.activities.runner import RunnerActivities, to_application_error
 from worker.content.offload import OffloadSupport
 from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
@@ -110,7 +110,9 @@ async def test_a_small_status_is_returned_whole(tmp_path: Path) -> None:
     fake = FakeOrchestratorPorts.with_agent()
     acts = make_activities(tmp_path, fake, FakeRuntime(reading("a.txt")))
     status = await ActivityEnvironment().run(acts.execute_graphton, an_execution(), "t-1")
-    assert status == fake.updates[-1][1]
+    pushed = fake.updates[-1][1]
+    assert status == without_additions(pushed)
+    assert list(status.messages) and len(status.messages) == len(pushed.messages)
 
 
 async def test_a_large_tool_result_is_stored_by_reference_when_the_orchestrator_can(
@@ -133,7 +135,7 @@ async def test_a_large_tool_result_is_stored_by_reference_when_the_orchestrator_
     assert len(call.result) <= 2048
     assert store.content_of("aex-1", digest) == big.encode()
     assert max(u.ByteSize() for _, u in fake.updates) < 64 * 1024, "no update carried it"
-    assert status == final, "small again, so returned whole"
+    assert status == without_additions(final), "small again, so returned whole"
 
 
 async def test_a_retried_attempt_after_an_offload_does_not_upload_twice(tmp_path: Path) -> None:
@@ -218,3 +220,29 @@ def test_a_failure_message_is_bounded() -> None:
     assert len(failure.message) < 17 * 1024
     assert "1000006 characters in all" in failure.message
     assert not failure.non_retryable
+
+
+def test_the_result_leaves_out_what_a_january_orchestrator_does_not_know() -> None:
+    """Another SDK reads the result as ProtoJSON and refuses unknown fields (contract §1)."""
+    status = execution_api.AgentExecutionStatus(phase=enum_pb2.EXECUTION_COMPLETED)
+    status.usage.total.input_tokens = 7
+    message = status.messages.add(type=enum_pb2.MESSAGE_AI, content="done")
+    message.content_ref.storage_key = "executions/aex-1/content/x"
+    call = status.tool_calls.add(id="c1", name="clock/now", mcp_server_slug="clock")
+    call.output_ref.size_bytes = 1
+    sub = status.sub_agent_executions.add(id="t1", name="researcher")
+    sub.messages.add(type=enum_pb2.MESSAGE_AI, content="turn")
+    message.tool_calls.add(id="c1", name="clock/now", mcp_server_slug="clock")
+
+    result = bounded_result(status, 256 * 1024)
+
+    assert result.phase == enum_pb2.EXECUTION_COMPLETED
+    assert not result.HasField("usage")
+    assert not result.messages[0].HasField("content_ref")
+    assert result.messages[0].content == "done"
+    assert result.tool_calls[0].mcp_server_slug == "" and not result.tool_calls[0].HasField(
+        "output_ref"
+    )
+    assert result.messages[0].tool_calls[0].mcp_server_slug == ""
+    assert list(result.sub_agent_executions[0].messages) == []
+    assert status.usage.total.input_tokens == 7, "the status itself is left as it was"

@@ -123,7 +123,11 @@ async def test_mcp_tool_calls_in_the_status_name_their_server(tmp_path: Path) ->
         "thread-ses-1",
     )
 
-    calls_by_id = {t.id: t for t in status.tool_calls}
+    assert status.phase == enum_pb2.EXECUTION_COMPLETED
+    # The orchestrator reads the server from the pushed status; the activity's result leaves
+    # contract §7 fields out (a January orchestrator's SDK would refuse them).
+    calls_by_id = {t.id: t for t in fake.updates[-1][1].tool_calls}
+    assert {t.mcp_server_slug for t in status.tool_calls} == {""}
     assert calls_by_id["m1"].mcp_server_slug == "clock"
     assert calls_by_id["m1"].component_metadata.component_type == "mcp"
     assert calls_by_id["b1"].mcp_server_slug == ""

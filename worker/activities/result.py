@@ -11,6 +11,7 @@ which can be several times the binary size of text full of escapes).
 from __future__ import annotations
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2
+from google.protobuf.message import Message
 
 from worker.converter import DATA_CONVERTER
 from worker.errors import PayloadTooLarge
@@ -42,14 +43,52 @@ def slim(status: api_pb2.AgentExecutionStatus) -> api_pb2.AgentExecutionStatus:
     )
 
 
+_LATER_FIELDS: dict[str, frozenset[int]] = {
+    "ai.stigmer.agentic.agentexecution.v1.AgentMessage": frozenset({6}),
+    "ai.stigmer.agentic.agentexecution.v1.ToolCall": frozenset({16, 17, 18, 21}),
+}
+"""Contract §7 fields (later upstream) a run may set whatever the orchestrator supports: the MCP
+server of a call, previews and references. The approval fields (10-15) are not here: they are set
+only under an orchestrator with run control (under one without, a gated call fails the run)."""
+
+
+def without_additions(status: api_pb2.AgentExecutionStatus) -> api_pb2.AgentExecutionStatus:
+    """`status` without the fields an orchestrator of the January contract does not know: ours
+    (numbers 100 and up: usage, sub-agent conversations, content references) and the later
+    upstream ones in `_LATER_FIELDS`. The result is read back as ProtoJSON, where another SDK
+    refuses unknown fields (contract §1); the orchestrator has the whole status already from
+    `updateStatus`, where unknown fields are skipped."""
+    clean = api_pb2.AgentExecutionStatus()
+    clean.CopyFrom(status)
+    _strip(clean)
+    return clean
+
+
+def _strip(message: Message) -> None:
+    later = _LATER_FIELDS.get(message.DESCRIPTOR.full_name, frozenset())
+    for field, value in message.ListFields():
+        if field.number >= 100 or field.number in later:
+            message.ClearField(field.name)
+            continue
+        entry = field.message_type
+        if entry is None or not entry.full_name.startswith("ai.stigmer."):
+            continue  # scalars, Structs and maps of plain entries hold nothing of ours
+        if entry.GetOptions().map_entry:
+            continue  # `todos`: TodoItem has no additions
+        for item in value if field.is_repeated else (value,):
+            _strip(item)
+
+
 def bounded_result(
     status: api_pb2.AgentExecutionStatus, max_bytes: int
 ) -> api_pb2.AgentExecutionStatus:
-    """`status` when its payload fits in `max_bytes`, else its slim form.
+    """`status` (without the contract's additions, see `without_additions`) when its payload
+    fits in `max_bytes`, else its slim form.
 
     Raises `PayloadTooLarge` (not retryable) if even the slim form does not fit, which only a
     `max_bytes` far below any real limit can cause.
     """
+    status = without_additions(status)
     binary = status.ByteSize()
     # ProtoJSON is never smaller than the binary form of the same status, so a binary size over
     # the bound settles it without building the JSON of a large status.
