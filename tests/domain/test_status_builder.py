@@ -669,26 +669,23 @@ def synthetic_run(turns: int, tokens_per_turn: int = 40) -> list[AgentEvent]:
 
 def test_a_new_event_rebuilds_only_the_entry_it_touches() -> None:
     """Why the cost per event stays flat however long the run (the rate itself is measured by
-    `make bench`, not asserted here): after a snapshot, a token for the open turn drops only that
-    turn's cached proto and encoding; every earlier entry is reused as is."""
+    `make bench`, not asserted here): after an update, a token for the open turn drops only that
+    turn's cached encoding; every earlier entry's bytes are reused as they are."""
     builder = StatusBuilder(user_message="long run")
     for event in synthetic_run(200):
         builder.apply(event)
     builder.apply(TokenDelta(message_id="open", text="still "))
-    builder.encoded()
-    before = [(m.proto, m.wire.data) for m in builder._messages]
-    tools_before = [t.proto for t in builder._tools.values()]
+    before = builder.parts()
 
     builder.apply(TokenDelta(message_id="open", text="going"))
-    encoded = builder.encoded()
+    after = builder.parts()
 
-    after = [(m.proto, m.wire.data) for m in builder._messages]
-    changed = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b[0] is not a[0]]
-    assert changed == [len(after) - 1], "only the open turn was rebuilt"
-    assert all(b[1] is a[1] for b, a in zip(before[:-1], after[:-1], strict=True))
-    tools_after = [t.proto for t in builder._tools.values()]
-    assert all(b is a for b, a in zip(tools_before, tools_after, strict=True))
-    assert encoded.message().messages[-1].content == "still going"
+    changed = [
+        i for i, (b, a) in enumerate(zip(before.messages, after.messages, strict=True)) if b is not a
+    ]
+    assert changed == [len(after.messages) - 1], "only the open turn was encoded again"
+    assert all(b is a for b, a in zip(before.tool_calls, after.tool_calls, strict=True))
+    assert after.encoded().message().messages[-1].content == "still going"
 
 
 def test_runner_notes_become_system_messages_once() -> None:

@@ -1,4 +1,5 @@
-"""`StatusBuilder.encoded()`: the same status as `snapshot()`, at every point of a run."""
+"""`StatusBuilder.encoded()`: from its cached entry encodings, the same status as every entry
+encoded anew (`encoded(fresh=True)`) and as `snapshot()`, at every point of a run."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def recording(name: str) -> tuple[str, list[AgentEvent]]:
 
 def assert_same(builder: StatusBuilder) -> EncodedStatus:
     encoded = builder.encoded()
-    expected = builder.snapshot()
+    expected = builder.encoded(fresh=True).message()
     assert encoded.message() == expected
+    assert builder.snapshot() == expected
     assert (encoded.phase, encoded.messages, encoded.tool_calls) == (
         expected.phase,
         len(expected.messages),
