@@ -1,12 +1,17 @@
 """Status-side memory: what the runner holds for one execution's status, against the status's size.
 
 Measured in a fresh process per size (the allocator does not give memory back, so an earlier
-pass would hide or inflate this one), after the recorded run's events are decoded:
+pass would hide or inflate this one). The recorded run's events are loaded first, outside the
+measure, but each event is decoded again from its JSON line as it is applied, inside the measure:
+a scaled run repeats the recording, so its events share their strings with one another and with
+the loaded list, and the text the builder keeps would otherwise not count (a real run's text
+exists once, held by the builder). The stages:
 
-- `builder`: the StatusBuilder's state after reducing every event (plain Python only: protos are
-  built when a status is sent);
-- `in flight`: plus what sending one update holds: the builder's per-entry protos and encodings
-  (its caches), the joined encoded status and the `updateStatus` request bytes made of it;
+- `builder`: the StatusBuilder's state after reducing every event (plain Python only: entries
+  are encoded when a status is sent);
+- `in flight`: plus what sending one update holds: the builder's per-entry encodings (its
+  caches), the encoded status (pieces of those caches, not joined) and the `updateStatus`
+  request bytes made of it;
 - `final`: plus the final `snapshot()` proto the run ends with.
 
 Each stage is measured two ways, in two processes: `tracemalloc` (Python's own allocations;
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.fixtures import load_run, scaled
+from worker.domain import agent_events
 from worker.domain.status_wire import update_request_bytes
 
 STAGES = ("builder", "in flight", "final")
@@ -42,7 +48,7 @@ def measure(count: int, *, traced: bool) -> dict[str, Any]:
     """Bytes held at each stage: `tracemalloc`'s count when `traced`, else RSS growth."""
     from bench.builder import new_builder
 
-    events = scaled(load_run(), count)
+    lines = [agent_events.dumps(event) for event in scaled(load_run(), count)]
     gc.collect()
     rss_before = _rss()
     if traced:
@@ -59,15 +65,15 @@ def measure(count: int, *, traced: bool) -> dict[str, Any]:
                 stages[stage] = _rss() - rss_before
 
         builder = new_builder()
-        for event in events:
-            builder.apply(event)
+        for line in lines:
+            builder.apply(agent_events.loads(line))
         mark("builder")
         encoded = builder.encoded()
         request = update_request_bytes("aex-bench", encoded)
         mark("in flight")
         final = builder.snapshot()
         mark("final")
-        size = len(encoded.data)
+        size = encoded.ByteSize()
         del request, final
     finally:
         tracemalloc.stop()

@@ -680,9 +680,8 @@ def test_a_new_event_rebuilds_only_the_entry_it_touches() -> None:
     builder.apply(TokenDelta(message_id="open", text="going"))
     after = builder.parts()
 
-    changed = [
-        i for i, (b, a) in enumerate(zip(before.messages, after.messages, strict=True)) if b is not a
-    ]
+    pairs = zip(before.messages, after.messages, strict=True)
+    changed = [i for i, (b, a) in enumerate(pairs) if b is not a]
     assert changed == [len(after.messages) - 1], "only the open turn was encoded again"
     assert all(b is a for b, a in zip(before.tool_calls, after.tool_calls, strict=True))
     assert after.encoded().message().messages[-1].content == "still going"

@@ -113,7 +113,7 @@ def test_the_update_request_parses_as_the_contract_message() -> None:
     )
     for payload in (
         status,
-        EncodedStatus(status.SerializeToString(), enum_pb2.EXECUTION_IN_PROGRESS, 1, 0, 0, 0),
+        EncodedStatus((status.SerializeToString(),), enum_pb2.EXECUTION_IN_PROGRESS, 1, 0, 0, 0),
     ):
         request = command_pb2.AgentExecutionUpdateStatusInput.FromString(
             update_request_bytes("aex-1", payload)

@@ -420,7 +420,7 @@ class StatusBuilder:
         """
         status = self._parts(fresh=fresh).encoded()
         limits = self._limits
-        if limits is not None and len(status.data) > limits.status_budget:
+        if limits is not None and status.ByteSize() > limits.status_budget:
             status = self._fit(limits)
             if fresh:
                 status = self._parts(fresh=True).encoded()
@@ -853,11 +853,11 @@ class StatusBuilder:
         status = status_fit.fit(
             self._encode(), limits, candidates, touch=self._touch, encode=self._encode
         )
-        if len(status.data) > limits.status_budget and not self._over_budget_logged:
+        if status.ByteSize() > limits.status_budget and not self._over_budget_logged:
             self._over_budget_logged = True
             log.warning(
                 "status_over_budget",
-                bytes=len(status.data),
+                bytes=status.ByteSize(),
                 budget_bytes=limits.status_budget,
                 messages=len(self._messages),
                 tool_calls=len(self._tools),

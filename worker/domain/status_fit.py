@@ -119,10 +119,10 @@ def fit(
     """Cut the oldest of `candidates` until the status is under the budget; the status
     encoded again (`encode`) after each round of cuts."""
     target = limits.status_budget * 3 // 4
-    before = len(status.data)
+    before = status.ByteSize()
     cut = 0
-    while candidates and len(status.data) > limits.status_budget:
-        excess = len(status.data) - target
+    while candidates and status.ByteSize() > limits.status_budget:
+        excess = status.ByteSize() - target
         removed = 0
         while candidates and removed < excess:
             _, size, entry = candidates.pop(0)
@@ -139,7 +139,7 @@ def fit(
             "status_contents_cut",
             cut=cut,
             bytes_before=before,
-            bytes_after=len(status.data),
+            bytes_after=status.ByteSize(),
             budget_bytes=limits.status_budget,
         )
     return status
