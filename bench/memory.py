@@ -12,7 +12,10 @@ exists once, held by the builder). The stages:
 - `in flight`: plus what sending one update holds: the builder's per-entry encodings (its
   caches), the encoded status (pieces of those caches, not joined) and the `updateStatus`
   request bytes made of it;
-- `final`: plus the final `snapshot()` proto the run ends with.
+- `final`: once the final update is sent (its request freed), plus the `snapshot()` proto the
+  run ends with and returns (the runner builds it after the final update, `worker.run.service`).
+
+The figure that counts is the largest of the stages.
 
 Each stage is measured two ways, in two processes: `tracemalloc` (Python's own allocations;
 protobuf's upb backend allocates outside it, so this misses every cached proto) and, without
@@ -69,12 +72,13 @@ def measure(count: int, *, traced: bool) -> dict[str, Any]:
             builder.apply(agent_events.loads(line))
         mark("builder")
         encoded = builder.encoded()
+        size = encoded.ByteSize()
         request = update_request_bytes("aex-bench", encoded)
         mark("in flight")
+        del request, encoded
         final = builder.snapshot()
         mark("final")
-        size = encoded.ByteSize()
-        del request, final
+        del final
     finally:
         tracemalloc.stop()
     return {"events": count, "status_bytes": size, "traced": traced, "stages": stages}
