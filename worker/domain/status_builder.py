@@ -347,7 +347,7 @@ class StatusBuilder:
             decided_at,
         )
         self._approvals[tool_call_id] = record
-        tool = self._tools.get(tool_call_id)
+        tool = self._tool(tool_call_id)
         if tool is not None:
             tool.approval = record
             self._touch(tool)
@@ -495,6 +495,8 @@ class StatusBuilder:
             message = self._new_ai(event.message_id)
         elif not event.text:
             return UNCHANGED
+        elif message.frozen:
+            self._encoder.thaw_message(message)  # a turn replayed on resume
         if event.text:
             message.parts.append(event.text)
             if message.chars >= 0:
@@ -541,6 +543,8 @@ class StatusBuilder:
         return SIGNIFICANT if significant else CHANGED
 
     def _end_turn(self, message: MessageEntry, event: ModelTurnEnded) -> None:
+        if message.frozen:
+            self._encoder.thaw_message(message)  # a turn replayed on resume
         message.parts = [event.text] if event.text else []
         message.chars = len(event.text)
         message.cut = False
@@ -563,7 +567,7 @@ class StatusBuilder:
         return CHANGED
 
     def _on_tool_started(self, event: ToolStarted) -> Applied:
-        tool = self._tools.get(event.tool_call_id)
+        tool = self._tool(event.tool_call_id)
         if tool is None:
             tool = self._new_tool(event.tool_call_id, event.name, event.args, event.sub_agent_id)
         elif tool.status == enum_pb2.TOOL_CALL_RUNNING:
@@ -580,7 +584,7 @@ class StatusBuilder:
         return SIGNIFICANT
 
     def _on_tool_ended(self, event: ToolEnded) -> Applied:
-        tool = self._tools.get(event.tool_call_id)
+        tool = self._tool(event.tool_call_id)
         if tool is None:
             tool = self._new_tool(event.tool_call_id, event.name, {}, event.sub_agent_id)
         error = self._redact(event.error) if event.error else ""
@@ -613,7 +617,7 @@ class StatusBuilder:
         return SIGNIFICANT
 
     def _on_approval_requested(self, event: ApprovalRequested) -> Applied:
-        tool = self._tools.get(event.tool_call_id)
+        tool = self._tool(event.tool_call_id)
         if tool is None:
             sub_agent = event.sub_agent_id or self._gate_subs.get(event.tool_call_id, "")
             tool = self._new_tool(event.tool_call_id, event.name, event.args, sub_agent)
@@ -630,7 +634,7 @@ class StatusBuilder:
         return SIGNIFICANT
 
     def _on_approval_decided(self, event: ApprovalDecided) -> Applied:
-        tool = self._tools.get(event.tool_call_id)
+        tool = self._tool(event.tool_call_id)
         if tool is None:
             return UNCHANGED
         record = tool.approval or self._approvals.get(tool.id) or Approval()
@@ -745,10 +749,23 @@ class StatusBuilder:
                 details["sub_agent_name"] = sub.name
         return kind, details
 
+    def _tool(self, tool_id: str) -> ToolEntry | None:
+        """The call `tool_id`, its contents read back if it was frozen (it is about to change)."""
+        tool = self._tools.get(tool_id)
+        if tool is not None and tool.frozen:
+            self._encoder.thaw_tool(tool)
+        return tool
+
     def _touch(self, tool: ToolEntry) -> None:
+        """The call changed: it and the entries that embed it are encoded again."""
+        if tool.frozen:
+            self._encoder.thaw_tool(tool)
         tool.wire = b""
-        if tool.owner is not None:
-            tool.owner.wire = b""
+        owner = tool.owner
+        if owner is not None:
+            if owner.frozen:
+                self._encoder.thaw_message(owner)
+            owner.wire = b""
             if tool.sub_agent_id:
                 sub = self._subs.get(tool.sub_agent_id)
                 if sub is not None:
@@ -851,7 +868,7 @@ class StatusBuilder:
             previewing=self._offloader is not None,
         )
         status = status_fit.fit(
-            self._encode(), limits, candidates, touch=self._touch, encode=self._encode
+            self._encode(), limits, candidates, stale=self._stale, encode=self._encode
         )
         if status.ByteSize() > limits.status_budget and not self._over_budget_logged:
             self._over_budget_logged = True
@@ -864,6 +881,15 @@ class StatusBuilder:
                 reason="nothing left to cut: the transcript's entries alone are over the budget",
             )
         return status
+
+    def _stale(self, entry: MessageEntry | ToolEntry | SubAgentEntry) -> None:
+        """`entry` changed (cut to fit): it is encoded again."""
+        if isinstance(entry, ToolEntry):
+            self._touch(entry)
+            return
+        if isinstance(entry, MessageEntry) and entry.frozen:
+            self._encoder.thaw_message(entry)
+        entry.wire = b""
 
     def _interrupt(self, reason: str) -> None:
         """Close what was in flight when the run stopped early, so nothing stays RUNNING."""

@@ -10,8 +10,14 @@ apart: a message from its own fields and its tool calls' cached encodings (paylo
 `AgentMessage.tool_calls`), a sub-agent from its fields and its messages' encodings, a tool call
 from its changing fields and the encoding of its arguments and component (made once).
 
-`fresh=True` encodes anew without reading or writing any cached bytes: what tests compare the
-cached form with.
+A finished entry is frozen once encoded (`MessageEntry.frozen`, `ToolEntry.frozen`): its text,
+arguments and metadata are dropped, since its encoding holds them; `thaw_message` and
+`thaw_tool` read them back before the entry changes again (a tool call's owner message when the
+call ends, a cut to fit the budget, an event replayed on resume). So the transcript's contents are
+held once, as bytes, not once as Python strings and again as bytes.
+
+`fresh=True` encodes anew without reading or writing any cached bytes (a frozen entry is thawed
+first): what tests compare the cached form with.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2
-from google.protobuf import struct_pb2
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
+from google.protobuf import json_format, struct_pb2
 
 from worker.content.limits import ContentLimits
 from worker.content.refs import cut_marker, cut_text, head_of_parts, over
@@ -41,6 +47,15 @@ SUB_MESSAGES = 100  # SubAgentExecution.messages
 _MESSAGE_TOOL_CALLS = 4  # AgentMessage.tool_calls
 _TOOL_ARGS = 3  # ToolCall.args
 _TOOL_COMPONENT = 6  # ToolCall.component_metadata
+
+
+_TERMINAL_TOOL = frozenset(
+    {enum_pb2.TOOL_CALL_COMPLETED, enum_pb2.TOOL_CALL_FAILED, enum_pb2.TOOL_CALL_SKIPPED}
+)
+
+
+def struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    return dict(json_format.MessageToDict(message))
 
 
 def struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
@@ -77,6 +92,8 @@ class EntryEncoder:
         """`message` as field `number` (the status's messages, or a sub-agent's)."""
         if message.wire and not fresh:
             return message.wire
+        if message.frozen:
+            self.thaw_message(message)
         content, ref = self.message_content(message)
         own = api_pb2.AgentMessage(
             type=message.kind,
@@ -90,10 +107,25 @@ class EntryEncoder:
             tool = tools[tool_id]
             encoded = self.tool(tool, fresh=fresh)
             body.append(w.length_delimited(_MESSAGE_TOOL_CALLS, encoded[tool.head :]))
-        wire = w.length_delimited(number, b"".join(body))
+        header = w.tag(number, 2) + w.varint(sum(map(len, body)))
+        wire = b"".join((header, *body))
         if not fresh:
             message.wire = wire
+            if number == w.MESSAGES and _finished_message(message):
+                message.at, message.own = len(header), len(own)
+                message.parts, message.meta, message.timestamp = [], {}, ""
+                message.frozen = True
         return wire
+
+    @staticmethod
+    def thaw_message(message: MessageEntry) -> None:
+        """A frozen message's text, metadata and time, read back from its encoding."""
+        at = message.at
+        own = api_pb2.AgentMessage.FromString(message.wire[at : at + message.own])
+        message.parts = [own.content] if own.content else []
+        message.meta = struct_dict(own.metadata) if own.HasField("metadata") else {}
+        message.timestamp = own.timestamp
+        message.frozen = False
 
     def message_content(
         self, message: MessageEntry
@@ -118,6 +150,8 @@ class EntryEncoder:
         """`tool` as an element of the status's `tool_calls`; its payload starts at `tool.head`."""
         if tool.wire and not fresh:
             return tool.wire
+        if tool.frozen:
+            self.thaw_tool(tool)
         result = tool.result
         ref = None
         if tool.ref is not None:
@@ -151,7 +185,23 @@ class EntryEncoder:
         wire = header + payload
         if not fresh:
             tool.wire, tool.head = wire, len(header)
+            if tool.status in _TERMINAL_TOOL and tool.ref is None and not tool.cut:
+                tool.size = len(tool.result)
+                tool.result = tool.error = tool.started_at = tool.completed_at = ""
+                tool.args, tool.details, tool.fixed = {}, {}, b""
+                tool.frozen = True
         return wire
+
+    @staticmethod
+    def thaw_tool(tool: ToolEntry) -> None:
+        """A frozen call's result, error, times, arguments and details, read back from its
+        encoding."""
+        call = api_pb2.ToolCall.FromString(tool.wire[tool.head :])
+        tool.result, tool.error = call.result, call.error
+        tool.started_at, tool.completed_at = call.started_at, call.completed_at
+        tool.args = struct_dict(call.args)
+        tool.details = struct_dict(call.component_metadata.metadata)
+        tool.frozen = False
 
     @staticmethod
     def _fixed(tool: ToolEntry) -> bytes:
@@ -226,3 +276,15 @@ class EntryEncoder:
         if not fresh:
             todo.wire = wire
         return wire
+
+
+def _finished_message(message: MessageEntry) -> bool:
+    """Whether an encoded message can be kept as its encoding alone: an AI turn that ended, its
+    text inline and whole (redacting it again changes nothing)."""
+    return (
+        message.kind == enum_pb2.MESSAGE_AI
+        and not message.streaming
+        and message.ref is None
+        and not message.cut
+        and message.chars >= 0
+    )

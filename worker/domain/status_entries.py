@@ -6,7 +6,9 @@ its own conversation, bounded to the first and the latest `SUB_AGENT_MESSAGES`).
 keeps what the builder still has to look up or change, and its encoding as an element of the
 status (`wire`, tag and length included) once encoded; a change empties `wire`, so only what
 changed is encoded again. No record holds a proto: upb allocates every proto outside Python's
-accounting, and a proto per entry cost several times the status's own size.
+accounting, and a proto per entry cost several times the status's own size. A finished message
+or tool call, once encoded, is `frozen`: its contents live only in its encoding (see
+`worker.domain.status_encoding`), and are read back from it in the rare case it changes again.
 
 Also here: how a tool call is rendered (`Component`, `COMPONENTS`), and the conversions of tool
 arguments into what a status may hold (`plain`, `cap_strings`).
@@ -87,6 +89,11 @@ class MessageEntry:
     ref: ContentRef | None = None
     cut: bool = False
     seq: int = 0
+    # Frozen: a finished message kept as its encoding; `parts`, `meta` and `timestamp` are empty
+    # and are read back from `wire` (its own fields: `own` bytes from `at`) before any change.
+    frozen: bool = False
+    at: int = 0
+    own: int = 0
 
     def text(self) -> str:
         return "".join(self.parts)
@@ -128,6 +135,11 @@ class ToolEntry:
     cut: bool = False
     seq: int = 0
     approval: Approval | None = None
+    # Frozen: a finished call kept as its encoding; `result`, `error`, `args`, `details` and the
+    # times are empty and are read back from `wire` before any change (`size`: the result's
+    # length, for the budget).
+    frozen: bool = False
+    size: int = 0
 
 
 @dataclass(slots=True)

@@ -96,9 +96,10 @@ def cut_candidates(
             continue  # its status already carries only a preview
         candidates.append((message.seq, size, message))
     for tool in tools:
-        if tool.ref is None and not tool.cut and len(tool.result) > floor:
+        size = tool.size if tool.frozen else len(tool.result)
+        if tool.ref is None and not tool.cut and size > floor:
             copies = 2 if tool.owner is not None else 1
-            candidates.append((tool.seq, len(tool.result) * copies, tool))
+            candidates.append((tool.seq, size * copies, tool))
     for sub in subs:
         size = sum(len(p) for p in sub.parts)
         # An output over the message bound is a preview already.
@@ -113,11 +114,11 @@ def fit(
     limits: ContentLimits,
     candidates: list[tuple[int, int, Entry]],
     *,
-    touch: Callable[[ToolEntry], None],
+    stale: Callable[[Entry], None],
     encode: Callable[[], status_wire.EncodedStatus],
 ) -> status_wire.EncodedStatus:
-    """Cut the oldest of `candidates` until the status is under the budget; the status
-    encoded again (`encode`) after each round of cuts."""
+    """Cut the oldest of `candidates` until the status is under the budget: each cut entry
+    marked `cut` and made `stale`, the status encoded again (`encode`) after each round."""
     target = limits.status_budget * 3 // 4
     before = status.ByteSize()
     cut = 0
@@ -129,10 +130,7 @@ def fit(
             entry.cut = True
             removed += size
             cut += 1
-            if isinstance(entry, ToolEntry):
-                touch(entry)
-            else:
-                entry.wire = b""
+            stale(entry)
         status = encode()
     if cut:
         log.info(
