@@ -12,9 +12,9 @@ is single-threaded and CPU-bound), so other load on a shared machine does not co
 
 Status-side memory (`bench/memory.py`, a fresh process per size): what the runner holds for the
 execution's status, the builder's state, its per-entry caches and the encoded update in flight,
-then (the update sent) the final snapshot, by `tracemalloc` (Python's allocations only: protobuf's upb backend
-allocates outside it) and by the growth of the resident set (everything), against the size of
-the serialized status.
+then (the update sent) the final snapshot, by `tracemalloc` (Python's allocations only:
+protobuf's upb backend allocates outside it) and by the growth of the resident set (everything),
+against the size of the serialized status; the target is on the largest stage.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ a scaled run repeats the recording, so its events share their strings with one a
 the loaded list, and the text the builder keeps would otherwise not count (a real run's text
 exists once, held by the builder). The stages:
 
-- `builder`: the StatusBuilder's state after reducing every event (plain Python only: entries
-  are encoded when a status is sent);
+- `builder`: the StatusBuilder's state after reducing every event, between two updates. As in a
+  run, a status is encoded every `UPDATE_EVERY` events (the runner sends one every 10 events or
+  200 ms, so far more often): each entry's encoding is kept until it changes, and an entry that
+  finished is kept as its encoding alone;
 - `in flight`: plus what sending one update holds: the builder's per-entry encodings (its
   caches), the encoded status (pieces of those caches, not joined) and the `updateStatus`
   request bytes made of it;
@@ -40,6 +42,7 @@ from worker.domain import agent_events
 from worker.domain.status_wire import update_request_bytes
 
 STAGES = ("builder", "in flight", "final")
+UPDATE_EVERY = 1_000
 
 
 def _rss() -> int:
@@ -68,8 +71,10 @@ def measure(count: int, *, traced: bool) -> dict[str, Any]:
                 stages[stage] = _rss() - rss_before
 
         builder = new_builder()
-        for line in lines:
+        for n, line in enumerate(lines, 1):
             builder.apply(agent_events.loads(line))
+            if n % UPDATE_EVERY == 0:
+                builder.parts()  # an update is sent; its request is gone once it lands
         mark("builder")
         encoded = builder.encoded()
         size = encoded.ByteSize()

@@ -687,6 +687,36 @@ def test_a_new_event_rebuilds_only_the_entry_it_touches() -> None:
     assert after.encoded().message().messages[-1].content == "still going"
 
 
+def test_a_finished_entry_lives_in_its_encoding_and_is_read_back_when_it_changes() -> None:
+    """A turn and its call, once ended and sent, keep their text only as bytes; the call ending
+    later (which re-encodes the turn that embeds it) and a turn replayed on resume read the
+    rest back from those bytes, losing nothing."""
+    builder = StatusBuilder(user_message="go")
+    builder.start()
+    call = ToolCallRequest("c1", "write_file", {"file_path": "/f", "content": "x", "n": 3})
+    builder.apply(TokenDelta(message_id="m1", text="Writing the file."))
+    builder.apply(ModelTurnEnded("m1", "Writing the file.", (call,), Usage(10, 5, 15), "model-a"))
+    builder.apply(ToolStarted(tool_call_id="c1", name="write_file", args=call.args))
+    builder.apply(ToolEnded(tool_call_id="c1", name="write_file", result="ok"))
+    builder.parts()
+    builder.apply(TokenDelta(message_id="m2", text="Done."))
+    builder.apply(ModelTurnEnded("m2", "Done.", (), Usage(1, 1, 2), "model-a"))
+    before = builder.snapshot()
+    builder.parts()
+
+    # A replay (as on resume) of the first turn and of its call's end changes nothing.
+    builder.apply(ModelTurnEnded("m1", "Writing the file.", (call,), Usage(10, 5, 15), "model-a"))
+    assert not builder.apply(ToolEnded(tool_call_id="c1", name="write_file", result="ok")).changed
+    after = builder.snapshot()
+    assert after == before
+    assert after == builder.encoded(fresh=True).message()
+    first = after.messages[1]
+    assert first.content == "Writing the file."
+    assert first.tool_calls[0].status == enum_pb2.TOOL_CALL_COMPLETED
+    assert json_format.MessageToDict(first.metadata)["model"] == "model-a"
+    assert json_format.MessageToDict(after.tool_calls[0].args)["file_path"] == "/f"
+
+
 def test_runner_notes_become_system_messages_once() -> None:
     from worker.domain.status_builder import StatusBuilder as _Builder
 
