@@ -113,7 +113,8 @@ class EntryEncoder:
             message.wire = wire
             if number == w.MESSAGES and _finished_message(message):
                 message.at, message.own = len(header), len(own)
-                message.parts, message.meta, message.timestamp = [], {}, ""
+                # Emptied slots, not empty values: nothing held, and a read before a thaw fails.
+                del message.parts, message.meta, message.timestamp
                 message.frozen = True
         return wire
 
@@ -187,8 +188,8 @@ class EntryEncoder:
             tool.wire, tool.head = wire, len(header)
             if tool.status in _TERMINAL_TOOL and tool.ref is None and not tool.cut:
                 tool.size = len(tool.result)
-                tool.result = tool.error = tool.started_at = tool.completed_at = ""
-                tool.args, tool.details, tool.fixed = {}, {}, b""
+                del tool.result, tool.error, tool.started_at, tool.completed_at
+                del tool.args, tool.details, tool.fixed
                 tool.frozen = True
         return wire
 
@@ -201,6 +202,7 @@ class EntryEncoder:
         tool.started_at, tool.completed_at = call.started_at, call.completed_at
         tool.args = struct_dict(call.args)
         tool.details = struct_dict(call.component_metadata.metadata)
+        tool.fixed = b""
         tool.frozen = False
 
     @staticmethod

@@ -89,8 +89,9 @@ class MessageEntry:
     ref: ContentRef | None = None
     cut: bool = False
     seq: int = 0
-    # Frozen: a finished message kept as its encoding; `parts`, `meta` and `timestamp` are empty
-    # and are read back from `wire` (its own fields: `own` bytes from `at`) before any change.
+    # Frozen: a finished message kept as its encoding; `parts`, `meta` and `timestamp` are unset
+    # (their slots emptied) and are read back from `wire` (its own fields: `own` bytes from `at`)
+    # before any change.
     frozen: bool = False
     at: int = 0
     own: int = 0
@@ -135,9 +136,9 @@ class ToolEntry:
     cut: bool = False
     seq: int = 0
     approval: Approval | None = None
-    # Frozen: a finished call kept as its encoding; `result`, `error`, `args`, `details` and the
-    # times are empty and are read back from `wire` before any change (`size`: the result's
-    # length, for the budget).
+    # Frozen: a finished call kept as its encoding; `result`, `error`, `args`, `details`, `fixed`
+    # and the times are unset (their slots emptied) and are read back from `wire` before any
+    # change (`size`: the result's length, for the budget).
     frozen: bool = False
     size: int = 0
 
