@@ -100,6 +100,7 @@ from worker.domain.status_entries import (
     TodoEntry,
     ToolEntry,
     cap_strings,
+    component_of,
     plain,
 )
 from worker.domain.status_seed import read_status
@@ -136,6 +137,8 @@ def utc_now() -> datetime:
 
 def rfc3339(moment: datetime) -> str:
     """`2026-01-02T03:04:05.678Z`: UTC, millisecond precision."""
+    if moment.tzinfo is UTC:  # the clock's own: no conversion ("+00:00" becomes "Z")
+        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -692,7 +695,14 @@ class StatusBuilder:
         plain_args = plain(args, self._redact) if args else {}
         if self._limits is not None and plain_args:
             plain_args = cap_strings(plain_args, self._limits)
-        component, details = self._component(name, plain_args, sub_agent_id)
+        sub = self._subs.get(sub_agent_id) if sub_agent_id else None
+        component, details = component_of(
+            name,
+            plain_args,
+            mcp_server=self._mcp_tools.get(name),
+            sub_agent_id=sub_agent_id,
+            sub_agent_name=sub.name if sub is not None else "",
+        )
         tool = ToolEntry(
             id=tool_id,
             name=name,
@@ -719,35 +729,6 @@ class StatusBuilder:
                 seq=self._next_seq(),
             )
         return tool
-
-    def _component(
-        self, name: str, args: Mapping[str, Any], sub_agent_id: str
-    ) -> tuple[Component, dict[str, Any]]:
-        server = self._mcp_tools.get(name)
-        details: dict[str, Any] = {}
-        if server is not None:
-            kind = Component("mcp", server, "card")
-            details["server"] = server
-        else:
-            kind = COMPONENTS.get(name, GENERIC)
-        if kind.type == "file":
-            path = args.get("path", args.get("file_path"))
-            if isinstance(path, str):
-                details["path"] = path
-        elif kind.type == "terminal":
-            command = args.get("command")
-            if isinstance(command, str):
-                details["command"] = command
-        elif kind.type == "subagent":
-            sub_type = args.get("subagent_type")
-            if isinstance(sub_type, str):
-                details["subagent_type"] = sub_type
-        if sub_agent_id:
-            details["sub_agent_id"] = sub_agent_id
-            sub = self._subs.get(sub_agent_id)
-            if sub is not None and sub.name:
-                details["sub_agent_name"] = sub.name
-        return kind, details
 
     def _tool(self, tool_id: str) -> ToolEntry | None:
         """The call `tool_id`, its contents read back if it was frozen (it is about to change)."""

@@ -75,6 +75,41 @@ COMPONENTS: Mapping[str, Component] = {
 GENERIC = Component("tool", "custom", "card")
 
 
+def component_of(
+    name: str,
+    args: Mapping[str, Any],
+    *,
+    mcp_server: str | None,
+    sub_agent_id: str,
+    sub_agent_name: str,
+) -> tuple[Component, dict[str, Any]]:
+    """How a call of tool `name` renders, and the per-call details of its `component_metadata`
+    (the file's path, the shell command, the sub-agent it ran in...)."""
+    details: dict[str, Any] = {}
+    if mcp_server is not None:
+        kind = Component("mcp", mcp_server, "card")
+        details["server"] = mcp_server
+    else:
+        kind = COMPONENTS.get(name, GENERIC)
+    if kind.type == "file":
+        path = args.get("path", args.get("file_path"))
+        if isinstance(path, str):
+            details["path"] = path
+    elif kind.type == "terminal":
+        command = args.get("command")
+        if isinstance(command, str):
+            details["command"] = command
+    elif kind.type == "subagent":
+        sub_type = args.get("subagent_type")
+        if isinstance(sub_type, str):
+            details["subagent_type"] = sub_type
+    if sub_agent_id:
+        details["sub_agent_id"] = sub_agent_id
+        if sub_agent_name:
+            details["sub_agent_name"] = sub_agent_name
+    return kind, details
+
+
 @dataclass(slots=True)
 class MessageEntry:
     kind: enum_pb2.MessageType.ValueType
