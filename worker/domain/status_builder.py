@@ -398,8 +398,12 @@ class StatusBuilder:
 
     def snapshot(self) -> api_pb2.AgentExecutionStatus:
         """A fresh proto of the complete state (the orchestrator replaces lists wholesale),
-        parsed from `encoded()`: the builder itself keeps no proto."""
-        return api_pb2.AgentExecutionStatus.FromString(self.encoded().data)
+        parsed from `encoded()`: the builder itself keeps no proto. Piece by piece (parsing
+        concatenated fields is merging them), so the status is never joined into one buffer."""
+        status = api_pb2.AgentExecutionStatus()
+        for piece in self.encoded().pieces:
+            status.MergeFromString(piece)
+        return status
 
     def todo_items(self) -> list[api_pb2.TodoItem]:
         """The current todo list, in order (without encoding the whole status)."""
