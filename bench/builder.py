@@ -6,8 +6,9 @@ production. Each stream is reduced several times with a fresh builder; the faste
 The pass is timed per tenth of the stream, so the cost per event in the first and the last tenth
 can be compared: it must not grow with the length of the run. Peak memory comes from a separate
 pass under `tracemalloc` (which slows Python down, so it is never timed). The cost of one full
-`snapshot()` at the end of the run, cold (every entry's proto built) and warm (entries cached), is
-reported too: it is what each status update pays. Times are the thread's CPU time (the reduction
+`snapshot()` at the end of the run, cold (every entry encoded) and warm (entries' encodings
+cached, the proto parsed from them), is reported too: the encoding is what status updates pay
+over the run, the proto what the run's end pays. Times are the thread's CPU time (the reduction
 is single-threaded and CPU-bound), so other load on a shared machine does not count as its cost.
 
 Status-side memory (`bench/memory.py`, a fresh process per size): what the runner holds for the
