@@ -15,7 +15,8 @@ exists once, held by the builder). The stages:
   caches), the encoded status (pieces of those caches, not joined) and the `updateStatus`
   request bytes made of it;
 - `final`: once the final update is sent (its request freed), plus the `snapshot()` proto the
-  run ends with and returns (the runner builds it after the final update, `worker.run.service`).
+  run ends with (the runner builds it after the final update, `worker.run.service`) and the
+  activity's result made of it (`bounded_result`, with the default bound).
 
 The figure that counts is the largest of the stages.
 
@@ -38,8 +39,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.fixtures import load_run, scaled
+from worker.activities.result import bounded_result
 from worker.domain import agent_events
 from worker.domain.status_wire import update_request_bytes
+from worker.settings import ContentSettings
 
 STAGES = ("builder", "in flight", "final")
 UPDATE_EVERY = 1_000
@@ -82,8 +85,9 @@ def measure(count: int, *, traced: bool) -> dict[str, Any]:
         mark("in flight")
         del request, encoded
         final = builder.snapshot()
+        result = bounded_result(final, ContentSettings().result_max_bytes)
         mark("final")
-        del final
+        del final, result
     finally:
         tracemalloc.stop()
     return {"events": count, "status_bytes": size, "traced": traced, "stages": stages}
