@@ -99,7 +99,6 @@ from worker.domain.status_entries import (
     SubAgentEntry,
     TodoEntry,
     ToolEntry,
-    cap_strings,
     component_of,
     plain,
 )
@@ -696,9 +695,7 @@ class StatusBuilder:
     def _new_tool(
         self, tool_id: str, name: str, args: Mapping[str, Any], sub_agent_id: str
     ) -> ToolEntry:
-        plain_args = plain(args, self._redact) if args else {}
-        if self._limits is not None and plain_args:
-            plain_args = cap_strings(plain_args, self._limits)
+        plain_args = plain(args, self._redact, self._limits) if args else {}
         sub = self._subs.get(sub_agent_id) if sub_agent_id else None
         component, details = component_of(
             name,

@@ -259,27 +259,18 @@ def chars(message: MessageEntry) -> int:
     return message.chars
 
 
-def plain(value: Any, redact: Redactor) -> Any:
-    """A JSON-compatible copy (what a Struct can hold), strings redacted."""
+def plain(value: Any, redact: Redactor, limits: ContentLimits | None = None) -> Any:
+    """A JSON-compatible copy (what a Struct can hold), strings redacted; given `limits`, every
+    string over the inline bound cut to a marked preview."""
     if isinstance(value, str):
-        return redact(value)
+        text = redact(value)
+        if limits is not None and over(text, limits.tool_result_inline):
+            return cut_text(text, limits.preview, "argument over STIGMER_CONTENT_INLINE_BYTES")
+        return text
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, Mapping):
-        return {str(k): plain(v, redact) for k, v in value.items()}
+        return {str(k): plain(v, redact, limits) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [plain(v, redact) for v in value]
-    return redact(str(value))
-
-
-def cap_strings(value: Any, limits: ContentLimits) -> Any:
-    """Tool arguments with every string over the inline bound cut to a marked preview."""
-    if isinstance(value, str):
-        if over(value, limits.tool_result_inline):
-            return cut_text(value, limits.preview, "argument over STIGMER_CONTENT_INLINE_BYTES")
-        return value
-    if isinstance(value, dict):
-        return {k: cap_strings(v, limits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [cap_strings(v, limits) for v in value]
-    return value
+        return [plain(v, redact, limits) for v in value]
+    return plain(str(value), redact, limits)
