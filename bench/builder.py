@@ -6,15 +6,16 @@ production. Each stream is reduced several times with a fresh builder; the faste
 The pass is timed per tenth of the stream, so the cost per event in the first and the last tenth
 can be compared: it must not grow with the length of the run. Peak memory comes from a separate
 pass under `tracemalloc` (which slows Python down, so it is never timed). The cost of one full
-`snapshot()` at the end of the run, cold (every entry's proto built) and warm (entries cached), is
-reported too: it is what each status update pays. Times are the thread's CPU time (the reduction
+`snapshot()` at the end of the run, cold (every entry encoded) and warm (entries' encodings
+cached, the proto parsed from them), is reported too: the encoding is what status updates pay
+over the run, the proto what the run's end pays. Times are the thread's CPU time (the reduction
 is single-threaded and CPU-bound), so other load on a shared machine does not count as its cost.
 
 Status-side memory (`bench/memory.py`, a fresh process per size): what the runner holds for the
 execution's status, the builder's state, its per-entry caches and the encoded update in flight,
-then the final snapshot too, by `tracemalloc` (Python's allocations only: protobuf's upb backend
-allocates outside it) and by the growth of the resident set (everything), against the size of
-the serialized status.
+then (the update sent) the final snapshot, by `tracemalloc` (Python's allocations only:
+protobuf's upb backend allocates outside it) and by the growth of the resident set (everything),
+against the size of the serialized status; the target is on the largest stage.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ GROWTH_LIMIT = 1.25
 """Cost per event in the last tenth over the first tenth above which cost counts as growing."""
 TENTHS = 10
 MEMORY_LIMIT = 3.0
-"""Status-side memory (resident set growth, final snapshot included) over the status's size."""
+"""Status-side memory (resident set growth, the largest of the stages) over the status's size."""
 
 
 def _redactor() -> SecretRegistry:
@@ -132,6 +133,11 @@ def status_memory(count: int) -> dict[str, Any]:
         for stage, rss in runs[False]["stages"].items()
     }
     return {"events": count, "status_bytes": runs[False]["status_bytes"], "stages": stages}
+
+
+def _peak(stages: dict[str, dict[str, int]], kind: str) -> int:
+    """The largest of the stages by one measure: what the runner needs at its worst."""
+    return max(stage[kind] for stage in stages.values())
 
 
 def profile(events: Sequence[AgentEvent], top: int = 15) -> str:
@@ -237,7 +243,7 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
         memory_rows.append([label, fmt_bytes(status_size), *cells])
         result.metric(
             f"status_memory_ratio@{label}",
-            stages["final"]["rss_bytes"] / status_size,
+            _peak(stages, "rss_bytes") / status_size,
             "x",
             "lower",
         )
@@ -282,8 +288,8 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
                 "builder (RSS)",
                 "+ update in flight (traced)",
                 "+ update in flight (RSS)",
-                "+ final snapshot (traced)",
-                "+ final snapshot (RSS)",
+                "update sent, + final snapshot (traced)",
+                "update sent, + final snapshot (RSS)",
             ],
             rows=memory_rows,
         )
@@ -306,13 +312,13 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
         )
     )
     final = runs[longest]["memory"]
-    ratio = final["stages"]["final"]["rss_bytes"] / final["status_bytes"]
-    traced = final["stages"]["final"]["traced_bytes"] / final["status_bytes"]
+    ratio = _peak(final["stages"], "rss_bytes") / final["status_bytes"]
+    traced = _peak(final["stages"], "traced_bytes") / final["status_bytes"]
     result.targets.append(
         Target(
             goal=f"status-side memory ≤ {MEMORY_LIMIT:g}× the serialized status",
-            measured=f"{ratio:.1f}× by RSS growth, {traced:.1f}× by tracemalloc, at "
-            f"{longest} events",
+            measured=f"{ratio:.1f}× by RSS growth, {traced:.1f}× by tracemalloc (largest "
+            f"stage), at {longest} events",
             met=ratio <= MEMORY_LIMIT,
         )
     )

@@ -246,3 +246,45 @@ def test_the_result_leaves_out_what_a_january_orchestrator_does_not_know() -> No
     assert result.messages[0].tool_calls[0].mcp_server_slug == ""
     assert list(result.sub_agent_executions[0].messages) == []
     assert status.usage.total.input_tokens == 7, "the status itself is left as it was"
+
+
+def test_a_status_far_over_the_bound_is_slimmed_without_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long run's status is megabytes: leaving its additions out on a copy would hold it twice
+    at the end of the run, for a result that is slim anyway."""
+    from worker.activities import result as result_module
+
+    copies: list[int] = []
+    real = result_module.without_additions
+
+    def counting(status: execution_api.AgentExecutionStatus) -> execution_api.AgentExecutionStatus:
+        copies.append(status.ByteSize())
+        return real(status)
+
+    monkeypatch.setattr(result_module, "without_additions", counting)
+    status = execution_api.AgentExecutionStatus(
+        phase=enum_pb2.EXECUTION_COMPLETED,
+        messages=[execution_api.AgentMessage(content="m" * 1000) for _ in range(400)],
+    )
+    status.usage.total.input_tokens = 5
+    result = bounded_result(status, 256 * 1024)
+    assert not result.messages and result.phase == enum_pb2.EXECUTION_COMPLETED
+    assert copies == []
+
+
+def test_a_status_that_fits_once_its_additions_are_out_is_returned_whole() -> None:
+    """The shortcut counts the additions: a status over the bound only because of them (here a
+    sub-agent's conversation) is still returned, without them."""
+    status = execution_api.AgentExecutionStatus(
+        phase=enum_pb2.EXECUTION_COMPLETED,
+        messages=[execution_api.AgentMessage(content="answer")],
+    )
+    sub = status.sub_agent_executions.add(id="t1", name="researcher", output="done")
+    for _ in range(300):
+        sub.messages.add(type=enum_pb2.MESSAGE_AI, content="x" * 1000)
+    assert status.ByteSize() > 256 * 1024
+    result = bounded_result(status, 256 * 1024)
+    assert result.messages[0].content == "answer"
+    assert result.sub_agent_executions[0].output == "done"
+    assert list(result.sub_agent_executions[0].messages) == []

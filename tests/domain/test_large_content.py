@@ -228,3 +228,22 @@ def test_a_sub_agent_output_over_the_message_bound_is_a_marked_preview() -> None
     assert "5000 characters in all" in output
     assert "task tool call" in output
     assert status.tool_calls[0].result == report, "the whole output is the task call's result"
+
+
+def test_the_budget_cuts_entries_kept_as_their_encoding_alone() -> None:
+    """An update between the calls freezes each finished call (its result only in its
+    encoding): the budget still finds their sizes, cuts the oldest, and the status is the one a
+    builder that never froze anything encodes."""
+    builder = builder_with(None)
+    chunk = "abcdefghij" * 2000
+    for n in range(5):
+        for event in tool_events(f"c{n}", chunk + str(n)):
+            builder.apply(event)
+        builder.parts()  # an update: the finished call and its turn are frozen
+    status = builder.snapshot()
+
+    assert status.ByteSize() <= LIMITS.status_budget
+    results = [call.result for call in status.tool_calls]
+    assert "[cut:" in results[0]
+    assert results[-1] == chunk + "4"
+    assert builder.encoded(fresh=True).message() == status

@@ -669,26 +669,52 @@ def synthetic_run(turns: int, tokens_per_turn: int = 40) -> list[AgentEvent]:
 
 def test_a_new_event_rebuilds_only_the_entry_it_touches() -> None:
     """Why the cost per event stays flat however long the run (the rate itself is measured by
-    `make bench`, not asserted here): after a snapshot, a token for the open turn drops only that
-    turn's cached proto and encoding; every earlier entry is reused as is."""
+    `make bench`, not asserted here): after an update, a token for the open turn drops only that
+    turn's cached encoding; every earlier entry's bytes are reused as they are."""
     builder = StatusBuilder(user_message="long run")
     for event in synthetic_run(200):
         builder.apply(event)
     builder.apply(TokenDelta(message_id="open", text="still "))
-    builder.encoded()
-    before = [(m.proto, m.wire.data) for m in builder._messages]
-    tools_before = [t.proto for t in builder._tools.values()]
+    before = builder.parts()
 
     builder.apply(TokenDelta(message_id="open", text="going"))
-    encoded = builder.encoded()
+    after = builder.parts()
 
-    after = [(m.proto, m.wire.data) for m in builder._messages]
-    changed = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b[0] is not a[0]]
-    assert changed == [len(after) - 1], "only the open turn was rebuilt"
-    assert all(b[1] is a[1] for b, a in zip(before[:-1], after[:-1], strict=True))
-    tools_after = [t.proto for t in builder._tools.values()]
-    assert all(b is a for b, a in zip(tools_before, tools_after, strict=True))
-    assert encoded.message().messages[-1].content == "still going"
+    pairs = zip(before.messages, after.messages, strict=True)
+    changed = [i for i, (b, a) in enumerate(pairs) if b is not a]
+    assert changed == [len(after.messages) - 1], "only the open turn was encoded again"
+    assert all(b is a for b, a in zip(before.tool_calls, after.tool_calls, strict=True))
+    assert after.encoded().message().messages[-1].content == "still going"
+
+
+def test_a_finished_entry_lives_in_its_encoding_and_is_read_back_when_it_changes() -> None:
+    """A turn and its call, once ended and sent, keep their text only as bytes; the call ending
+    later (which re-encodes the turn that embeds it) and a turn replayed on resume read the
+    rest back from those bytes, losing nothing."""
+    builder = StatusBuilder(user_message="go")
+    builder.start()
+    call = ToolCallRequest("c1", "write_file", {"file_path": "/f", "content": "x", "n": 3})
+    builder.apply(TokenDelta(message_id="m1", text="Writing the file."))
+    builder.apply(ModelTurnEnded("m1", "Writing the file.", (call,), Usage(10, 5, 15), "model-a"))
+    builder.apply(ToolStarted(tool_call_id="c1", name="write_file", args=call.args))
+    builder.apply(ToolEnded(tool_call_id="c1", name="write_file", result="ok"))
+    builder.parts()
+    builder.apply(TokenDelta(message_id="m2", text="Done."))
+    builder.apply(ModelTurnEnded("m2", "Done.", (), Usage(1, 1, 2), "model-a"))
+    before = builder.snapshot()
+    builder.parts()
+
+    # A replay (as on resume) of the first turn and of its call's end changes nothing.
+    builder.apply(ModelTurnEnded("m1", "Writing the file.", (call,), Usage(10, 5, 15), "model-a"))
+    assert not builder.apply(ToolEnded(tool_call_id="c1", name="write_file", result="ok")).changed
+    after = builder.snapshot()
+    assert after == before
+    assert after == builder.encoded(fresh=True).message()
+    first = after.messages[1]
+    assert first.content == "Writing the file."
+    assert first.tool_calls[0].status == enum_pb2.TOOL_CALL_COMPLETED
+    assert json_format.MessageToDict(first.metadata)["model"] == "model-a"
+    assert json_format.MessageToDict(after.tool_calls[0].args)["file_path"] == "/f"
 
 
 def test_runner_notes_become_system_messages_once() -> None:

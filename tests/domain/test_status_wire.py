@@ -1,4 +1,5 @@
-"""`StatusBuilder.encoded()`: the same status as `snapshot()`, at every point of a run."""
+"""`StatusBuilder.encoded()`: from its cached entry encodings, the same status as every entry
+encoded anew (`encoded(fresh=True)`) and as `snapshot()`, at every point of a run."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def recording(name: str) -> tuple[str, list[AgentEvent]]:
 
 def assert_same(builder: StatusBuilder) -> EncodedStatus:
     encoded = builder.encoded()
-    expected = builder.snapshot()
+    expected = builder.encoded(fresh=True).message()
     assert encoded.message() == expected
+    assert builder.snapshot() == expected
     assert (encoded.phase, encoded.messages, encoded.tool_calls) == (
         expected.phase,
         len(expected.messages),
@@ -111,7 +113,7 @@ def test_the_update_request_parses_as_the_contract_message() -> None:
     )
     for payload in (
         status,
-        EncodedStatus(status.SerializeToString(), enum_pb2.EXECUTION_IN_PROGRESS, 1, 0, 0, 0),
+        EncodedStatus((status.SerializeToString(),), enum_pb2.EXECUTION_IN_PROGRESS, 1, 0, 0, 0),
     ):
         request = command_pb2.AgentExecutionUpdateStatusInput.FromString(
             update_request_bytes("aex-1", payload)

@@ -79,15 +79,53 @@ def _strip(message: Message) -> None:
             _strip(item)
 
 
+_LENGTH_SLACK = 10
+"""Bytes an entry's length prefix can shrink by when fields inside it are left out (a varint of a
+length is at most 10 bytes)."""
+
+
+def _stripped_at_least(message: Message) -> int:
+    """A lower bound of `without_additions(message).ByteSize()`, without copying `message`."""
+    return message.ByteSize() - _additions_at_most(message)
+
+
+def _additions_at_most(message: Message) -> int:
+    later = _LATER_FIELDS.get(message.DESCRIPTOR.full_name, frozenset())
+    removed = 0
+    for field, value in message.ListFields():
+        if field.number >= 100 or field.number in later:
+            # The field, whole: its payload, and at most 20 bytes of tags and lengths per value.
+            values = value if field.is_repeated else (value,)
+            for item in values:
+                payload = item.ByteSize() if isinstance(item, Message) else len(str(item)) * 4
+                removed += payload + 2 * _LENGTH_SLACK
+            continue
+        entry = field.message_type
+        if entry is None or not entry.full_name.startswith("ai.stigmer."):
+            continue
+        if entry.GetOptions().map_entry:
+            continue
+        for item in value if field.is_repeated else (value,):
+            inner = _additions_at_most(item)
+            if inner:
+                removed += inner + _LENGTH_SLACK
+    return removed
+
+
 def bounded_result(
     status: api_pb2.AgentExecutionStatus, max_bytes: int
 ) -> api_pb2.AgentExecutionStatus:
     """`status` (without the contract's additions, see `without_additions`) when its payload
     fits in `max_bytes`, else its slim form.
 
+    A status that cannot fit even without its additions goes to its slim form at once: a long
+    run's status is megabytes, and copying it to leave the additions out would hold it twice.
+
     Raises `PayloadTooLarge` (not retryable) if even the slim form does not fit, which only a
     `max_bytes` far below any real limit can cause.
     """
+    if _stripped_at_least(status) > max_bytes:
+        return _slimmed(status, status.ByteSize(), max_bytes)
     status = without_additions(status)
     binary = status.ByteSize()
     # ProtoJSON is never smaller than the binary form of the same status, so a binary size over
@@ -98,6 +136,12 @@ def bounded_result(
             return status
     else:
         size = binary
+    return _slimmed(status, size, max_bytes)
+
+
+def _slimmed(
+    status: api_pb2.AgentExecutionStatus, size: int, max_bytes: int
+) -> api_pb2.AgentExecutionStatus:
     result = slim(status)
     slim_size = payload_size(result)
     log.info(

@@ -94,7 +94,7 @@ class StatusParts:
         parts += self.todos
         parts.append(self.usage)
         return w.EncodedStatus(
-            data=b"".join(parts),
+            pieces=parts,
             phase=self.phase,
             messages=len(self.messages),
             tool_calls=len(self.tool_calls),

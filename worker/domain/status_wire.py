@@ -15,6 +15,7 @@ reads back as the same message, at the cost of one copy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
@@ -73,17 +74,27 @@ UPDATE_STATUS = 2
 
 @dataclass(frozen=True, slots=True)
 class EncodedStatus:
-    """A serialized `AgentExecutionStatus` and what logs need to know about it."""
+    """A serialized `AgentExecutionStatus` and what logs need to know about it.
 
-    data: bytes
+    The bytes are kept as the pieces they are made of (each entry's cached encoding), not
+    joined: a request is built from the pieces directly (`update_request_bytes`), so an update in
+    flight holds the status once, not twice. `data` joins them for whoever wants one buffer.
+    """
+
+    pieces: Sequence[bytes]
     phase: enum_pb2.ExecutionPhase.ValueType
     messages: int
     tool_calls: int
     todos: int
     sub_agents: int
 
+    @property
+    def data(self) -> bytes:
+        pieces = self.pieces
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     def ByteSize(self) -> int:
-        return len(self.data)
+        return sum(map(len, self.pieces))
 
     def message(self) -> api_pb2.AgentExecutionStatus:
         return api_pb2.AgentExecutionStatus.FromString(self.data)
@@ -105,6 +116,9 @@ def status_bytes(status: StatusPayload) -> bytes:
 
 def update_request_bytes(execution_id: str, status: StatusPayload) -> bytes:
     """A serialized `AgentExecutionUpdateStatusInput{execution_id, status}`."""
-    return length_delimited(UPDATE_EXECUTION_ID, execution_id.encode()) + length_delimited(
-        UPDATE_STATUS, status_bytes(status)
-    )
+    head = length_delimited(UPDATE_EXECUTION_ID, execution_id.encode())
+    if isinstance(status, EncodedStatus):
+        # Joined once, straight into the request: the pieces are the entries' cached bytes.
+        size = status.ByteSize()
+        return b"".join((head, tag(UPDATE_STATUS, _LEN), varint(size), *status.pieces))
+    return head + length_delimited(UPDATE_STATUS, status.SerializeToString())

@@ -166,7 +166,7 @@ def live_events(
         elif event.name == "write_todos":
             out.extend(
                 todo_event(todo.id, todo.content, enum_pb2.TodoStatus.Name(todo.status))
-                for todo in builder.snapshot().todos.values()
+                for todo in builder.todo_items()
             )
         return out
     if isinstance(event, ApprovalRequested):
@@ -575,9 +575,10 @@ class GraphtonExecutions:
         if uploads is not None:
             # The final status carries every reference whole (its storage key known).
             await _shielded(uploads.drain(self._settings.status.final_deadline_seconds))
-        final = builder.snapshot()
-        # As parts, so the final update can be a delta (the same status as `final`).
+        # As parts, so the final update can be a delta. The proto is built once the update is
+        # sent, so the request's bytes and the proto are never held together.
         landed = await _shielded(publisher.finish(builder.parts))
+        final = builder.snapshot()
         await _shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
         if final.phase in _TERMINAL:
             # A run that another attempt continues keeps its live stream open for it.
