@@ -14,9 +14,10 @@ exists once, held by the builder). The stages:
 - `in flight`: plus what sending one update holds: the builder's per-entry encodings (its
   caches), the encoded status (pieces of those caches, not joined) and the `updateStatus`
   request bytes made of it;
-- `final`: once the final update is sent (its request freed), plus the `snapshot()` proto the
-  run ends with (the runner builds it after the final update, `worker.run.service`) and the
-  activity's result made of it (`bounded_result`, with the default bound).
+- `final`: once the final update is sent (its request freed), plus what the run ends with (its
+  entries' encodings, `worker.run.service`, never parsed into one proto) and the activity's
+  result made of them (`bounded_result`, with the default bound: the result is slim for a long
+  run, or the status without its additions when it fits).
 
 The figure that counts is the largest of the stages.
 
@@ -84,7 +85,7 @@ def measure(count: int, *, traced: bool) -> dict[str, Any]:
         request = update_request_bytes("aex-bench", encoded)
         mark("in flight")
         del request, encoded
-        final = builder.snapshot()
+        final = builder.encoded()
         result = bounded_result(final, ContentSettings().result_max_bytes)
         mark("final")
         del final, result

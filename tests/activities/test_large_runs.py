@@ -21,6 +21,7 @@ from worker.activities.result import bounded_result, payload_size, without_addit
 from worker.activities.runner import RunnerActivities, to_application_error
 from worker.content.offload import OffloadSupport
 from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
+from worker.domain.status_wire import EncodedStatus
 from worker.errors import AgentFailed
 from worker.run.attempt import AttemptControls
 from worker.run.service import GraphtonExecutions
@@ -248,29 +249,46 @@ def test_the_result_leaves_out_what_a_january_orchestrator_does_not_know() -> No
     assert status.usage.total.input_tokens == 7, "the status itself is left as it was"
 
 
-def test_a_status_far_over_the_bound_is_slimmed_without_a_copy(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A long run's status is megabytes: leaving its additions out on a copy would hold it twice
-    at the end of the run, for a result that is slim anyway."""
-    from worker.activities import result as result_module
+def _encoded(status: execution_api.AgentExecutionStatus) -> EncodedStatus:
+    """`status` as a run hands it over: one piece per entry, never joined."""
+    pieces = [
+        execution_api.AgentExecutionStatus(messages=[m]).SerializeToString()
+        for m in status.messages
+    ]
+    rest = execution_api.AgentExecutionStatus()
+    rest.CopyFrom(status)
+    del rest.messages[:]
+    pieces.append(rest.SerializeToString())
+    return EncodedStatus(
+        pieces=pieces,
+        phase=status.phase,
+        messages=len(status.messages),
+        tool_calls=len(status.tool_calls),
+        todos=len(status.todos),
+        sub_agents=len(status.sub_agent_executions),
+    )
 
-    copies: list[int] = []
-    real = result_module.without_additions
 
-    def counting(status: execution_api.AgentExecutionStatus) -> execution_api.AgentExecutionStatus:
-        copies.append(status.ByteSize())
-        return real(status)
-
-    monkeypatch.setattr(result_module, "without_additions", counting)
+@pytest.mark.parametrize("messages", [3, 400], ids=["fits", "slim"])
+def test_a_status_handed_over_encoded_gives_the_result_its_proto_gives(messages: int) -> None:
+    """The run returns its entries' encodings (a long run's status is never parsed whole): the
+    result made from them is the one the same status as a proto gives."""
     status = execution_api.AgentExecutionStatus(
-        phase=enum_pb2.EXECUTION_COMPLETED,
-        messages=[execution_api.AgentMessage(content="m" * 1000) for _ in range(400)],
+        phase=enum_pb2.EXECUTION_FAILED,
+        error="boom",
+        started_at="2026-12-07T00:00:00Z",
+        completed_at="2026-12-07T00:01:00Z",
+        messages=[execution_api.AgentMessage(content="m" * 1000) for _ in range(messages)],
     )
     status.usage.total.input_tokens = 5
-    result = bounded_result(status, 256 * 1024)
-    assert not result.messages and result.phase == enum_pb2.EXECUTION_COMPLETED
-    assert copies == []
+    status.messages[0].content_ref.storage_key = "executions/aex-1/content/x"
+
+    from_encoded = bounded_result(_encoded(status), 256 * 1024)
+
+    assert from_encoded == bounded_result(status, 256 * 1024)
+    assert from_encoded.error == "boom" and from_encoded.phase == enum_pb2.EXECUTION_FAILED
+    assert len(from_encoded.messages) == (messages if messages == 3 else 0)
+    assert not from_encoded.HasField("usage")
 
 
 def test_a_status_that_fits_once_its_additions_are_out_is_returned_whole() -> None:

@@ -10,10 +10,13 @@ which can be several times the binary size of text full of escapes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2
-from google.protobuf.message import Message
 
 from worker.converter import DATA_CONVERTER
+from worker.domain import additions
+from worker.domain.status_wire import EncodedStatus
 from worker.errors import PayloadTooLarge
 from worker.logs import get_logger
 
@@ -43,104 +46,47 @@ def slim(status: api_pb2.AgentExecutionStatus) -> api_pb2.AgentExecutionStatus:
     )
 
 
-_LATER_FIELDS: dict[str, frozenset[int]] = {
-    "ai.stigmer.agentic.agentexecution.v1.AgentMessage": frozenset({6}),
-    "ai.stigmer.agentic.agentexecution.v1.ToolCall": frozenset({16, 17, 18, 21}),
-}
-"""Contract §7 fields (later upstream) a run may set whatever the orchestrator supports: the MCP
-server of a call, previews and references. The approval fields (10-15) are not here: they are set
-only under an orchestrator with run control (under one without, a gated call fails the run)."""
-
-
 def without_additions(status: api_pb2.AgentExecutionStatus) -> api_pb2.AgentExecutionStatus:
-    """`status` without the fields an orchestrator of the January contract does not know: ours
-    (numbers 100 and up: usage, sub-agent conversations, content references) and the later
-    upstream ones in `_LATER_FIELDS`. The result is read back as ProtoJSON, where another SDK
-    refuses unknown fields (contract §1); the orchestrator has the whole status already from
+    """`status` without the fields an orchestrator of the January contract does not know
+    (`worker.domain.additions`): the result is read back as ProtoJSON, where another SDK refuses
+    unknown fields (contract §1); the orchestrator has the whole status already from
     `updateStatus`, where unknown fields are skipped."""
-    clean = api_pb2.AgentExecutionStatus()
-    clean.CopyFrom(status)
-    _strip(clean)
-    return clean
-
-
-def _strip(message: Message) -> None:
-    later = _LATER_FIELDS.get(message.DESCRIPTOR.full_name, frozenset())
-    for field, value in message.ListFields():
-        if field.number >= 100 or field.number in later:
-            message.ClearField(field.name)
-            continue
-        entry = field.message_type
-        if entry is None or not entry.full_name.startswith("ai.stigmer."):
-            continue  # scalars, Structs and maps of plain entries hold nothing of ours
-        if entry.GetOptions().map_entry:
-            continue  # `todos`: TodoItem has no additions
-        for item in value if field.is_repeated else (value,):
-            _strip(item)
-
-
-_LENGTH_SLACK = 10
-"""Bytes an entry's length prefix can shrink by when fields inside it are left out (a varint of a
-length is at most 10 bytes)."""
-
-
-def _stripped_at_least(message: Message) -> int:
-    """A lower bound of `without_additions(message).ByteSize()`, without copying `message`."""
-    return message.ByteSize() - _additions_at_most(message)
-
-
-def _additions_at_most(message: Message) -> int:
-    later = _LATER_FIELDS.get(message.DESCRIPTOR.full_name, frozenset())
-    removed = 0
-    for field, value in message.ListFields():
-        if field.number >= 100 or field.number in later:
-            # The field, whole: its payload, and at most 20 bytes of tags and lengths per value.
-            values = value if field.is_repeated else (value,)
-            for item in values:
-                payload = item.ByteSize() if isinstance(item, Message) else len(str(item)) * 4
-                removed += payload + 2 * _LENGTH_SLACK
-            continue
-        entry = field.message_type
-        if entry is None or not entry.full_name.startswith("ai.stigmer."):
-            continue
-        if entry.GetOptions().map_entry:
-            continue
-        for item in value if field.is_repeated else (value,):
-            inner = _additions_at_most(item)
-            if inner:
-                removed += inner + _LENGTH_SLACK
-    return removed
+    return api_pb2.AgentExecutionStatus.FromString(additions.strip(status.SerializeToString()))
 
 
 def bounded_result(
-    status: api_pb2.AgentExecutionStatus, max_bytes: int
+    status: api_pb2.AgentExecutionStatus | EncodedStatus, max_bytes: int
 ) -> api_pb2.AgentExecutionStatus:
-    """`status` (without the contract's additions, see `without_additions`) when its payload
-    fits in `max_bytes`, else its slim form.
+    """`status` without the contract's additions (`without_additions`) when its payload fits
+    in `max_bytes`, else its slim form.
 
-    A status that cannot fit even without its additions goes to its slim form at once: a long
-    run's status is megabytes, and copying it to leave the additions out would hold it twice.
+    The additions are left out on the wire form, piece by piece (`additions.strip_pieces`): a
+    status the run hands over as its entries' encodings is never parsed whole, and one that does
+    not fit is never held twice; only a result that fits is parsed.
 
     Raises `PayloadTooLarge` (not retryable) if even the slim form does not fit, which only a
     `max_bytes` far below any real limit can cause.
     """
-    if _stripped_at_least(status) > max_bytes:
-        return _slimmed(status, status.ByteSize(), max_bytes)
-    status = without_additions(status)
-    binary = status.ByteSize()
+    if isinstance(status, EncodedStatus):
+        pieces: Sequence[bytes] = status.pieces
+        counts = (status.messages, status.tool_calls)
+    else:
+        pieces = (status.SerializeToString(),)
+        counts = (len(status.messages), len(status.tool_calls))
+    stripped = additions.strip_pieces(pieces, keep_under=max_bytes)
     # ProtoJSON is never smaller than the binary form of the same status, so a binary size over
     # the bound settles it without building the JSON of a large status.
-    if binary <= max_bytes:
-        size = payload_size(status)
-        if size <= max_bytes:
-            return status
-    else:
-        size = binary
-    return _slimmed(status, size, max_bytes)
+    if stripped.data is None:
+        return _slimmed(stripped.head, stripped.size, max_bytes, counts)
+    whole = api_pb2.AgentExecutionStatus.FromString(stripped.data)
+    size = payload_size(whole)
+    if size <= max_bytes:
+        return whole
+    return _slimmed(whole, size, max_bytes, counts)
 
 
 def _slimmed(
-    status: api_pb2.AgentExecutionStatus, size: int, max_bytes: int
+    status: api_pb2.AgentExecutionStatus, size: int, max_bytes: int, counts: tuple[int, int]
 ) -> api_pb2.AgentExecutionStatus:
     result = slim(status)
     slim_size = payload_size(result)
@@ -149,8 +95,8 @@ def _slimmed(
         status_bytes=size,
         result_bytes=slim_size,
         limit_bytes=max_bytes,
-        messages=len(status.messages),
-        tool_calls=len(status.tool_calls),
+        messages=counts[0],
+        tool_calls=counts[1],
     )
     if slim_size > max_bytes:
         raise PayloadTooLarge(

@@ -63,6 +63,7 @@ string over the inline bound is cut; a status over the budget has its oldest inl
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -379,6 +380,11 @@ class StatusBuilder:
         return self._phase
 
     @property
+    def error(self) -> str:
+        """The run's error as the status carries it (masked), empty unless it failed."""
+        return self._error
+
+    @property
     def message_count(self) -> int:
         return len(self._messages)
 
@@ -513,8 +519,14 @@ class StatusBuilder:
     def _on_turn(self, event: ModelTurnEnded) -> Applied:
         significant = False
         owner: MessageEntry | None = None
+        # The ledger remembers the turn by the string its message already holds (one copy of
+        # each id for the run, not one per place that remembers it).
+        known = self._known_message(event.sub_agent_id, event.message_id)
         self._usage.turn(
-            event.message_id, event.usage, event.model_name, sub_agent=bool(event.sub_agent_id)
+            known.key if known is not None else event.message_id,
+            event.usage,
+            event.model_name,
+            sub_agent=bool(event.sub_agent_id),
         )
         if event.sub_agent_id:
             sub = self._subs.get(event.sub_agent_id)
@@ -545,8 +557,15 @@ class StatusBuilder:
                 significant = True
             if owner is not None and tool.owner is None:
                 tool.owner = owner
-                owner.tool_ids.append(tool.id)
+                owner.tool_ids += (tool.id,)
         return SIGNIFICANT if significant else CHANGED
+
+    def _known_message(self, sub_agent_id: str, key: str) -> MessageEntry | None:
+        """The message streamed as `key` (by the agent, or by sub-agent `sub_agent_id`)."""
+        if not sub_agent_id:
+            return self._by_key.get(key)
+        sub = self._subs.get(sub_agent_id)
+        return sub.by_key.get(key) if sub is not None else None
 
     def _end_turn(self, message: MessageEntry, event: ModelTurnEnded) -> None:
         if message.frozen:
@@ -706,11 +725,11 @@ class StatusBuilder:
         )
         tool = ToolEntry(
             id=tool_id,
-            name=name,
+            name=sys.intern(name),  # a few names, thousands of calls
             args=plain_args,
             component=component,
             details=details,
-            sub_agent_id=sub_agent_id,
+            sub_agent_id=sys.intern(sub_agent_id),
             seq=self._next_seq(),
             approval=self._approvals.get(tool_id),
         )

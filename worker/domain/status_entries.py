@@ -116,7 +116,9 @@ class MessageEntry:
     parts: list[str]
     timestamp: str
     key: str = ""
-    tool_ids: list[str] = field(default_factory=list)
+    # A tuple, not a list: most messages own one or two calls, and a tuple of them is half the
+    # size (thousands of messages in a long run).
+    tool_ids: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     streaming: bool = False
     wire: bytes = b""  # the encoded element (messages, or a sub-agent's messages); b"": stale

@@ -110,7 +110,7 @@ def _message(
         if tool is None:
             tool = tools[call.id] = _tool(call)
         tool.owner = message
-        message.tool_ids.append(call.id)
+        message.tool_ids += (call.id,)
     return message
 
 

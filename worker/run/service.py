@@ -61,6 +61,7 @@ from worker.domain.agent_events import (
 from worker.domain.fencing import attempt_bound
 from worker.domain.safe_point import OutstandingTools
 from worker.domain.status_builder import StatusBuilder
+from worker.domain.status_wire import EncodedStatus, StatusPayload
 from worker.errors import InvalidInput, RunnerError, WorkerShuttingDown
 from worker.logs import SECRETS
 from worker.observability.inflight import current as current_run
@@ -236,9 +237,7 @@ class GraphtonExecutions:
         self._metrics = metrics
         self._run_control = run_control
 
-    async def run(
-        self, execution: execution_api.AgentExecution, thread_id: str
-    ) -> execution_api.AgentExecutionStatus:
+    async def run(self, execution: execution_api.AgentExecution, thread_id: str) -> StatusPayload:
         execution_id = execution.metadata.id.strip()
         progress = Progress(execution_id=execution_id, started_monotonic=time.monotonic())
         structlog.contextvars.bind_contextvars(execution_id=execution_id, thread_id=thread_id)
@@ -288,7 +287,7 @@ class GraphtonExecutions:
         execution_id: str,
         thread_id: str,
         progress: Progress,
-    ) -> execution_api.AgentExecutionStatus:
+    ) -> StatusPayload:
         builder = StatusBuilder(
             user_message=execution.spec.message, redact=SECRETS.redact, limits=self._limits
         )
@@ -569,7 +568,7 @@ class GraphtonExecutions:
         progress: Progress,
         *,
         outcome: str,
-    ) -> execution_api.AgentExecutionStatus:
+    ) -> EncodedStatus:
         progress.stage = outcome
         uploads = self._uploads.get(execution_id)
         if uploads is not None:
@@ -578,8 +577,11 @@ class GraphtonExecutions:
         # As parts, so the final update can be a delta. The proto is built once the update is
         # sent, so the request's bytes and the proto are never held together.
         landed = await _shielded(publisher.finish(builder.parts))
-        final = builder.snapshot()
-        await _shielded(self._publish_live(execution_id, phase_event(_phase(final), final.error)))
+        # Returned as the entries' encodings, never parsed whole: the activity's result is made
+        # from them (`worker.activities.result.bounded_result`), slim for a long run.
+        final = builder.encoded()
+        phase = enum_pb2.ExecutionPhase.Name(builder.phase)
+        await _shielded(self._publish_live(execution_id, phase_event(phase, builder.error)))
         if final.phase in _TERMINAL:
             # A run that another attempt continues keeps its live stream open for it.
             await _shielded(self._live.close_stream(execution_id))
