@@ -42,7 +42,13 @@ from stigmer_stub.status_wire import (
 )
 from stigmer_stub.status_wire import varint as _varint
 from stigmer_stub.store.database import Database
-from stigmer_stub.store.executions import EncodedPage, MergedStatus
+from stigmer_stub.store.executions import (
+    EncodedPage,
+    Guard,
+    MergedStatus,
+    NotEditable,
+    StoredList,
+)
 
 Phase = enum_pb2.ExecutionPhase
 log = get_logger(__name__)
@@ -68,6 +74,14 @@ def _check_enums(message: Message, path: str) -> None:
     if unknown is not None:
         field, _, number = unknown.partition(": ")
         raise InvalidArgument(field, f"{number} is not a value of its enum")
+
+
+def _checked_first(precheck: Callable[[Mapping[str, Any]], None], guard: Guard) -> Guard:
+    def checked(doc: Mapping[str, Any], head: api_pb2.AgentExecution) -> Mapping[str, Any] | None:
+        precheck(doc)
+        return guard(doc, head)
+
+    return checked
 
 
 def _admit_entry(name: str, index: int, encoded: bytes) -> None:
@@ -251,15 +265,40 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             deltas.check_digest(delta, rest, status)
             return status
 
+        def edit(lists: Mapping[str, StoredList]) -> None:
+            todos = deltas.apply_lists(delta, raw, lists)
+            if todos is not None:
+                lists["todos"].replace_all(todos)
+
+        def check(whole: Mapping[str, list[bytes]]) -> None:
+            deltas.check_digest(delta, rest, SplitStatus(rest, whole))
+
+        status = SplitStatus(rest, {})
+        guard, change = self._merge_rules(status, authoritative=False, attempt=attempt)
         try:
-            await self._merge(
-                delta.execution_id,
-                SplitStatus(rest, {}),
-                authoritative=False,
-                attempt=attempt,
-                incoming=incoming,
-                precheck=precheck,
-            )
+            try:
+                head = await self.executions.edit_lists(
+                    delta.execution_id,
+                    deltas.touched(delta),
+                    edit,
+                    change,
+                    _admit_entry,
+                    field="execution_id",
+                    guard=_checked_first(precheck, guard),
+                    check=check if delta.final_digest else None,
+                )
+                if is_terminal(head.status.phase):
+                    await self._settle_stored(delta.execution_id)
+            except NotEditable:
+                # A document of an earlier stub: merged whole, once (it then takes this form).
+                await self._merge(
+                    delta.execution_id,
+                    status,
+                    authoritative=False,
+                    attempt=attempt,
+                    incoming=incoming,
+                    precheck=precheck,
+                )
         except deltas.DeltaRefused as refused:
             log.info(
                 "status_delta_refused",
@@ -279,16 +318,16 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         merged = await self._merge(execution_id, split_status(status), authoritative=True)
         return api_pb2.AgentExecution.FromString(merged.encoded)
 
-    async def _merge(
+    def _merge_rules(
         self,
-        execution_id: str,
         status: SplitStatus,
         *,
         authoritative: bool,
         attempt: fencing.Attempt | None = None,
-        incoming: Callable[[Mapping[str, bytes]], SplitStatus] | None = None,
         precheck: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> MergedStatus:
+    ) -> tuple[Guard, Callable[[api_pb2.AgentExecution], None]]:
+        """The attempt fence (`guard`) and the merge of everything but the lists (`change`)
+        for a status update, as the store's merges take them."""
         now = self.clock()
         ending = is_terminal(status.rest.phase)
 
@@ -313,6 +352,21 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             stamp(merged.audit.status_audit, now, "status_updated")
             head.status.CopyFrom(merged)
 
+        return guard, change
+
+    async def _merge(
+        self,
+        execution_id: str,
+        status: SplitStatus,
+        *,
+        authoritative: bool,
+        attempt: fencing.Attempt | None = None,
+        incoming: Callable[[Mapping[str, bytes]], SplitStatus] | None = None,
+        precheck: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> MergedStatus:
+        guard, change = self._merge_rules(
+            status, authoritative=authoritative, attempt=attempt, precheck=precheck
+        )
         merged = await self.executions.merge_status(
             execution_id,
             status if incoming is None else incoming,
@@ -332,6 +386,19 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         if is_terminal(merged.head.status.phase):
             return await self._settled(execution_id, merged)
         return merged
+
+    async def _settle_stored(self, execution_id: str) -> None:
+        """`_settled` for an update that answers no execution (a delta)."""
+        current = await self.executions.get(execution_id, field="execution_id")
+        if not settle(current.status):
+            return
+
+        def change(execution: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+            settle(execution.status)
+            return execution
+
+        await self.executions.mutate(execution_id, change, field="execution_id")
+        log.info("execution_settled", execution_id=execution_id)
 
     async def _settled(self, execution_id: str, merged: MergedStatus) -> MergedStatus:
         """An ended execution with nothing left running (`merge.settle`): its open tool calls

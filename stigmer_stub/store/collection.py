@@ -346,6 +346,11 @@ class ResourceCollection(Generic[M]):
         )
 
 
+RAW_KEY = "_stored"
+"""In a document read with its pieces put together (`ExecutionCollection.hydrate`): the document
+as stored. Never written back; a change feed applies later writes to it."""
+
+
 class ChangeFeed(Generic[M]):
     """The writes to one resource from an open change stream, as the states they produced."""
 
@@ -363,7 +368,7 @@ class ChangeFeed(Generic[M]):
         every write bumps `version` by one; an update that does not follow the last state
         (or that cannot be applied) is replaced by a read of the current document.
         """
-        doc, version = base.document, base.version
+        doc, version = base.document.get(RAW_KEY, base.document), base.version
         async for event in self._stream:
             operation = event["operationType"]
             if operation == "delete":

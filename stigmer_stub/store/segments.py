@@ -1,24 +1,30 @@
-"""Long status lists in slices of their own, so no execution document grows with its run.
+"""Long status lists as sealed slices plus a short tail, so an update writes what it changes.
 
-A status list whose chunk (`status_wire.chunk`) is over `SPILL_BYTES` is not kept in the
-execution's document: it is cut, from its first entry, into slices of at most `SLICE_BYTES`
-(an entry larger than that is a slice of its own), and each slice is a document of
-`execution_segments`. The execution's document keeps, per list, the slices' references in order
-(`{"id", "sha256", "length"}`), a few hundred bytes however long the run.
+A status list is kept as a run of *sealed* slices followed by a *tail*. The tail (the list's
+newest entries, encoded as a chunk, `status_wire.chunk`) lives in the execution's document; it
+is at most `TAIL_BYTES` (unless its last entry alone is larger). When an update makes it longer,
+its leading entries are sealed: cut into slices of at most `SLICE_BYTES`, each a document of
+`execution_segments`, leaving at most `KEEP_BYTES` of the newest entries in the tail. The
+execution's document keeps, per list, the sealed slices' references in order
+(`{"id", "length", "count"}`: bytes and entries), about 70 bytes per slice.
 
-The runner sends its lists whole and mostly appends, and slices are cut from the start, so an
-update changes the last slice or two: a slice whose bytes hash as the stored one at its position
-keeps its reference and is not written again. A new slice gets a fresh random id, so a slice
-document is never shared between two versions being written at once: the writer that loses the
-compare-and-swap removes the slices only it wrote, and the winner removes the slices its new
-version no longer references. A reader that finds a slice gone read an older version: it reads
-the execution again. Slices never change once written, so this process keeps recently read ones
-in memory (`CACHE_BYTES`).
+The runner appends and changes its newest entries, which are in the tail: an update writes the
+tail (bounded) and, now and then, one new slice, however long the run. An update that changes an
+entry of a sealed slice writes that slice again under a new id (slices are never modified).
+
+A new slice gets a fresh random id, so a slice document is never shared between two versions
+being written at once: the writer that loses the compare-and-swap removes the slices only it
+wrote, and the winner removes the slices its new version no longer references. A reader that
+finds a slice gone read an older version: it reads the execution again. Slices never change
+once written, so this process keeps recently read ones in memory (`CACHE_BYTES`).
+
+Documents of earlier stubs (1 MiB slices whose references carry no `count`, and an empty list
+field) read the same way; their first update through `updateStatus` keeps the slices it does
+not change and counts their entries once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from bisect import bisect_right
 from collections import OrderedDict
@@ -33,9 +39,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from stigmer_stub.status_wire import chunk
 
 COLLECTION = "execution_segments"
-SPILL_BYTES = 256 * 1024
-"""A list larger than this lives in slices; a shorter one stays in the execution's document."""
+TAIL_BYTES = 32 * 1024
+"""A list's tail (in the execution's document) over this is sealed, down to `KEEP_BYTES`."""
+KEEP_BYTES = 8 * 1024
 SLICE_BYTES = 1024 * 1024
+"""The largest slice sealed at once (a long list arriving whole is cut into several)."""
 CACHE_BYTES = 64 * 1024 * 1024
 
 Ref = dict[str, Any]
@@ -61,6 +69,19 @@ def slices(entries: Sequence[bytes], limit: int = SLICE_BYTES) -> list[list[byte
     return out
 
 
+def to_seal(entries: Sequence[bytes], keep: int = KEEP_BYTES) -> int:
+    """How many leading entries of a tail to seal so the rest is at most `keep` encoded bytes
+    (always keeping the last entry: the runner appends to it)."""
+    if not entries:
+        return 0
+    index = len(entries) - 1
+    kept = len(entries[index]) + _FRAMING
+    while index > 0 and kept + len(entries[index - 1]) + _FRAMING <= keep:
+        index -= 1
+        kept += len(entries[index]) + _FRAMING
+    return index
+
+
 class SegmentStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.raw: AsyncCollection[Document] = db[COLLECTION]
@@ -78,25 +99,20 @@ class SegmentStore:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= len(dropped)
 
-    async def write(
-        self, execution_id: str, name: str, entries: Sequence[bytes], previous: Sequence[Ref]
+    async def seal(
+        self, execution_id: str, name: str, entries: Sequence[bytes]
     ) -> tuple[list[Ref], list[str]]:
-        """Store a list as slices, reusing `previous` references whose bytes are unchanged;
-        the new references and the ids of the slices written."""
+        """Write `entries` as new slices (cut by `slices`); their references and ids."""
         refs: list[Ref] = []
         written: list[str] = []
-        for index, part in enumerate(slices(entries)):
+        for part in slices(entries):
             data = chunk(name, part)
-            digest = hashlib.sha256(data).hexdigest()
-            if index < len(previous) and previous[index].get("sha256") == digest:
-                refs.append(dict(previous[index]))
-                continue
             segment_id = f"{execution_id}:{name}:{secrets.token_hex(8)}"
             await self.raw.insert_one(
                 {"_id": segment_id, "execution_id": execution_id, "data": data}
             )
             self._remember(segment_id, data)
-            refs.append({"id": segment_id, "sha256": digest, "length": len(data)})
+            refs.append({"id": segment_id, "length": len(data), "count": len(part)})
             written.append(segment_id)
         return refs, written
 

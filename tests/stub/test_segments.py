@@ -1,7 +1,9 @@
-"""Long status lists live in slices of their own, so an execution's document stays small.
+"""Long status lists live in sealed slices plus a short tail, so an execution's document stays
+small and an update writes what it changes.
 
-Against the real store: what the documents hold, what each update writes, and reads that meet a
-slice removed by a newer version.
+Against the real store: what the documents hold, what each update (whole or delta) writes,
+writers that lose the compare-and-swap, reads that meet a slice removed by a newer version, and
+documents of earlier stubs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import bson
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 
-from stigmer_stub.store.segments import SLICE_BYTES, SPILL_BYTES, slices
+from stigmer_stub.store.segments import KEEP_BYTES, SLICE_BYTES, TAIL_BYTES, slices, to_seal
 from stigmer_stub.windows import window_of
 from tests.stub.support import Stub
 
@@ -65,8 +67,8 @@ async def test_a_long_list_leaves_the_document_for_slices_and_reads_back_whole(
     await stub.client.update_status(execution_id, full)
 
     doc = await document(stub, execution_id)
-    assert len(bson.encode(doc)) < 16 * KiB
-    assert doc["status_messages"] == b""
+    assert len(bson.encode(doc)) < 32 * KiB
+    assert len(doc["status_messages"]) <= TAIL_BYTES  # type: ignore[arg-type]
     refs = doc["segments_messages"]
     assert isinstance(refs, list)
     assert len(refs) >= 4
@@ -75,34 +77,51 @@ async def test_a_long_list_leaves_the_document_for_slices_and_reads_back_whole(
     assert list(stored.status.messages) == list(full.messages)
 
 
-async def test_an_appended_message_writes_one_slice_and_removes_the_one_it_replaces(
+async def test_an_appended_message_writes_no_slice_only_the_tail(
     stub: Stub, execution_id: str
 ) -> None:
     full = status(400)
     await stub.client.update_status(execution_id, full)
     before = await slice_ids(stub, execution_id)
     refs_before = (await document(stub, execution_id))["segments_messages"]
-    assert isinstance(refs_before, list)
 
     full.messages.add(type=MessageType.MESSAGE_AI, content="one more")
     await stub.client.update_status(execution_id, full)
 
-    after = await slice_ids(stub, execution_id)
+    assert await slice_ids(stub, execution_id) == before
+    doc = await document(stub, execution_id)
+    assert doc["segments_messages"] == refs_before
+    assert len(doc["status_messages"]) <= TAIL_BYTES  # type: ignore[arg-type]
+    stored = await stub.running.database.executions.get(execution_id)
+    assert list(stored.status.messages) == list(full.messages)
+
+
+async def test_an_edit_of_an_early_entry_writes_its_slice_again_from_there_on(
+    stub: Stub, execution_id: str
+) -> None:
+    full = status(400)
+    await stub.client.update_status(execution_id, full)
+    refs_before = (await document(stub, execution_id))["segments_messages"]
+    assert isinstance(refs_before, list)
+    assert len(refs_before) >= 4
+
+    full.messages[250].content = "edited"
+    await stub.client.update_status(execution_id, full)
+
     refs_after = (await document(stub, execution_id))["segments_messages"]
     assert isinstance(refs_after, list)
-    assert refs_after[:-1] == refs_before[:-1]
-    assert len(after - before) == 1
-    assert before - after == {refs_before[-1]["id"]}
+    assert refs_after[:2] == refs_before[:2]  # slices wholly before the edit are kept
+    assert await slice_ids(stub, execution_id) == {r["id"] for r in refs_after}
     stored = await stub.running.database.executions.get(execution_id)
-    assert stored.status.messages[-1].content == "one more"
+    assert list(stored.status.messages) == list(full.messages)
 
 
 async def test_a_list_that_shrinks_below_the_bound_goes_back_into_the_document(
     stub: Stub, execution_id: str
 ) -> None:
     await stub.client.update_status(execution_id, status(400))
-    short = status(3)
-    assert short.ByteSize() < SPILL_BYTES
+    short = status(2)
+    assert short.ByteSize() < TAIL_BYTES
 
     await stub.client.update_status(execution_id, short)
 
@@ -120,6 +139,7 @@ async def test_a_read_of_an_older_version_whose_slice_is_gone_reads_the_current_
     full = status(400)
     await stub.client.update_status(execution_id, full)
     old = await document(stub, execution_id)
+    full.messages[0].content = "edited"  # every slice is cut again: the old ones are removed
     full.messages.add(type=MessageType.MESSAGE_AI, content="newer")
     await stub.client.update_status(execution_id, full)
     executions = stub.running.database.executions
@@ -150,26 +170,31 @@ async def test_an_update_reply_stays_within_the_reply_budget(stub: Stub, executi
     assert window_of(reply.status.messages[0]) is not None
 
 
-def test_only_the_slices_from_a_changed_entry_on_are_cut_again() -> None:
-    import hashlib
-
+def test_only_the_slices_before_a_changed_entry_are_kept() -> None:
     from stigmer_stub.status_wire import chunk
-    from stigmer_stub.store.executions import _unchanged_slices
+    from stigmer_stub.store.executions import _kept_slices
     from stigmer_stub.store.segments import Ref
 
     entries = [bytes([i % 251]) * (100 * KiB) for i in range(40)]  # four slices of ten
     refs: list[Ref] = []
     for part in slices(entries):
-        data = chunk("messages", part)
-        refs.append({"id": "x", "sha256": hashlib.sha256(data).hexdigest(), "length": len(data)})
+        refs.append({"id": "x", "length": len(chunk("messages", part)), "count": len(part)})
     old = chunk("messages", entries)
     appended = chunk("messages", [*entries, b"new"])
     changed = chunk("messages", [*entries[:25], b"edited", *entries[26:]])  # in the third
 
     assert len(refs) == 4
-    assert _unchanged_slices(refs, old, appended) == (3, sum(r["length"] for r in refs[:3]))
-    assert _unchanged_slices(refs, old, changed) == (1, refs[0]["length"])
-    assert _unchanged_slices(refs, old, chunk("messages", entries[1:])) == (0, 0)
+    assert _kept_slices(refs, old, appended) == (4, len(old))
+    assert _kept_slices(refs, old, changed) == (2, refs[0]["length"] + refs[1]["length"])
+    assert _kept_slices(refs, old, chunk("messages", entries[1:])) == (0, 0)
+
+
+def test_a_tail_is_sealed_down_to_its_newest_entries_keeping_the_last() -> None:
+    small = [b"s" * 1000] * 40
+    assert to_seal(small) == 40 - KEEP_BYTES // 1006
+    assert to_seal([*small, b"l" * (2 * KEEP_BYTES)]) == 40  # only the last stays
+    assert to_seal([b"x"]) == 0
+    assert to_seal([]) == 0
 
 
 async def test_an_update_of_the_spec_keeps_the_sliced_lists_and_writes_no_slice(
