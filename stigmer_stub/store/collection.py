@@ -276,10 +276,19 @@ class ResourceCollection(Generic[M]):
             result = await self.raw.replace_one({"_id": doc["_id"], "version": stored.version}, doc)
         return result.matched_count == 1
 
-    async def set_fields(self, resource: M, version: int, fields: Mapping[str, Any]) -> bool:
-        """Compare-and-swap: `$set` `fields` (and `version` + 1) only if the stored version is
-        still `version`."""
-        update = {"$set": {**fields, "version": version + 1}}
+    async def set_fields(
+        self,
+        resource: M,
+        version: int,
+        fields: Mapping[str, Any],
+        *,
+        push: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Compare-and-swap: `$set` `fields` (and `version` + 1), and `$push` `push`, only if
+        the stored version is still `version`."""
+        update: dict[str, Any] = {"$set": {**fields, "version": version + 1}}
+        if push:
+            update["$push"] = dict(push)
         with self._write_errors(resource):
             result = await self.raw.update_one(
                 {"_id": metadata_of(resource).id, "version": version}, update

@@ -204,7 +204,8 @@ class NotEditable(Exception):
 
 @dataclass(slots=True)
 class _ListWrite:
-    fields: Document
+    fields: Document  # to `$set`
+    pushed: Document  # slice references to append (`$push`)
     written: list[str]
     obsolete: list[str]
 
@@ -292,19 +293,22 @@ class StoredList:
             refs[index : index + 1] = more
             written += fresh
         fields: Document = {}
+        sealed: list[Ref] = []
         tail = chunk(self.name, self.tail)
         if self.tail_changed and len(tail) > TAIL_BYTES:
             sealing = to_seal(self.tail)
-            more, fresh = await segments.seal(execution_id, self.name, self.tail[:sealing])
-            refs += more
+            sealed, fresh = await segments.seal(execution_id, self.name, self.tail[:sealing])
             written += fresh
             tail = chunk(self.name, self.tail[sealing:])
         if self.tail_changed:
             fields[LIST_FIELDS[self.name]] = tail
+        pushed: Document = {}
         if refs != self.refs:
-            fields[SEGMENT_FIELDS[self.name]] = refs
-        self.new_refs, self.new_tail = refs, tail
-        return _ListWrite(fields, written, obsolete)
+            fields[SEGMENT_FIELDS[self.name]] = refs + sealed
+        elif sealed:
+            pushed[SEGMENT_FIELDS[self.name]] = {"$each": sealed}
+        self.new_refs, self.new_tail = refs + sealed, tail
+        return _ListWrite(fields, pushed, written, obsolete)
 
     async def whole(self, segments: SegmentStore) -> list[bytes]:
         """The list as `write` left it, every entry (read from the slices)."""
@@ -678,15 +682,17 @@ class ExecutionCollection(ResourceCollection[Execution]):
             }
             written: list[str] = []
             obsolete: list[str] = []
+            pushed: Document = {}
             try:
                 for edited in lists.values():
                     done = await edited.write(self.segments, execution_id)
                     fields.update(done.fields)
+                    pushed.update(done.pushed)
                     written += done.written
                     obsolete += done.obsolete
                 if check is not None:
                     check({name: await each.whole(self.segments) for name, each in lists.items()})
-                won = await self.set_fields(head, int(doc["version"]), fields)
+                won = await self.set_fields(head, int(doc["version"]), fields, push=pushed)
             except BaseException:
                 await self.segments.delete(written)
                 raise

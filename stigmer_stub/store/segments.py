@@ -9,8 +9,10 @@ execution's document keeps, per list, the sealed slices' references in order
 (`{"id", "length", "count"}`: bytes and entries), about 70 bytes per slice.
 
 The runner appends and changes its newest entries, which are in the tail: an update writes the
-tail (bounded) and, now and then, one new slice, however long the run. An update that changes an
-entry of a sealed slice writes that slice again under a new id (slices are never modified).
+tail (bounded) and, now and then, one new slice whose reference is appended to the list of
+references (`$push`, so the update carries the new reference, not the list), however long the
+run. An update that changes an entry of a sealed slice writes that slice again under a new id
+(slices are never modified).
 
 A new slice gets a fresh random id, so a slice document is never shared between two versions
 being written at once: the writer that loses the compare-and-swap removes the slices only it
@@ -39,9 +41,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from stigmer_stub.status_wire import chunk
 
 COLLECTION = "execution_segments"
-TAIL_BYTES = 32 * 1024
+TAIL_BYTES = 8 * 1024
 """A list's tail (in the execution's document) over this is sealed, down to `KEEP_BYTES`."""
-KEEP_BYTES = 8 * 1024
+KEEP_BYTES = 2 * 1024
 SLICE_BYTES = 1024 * 1024
 """The largest slice sealed at once (a long list arriving whole is cut into several)."""
 CACHE_BYTES = 64 * 1024 * 1024
