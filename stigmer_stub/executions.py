@@ -35,6 +35,7 @@ from stigmer_stub.resources import (
 from stigmer_stub.secret_values import keep_masked_secrets, present_execution
 from stigmer_stub.status_wire import (
     ENTRY_TYPES,
+    LISTS,
     SplitStatus,
     assemble,
     chunk,
@@ -256,6 +257,8 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             )
         rest = deltas.rest_of(delta)
         _check_enums(rest, "status")
+        if delta.resync_page:
+            return await self._resync_page(raw, delta, rest, attempt)
 
         def precheck(doc: Mapping[str, Any]) -> None:
             deltas.check_order(doc.get(fencing.FENCE_FIELD), attempt, delta)
@@ -309,6 +312,72 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
                 reason=refused.ack.reason,
             )
             return refused.ack
+        return io_pb2.StatusDeltaAck(applied=True, stored_seq=delta.seq)
+
+    async def _resync_page(
+        self,
+        raw: bytes,
+        delta: deltas.Delta,
+        rest: api_pb2.AgentExecutionStatus,
+        attempt: fencing.Attempt | None,
+    ) -> io_pb2.StatusDeltaAck:
+        """Hold a page of a resync; on its last page (`resync_from`), store the whole status
+        the pages make, at once, as the `updateStatus` numbered `seq` would."""
+        try:
+            return await self._hold_or_store_page(raw, delta, rest, attempt)
+        except deltas.DeltaRefused as refused:
+            log.info(
+                "status_resync_page_refused",
+                execution_id=delta.execution_id,
+                seq=delta.seq,
+                reason=refused.ack.reason,
+            )
+            return refused.ack
+
+    async def _hold_or_store_page(
+        self,
+        raw: bytes,
+        delta: deltas.Delta,
+        rest: api_pb2.AgentExecutionStatus,
+        attempt: fencing.Attempt | None,
+    ) -> io_pb2.StatusDeltaAck:
+        if attempt is None:
+            raise deltas.DeltaRefused(
+                io_pb2.StatusDeltaAck(resync=True, reason=f"a page needs {fencing.ATTEMPT_HEADER}")
+            )
+        pages = self.db.status_pages
+        held = {"execution_id": delta.execution_id, "attempt": attempt.label}
+        if not delta.resync_from:
+            await self.collection.load(delta.execution_id, field="execution_id")  # NOT_FOUND
+            await pages.replace_one(
+                {"_id": f"{delta.execution_id}|{attempt.label}|{delta.seq}"},
+                {**held, "seq": delta.seq, "data": raw},
+                upsert=True,
+            )
+            return io_pb2.StatusDeltaAck(staged=True)
+        found = pages.find(
+            {**held, "seq": {"$gte": delta.resync_from, "$lt": delta.seq}}, sort=[("seq", 1)]
+        )
+        earlier = [(int(doc["seq"]), bytes(doc["data"])) async for doc in found]
+        if [seq for seq, _ in earlier] != list(range(delta.resync_from, delta.seq)):
+            raise deltas.DeltaRefused(
+                io_pb2.StatusDeltaAck(resync=True, reason="a page of the resync is missing")
+            )
+        lists: dict[str, list[bytes]] = {name: [] for name in LISTS}
+        for data in [*(data for _, data in earlier), raw]:
+            todos = deltas.apply_lists(deltas.Delta.FromString(data), data, lists)
+            if todos is not None:
+                lists["todos"] = todos
+        status = SplitStatus(rest, lists)
+        deltas.check_digest(delta, rest, status)
+        await self._merge(delta.execution_id, status, authoritative=False, attempt=attempt)
+        await pages.delete_many(held)
+        log.info(
+            "status_resync_stored",
+            execution_id=delta.execution_id,
+            pages=len(earlier) + 1,
+            seq=delta.seq,
+        )
         return io_pb2.StatusDeltaAck(applied=True, stored_seq=delta.seq)
 
     async def finalize(
@@ -526,6 +595,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         if is_terminal(current.status.phase):
             deleted = await super().delete(resource_id, field=field)
             contents = await self.db.content.delete_execution(resource_id)
+            await self.db.status_pages.delete_many({"execution_id": resource_id})
             log.info("execution_deleted", execution_id=resource_id, contents_deleted=contents)
             return deleted
         return await self._cancel_running(resource_id, "", field=field)
