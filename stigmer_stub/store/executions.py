@@ -17,7 +17,7 @@ and the caller gets the merged execution already encoded.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -66,6 +66,10 @@ LIST_FIELDS: dict[str, str] = {name: f"status_{name}" for name in LISTS}
 (in a document `hydrate` read: the whole list)."""
 SEGMENT_FIELDS: dict[str, str] = {name: f"segments_{name}" for name in LISTS}
 """The document field holding a long list's sealed slice references (`store/segments.py`)."""
+SEALED_FIELDS: dict[str, str] = {name: f"sealed_{name}" for name in LISTS}
+"""The document field counting the entries of a list's sealed slices (so a delta reads the
+references only when it replaces an entry in a slice)."""
+_WITHOUT_REFS = {field: False for field in SEGMENT_FIELDS.values()}
 _HYDRATE_ATTEMPTS = 8
 
 _FEW = 16
@@ -210,42 +214,67 @@ class _ListWrite:
     obsolete: list[str]
 
 
+RefsOf = Callable[[], Awaitable[list[Ref] | None]]
+"""Read a list's slice references from the version of the document being edited (None when
+the document has moved on)."""
+
+
+def _count(refs: Sequence[Ref]) -> int:
+    return sum(int(ref["count"]) for ref in refs)
+
+
 @dataclass(slots=True)
 class StoredList:
     """One stored list, its sealed slices and its tail, edited by position (the
-    `deltas.EntryList` of `edit_lists`). Only the slices holding a position asked for are
-    read; every entry put in is remembered to be admitted."""
+    `deltas.EntryList` of `edit_lists`). The slice references are read only when a position in
+    a sealed slice is asked for, and only the slices holding such positions; every entry put in
+    is remembered to be admitted."""
 
     name: str
-    refs: list[Ref]
+    sealed: int  # entries in sealed slices
     tail: list[bytes]
+    refs_of: RefsOf
+    refs: list[Ref] | None = None
     starts: list[int] = field(default_factory=list)
     slices: dict[int, list[bytes]] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
     tail_changed: bool = False
-    cleared: bool = False
+    cleared: int | None = None  # entries sealed before `replace_all`
     arrived: list[tuple[int, bytes]] = field(default_factory=list)
-    new_refs: list[Ref] = field(default_factory=list)
+    new_refs: list[Ref] | None = None  # all references after `write`, when it rewrote them
+    new_sealed: list[Ref] = field(default_factory=list)  # references `write` appended
     new_tail: bytes = b""
 
     @classmethod
-    def of(cls, name: str, doc: Mapping[str, Any]) -> StoredList:
-        refs = [dict(ref) for ref in doc.get(SEGMENT_FIELDS[name]) or []]
+    def of(cls, name: str, doc: Mapping[str, Any], refs_of: RefsOf) -> StoredList:
         tail = bytes(doc.get(LIST_FIELDS[name]) or b"")
-        starts = [0, *accumulate(int(ref["count"]) for ref in refs)]
-        return cls(name, refs, entries(name, tail) if tail else [], starts)
+        sealed = int(doc.get(SEALED_FIELDS[name]) or 0)
+        return cls(name, sealed, entries(name, tail) if tail else [], refs_of)
 
-    @property
-    def sealed(self) -> int:
-        return self.starts[-1]
+    async def _read_refs(self) -> list[Ref] | None:
+        if self.refs is None:
+            refs = await self.refs_of()
+            if refs is None or _count(refs) != (
+                self.sealed if self.cleared is None else self.cleared
+            ):
+                return None
+            self.refs = refs
+            self.starts = [0, *accumulate(int(ref["count"]) for ref in refs)]
+        return self.refs
 
     def _slice_of(self, position: int) -> int:
         return bisect_right(self.starts, position) - 1
 
     async def load(self, segments: SegmentStore, positions: Sequence[int]) -> bool:
         """Read the slices holding `positions`; False when one is gone (a newer version)."""
-        for index in {self._slice_of(p) for p in positions if 0 <= p < self.sealed}:
-            data = await segments.read([self.refs[index]])
+        wanted = [p for p in positions if 0 <= p < self.sealed]
+        if not wanted:
+            return True
+        refs = await self._read_refs()
+        if refs is None:
+            return False
+        for index in {self._slice_of(p) for p in wanted}:
+            data = await segments.read([refs[index]])
             if data is None:
                 return False
             self.slices[index] = entries(self.name, data)
@@ -277,21 +306,33 @@ class StoredList:
 
     def replace_all(self, new: list[bytes]) -> None:
         self.arrived += enumerate(new)
-        self.cleared = True
-        self.starts = [0]
+        self.cleared = self.sealed
+        self.sealed = 0
+        self.slices.clear()
+        self.dirty.clear()
         self.tail = list(new)
         self.tail_changed = True
 
-    async def write(self, segments: SegmentStore, execution_id: str) -> _ListWrite:
-        """Write the changed slices (under new ids) and the tail, sealed down when too long."""
-        refs = [] if self.cleared else list(self.refs)
+    async def write(self, segments: SegmentStore, execution_id: str) -> _ListWrite | None:
+        """Write the changed slices (under new ids) and the tail, sealed down when too long;
+        None when the document moved on (read again)."""
+        refs: list[Ref] | None = None
         written: list[str] = []
-        obsolete = [str(ref["id"]) for ref in self.refs] if self.cleared else []
-        for index in sorted(self.dirty, reverse=True):
-            more, fresh = await segments.seal(execution_id, self.name, self.slices[index])
-            obsolete.append(str(refs[index]["id"]))
-            refs[index : index + 1] = more
-            written += fresh
+        obsolete: list[str] = []
+        if self.cleared is not None:
+            if self.cleared:
+                before = await self._read_refs()
+                if before is None:
+                    return None
+                obsolete += [str(ref["id"]) for ref in before]
+            refs = []
+        elif self.dirty:
+            refs = list(self.refs or [])
+            for index in sorted(self.dirty, reverse=True):
+                more, fresh = await segments.seal(execution_id, self.name, self.slices[index])
+                obsolete.append(str(refs[index]["id"]))
+                refs[index : index + 1] = more
+                written += fresh
         fields: Document = {}
         sealed: list[Ref] = []
         tail = chunk(self.name, self.tail)
@@ -303,16 +344,22 @@ class StoredList:
         if self.tail_changed:
             fields[LIST_FIELDS[self.name]] = tail
         pushed: Document = {}
-        if refs != self.refs:
+        if refs is not None:
             fields[SEGMENT_FIELDS[self.name]] = refs + sealed
+            fields[SEALED_FIELDS[self.name]] = _count(refs) + _count(sealed)
         elif sealed:
             pushed[SEGMENT_FIELDS[self.name]] = {"$each": sealed}
-        self.new_refs, self.new_tail = refs + sealed, tail
+            fields[SEALED_FIELDS[self.name]] = self.sealed + _count(sealed)
+        self.new_refs, self.new_sealed, self.new_tail = refs, sealed, tail
         return _ListWrite(fields, pushed, written, obsolete)
 
     async def whole(self, segments: SegmentStore) -> list[bytes]:
         """The list as `write` left it, every entry (read from the slices)."""
-        data = await segments.read(self.new_refs) if self.new_refs else b""
+        refs = self.new_refs
+        if refs is None:
+            refs = (await self._read_refs() or []) if self.sealed else []
+        refs = refs + self.new_sealed
+        data = await segments.read(refs) if refs else b""
         if data is None:
             raise Conflict(f"a slice of {self.name} is gone while it is written")
         return entries(self.name, data + self.new_tail)
@@ -391,6 +438,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
             fields[LIST_FIELDS[name]] = tail
             if refs != previous:
                 fields[SEGMENT_FIELDS[name]] = refs
+            fields[SEALED_FIELDS[name]] = _count(refs)
             kept = {str(ref["id"]) for ref in refs}
             obsolete += [str(ref["id"]) for ref in previous if str(ref["id"]) not in kept]
         return _Spilled(fields, written, obsolete)
@@ -624,7 +672,9 @@ class ExecutionCollection(ResourceCollection[Execution]):
             changed = {
                 name: chunks[name]
                 for name in LISTS
-                if parts.legacy or chunks[name] != parts.chunks[name]
+                if parts.legacy
+                or chunks[name] != parts.chunks[name]
+                or SEALED_FIELDS[name] not in doc  # an earlier layout: counted now
             }
             spilled = await self._spill(execution_id, doc, changed)
             fields.update(spilled.fields)
@@ -636,6 +686,15 @@ class ExecutionCollection(ResourceCollection[Execution]):
             return MergedStatus(head, assemble(shown, chunks.values()), chunks, shown)
 
         return await self.compare_and_swap(execution_id, attempt)
+
+    def _refs_reader(self, execution_id: str, version: int, name: str) -> RefsOf:
+        async def read() -> list[Ref] | None:
+            field = SEGMENT_FIELDS[name]
+            query = {"_id": execution_id, "version": version}
+            found = await self.raw.find_one(query, {field: True})
+            return None if found is None else list(found.get(field) or [])
+
+        return read
 
     async def edit_lists(
         self,
@@ -654,18 +713,24 @@ class ExecutionCollection(ResourceCollection[Execution]):
         read, and nothing else of the transcript is read, parsed or written. `change` and
         `guard` as in `merge_status`; `check`, when given, sees every list whole after the
         edit (a final digest) and raises to refuse it. Answers the merged execution without its
-        lists. `NotEditable` for a document of an
-        earlier stub (its slice references count no entries): `merge_status` then."""
+        lists. The document is read without its slice references (they grow with the run):
+        those of a list are read only to replace an entry in a sealed slice. `NotEditable` for
+        a document of an earlier stub (no `sealed_<list>` counts): `merge_status` then."""
 
         async def attempt() -> Execution | None:
-            doc = await self.raw.find_one({"_id": execution_id}) if execution_id else None
+            query = {"_id": execution_id}
+            doc = await self.raw.find_one(query, _WITHOUT_REFS) if execution_id else None
             if doc is None:
                 raise NotFound(self.kind.label, execution_id, field=field)
             if not _editable(doc):
                 raise NotEditable(execution_id)
             head = Execution.FromString(bytes(doc["resource"]))
             extra = guard(doc, head) if guard is not None else None
-            lists = {name: StoredList.of(name, doc) for name in LISTS}
+            version = int(doc["version"])
+            lists = {
+                name: StoredList.of(name, doc, self._refs_reader(execution_id, version, name))
+                for name in LISTS
+            }
             for name, wanted in positions.items():
                 if not await lists[name].load(self.segments, wanted):
                     return None  # a slice of an older version: read the document again
@@ -681,18 +746,16 @@ class ExecutionCollection(ResourceCollection[Execution]):
                 "resource": head.SerializeToString(deterministic=True),
             }
             written: list[str] = []
-            obsolete: list[str] = []
-            pushed: Document = {}
             try:
-                for edited in lists.values():
-                    done = await edited.write(self.segments, execution_id)
-                    fields.update(done.fields)
-                    pushed.update(done.pushed)
-                    written += done.written
-                    obsolete += done.obsolete
+                wrote = await _write_lists(lists, self.segments, execution_id, written)
+                if wrote is None:
+                    await self.segments.delete(written)
+                    return None
+                more, pushed, obsolete = wrote
+                fields.update(more)
                 if check is not None:
                     check({name: await each.whole(self.segments) for name, each in lists.items()})
-                won = await self.set_fields(head, int(doc["version"]), fields, push=pushed)
+                won = await self.set_fields(head, version, fields, push=pushed)
             except BaseException:
                 await self.segments.delete(written)
                 raise
@@ -705,7 +768,28 @@ class ExecutionCollection(ResourceCollection[Execution]):
         return await self.compare_and_swap(execution_id, attempt)
 
 
+async def _write_lists(
+    lists: Mapping[str, StoredList], segments: SegmentStore, execution_id: str, written: list[str]
+) -> tuple[Document, Document, list[str]] | None:
+    """Write each edited list (`StoredList.write`): the fields to `$set`, the references to
+    `$push` and the slices now obsolete; the slices written are added to `written` as they
+    are. None when the document moved on."""
+    fields: Document = {}
+    pushed: Document = {}
+    obsolete: list[str] = []
+    for edited in lists.values():
+        done = await edited.write(segments, execution_id)
+        if done is None:
+            return None
+        written += done.written
+        fields.update(done.fields)
+        pushed.update(done.pushed)
+        obsolete += done.obsolete
+    return fields, pushed, obsolete
+
+
 def _editable(doc: Mapping[str, Any]) -> bool:
-    if isinstance(doc["resource"], str) or any(f not in doc for f in LIST_FIELDS.values()):
+    """Whether a document has the layout `edit_lists` reads (every list's sealed count)."""
+    if isinstance(doc["resource"], str):
         return False
-    return all("count" in ref for f in SEGMENT_FIELDS.values() for ref in doc.get(f) or [])
+    return all(f in doc for f in (*LIST_FIELDS.values(), *SEALED_FIELDS.values()))

@@ -13,7 +13,7 @@ import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2, io_pb2
 
 from stigmer_stub import fencing
-from stigmer_stub.status_wire import chunk, entries
+from stigmer_stub.status_wire import LISTS, chunk, entries
 from stigmer_stub.store.executions import StoredList
 from stigmer_stub.store.segments import KEEP_BYTES, SLICE_BYTES, TAIL_BYTES, slices, to_seal
 from stigmer_stub.windows import window_of
@@ -405,7 +405,11 @@ async def test_a_document_of_an_earlier_stub_reads_and_takes_deltas(
         old_refs.append({"id": segment_id, "sha256": "-", "length": len(data)})
     await executions.raw.update_one(
         {"_id": execution_id},
-        {"$set": {"segments_messages": old_refs, "status_messages": b""}, "$inc": {"version": 1}},
+        {
+            "$set": {"segments_messages": old_refs, "status_messages": b""},
+            "$unset": {f"sealed_{name}": "" for name in LISTS},
+            "$inc": {"version": 1},
+        },
     )
     executions.segments._cache.clear()
 
