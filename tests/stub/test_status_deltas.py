@@ -34,6 +34,7 @@ from worker.domain.agent_events import (
 )
 from worker.domain.fencing import RunAttempt, attempt_bound
 from worker.domain.status_builder import StatusBuilder
+from worker.domain.status_delta import PAGE_BYTES
 from worker.domain.status_wire import StatusPayload
 from worker.errors import Unavailable
 from worker.run.status_publisher import StatusPublisher
@@ -151,8 +152,9 @@ async def run_and_compare(
     builder = StatusBuilder(user_message="hello")
     try:
         with attempt_bound(RunAttempt("run-" + uuid.uuid4().hex[:8], 1)):
-            paging = {} if page_bytes is None else {"page_bytes": page_bytes}
-            publisher = StatusPublisher(sink, execution_id, settings(deltas=deltas), **paging)
+            publisher = StatusPublisher(
+                sink, execution_id, settings(deltas=deltas), page_bytes=page_bytes or PAGE_BYTES
+            )
             async with publisher:
                 builder.start()
                 for turn in range(turns):
