@@ -2,11 +2,12 @@
 
 A status list is kept as a run of *sealed* slices followed by a *tail*. The tail (the list's
 newest entries, encoded as a chunk, `status_wire.chunk`) lives in the execution's document; it
-is at most `TAIL_BYTES` (unless its last entry alone is larger). When an update makes it longer,
-its leading entries are sealed: cut into slices of at most `SLICE_BYTES`, each a document of
-`execution_segments`, leaving at most `KEEP_BYTES` of the newest entries in the tail. The
-execution's document keeps, per list, the sealed slices' references in order
-(`{"id", "length", "count"}`: bytes and entries), about 70 bytes per slice.
+is at most `TAIL_BYTES`, or its last entry alone when that is larger (up to
+`LAST_ENTRY_BYTES`). When an update makes it longer, its leading entries are sealed: cut into
+slices of at most `SLICE_BYTES`, each a document of `execution_segments`, leaving at most
+`KEEP_BYTES` of the newest entries in the tail. The execution's document keeps, per list, the
+sealed slices' references in order (`{"id", "length", "count"}`: bytes and entries), about 70
+bytes per slice, and their entries' count (`sealed_<list>`).
 
 The runner appends and changes its newest entries, which are in the tail: an update writes the
 tail (bounded) and, now and then, one new slice whose reference is appended to the list of
@@ -44,6 +45,9 @@ COLLECTION = "execution_segments"
 TAIL_BYTES = 8 * 1024
 """A list's tail (in the execution's document) over this is sealed, down to `KEEP_BYTES`."""
 KEEP_BYTES = 2 * 1024
+LAST_ENTRY_BYTES = 256 * 1024
+"""A tail keeps its last entry (the runner changes it most) unless it is larger than this: then
+it is sealed too, so four lists never make the execution's document large."""
 SLICE_BYTES = 1024 * 1024
 """The largest slice sealed at once (a long list arriving whole is cut into several)."""
 CACHE_BYTES = 64 * 1024 * 1024
@@ -73,9 +77,12 @@ def slices(entries: Sequence[bytes], limit: int = SLICE_BYTES) -> list[list[byte
 
 def to_seal(entries: Sequence[bytes], keep: int = KEEP_BYTES) -> int:
     """How many leading entries of a tail to seal so the rest is at most `keep` encoded bytes
-    (always keeping the last entry: the runner appends to it)."""
+    (keeping the last entry, which the runner changes most, unless it is over
+    `LAST_ENTRY_BYTES`)."""
     if not entries:
         return 0
+    if len(entries[-1]) > LAST_ENTRY_BYTES:
+        return len(entries)
     index = len(entries) - 1
     kept = len(entries[index]) + _FRAMING
     while index > 0 and kept + len(entries[index - 1]) + _FRAMING <= keep:

@@ -15,7 +15,14 @@ from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2,
 from stigmer_stub import fencing
 from stigmer_stub.status_wire import LISTS, chunk, entries
 from stigmer_stub.store.executions import StoredList
-from stigmer_stub.store.segments import KEEP_BYTES, SLICE_BYTES, TAIL_BYTES, slices, to_seal
+from stigmer_stub.store.segments import (
+    KEEP_BYTES,
+    LAST_ENTRY_BYTES,
+    SLICE_BYTES,
+    TAIL_BYTES,
+    slices,
+    to_seal,
+)
 from stigmer_stub.windows import window_of
 from tests.stub.support import Stub
 
@@ -53,9 +60,10 @@ async def document(stub: Stub, execution_id: str) -> dict[str, object]:
 
 
 def assert_tail_bounded(tail: object) -> None:
-    """A tail is at most `TAIL_BYTES`, unless it is one entry larger than that."""
+    """A tail is at most `TAIL_BYTES`, unless it is one entry (of at most `LAST_ENTRY_BYTES`)."""
     assert isinstance(tail, bytes)
     assert len(tail) <= TAIL_BYTES or len(entries("messages", tail)) == 1
+    assert len(tail) <= LAST_ENTRY_BYTES + 8
 
 
 def test_slices_are_cut_from_the_start_within_the_bound() -> None:
@@ -208,6 +216,7 @@ def test_a_tail_is_sealed_down_to_its_newest_entries_keeping_the_last() -> None:
     assert to_seal([*small, b"l" * (2 * KEEP_BYTES)]) == 40  # only the last stays
     assert to_seal([b"x"]) == 0
     assert to_seal([]) == 0
+    assert to_seal([b"x", b"h" * (LAST_ENTRY_BYTES + 1)]) == 2  # too large to stay: all sealed
 
 
 async def test_an_update_of_the_spec_keeps_the_sliced_lists_and_writes_no_slice(
