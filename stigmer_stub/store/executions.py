@@ -52,7 +52,14 @@ from stigmer_stub.store.collection import (
     decode,
     metadata_of,
 )
-from stigmer_stub.store.segments import TAIL_BYTES, Ref, SegmentStore, to_seal
+from stigmer_stub.store.segments import (
+    MERGE_AT,
+    TAIL_BYTES,
+    Ref,
+    SegmentStore,
+    loose_count,
+    to_seal,
+)
 from stigmer_stub.windows import entry_cost, whole_or_window
 
 Execution = api_pb2.AgentExecution
@@ -69,6 +76,9 @@ SEGMENT_FIELDS: dict[str, str] = {name: f"segments_{name}" for name in LISTS}
 SEALED_FIELDS: dict[str, str] = {name: f"sealed_{name}" for name in LISTS}
 """The document field counting the entries of a list's sealed slices (so a delta reads the
 references only when it replaces an entry in a slice)."""
+LOOSE_FIELDS: dict[str, str] = {name: f"loose_{name}" for name in LISTS}
+"""The document field counting a list's last small slices, merged once there are enough
+(`segments.merge_loose`)."""
 _WITHOUT_REFS = {field: False for field in SEGMENT_FIELDS.values()}
 _HYDRATE_ATTEMPTS = 8
 
@@ -210,7 +220,6 @@ class NotEditable(Exception):
 class _ListWrite:
     fields: Document  # to `$set`
     pushed: Document  # slice references to append (`$push`)
-    written: list[str]
     obsolete: list[str]
 
 
@@ -232,6 +241,7 @@ class StoredList:
 
     name: str
     sealed: int  # entries in sealed slices
+    loose: int  # the last sealed slices that are small (level 0)
     tail: list[bytes]
     refs_of: RefsOf
     refs: list[Ref] | None = None
@@ -249,7 +259,8 @@ class StoredList:
     def of(cls, name: str, doc: Mapping[str, Any], refs_of: RefsOf) -> StoredList:
         tail = bytes(doc.get(LIST_FIELDS[name]) or b"")
         sealed = int(doc.get(SEALED_FIELDS[name]) or 0)
-        return cls(name, sealed, entries(name, tail) if tail else [], refs_of)
+        loose = int(doc.get(LOOSE_FIELDS[name]) or 0)
+        return cls(name, sealed, loose, entries(name, tail) if tail else [], refs_of)
 
     async def _read_refs(self) -> list[Ref] | None:
         if self.refs is None:
@@ -313,26 +324,43 @@ class StoredList:
         self.tail = list(new)
         self.tail_changed = True
 
-    async def write(self, segments: SegmentStore, execution_id: str) -> _ListWrite | None:
-        """Write the changed slices (under new ids) and the tail, sealed down when too long;
-        None when the document moved on (read again)."""
-        refs: list[Ref] | None = None
-        written: list[str] = []
-        obsolete: list[str] = []
+    async def _rewritten_refs(
+        self, segments: SegmentStore, execution_id: str, written: list[str], obsolete: list[str]
+    ) -> list[Ref] | bool:
+        """The references after replacing the list or entries in sealed slices (the slices
+        those entries are in written again); True when they are unchanged, False when the
+        document moved on."""
         if self.cleared is not None:
             if self.cleared:
                 before = await self._read_refs()
                 if before is None:
-                    return None
+                    return False
                 obsolete += [str(ref["id"]) for ref in before]
-            refs = []
-        elif self.dirty:
-            refs = list(self.refs or [])
-            for index in sorted(self.dirty, reverse=True):
-                more, fresh = await segments.seal(execution_id, self.name, self.slices[index])
-                obsolete.append(str(refs[index]["id"]))
-                refs[index : index + 1] = more
-                written += fresh
+            return []
+        if not self.dirty:
+            return True
+        refs = list(self.refs or [])
+        for index in sorted(self.dirty, reverse=True):
+            level = int(refs[index].get("level", 1))
+            more, fresh = await segments.seal(
+                execution_id, self.name, self.slices[index], level=level
+            )
+            obsolete.append(str(refs[index]["id"]))
+            refs[index : index + 1] = more
+            written += fresh
+        return refs
+
+    async def write(
+        self, segments: SegmentStore, execution_id: str, written: list[str]
+    ) -> _ListWrite | None:
+        """Write the changed slices (under new ids) and the tail, sealed down when too long
+        (each slice written is added to `written` at once); None when the document moved on
+        (read again)."""
+        obsolete: list[str] = []
+        rewritten = await self._rewritten_refs(segments, execution_id, written, obsolete)
+        if rewritten is False:
+            return None
+        refs = rewritten if isinstance(rewritten, list) else None
         fields: Document = {}
         sealed: list[Ref] = []
         tail = chunk(self.name, self.tail)
@@ -344,14 +372,28 @@ class StoredList:
         if self.tail_changed:
             fields[LIST_FIELDS[self.name]] = tail
         pushed: Document = {}
+        loose = (loose_count(refs) if refs is not None else self.loose) + len(sealed)
+        if refs is None and loose >= MERGE_AT:
+            refs = list(await self._read_refs() or []) if self.sealed else []
+            if _count(refs) != self.sealed:
+                return None
         if refs is not None:
-            fields[SEGMENT_FIELDS[self.name]] = refs + sealed
-            fields[SEALED_FIELDS[self.name]] = _count(refs) + _count(sealed)
+            merged = await segments.merge_loose(execution_id, self.name, refs + sealed)
+            if merged is None:
+                return None
+            refs, fresh, stale = merged
+            written += fresh
+            obsolete += stale
+            sealed = []
+            fields[SEGMENT_FIELDS[self.name]] = refs
+            fields[SEALED_FIELDS[self.name]] = _count(refs)
+            fields[LOOSE_FIELDS[self.name]] = loose_count(refs)
         elif sealed:
             pushed[SEGMENT_FIELDS[self.name]] = {"$each": sealed}
             fields[SEALED_FIELDS[self.name]] = self.sealed + _count(sealed)
+            fields[LOOSE_FIELDS[self.name]] = loose
         self.new_refs, self.new_sealed, self.new_tail = refs, sealed, tail
-        return _ListWrite(fields, pushed, written, obsolete)
+        return _ListWrite(fields, pushed, obsolete)
 
     async def whole(self, segments: SegmentStore) -> list[bytes]:
         """The list as `write` left it, every entry (read from the slices)."""
@@ -435,13 +477,20 @@ class ExecutionCollection(ResourceCollection[Execution]):
                 refs += more
                 written += fresh
                 tail = chunk(name, tail_entries[sealing:])
+            merged = await self.segments.merge_loose(execution_id, name, refs)
+            if merged is None:
+                raise Conflict(f"a slice of {name} is gone while it is written")
+            refs, fresh, stale = merged
+            written += fresh
+            obsolete += stale
             fields[LIST_FIELDS[name]] = tail
             if refs != previous:
                 fields[SEGMENT_FIELDS[name]] = refs
             fields[SEALED_FIELDS[name]] = _count(refs)
+            fields[LOOSE_FIELDS[name]] = loose_count(refs)
             kept = {str(ref["id"]) for ref in refs}
             obsolete += [str(ref["id"]) for ref in previous if str(ref["id"]) not in kept]
-        return _Spilled(fields, written, obsolete)
+        return _Spilled(fields, written, list(dict.fromkeys(obsolete)))
 
     async def load(self, resource_id: str, *, field: str | None = None) -> Stored[Execution]:
         doc = await self.load_document(resource_id)
@@ -674,7 +723,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
                 for name in LISTS
                 if parts.legacy
                 or chunks[name] != parts.chunks[name]
-                or SEALED_FIELDS[name] not in doc  # an earlier layout: counted now
+                or LOOSE_FIELDS[name] not in doc  # an earlier layout: counted now
             }
             spilled = await self._spill(execution_id, doc, changed)
             fields.update(spilled.fields)
@@ -778,10 +827,9 @@ async def _write_lists(
     pushed: Document = {}
     obsolete: list[str] = []
     for edited in lists.values():
-        done = await edited.write(segments, execution_id)
+        done = await edited.write(segments, execution_id, written)
         if done is None:
             return None
-        written += done.written
         fields.update(done.fields)
         pushed.update(done.pushed)
         obsolete += done.obsolete
@@ -792,4 +840,5 @@ def _editable(doc: Mapping[str, Any]) -> bool:
     """Whether a document has the layout `edit_lists` reads (every list's sealed count)."""
     if isinstance(doc["resource"], str):
         return False
-    return all(f in doc for f in (*LIST_FIELDS.values(), *SEALED_FIELDS.values()))
+    fields = (*LIST_FIELDS.values(), *SEALED_FIELDS.values(), *LOOSE_FIELDS.values())
+    return all(f in doc for f in fields)

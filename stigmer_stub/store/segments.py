@@ -12,8 +12,9 @@ bytes per slice, and their entries' count (`sealed_<list>`).
 The runner appends and changes its newest entries, which are in the tail: an update writes the
 tail (bounded) and, now and then, one new slice whose reference is appended to the list of
 references (`$push`, so the update carries the new reference, not the list), however long the
-run. An update that changes an entry of a sealed slice writes that slice again under a new id
-(slices are never modified).
+run. Every `MERGE_AT` such small slices are merged into one (written once more), so a list of
+n bytes holds about n / 200 KiB + `MERGE_AT` references. An update that changes an entry of a
+sealed slice writes that slice again under a new id (slices are never modified).
 
 A new slice gets a fresh random id, so a slice document is never shared between two versions
 being written at once: the writer that loses the compare-and-swap removes the slices only it
@@ -39,7 +40,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from stigmer_stub.status_wire import chunk
+from stigmer_stub.status_wire import chunk, entries
 
 COLLECTION = "execution_segments"
 TAIL_BYTES = 8 * 1024
@@ -49,6 +50,12 @@ LAST_ENTRY_BYTES = 256 * 1024
 """A tail keeps its last entry (the runner changes it most) unless it is larger than this: then
 it is sealed too, so four lists never make the execution's document large."""
 SLICE_BYTES = 1024 * 1024
+MERGE_AT = 32
+SMALL_SLICE_BYTES = 64 * 1024
+"""A slice up to this size sealed from a tail is small (level 0), to be merged later."""
+"""Small slices sealed from a tail (a few KiB each) are merged into one once there are this many,
+so an execution's document holds few references (the MongoDB-wire server's time per write grows
+with the references a document holds)."""
 """The largest slice sealed at once (a long list arriving whole is cut into several)."""
 CACHE_BYTES = 64 * 1024 * 1024
 
@@ -73,6 +80,16 @@ def slices(entries: Sequence[bytes], limit: int = SLICE_BYTES) -> list[list[byte
         base = ends[stop - 1]
         start = stop
     return out
+
+
+def loose_count(refs: Sequence[Mapping[str, Any]]) -> int:
+    """How many of the last references are small slices sealed from a tail (level 0)."""
+    count = 0
+    for ref in reversed(refs):
+        if int(ref.get("level", 1)) != 0:
+            break
+        count += 1
+    return count
 
 
 def to_seal(entries: Sequence[bytes], keep: int = KEEP_BYTES) -> int:
@@ -109,21 +126,39 @@ class SegmentStore:
             self._cached_bytes -= len(dropped)
 
     async def seal(
-        self, execution_id: str, name: str, entries: Sequence[bytes]
+        self, execution_id: str, name: str, entries: Sequence[bytes], *, level: int = 0
     ) -> tuple[list[Ref], list[str]]:
-        """Write `entries` as new slices (cut by `slices`); their references and ids."""
+        """Write `entries` as new slices (cut by `slices`); their references and ids. `level`:
+        0 for a piece sealed from a tail, 1 for merged ones (see `merge_loose`)."""
         refs: list[Ref] = []
         written: list[str] = []
         for part in slices(entries):
             data = chunk(name, part)
+            tier = level if len(data) <= SMALL_SLICE_BYTES else max(level, 1)
             segment_id = f"{execution_id}:{name}:{secrets.token_hex(8)}"
             await self.raw.insert_one(
                 {"_id": segment_id, "execution_id": execution_id, "data": data}
             )
             self._remember(segment_id, data)
-            refs.append({"id": segment_id, "length": len(data), "count": len(part)})
+            refs.append({"id": segment_id, "length": len(data), "count": len(part), "level": tier})
             written.append(segment_id)
         return refs, written
+
+    async def merge_loose(
+        self, execution_id: str, name: str, refs: list[Ref]
+    ) -> tuple[list[Ref], list[str], list[str]] | None:
+        """`refs` with its trailing run of small slices (level 0) merged into one slice of
+        level 1 once there are `MERGE_AT` of them (else as they are): the references, the
+        slices written and those now obsolete; None when a slice is gone."""
+        loose = loose_count(refs)
+        if loose < MERGE_AT:
+            return refs, [], []
+        run = refs[-loose:]
+        data = await self.read(run)
+        if data is None:
+            return None
+        merged, written = await self.seal(execution_id, name, entries(name, data), level=1)
+        return refs[:-loose] + merged, written, [str(ref["id"]) for ref in run]
 
     async def read(self, refs: Sequence[Mapping[str, Any]]) -> bytes | None:
         """The list the references name, as one chunk; None when a slice is gone."""
