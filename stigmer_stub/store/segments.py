@@ -13,7 +13,7 @@ The runner appends and changes its newest entries, which are in the tail: an upd
 tail (bounded) and, now and then, one new slice whose reference is appended to the list of
 references (`$push`, so the update carries the new reference, not the list), however long the
 run. Every `MERGE_AT` such small slices are merged into one (written once more), so a list of
-n bytes holds about n / 200 KiB + `MERGE_AT` references. An update that changes an entry of a
+n bytes holds about n / 50 KiB + `MERGE_AT` references. An update that changes an entry of a
 sealed slice writes that slice again under a new id (slices are never modified).
 
 A new slice gets a fresh random id, so a slice document is never shared between two versions

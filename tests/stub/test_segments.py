@@ -300,7 +300,9 @@ async def test_deltas_seal_small_slices_merge_them_and_keep_the_document_small(
         most_refs = max(most_refs, len(refs))
 
     assert merged >= 1
-    assert most_refs <= MERGE_AT + 1
+    # Small slices of ~6 KiB are merged MERGE_AT at a time: far fewer references than seals.
+    merged_size = MERGE_AT * (KEEP_BYTES + 2 * KiB)
+    assert most_refs <= MERGE_AT + 1 + 450 * KiB // merged_size
     stored = await stub.running.database.executions.get(execution_id)
     assert list(stored.status.messages) == sent
 
