@@ -53,12 +53,24 @@ TITLE = "Status pipeline"
 SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (1_000,)
 TARGET_P95_MS = 300.0
+DELTA_P95_MS = 150.0
+"""Incremental updates' target (issue 18), at 10k events and more."""
 NAIVE_EVERY = 10
 NAIVE_BUDGET_SECONDS = 30.0
 """The naive policy stops after this long at 100k events; its totals are projected."""
 
-Policy = Literal["default", "deltas", "naive"]
-POLICIES: tuple[Policy, ...] = ("default", "deltas", "naive")
+Policy = Literal["default", "deltas", "whole", "naive"]
+
+
+def policies() -> tuple[Policy, ...]:
+    """The default policy as configured, the same policy with status deltas the other way
+    (`STIGMER_STATUS_DELTAS`), and the naive one."""
+    other: Policy = "whole" if StatusSettings().deltas else "deltas"
+    return ("default", other, "naive")
+
+
+def uses_deltas(policy: Policy) -> bool:
+    return policy == "deltas" or (policy == "default" and StatusSettings().deltas)
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,8 @@ class Tracker:
     parts: bool = False  # snapshots as `StatusParts`, so updates may go as deltas
     meter: WireMeter | None = None
     written: list[int] = field(default_factory=list)  # bytes into MongoDB after each call
+    stub_pid: int | None = None
+    stub_cpu: list[float] = field(default_factory=list)  # the stub's CPU s after each call
     _marks: dict[int, int] = field(default_factory=dict)
     _last_mark: int = 0
 
@@ -152,6 +166,8 @@ class Tracker:
         self.bytes_sent += size
         if self.meter is not None:
             self.written.append(self.meter.bytes_in)
+        if self.stub_pid is not None:
+            self.stub_cpu.append(infra.cpu_seconds(self.stub_pid))
         if mark is not None:
             self.delays.extend(acked - self.applied_at[i] for i in range(self.covered, mark))
             self.covered = max(self.covered, mark)
@@ -248,15 +264,19 @@ async def one_run(
     settings: StatusSettings,
     budget_s: float | None,
     meter: WireMeter | None = None,
+    stub_pid: int | None = None,
 ) -> dict[str, Any]:
     builder = new_builder()
-    deltas = policy == "deltas"
-    tracker = Tracker(inner=orchestrator, builder=builder, parts=deltas, meter=meter)
+    deltas = uses_deltas(policy)
+    tracker = Tracker(
+        inner=orchestrator, builder=builder, parts=deltas, meter=meter, stub_pid=stub_pid
+    )
     pace = pace_for(len(events))
     publisher: StatusPublisher | None = None
     cpu_before = time.process_time()
     server_before = _cpu(server_pids)
     written_before = meter.bytes_in if meter is not None else 0
+    stub_before = infra.cpu_seconds(stub_pid) if stub_pid is not None else 0.0
     # Deltas are fenced by attempt (the stub applies them in order within one): the run is
     # one attempt, as a run of the worker is; the publisher's task inherits it.
     attempt = RunAttempt(f"bench-{uuid.uuid4().hex[:8]}", 1) if deltas else None
@@ -315,20 +335,25 @@ async def one_run(
         "final_digest": status_digest(builder.snapshot()),
         "resyncs": publisher.stats.resyncs if publisher is not None else 0,
         "deltas_sent": publisher.stats.deltas_sent if publisher is not None else 0,
-        "mongo_bytes_per_update": _written_per_update(tracker.written, written_before),
+        "deltas": deltas,
+        "mongo_bytes_per_update": _per_update(tracker.written, written_before),
+        "stub_cpu_ms_per_update": {
+            k: v * 1000 for k, v in _per_update(tracker.stub_cpu, stub_before).items()
+        },
     }
 
 
-def _written_per_update(written: Sequence[int], before: int) -> dict[str, float]:
-    """Bytes the stub sent to MongoDB per update, over the first and the last tenth of the
-    run's updates (flat when an update costs what it changes, not the transcript)."""
-    if len(written) < 20:
+def _per_update(totals: Sequence[float], before: float) -> dict[str, float]:
+    """A running total (bytes the stub sent to MongoDB, the stub's CPU seconds) read after
+    each update, as the mean per update over the first and the last tenth of the run's
+    updates (flat when an update costs what it changes, not the transcript)."""
+    if len(totals) < 20:
         return {}
-    tenth = len(written) // 10
-    marks = [before, *written]
+    tenth = len(totals) // 10
+    marks = [before, *totals]
     first = (marks[tenth] - marks[0]) / tenth
     last = (marks[-1] - marks[-1 - tenth]) / tenth
-    return {"first_tenth": first, "last_tenth": last, "all": (marks[-1] - marks[0]) / len(written)}
+    return {"first_tenth": first, "last_tenth": last, "all": (marks[-1] - marks[0]) / len(totals)}
 
 
 def _final_size(builder: StatusBuilder) -> dict[str, int]:
@@ -381,7 +406,7 @@ async def _run_all(sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
         try:
             for size in sizes:
                 events = scaled(base, size)
-                for policy in POLICIES:
+                for policy in policies():
                     execution = await client.create_execution(
                         USER_MESSAGE, agent_id=agent.metadata.id
                     )
@@ -396,6 +421,7 @@ async def _run_all(sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
                         settings=settings,
                         budget_s=budget,
                         meter=meter,
+                        stub_pid=stub.pid,
                     )
                     _project(run)
                     run["stored"] = await _check_stored(
@@ -443,12 +469,17 @@ def _delta_row(label: str, run: dict[str, Any]) -> list[str]:
         if written
         else "n/a"
     )
+    cpu = run.get("stub_cpu_ms_per_update") or {}
+    cpu_per_update = (
+        " / ".join(f"{cpu[k]:.2f}" for k in ("first_tenth", "last_tenth", "all")) if cpu else "n/a"
+    )
     equal = run["stored"]["equal_final"]
     return [
         label,
         run["policy"],
         f"{run['bytes'] / max(1, run['final_status']['bytes']):.1f}×",
         per_update,
+        cpu_per_update,
         f"{fmt_int(run['deltas_sent'])} / {fmt_int(run['resyncs'])}",
         "windowed reply" if equal is None else ("yes" if equal else "NO"),
     ]
@@ -505,12 +536,14 @@ def run(*, quick: bool = False, sizes: Sequence[int] | None = None) -> Result:
                 "policy",
                 "bytes sent / final status",
                 "MongoDB bytes per update: first tenth / last tenth / all",
+                "stub CPU ms per update: first tenth / last tenth / all",
                 "deltas / resyncs",
                 "stored = final, field by field",
             ],
             rows=[_delta_row(key.partition("/")[0], r) for key, r in runs.items()],
             note="MongoDB bytes: what the stub sent to the database (a relay counts them), "
-            "per update, early and late in the run.",
+            "per update, early and late in the run. Stub CPU: the stub process's user + system "
+            "time (/proc, 10 ms ticks) read after each update, per update over the same tenths.",
         )
     )
     for key, r in runs.items():
@@ -538,7 +571,7 @@ def _judge(result: Result, runs: dict[str, dict[str, Any]], sizes: Sequence[int]
                 met=p95 <= TARGET_P95_MS,
             )
         )
-        deltas = runs[f"{label}/deltas"]
+        deltas = next(r for k, r in runs.items() if k.startswith(f"{label}/") and r["deltas"])
         ratio = deltas["bytes"] / max(1, deltas["final_status"]["bytes"])
         result.targets.append(
             Target(
@@ -556,6 +589,23 @@ def _judge(result: Result, runs: dict[str, dict[str, Any]], sizes: Sequence[int]
                     measured=f"{fmt_bytes(written['first_tenth'])} → "
                     f"{fmt_bytes(written['last_tenth'])}",
                     met=written["last_tenth"] <= 2 * written["first_tenth"],
+                )
+            )
+        if size >= 10_000:
+            result.targets.append(
+                Target(
+                    goal=f"deltas: p95 delay ≤ {DELTA_P95_MS:.0f} ms, {label} events",
+                    measured=f"{fmt_ms(deltas['delay_ms']['p95'])} ms ({deltas['policy']})",
+                    met=deltas["delay_ms"]["p95"] <= DELTA_P95_MS,
+                )
+            )
+        cpu = deltas.get("stub_cpu_ms_per_update") or {}
+        if cpu:
+            result.targets.append(
+                Target(
+                    goal=f"deltas: stub CPU per update flat (last tenth ≤ 2× first), {label}",
+                    measured=f"{cpu['first_tenth']:.2f} → {cpu['last_tenth']:.2f} ms",
+                    met=cpu["last_tenth"] <= 2 * cpu["first_tenth"],
                 )
             )
         naive_calls = naive.get("projected", {}).get("calls", naive["calls"])

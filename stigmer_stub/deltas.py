@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, io_pb2
 
@@ -91,9 +91,18 @@ def check_order(
         )
 
 
+class EntryList(Protocol):
+    """A stored list as the delta edits it: read, replace or append entries by position."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, position: int) -> bytes: ...
+    def __setitem__(self, position: int, entry: bytes) -> None: ...
+    def append(self, entry: bytes) -> None: ...
+
+
 def _place(
     name: str,
-    stored: list[bytes],
+    stored: EntryList,
     positions: Sequence[int],
     arrived: Sequence[bytes],
     stored_seq: int,
@@ -116,11 +125,23 @@ def _place(
             raise _resync(stored_seq, f"{name}[{position}] is past the {len(stored)} stored")
 
 
-def applied_lists(delta: Delta, raw: bytes, chunks: Mapping[str, bytes]) -> dict[str, list[bytes]]:
-    """The stored lists (`chunks`) with the delta applied; `raw` is the delta as it arrived,
-    read for its entries' encodings."""
+def touched(delta: Delta) -> dict[str, list[int]]:
+    """The positions of each list the delta reads or replaces (appends included)."""
+    messages = list(delta.message_positions)
+    if delta.appended_text:
+        messages.append(delta.appended_position)
+    return {
+        "messages": messages,
+        "tool_calls": list(delta.tool_call_positions),
+        "sub_agent_executions": list(delta.sub_agent_positions),
+    }
+
+
+def apply_lists(delta: Delta, raw: bytes, lists: Mapping[str, EntryList]) -> list[bytes] | None:
+    """Apply the delta on the stored `messages`, `tool_calls` and `sub_agent_executions`
+    (`raw` is the delta as it arrived, read for its entries' encodings); the new `todos` when
+    the delta replaces them, else None."""
     view = cast(Any, StatusLists.FromString(raw))
-    lists = {name: entries(name, chunks[name]) if chunks.get(name) else [] for name in LISTS}
     seq = delta.base_seq
     messages = lists["messages"]
     if delta.appended_text:
@@ -139,8 +160,15 @@ def applied_lists(delta: Delta, raw: bytes, chunks: Mapping[str, bytes]) -> dict
         list(view.sub_agent_executions),
         seq,
     )
-    if delta.todos_changed:
-        lists["todos"] = list(view.todos)
+    return list(view.todos) if delta.todos_changed else None
+
+
+def applied_lists(delta: Delta, raw: bytes, chunks: Mapping[str, bytes]) -> dict[str, list[bytes]]:
+    """The stored lists (`chunks`, whole) with the delta applied."""
+    lists = {name: entries(name, chunks[name]) if chunks.get(name) else [] for name in LISTS}
+    todos = apply_lists(delta, raw, lists)
+    if todos is not None:
+        lists["todos"] = todos
     return lists
 
 

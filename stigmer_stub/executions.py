@@ -35,6 +35,7 @@ from stigmer_stub.resources import (
 from stigmer_stub.secret_values import keep_masked_secrets, present_execution
 from stigmer_stub.status_wire import (
     ENTRY_TYPES,
+    LISTS,
     SplitStatus,
     assemble,
     chunk,
@@ -42,7 +43,13 @@ from stigmer_stub.status_wire import (
 )
 from stigmer_stub.status_wire import varint as _varint
 from stigmer_stub.store.database import Database
-from stigmer_stub.store.executions import EncodedPage, MergedStatus
+from stigmer_stub.store.executions import (
+    EncodedPage,
+    Guard,
+    MergedStatus,
+    NotEditable,
+    StoredList,
+)
 
 Phase = enum_pb2.ExecutionPhase
 log = get_logger(__name__)
@@ -68,6 +75,14 @@ def _check_enums(message: Message, path: str) -> None:
     if unknown is not None:
         field, _, number = unknown.partition(": ")
         raise InvalidArgument(field, f"{number} is not a value of its enum")
+
+
+def _checked_first(precheck: Callable[[Mapping[str, Any]], None], guard: Guard) -> Guard:
+    def checked(doc: Mapping[str, Any], head: api_pb2.AgentExecution) -> Mapping[str, Any] | None:
+        precheck(doc)
+        return guard(doc, head)
+
+    return checked
 
 
 def _admit_entry(name: str, index: int, encoded: bytes) -> None:
@@ -242,6 +257,8 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             )
         rest = deltas.rest_of(delta)
         _check_enums(rest, "status")
+        if delta.resync_page:
+            return await self._resync_page(raw, delta, rest, attempt)
 
         def precheck(doc: Mapping[str, Any]) -> None:
             deltas.check_order(doc.get(fencing.FENCE_FIELD), attempt, delta)
@@ -251,15 +268,40 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             deltas.check_digest(delta, rest, status)
             return status
 
+        def edit(lists: Mapping[str, StoredList]) -> None:
+            todos = deltas.apply_lists(delta, raw, lists)
+            if todos is not None:
+                lists["todos"].replace_all(todos)
+
+        def check(whole: Mapping[str, list[bytes]]) -> None:
+            deltas.check_digest(delta, rest, SplitStatus(rest, whole))
+
+        status = SplitStatus(rest, {})
+        guard, change = self._merge_rules(status, authoritative=False, attempt=attempt)
         try:
-            await self._merge(
-                delta.execution_id,
-                SplitStatus(rest, {}),
-                authoritative=False,
-                attempt=attempt,
-                incoming=incoming,
-                precheck=precheck,
-            )
+            try:
+                head = await self.executions.edit_lists(
+                    delta.execution_id,
+                    deltas.touched(delta),
+                    edit,
+                    change,
+                    _admit_entry,
+                    field="execution_id",
+                    guard=_checked_first(precheck, guard),
+                    check=check if delta.final_digest else None,
+                )
+                if is_terminal(head.status.phase):
+                    await self._settle_stored(delta.execution_id)
+            except NotEditable:
+                # A document of an earlier stub: merged whole, once (it then takes this form).
+                await self._merge(
+                    delta.execution_id,
+                    status,
+                    authoritative=False,
+                    attempt=attempt,
+                    incoming=incoming,
+                    precheck=precheck,
+                )
         except deltas.DeltaRefused as refused:
             log.info(
                 "status_delta_refused",
@@ -272,6 +314,72 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             return refused.ack
         return io_pb2.StatusDeltaAck(applied=True, stored_seq=delta.seq)
 
+    async def _resync_page(
+        self,
+        raw: bytes,
+        delta: deltas.Delta,
+        rest: api_pb2.AgentExecutionStatus,
+        attempt: fencing.Attempt | None,
+    ) -> io_pb2.StatusDeltaAck:
+        """Hold a page of a resync; on its last page (`resync_from`), store the whole status
+        the pages make, at once, as the `updateStatus` numbered `seq` would."""
+        try:
+            return await self._hold_or_store_page(raw, delta, rest, attempt)
+        except deltas.DeltaRefused as refused:
+            log.info(
+                "status_resync_page_refused",
+                execution_id=delta.execution_id,
+                seq=delta.seq,
+                reason=refused.ack.reason,
+            )
+            return refused.ack
+
+    async def _hold_or_store_page(
+        self,
+        raw: bytes,
+        delta: deltas.Delta,
+        rest: api_pb2.AgentExecutionStatus,
+        attempt: fencing.Attempt | None,
+    ) -> io_pb2.StatusDeltaAck:
+        if attempt is None:
+            raise deltas.DeltaRefused(
+                io_pb2.StatusDeltaAck(resync=True, reason=f"a page needs {fencing.ATTEMPT_HEADER}")
+            )
+        pages = self.db.status_pages
+        held = {"execution_id": delta.execution_id, "attempt": attempt.label}
+        if not delta.resync_from:
+            await self.collection.load(delta.execution_id, field="execution_id")  # NOT_FOUND
+            await pages.replace_one(
+                {"_id": f"{delta.execution_id}|{attempt.label}|{delta.seq}"},
+                {**held, "seq": delta.seq, "data": raw},
+                upsert=True,
+            )
+            return io_pb2.StatusDeltaAck(staged=True)
+        found = pages.find(
+            {**held, "seq": {"$gte": delta.resync_from, "$lt": delta.seq}}, sort=[("seq", 1)]
+        )
+        earlier = [(int(doc["seq"]), bytes(doc["data"])) async for doc in found]
+        if [seq for seq, _ in earlier] != list(range(delta.resync_from, delta.seq)):
+            raise deltas.DeltaRefused(
+                io_pb2.StatusDeltaAck(resync=True, reason="a page of the resync is missing")
+            )
+        lists: dict[str, list[bytes]] = {name: [] for name in LISTS}
+        for data in [*(data for _, data in earlier), raw]:
+            todos = deltas.apply_lists(deltas.Delta.FromString(data), data, lists)
+            if todos is not None:
+                lists["todos"] = todos
+        status = SplitStatus(rest, lists)
+        deltas.check_digest(delta, rest, status)
+        await self._merge(delta.execution_id, status, authoritative=False, attempt=attempt)
+        await pages.delete_many(held)
+        log.info(
+            "status_resync_stored",
+            execution_id=delta.execution_id,
+            pages=len(earlier) + 1,
+            seq=delta.seq,
+        )
+        return io_pb2.StatusDeltaAck(applied=True, stored_seq=delta.seq)
+
     async def finalize(
         self, execution_id: str, status: api_pb2.AgentExecutionStatus
     ) -> api_pb2.AgentExecution:
@@ -279,16 +387,16 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         merged = await self._merge(execution_id, split_status(status), authoritative=True)
         return api_pb2.AgentExecution.FromString(merged.encoded)
 
-    async def _merge(
+    def _merge_rules(
         self,
-        execution_id: str,
         status: SplitStatus,
         *,
         authoritative: bool,
         attempt: fencing.Attempt | None = None,
-        incoming: Callable[[Mapping[str, bytes]], SplitStatus] | None = None,
         precheck: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> MergedStatus:
+    ) -> tuple[Guard, Callable[[api_pb2.AgentExecution], None]]:
+        """The attempt fence (`guard`) and the merge of everything but the lists (`change`)
+        for a status update, as the store's merges take them."""
         now = self.clock()
         ending = is_terminal(status.rest.phase)
 
@@ -313,6 +421,21 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
             stamp(merged.audit.status_audit, now, "status_updated")
             head.status.CopyFrom(merged)
 
+        return guard, change
+
+    async def _merge(
+        self,
+        execution_id: str,
+        status: SplitStatus,
+        *,
+        authoritative: bool,
+        attempt: fencing.Attempt | None = None,
+        incoming: Callable[[Mapping[str, bytes]], SplitStatus] | None = None,
+        precheck: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> MergedStatus:
+        guard, change = self._merge_rules(
+            status, authoritative=authoritative, attempt=attempt, precheck=precheck
+        )
         merged = await self.executions.merge_status(
             execution_id,
             status if incoming is None else incoming,
@@ -332,6 +455,19 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         if is_terminal(merged.head.status.phase):
             return await self._settled(execution_id, merged)
         return merged
+
+    async def _settle_stored(self, execution_id: str) -> None:
+        """`_settled` for an update that answers no execution (a delta)."""
+        current = await self.executions.get(execution_id, field="execution_id")
+        if not settle(current.status):
+            return
+
+        def change(execution: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
+            settle(execution.status)
+            return execution
+
+        await self.executions.mutate(execution_id, change, field="execution_id")
+        log.info("execution_settled", execution_id=execution_id)
 
     async def _settled(self, execution_id: str, merged: MergedStatus) -> MergedStatus:
         """An ended execution with nothing left running (`merge.settle`): its open tool calls
@@ -459,6 +595,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         if is_terminal(current.status.phase):
             deleted = await super().delete(resource_id, field=field)
             contents = await self.db.content.delete_execution(resource_id)
+            await self.db.status_pages.delete_many({"execution_id": resource_id})
             log.info("execution_deleted", execution_id=resource_id, contents_deleted=contents)
             return deleted
         return await self._cancel_running(resource_id, "", field=field)

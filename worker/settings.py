@@ -187,7 +187,7 @@ class StatusSettings(BaseSettings):
     final_deadline_seconds: float = Field(
         60.0, gt=0, le=600, validation_alias="STIGMER_STATUS_FINAL_DEADLINE_SECONDS"
     )
-    deltas: bool = Field(False, validation_alias="STIGMER_STATUS_DELTAS")
+    deltas: bool = Field(True, validation_alias="STIGMER_STATUS_DELTAS")
 
 
 class ContentSettings(BaseSettings):

@@ -108,8 +108,8 @@ NOTES: dict[str, str] = {
     "the activity returns without it.",
     "STIGMER_STATUS_DELTAS": "Send each status update after the first as what changed since the "
     "last one the orchestrator stored (`updateStatusDelta`, contract §7) instead of the whole "
-    "status. Against an orchestrator without the method (UNIMPLEMENTED, logged once) whole "
-    "statuses are sent, as when off.",
+    "status. Against an orchestrator without the method (UNIMPLEMENTED, logged once, as the "
+    "January contract's) whole statuses are sent, as when off.",
     "SANDBOX_BACKEND": "Where agent commands run. Unset: `daytona` in cloud mode with "
     "`DAYTONA_API_KEY`, else `local`.",
     "SANDBOX_ROOT_DIR": "Parent directory of local sandboxes. Unset: `<data dir>/sandboxes`.",

@@ -276,10 +276,19 @@ class ResourceCollection(Generic[M]):
             result = await self.raw.replace_one({"_id": doc["_id"], "version": stored.version}, doc)
         return result.matched_count == 1
 
-    async def set_fields(self, resource: M, version: int, fields: Mapping[str, Any]) -> bool:
-        """Compare-and-swap: `$set` `fields` (and `version` + 1) only if the stored version is
-        still `version`."""
-        update = {"$set": {**fields, "version": version + 1}}
+    async def set_fields(
+        self,
+        resource: M,
+        version: int,
+        fields: Mapping[str, Any],
+        *,
+        push: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Compare-and-swap: `$set` `fields` (and `version` + 1), and `$push` `push`, only if
+        the stored version is still `version`."""
+        update: dict[str, Any] = {"$set": {**fields, "version": version + 1}}
+        if push:
+            update["$push"] = dict(push)
         with self._write_errors(resource):
             result = await self.raw.update_one(
                 {"_id": metadata_of(resource).id, "version": version}, update
@@ -346,6 +355,11 @@ class ResourceCollection(Generic[M]):
         )
 
 
+RAW_KEY = "_stored"
+"""In a document read with its pieces put together (`ExecutionCollection.hydrate`): the document
+as stored. Never written back; a change feed applies later writes to it."""
+
+
 class ChangeFeed(Generic[M]):
     """The writes to one resource from an open change stream, as the states they produced."""
 
@@ -363,7 +377,7 @@ class ChangeFeed(Generic[M]):
         every write bumps `version` by one; an update that does not follow the last state
         (or that cannot be applied) is replaced by a read of the current document.
         """
-        doc, version = base.document, base.version
+        doc, version = base.document.get(RAW_KEY, base.document), base.version
         async for event in self._stream:
             operation = event["operationType"]
             if operation == "delete":

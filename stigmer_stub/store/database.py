@@ -112,6 +112,9 @@ class Database:
         self.skill_artifacts: AsyncCollection[Document] = db["skill_artifacts"]
         # Large contents of executions (GridFS) and uploads in progress, see `store/content.py`.
         self.content = ContentStore(db)
+        # Pages of a status resync held until its last page (`ExecutionOps.update_status_delta`):
+        # {_id: "<execution id>|<attempt>|<seq>", execution_id, attempt, seq, data}.
+        self.status_pages: AsyncCollection[Document] = db["status_pages"]
 
     async def ensure_indexes(self) -> None:
         collections: list[ResourceCollection[Any]] = [
@@ -125,6 +128,9 @@ class Database:
         for collection in collections:
             await collection.ensure_indexes()
         await self.content.ensure_indexes()
+        await self.status_pages.create_indexes(
+            [IndexModel([("execution_id", ASCENDING), ("attempt", ASCENDING), ("seq", ASCENDING)])]
+        )
         await self.skill_versions.create_indexes(
             [
                 IndexModel([("skill_id", ASCENDING), ("version_hash", ASCENDING)]),

@@ -16,8 +16,10 @@ and the caller gets the merged execution already encoded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
@@ -42,6 +44,7 @@ from stigmer_stub.status_wire import (
     split_status,
 )
 from stigmer_stub.store.collection import (
+    RAW_KEY,
     Document,
     Kind,
     ResourceCollection,
@@ -49,7 +52,14 @@ from stigmer_stub.store.collection import (
     decode,
     metadata_of,
 )
-from stigmer_stub.store.segments import SPILL_BYTES, Ref, SegmentStore
+from stigmer_stub.store.segments import (
+    MERGE_AT,
+    TAIL_BYTES,
+    Ref,
+    SegmentStore,
+    loose_count,
+    to_seal,
+)
 from stigmer_stub.windows import entry_cost, whole_or_window
 
 Execution = api_pb2.AgentExecution
@@ -59,9 +69,17 @@ SECRETS_FIELD = "has_secrets"
 the stored bytes as they are check it)."""
 
 LIST_FIELDS: dict[str, str] = {name: f"status_{name}" for name in LISTS}
-"""The document field holding each status list's chunk (empty when the list is sliced)."""
+"""The document field holding each status list's chunk: its tail, after its sealed slices
+(in a document `hydrate` read: the whole list)."""
 SEGMENT_FIELDS: dict[str, str] = {name: f"segments_{name}" for name in LISTS}
-"""The document field holding a long list's slice references (`store/segments.py`)."""
+"""The document field holding a long list's sealed slice references (`store/segments.py`)."""
+SEALED_FIELDS: dict[str, str] = {name: f"sealed_{name}" for name in LISTS}
+"""The document field counting the entries of a list's sealed slices (so a delta reads the
+references only when it replaces an entry in a slice)."""
+LOOSE_FIELDS: dict[str, str] = {name: f"loose_{name}" for name in LISTS}
+"""The document field counting a list's last small slices, merged once there are enough
+(`segments.merge_loose`)."""
+_WITHOUT_REFS = {field: False for field in SEGMENT_FIELDS.values()}
 _HYDRATE_ATTEMPTS = 8
 
 _FEW = 16
@@ -149,25 +167,42 @@ def decode_execution(doc: Mapping[str, Any]) -> Execution:
     return Execution.FromString(encoded_execution(doc))
 
 
-def _unchanged_slices(previous: list[Ref], old: bytes, new: bytes) -> tuple[int, int]:
-    """How many leading slices of the stored list the new one keeps as they are, and where the
-    rest starts in `new`. Slices are cut greedily from the start, so slice k ends where it did
-    when the bytes up to the end of slice k + 1 are the same (its closing entry unchanged): a
-    byte comparison, without cutting or hashing the unchanged part again. (So a change in slice
-    k keeps slices before k - 1: the runner changes its last entries, in the last slice.)"""
-    ends: list[int] = []
-    total = 0
-    for ref in previous:
-        total += int(ref["length"])
-        ends.append(total)
-    if total != len(old):
+def _kept_slices(previous: list[Ref], old: bytes, new: bytes) -> tuple[int, int]:
+    """How many leading sealed slices of the stored list the new one keeps as they are, and
+    where the rest starts in `new`. `old` is the stored list whole (its slices, then its tail).
+    A slice ends on an entry's end, so it is kept exactly when the bytes up to its end are the
+    same: a byte comparison, newest slice first (the runner changes its last entries)."""
+    ends = list(accumulate(int(ref["length"]) for ref in previous))
+    if ends and ends[-1] > len(old):
         return 0, 0  # references and bytes from different versions: cut everything again
-    for following in range(len(previous) - 1, 0, -1):
-        end = ends[following]
+    for kept in range(len(previous), 0, -1):
+        end = ends[kept - 1]
         # Slices of bytes compare with memcmp (a memoryview compares item by item).
         if end <= len(new) and new[:end] == old[:end]:
-            return following, ends[following - 1]
+            return kept, end
     return 0, 0
+
+
+def _counted(name: str, refs: list[Ref], whole: bytes) -> list[Ref]:
+    """`refs` (the leading slices of `whole`), each with its entry count (references written
+    by earlier stubs have none)."""
+    out: list[Ref] = []
+    start = 0
+    for ref in refs:
+        length = int(ref["length"])
+        if "count" in ref:
+            out.append(dict(ref))
+        else:
+            count = len(entries(name, whole[start : start + length]))
+            out.append({"id": ref["id"], "length": length, "count": count})
+        start += length
+    return out
+
+
+def raw_document(doc: Document) -> Document:
+    """The document as stored, for a document `hydrate` may have read."""
+    raw = doc.get(RAW_KEY)
+    return raw if isinstance(raw, dict) else doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +210,201 @@ class _Spilled:
     fields: Document  # the list and slice-reference fields to write
     written: list[str]  # slices written for this write (removed if it loses)
     obsolete: list[str]  # slices the written version no longer references (removed if it wins)
+
+
+class NotEditable(Exception):
+    """A document in a form `edit_lists` does not read (an earlier stub's): merge it whole."""
+
+
+@dataclass(slots=True)
+class _ListWrite:
+    fields: Document  # to `$set`
+    pushed: Document  # slice references to append (`$push`)
+    obsolete: list[str]
+
+
+RefsOf = Callable[[], Awaitable[list[Ref] | None]]
+"""Read a list's slice references from the version of the document being edited (None when
+the document has moved on)."""
+
+
+def _count(refs: Sequence[Ref]) -> int:
+    return sum(int(ref["count"]) for ref in refs)
+
+
+@dataclass(slots=True)
+class StoredList:
+    """One stored list, its sealed slices and its tail, edited by position (the
+    `deltas.EntryList` of `edit_lists`). The slice references are read only when a position in
+    a sealed slice is asked for, and only the slices holding such positions; every entry put in
+    is remembered to be admitted."""
+
+    name: str
+    sealed: int  # entries in sealed slices
+    loose: int  # the last sealed slices that are small (level 0)
+    tail: list[bytes]
+    refs_of: RefsOf
+    refs: list[Ref] | None = None
+    starts: list[int] = field(default_factory=list)
+    slices: dict[int, list[bytes]] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)
+    tail_changed: bool = False
+    cleared: int | None = None  # entries sealed before `replace_all`
+    arrived: list[tuple[int, bytes]] = field(default_factory=list)
+    new_refs: list[Ref] | None = None  # all references after `write`, when it rewrote them
+    new_sealed: list[Ref] = field(default_factory=list)  # references `write` appended
+    new_tail: bytes = b""
+
+    @classmethod
+    def of(cls, name: str, doc: Mapping[str, Any], refs_of: RefsOf) -> StoredList:
+        tail = bytes(doc.get(LIST_FIELDS[name]) or b"")
+        sealed = int(doc.get(SEALED_FIELDS[name]) or 0)
+        loose = int(doc.get(LOOSE_FIELDS[name]) or 0)
+        return cls(name, sealed, loose, entries(name, tail) if tail else [], refs_of)
+
+    async def _read_refs(self) -> list[Ref] | None:
+        if self.refs is None:
+            refs = await self.refs_of()
+            if refs is None or _count(refs) != (
+                self.sealed if self.cleared is None else self.cleared
+            ):
+                return None
+            self.refs = refs
+            self.starts = [0, *accumulate(int(ref["count"]) for ref in refs)]
+        return self.refs
+
+    def _slice_of(self, position: int) -> int:
+        return bisect_right(self.starts, position) - 1
+
+    async def load(self, segments: SegmentStore, positions: Sequence[int]) -> bool:
+        """Read the slices holding `positions`; False when one is gone (a newer version)."""
+        wanted = [p for p in positions if 0 <= p < self.sealed]
+        if not wanted:
+            return True
+        refs = await self._read_refs()
+        if refs is None:
+            return False
+        for index in {self._slice_of(p) for p in wanted}:
+            data = await segments.read([refs[index]])
+            if data is None:
+                return False
+            self.slices[index] = entries(self.name, data)
+        return True
+
+    def __len__(self) -> int:
+        return self.sealed + len(self.tail)
+
+    def __getitem__(self, position: int) -> bytes:
+        if position >= self.sealed:
+            return self.tail[position - self.sealed]
+        index = self._slice_of(position)
+        return self.slices[index][position - self.starts[index]]
+
+    def __setitem__(self, position: int, entry: bytes) -> None:
+        self.arrived.append((position, entry))
+        if position >= self.sealed:
+            self.tail[position - self.sealed] = entry
+            self.tail_changed = True
+            return
+        index = self._slice_of(position)
+        self.slices[index][position - self.starts[index]] = entry
+        self.dirty.add(index)
+
+    def append(self, entry: bytes) -> None:
+        self.arrived.append((len(self), entry))
+        self.tail.append(entry)
+        self.tail_changed = True
+
+    def replace_all(self, new: list[bytes]) -> None:
+        self.arrived += enumerate(new)
+        self.cleared = self.sealed
+        self.sealed = 0
+        self.slices.clear()
+        self.dirty.clear()
+        self.tail = list(new)
+        self.tail_changed = True
+
+    async def _rewritten_refs(
+        self, segments: SegmentStore, execution_id: str, written: list[str], obsolete: list[str]
+    ) -> list[Ref] | bool:
+        """The references after replacing the list or entries in sealed slices (the slices
+        those entries are in written again); True when they are unchanged, False when the
+        document moved on."""
+        if self.cleared is not None:
+            if self.cleared:
+                before = await self._read_refs()
+                if before is None:
+                    return False
+                obsolete += [str(ref["id"]) for ref in before]
+            return []
+        if not self.dirty:
+            return True
+        refs = list(self.refs or [])
+        for index in sorted(self.dirty, reverse=True):
+            level = int(refs[index].get("level", 1))
+            more, fresh = await segments.seal(
+                execution_id, self.name, self.slices[index], level=level
+            )
+            obsolete.append(str(refs[index]["id"]))
+            refs[index : index + 1] = more
+            written += fresh
+        return refs
+
+    async def write(
+        self, segments: SegmentStore, execution_id: str, written: list[str]
+    ) -> _ListWrite | None:
+        """Write the changed slices (under new ids) and the tail, sealed down when too long
+        (each slice written is added to `written` at once); None when the document moved on
+        (read again)."""
+        obsolete: list[str] = []
+        rewritten = await self._rewritten_refs(segments, execution_id, written, obsolete)
+        if rewritten is False:
+            return None
+        refs = rewritten if isinstance(rewritten, list) else None
+        fields: Document = {}
+        sealed: list[Ref] = []
+        tail = chunk(self.name, self.tail)
+        if self.tail_changed and len(tail) > TAIL_BYTES:
+            sealing = to_seal(self.tail)
+            sealed, fresh = await segments.seal(execution_id, self.name, self.tail[:sealing])
+            written += fresh
+            tail = chunk(self.name, self.tail[sealing:])
+        if self.tail_changed:
+            fields[LIST_FIELDS[self.name]] = tail
+        pushed: Document = {}
+        loose = (loose_count(refs) if refs is not None else self.loose) + len(sealed)
+        if refs is None and loose >= MERGE_AT:
+            refs = list(await self._read_refs() or []) if self.sealed else []
+            if _count(refs) != self.sealed:
+                return None
+        if refs is not None:
+            merged = await segments.merge_loose(execution_id, self.name, refs + sealed)
+            if merged is None:
+                return None
+            refs, fresh, stale = merged
+            written += fresh
+            obsolete += stale
+            sealed = []
+            fields[SEGMENT_FIELDS[self.name]] = refs
+            fields[SEALED_FIELDS[self.name]] = _count(refs)
+            fields[LOOSE_FIELDS[self.name]] = loose_count(refs)
+        elif sealed:
+            pushed[SEGMENT_FIELDS[self.name]] = {"$each": sealed}
+            fields[SEALED_FIELDS[self.name]] = self.sealed + _count(sealed)
+            fields[LOOSE_FIELDS[self.name]] = loose
+        self.new_refs, self.new_sealed, self.new_tail = refs, sealed, tail
+        return _ListWrite(fields, pushed, obsolete)
+
+    async def whole(self, segments: SegmentStore) -> list[bytes]:
+        """The list as `write` left it, every entry (read from the slices)."""
+        refs = self.new_refs
+        if refs is None:
+            refs = (await self._read_refs() or []) if self.sealed else []
+        refs = refs + self.new_sealed
+        data = await segments.read(refs) if refs else b""
+        if data is None:
+            raise Conflict(f"a slice of {self.name} is gone while it is written")
+        return entries(self.name, data + self.new_tail)
 
 
 class ExecutionCollection(ResourceCollection[Execution]):
@@ -194,8 +424,11 @@ class ExecutionCollection(ResourceCollection[Execution]):
         await self.segments.ensure_indexes()
 
     async def hydrate(self, doc: Document) -> Document | None:
-        """`doc` with each sliced list read back into its list field; the current document
-        (hydrated) when a slice is gone (`doc` was an older version), None once deleted."""
+        """`doc` with each list's sealed slices read back in front of its tail, in its list
+        field; the current document (hydrated) when a slice is gone (`doc` was an older
+        version), None once deleted. The document as stored stays under `RAW_KEY` (a change
+        feed applies later writes to it, `collection.ChangeFeed`)."""
+        doc = raw_document(doc)
         for _ in range(_HYDRATE_ATTEMPTS):
             sliced = {
                 name: refs for name, field in SEGMENT_FIELDS.items() if (refs := doc.get(field))
@@ -203,11 +436,12 @@ class ExecutionCollection(ResourceCollection[Execution]):
             if not sliced:
                 return doc
             hydrated = dict(doc)
+            hydrated[RAW_KEY] = doc
             for name, refs in sliced.items():
                 data = await self.segments.read(refs)
                 if data is None:
                     break
-                hydrated[LIST_FIELDS[name]] = data
+                hydrated[LIST_FIELDS[name]] = data + bytes(doc.get(LIST_FIELDS[name]) or b"")
             else:
                 return hydrated
             fresh = await self.raw.find_one({"_id": doc["_id"]})
@@ -224,31 +458,39 @@ class ExecutionCollection(ResourceCollection[Execution]):
     async def _spill(
         self, execution_id: str, stored: Mapping[str, Any], changed: Mapping[str, bytes]
     ) -> _Spilled:
-        """The fields that write `changed` lists: a short one in its list field, a long one as
-        slices (written now) referenced from its slice field. `stored` is the hydrated
-        document before the write."""
+        """The fields that write `changed` lists whole: the sealed slices whose bytes are
+        unchanged are kept, the rest is the new tail, sealed down when it is too long
+        (`store/segments.py`). `stored` is the hydrated document before the write."""
         fields: Document = {}
         written: list[str] = []
         obsolete: list[str] = []
         for name, new_chunk in changed.items():
             previous: list[Ref] = list(stored.get(SEGMENT_FIELDS[name]) or [])
-            if len(new_chunk) > SPILL_BYTES:
-                old_chunk = bytes(stored.get(LIST_FIELDS[name]) or b"")
-                keep, offset = _unchanged_slices(previous, old_chunk, new_chunk)
-                tail = entries(name, new_chunk[offset:]) if offset < len(new_chunk) else []
-                more, fresh = await self.segments.write(execution_id, name, tail, previous[keep:])
-                refs = previous[:keep] + more
-                fields[LIST_FIELDS[name]] = b""
-                fields[SEGMENT_FIELDS[name]] = refs
+            old_chunk = bytes(stored.get(LIST_FIELDS[name]) or b"")
+            keep, offset = _kept_slices(previous, old_chunk, new_chunk)
+            refs = _counted(name, previous[:keep], old_chunk)
+            tail = new_chunk[offset:]
+            if len(tail) > TAIL_BYTES:
+                tail_entries = entries(name, tail)
+                sealing = to_seal(tail_entries)
+                more, fresh = await self.segments.seal(execution_id, name, tail_entries[:sealing])
+                refs += more
                 written += fresh
-            else:
-                refs = []
-                fields[LIST_FIELDS[name]] = new_chunk
-                if previous or SEGMENT_FIELDS[name] in stored:
-                    fields[SEGMENT_FIELDS[name]] = refs
+                tail = chunk(name, tail_entries[sealing:])
+            merged = await self.segments.merge_loose(execution_id, name, refs)
+            if merged is None:
+                raise Conflict(f"a slice of {name} is gone while it is written")
+            refs, fresh, stale = merged
+            written += fresh
+            obsolete += stale
+            fields[LIST_FIELDS[name]] = tail
+            if refs != previous:
+                fields[SEGMENT_FIELDS[name]] = refs
+            fields[SEALED_FIELDS[name]] = _count(refs)
+            fields[LOOSE_FIELDS[name]] = loose_count(refs)
             kept = {str(ref["id"]) for ref in refs}
             obsolete += [str(ref["id"]) for ref in previous if str(ref["id"]) not in kept]
-        return _Spilled(fields, written, obsolete)
+        return _Spilled(fields, written, list(dict.fromkeys(obsolete)))
 
     async def load(self, resource_id: str, *, field: str | None = None) -> Stored[Execution]:
         doc = await self.load_document(resource_id)
@@ -285,7 +527,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
         extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """Compare-and-swap of the whole document, long lists written as slices."""
-        kept = {k: v for k, v in stored.document.items() if k not in ("_id", "version")}
+        kept = {k: v for k, v in stored.document.items() if k not in ("_id", "version", RAW_KEY)}
         doc = self.to_document(resource, stored.version + 1, {**kept, **(extra or {})})
         changed = {name: bytes(doc[field]) for name, field in LIST_FIELDS.items()}
         spilled = await self._spill(metadata_of(resource).id, stored.document, changed)
@@ -479,7 +721,9 @@ class ExecutionCollection(ResourceCollection[Execution]):
             changed = {
                 name: chunks[name]
                 for name in LISTS
-                if parts.legacy or chunks[name] != parts.chunks[name]
+                if parts.legacy
+                or chunks[name] != parts.chunks[name]
+                or LOOSE_FIELDS[name] not in doc  # an earlier layout: counted now
             }
             spilled = await self._spill(execution_id, doc, changed)
             fields.update(spilled.fields)
@@ -491,3 +735,110 @@ class ExecutionCollection(ResourceCollection[Execution]):
             return MergedStatus(head, assemble(shown, chunks.values()), chunks, shown)
 
         return await self.compare_and_swap(execution_id, attempt)
+
+    def _refs_reader(self, execution_id: str, version: int, name: str) -> RefsOf:
+        async def read() -> list[Ref] | None:
+            field = SEGMENT_FIELDS[name]
+            query = {"_id": execution_id, "version": version}
+            found = await self.raw.find_one(query, {field: True})
+            return None if found is None else list(found.get(field) or [])
+
+        return read
+
+    async def edit_lists(
+        self,
+        execution_id: str,
+        positions: Mapping[str, Sequence[int]],
+        edit: Callable[[Mapping[str, StoredList]], None],
+        change: Callable[[Execution], None],
+        admit: Admit,
+        *,
+        field: str | None = None,
+        guard: Guard | None = None,
+        check: Callable[[Mapping[str, list[bytes]]], None] | None = None,
+    ) -> Execution:
+        """Edit the stored lists in place under compare-and-swap (a delta, `deltas`): what
+        `edit` changes is written, the slices holding `positions` (per list) are the only ones
+        read, and nothing else of the transcript is read, parsed or written. `change` and
+        `guard` as in `merge_status`; `check`, when given, sees every list whole after the
+        edit (a final digest) and raises to refuse it. Answers the merged execution without its
+        lists. The document is read without its slice references (they grow with the run):
+        those of a list are read only to replace an entry in a sealed slice. `NotEditable` for
+        a document of an earlier stub (no `sealed_<list>` counts): `merge_status` then."""
+
+        async def attempt() -> Execution | None:
+            query = {"_id": execution_id}
+            doc = await self.raw.find_one(query, _WITHOUT_REFS) if execution_id else None
+            if doc is None:
+                raise NotFound(self.kind.label, execution_id, field=field)
+            if not _editable(doc):
+                raise NotEditable(execution_id)
+            head = Execution.FromString(bytes(doc["resource"]))
+            extra = guard(doc, head) if guard is not None else None
+            version = int(doc["version"])
+            lists = {
+                name: StoredList.of(name, doc, self._refs_reader(execution_id, version, name))
+                for name in LISTS
+            }
+            for name, wanted in positions.items():
+                if not await lists[name].load(self.segments, wanted):
+                    return None  # a slice of an older version: read the document again
+            edit(lists)
+            for name, edited in lists.items():
+                for index, entry in edited.arrived:
+                    admit(name, index, entry)
+            change(head)
+            seal_execution(head, self.secrets)
+            fields: Document = {
+                **(extra or {}),
+                **self.index_fields(head),
+                "resource": head.SerializeToString(deterministic=True),
+            }
+            written: list[str] = []
+            try:
+                wrote = await _write_lists(lists, self.segments, execution_id, written)
+                if wrote is None:
+                    await self.segments.delete(written)
+                    return None
+                more, pushed, obsolete = wrote
+                fields.update(more)
+                if check is not None:
+                    check({name: await each.whole(self.segments) for name, each in lists.items()})
+                won = await self.set_fields(head, version, fields, push=pushed)
+            except BaseException:
+                await self.segments.delete(written)
+                raise
+            if not won:
+                await self.segments.delete(written)
+                return None
+            await self.segments.delete(obsolete)
+            return head
+
+        return await self.compare_and_swap(execution_id, attempt)
+
+
+async def _write_lists(
+    lists: Mapping[str, StoredList], segments: SegmentStore, execution_id: str, written: list[str]
+) -> tuple[Document, Document, list[str]] | None:
+    """Write each edited list (`StoredList.write`): the fields to `$set`, the references to
+    `$push` and the slices now obsolete; the slices written are added to `written` as they
+    are. None when the document moved on."""
+    fields: Document = {}
+    pushed: Document = {}
+    obsolete: list[str] = []
+    for edited in lists.values():
+        done = await edited.write(segments, execution_id, written)
+        if done is None:
+            return None
+        fields.update(done.fields)
+        pushed.update(done.pushed)
+        obsolete += done.obsolete
+    return fields, pushed, obsolete
+
+
+def _editable(doc: Mapping[str, Any]) -> bool:
+    """Whether a document has the layout `edit_lists` reads (every list's sealed count)."""
+    if isinstance(doc["resource"], str):
+        return False
+    fields = (*LIST_FIELDS.values(), *SEALED_FIELDS.values(), *LOOSE_FIELDS.values())
+    return all(f in doc for f in fields)

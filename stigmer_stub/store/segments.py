@@ -1,24 +1,34 @@
-"""Long status lists in slices of their own, so no execution document grows with its run.
+"""Long status lists as sealed slices plus a short tail, so an update writes what it changes.
 
-A status list whose chunk (`status_wire.chunk`) is over `SPILL_BYTES` is not kept in the
-execution's document: it is cut, from its first entry, into slices of at most `SLICE_BYTES`
-(an entry larger than that is a slice of its own), and each slice is a document of
-`execution_segments`. The execution's document keeps, per list, the slices' references in order
-(`{"id", "sha256", "length"}`), a few hundred bytes however long the run.
+A status list is kept as a run of *sealed* slices followed by a *tail*. The tail (the list's
+newest entries, encoded as a chunk, `status_wire.chunk`) lives in the execution's document; it
+is at most `TAIL_BYTES`, or its last entry alone when that is larger (up to
+`LAST_ENTRY_BYTES`). When an update makes it longer, its leading entries are sealed: cut into
+slices of at most `SLICE_BYTES`, each a document of `execution_segments`, leaving at most
+`KEEP_BYTES` of the newest entries in the tail. The execution's document keeps, per list, the
+sealed slices' references in order (`{"id", "length", "count"}`: bytes and entries), about 70
+bytes per slice, and their entries' count (`sealed_<list>`).
 
-The runner sends its lists whole and mostly appends, and slices are cut from the start, so an
-update changes the last slice or two: a slice whose bytes hash as the stored one at its position
-keeps its reference and is not written again. A new slice gets a fresh random id, so a slice
-document is never shared between two versions being written at once: the writer that loses the
-compare-and-swap removes the slices only it wrote, and the winner removes the slices its new
-version no longer references. A reader that finds a slice gone read an older version: it reads
-the execution again. Slices never change once written, so this process keeps recently read ones
-in memory (`CACHE_BYTES`).
+The runner appends and changes its newest entries, which are in the tail: an update writes the
+tail (bounded) and, now and then, one new slice whose reference is appended to the list of
+references (`$push`, so the update carries the new reference, not the list), however long the
+run. Every `MERGE_AT` such small slices are merged into one (written once more), so a list of
+n bytes holds about n / 50 KiB + `MERGE_AT` references. An update that changes an entry of a
+sealed slice writes that slice again under a new id (slices are never modified).
+
+A new slice gets a fresh random id, so a slice document is never shared between two versions
+being written at once: the writer that loses the compare-and-swap removes the slices only it
+wrote, and the winner removes the slices its new version no longer references. A reader that
+finds a slice gone read an older version: it reads the execution again. Slices never change
+once written, so this process keeps recently read ones in memory (`CACHE_BYTES`).
+
+Documents of earlier stubs (1 MiB slices whose references carry no `count`, and an empty list
+field) read the same way; their first update through `updateStatus` keeps the slices it does
+not change and counts their entries once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from bisect import bisect_right
 from collections import OrderedDict
@@ -30,12 +40,23 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from stigmer_stub.status_wire import chunk
+from stigmer_stub.status_wire import chunk, entries
 
 COLLECTION = "execution_segments"
-SPILL_BYTES = 256 * 1024
-"""A list larger than this lives in slices; a shorter one stays in the execution's document."""
+TAIL_BYTES = 8 * 1024
+"""A list's tail (in the execution's document) over this is sealed, down to `KEEP_BYTES`."""
+KEEP_BYTES = 2 * 1024
+LAST_ENTRY_BYTES = 256 * 1024
+"""A tail keeps its last entry (the runner changes it most) unless it is larger than this: then
+it is sealed too, so four lists never make the execution's document large."""
 SLICE_BYTES = 1024 * 1024
+MERGE_AT = 32
+SMALL_SLICE_BYTES = 64 * 1024
+"""A slice up to this size sealed from a tail is small (level 0), to be merged later."""
+"""Small slices sealed from a tail (a few KiB each) are merged into one once there are this many,
+so an execution's document holds few references (the MongoDB-wire server's time per write grows
+with the references a document holds)."""
+"""The largest slice sealed at once (a long list arriving whole is cut into several)."""
 CACHE_BYTES = 64 * 1024 * 1024
 
 Ref = dict[str, Any]
@@ -61,6 +82,32 @@ def slices(entries: Sequence[bytes], limit: int = SLICE_BYTES) -> list[list[byte
     return out
 
 
+def loose_count(refs: Sequence[Mapping[str, Any]]) -> int:
+    """How many of the last references are small slices sealed from a tail (level 0)."""
+    count = 0
+    for ref in reversed(refs):
+        if int(ref.get("level", 1)) != 0:
+            break
+        count += 1
+    return count
+
+
+def to_seal(entries: Sequence[bytes], keep: int = KEEP_BYTES) -> int:
+    """How many leading entries of a tail to seal so the rest is at most `keep` encoded bytes
+    (keeping the last entry, which the runner changes most, unless it is over
+    `LAST_ENTRY_BYTES`)."""
+    if not entries:
+        return 0
+    if len(entries[-1]) > LAST_ENTRY_BYTES:
+        return len(entries)
+    index = len(entries) - 1
+    kept = len(entries[index]) + _FRAMING
+    while index > 0 and kept + len(entries[index - 1]) + _FRAMING <= keep:
+        index -= 1
+        kept += len(entries[index]) + _FRAMING
+    return index
+
+
 class SegmentStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.raw: AsyncCollection[Document] = db[COLLECTION]
@@ -78,27 +125,40 @@ class SegmentStore:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= len(dropped)
 
-    async def write(
-        self, execution_id: str, name: str, entries: Sequence[bytes], previous: Sequence[Ref]
+    async def seal(
+        self, execution_id: str, name: str, entries: Sequence[bytes], *, level: int = 0
     ) -> tuple[list[Ref], list[str]]:
-        """Store a list as slices, reusing `previous` references whose bytes are unchanged;
-        the new references and the ids of the slices written."""
+        """Write `entries` as new slices (cut by `slices`); their references and ids. `level`:
+        0 for a piece sealed from a tail, 1 for merged ones (see `merge_loose`)."""
         refs: list[Ref] = []
         written: list[str] = []
-        for index, part in enumerate(slices(entries)):
+        for part in slices(entries):
             data = chunk(name, part)
-            digest = hashlib.sha256(data).hexdigest()
-            if index < len(previous) and previous[index].get("sha256") == digest:
-                refs.append(dict(previous[index]))
-                continue
+            tier = level if len(data) <= SMALL_SLICE_BYTES else max(level, 1)
             segment_id = f"{execution_id}:{name}:{secrets.token_hex(8)}"
             await self.raw.insert_one(
                 {"_id": segment_id, "execution_id": execution_id, "data": data}
             )
             self._remember(segment_id, data)
-            refs.append({"id": segment_id, "sha256": digest, "length": len(data)})
+            refs.append({"id": segment_id, "length": len(data), "count": len(part), "level": tier})
             written.append(segment_id)
         return refs, written
+
+    async def merge_loose(
+        self, execution_id: str, name: str, refs: list[Ref]
+    ) -> tuple[list[Ref], list[str], list[str]] | None:
+        """`refs` with its trailing run of small slices (level 0) merged into one slice of
+        level 1 once there are `MERGE_AT` of them (else as they are): the references, the
+        slices written and those now obsolete; None when a slice is gone."""
+        loose = loose_count(refs)
+        if loose < MERGE_AT:
+            return refs, [], []
+        run = refs[-loose:]
+        data = await self.read(run)
+        if data is None:
+            return None
+        merged, written = await self.seal(execution_id, name, entries(name, data), level=1)
+        return refs[:-loose] + merged, written, [str(ref["id"]) for ref in run]
 
     async def read(self, refs: Sequence[Mapping[str, Any]]) -> bytes | None:
         """The list the references name, as one chunk; None when a slice is gone."""

@@ -29,12 +29,14 @@ class FakeStatusSink:
         self.fail_always: Exception | None = None
         self.received: list[execution_api.AgentExecutionStatus] = []
         self.calls = 0
+        self.started: list[float] = []  # time.monotonic() at each call's start
         self.in_flight = 0
         self.max_in_flight = 0
 
     async def update_status(self, execution_id: str, status: StatusPayload) -> None:
         assert execution_id == "aex-1"
         self.calls += 1
+        self.started.append(time.monotonic())
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -164,6 +166,32 @@ async def test_at_most_one_update_is_in_flight_even_with_many_significant_change
 
     assert sink.max_in_flight == 1
     assert sink.counters[-1] == 200
+
+
+async def test_a_slow_orchestrator_gets_calls_spaced_by_twice_their_time_not_back_to_back(
+    producer: Producer,
+) -> None:
+    """Calls of 100 ms against changes every few ms, each significant (due after the 50 ms least
+    gap): without adapting, a call would start as soon as the previous one returned. The
+    policy measures the calls (`UpdatePolicy.took`) and spaces their starts by twice that."""
+    call_s = 0.1
+    sink = FakeStatusSink(delay=call_s)
+    async with StatusPublisher(sink, "aex-1", settings(events=1, interval_ms=200)) as publisher:
+        until = time.monotonic() + 1.6
+        while time.monotonic() < until:
+            producer.n += 1
+            publisher.offer(producer.snapshot, significant=True)
+            await asyncio.sleep(0.003)
+        await publisher.finish(producer.final)
+
+    assert sink.max_in_flight == 1
+    assert sink.counters[-1] == producer.n
+    # From the second call on, the measured time paces the next (the final update excepted:
+    # it goes as soon as the call in flight returns).
+    gaps = [b - a for a, b in zip(sink.started[1:-1], sink.started[2:-1], strict=False)]
+    assert gaps
+    assert min(gaps) >= 2 * call_s * 0.95
+    assert sink.calls <= 1.6 / (2 * call_s) + 3
 
 
 async def test_later_state_supersedes_state_queued_behind_a_call_in_flight(

@@ -638,12 +638,15 @@ message AgentExecutionStatusDelta
   108 appended_text string
   109 appended_position int32
   110 final_digest string
+  111 resync_page bool
+  112 resync_from int64
 message StatusDeltaAck
   1 applied bool
   2 duplicate bool
   3 resync bool
   4 stored_seq int64
   5 reason string
+  6 staged bool
 
 file ai/stigmer/agentic/agent/v1/spec.proto
 message AgentSpec

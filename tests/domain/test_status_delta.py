@@ -23,7 +23,7 @@ from worker.domain.agent_events import (
     Usage,
 )
 from worker.domain.status_builder import StatusBuilder
-from worker.domain.status_delta import DeltaTracker, StatusParts, status_digest
+from worker.domain.status_delta import DeltaTracker, StatusParts, resync_pages, status_digest
 from worker.domain.update_policy import UpdatePolicy
 
 
@@ -111,6 +111,51 @@ def test_deltas_applied_in_turn_rebuild_the_status_field_by_field() -> None:
     assert stored == builder.snapshot()
     assert len(stored.todos) == 5
     assert status_digest(stored) == status_digest(builder.snapshot())
+
+
+def test_resync_pages_stay_under_the_page_size_and_rebuild_the_status_in_order() -> None:
+    builder = StatusBuilder(user_message="a long run")
+    builder.start()
+    for turn in range(40):
+        key = f"m{turn}"
+        call = ToolCallRequest(id=f"x{turn}", name="execute", args={"command": "ls"})
+        builder.apply(ModelTurnEnded(key, f"turn {turn} " + "t" * 300, (call,)))
+        builder.apply(ToolStarted(call.id, call.name, call.args))
+        builder.apply(ToolEnded(call.id, call.name, result="r" * 500))
+    plan = ToolCallRequest(
+        id="w", name="write_todos", args=todos(("first", "pending"), ("second", "pending"))
+    )
+    builder.apply(ModelTurnEnded("plan", "planning", (plan,)))
+    builder.apply(ToolStarted(plan.id, plan.name, plan.args))
+    builder.apply(ToolEnded(plan.id, plan.name, result="ok"))
+    builder.complete()
+    parts = builder.parts()
+    page_bytes = 72 * 1024  # 8 KiB of entries per page, past the 64 KiB kept for framing
+    assert parts.size > 3 * 8 * 1024
+
+    pages = resync_pages("aex-1", parts, 7, final=True, page_bytes=page_bytes)
+
+    assert len(pages) > 3
+    assert [p.seq for p in pages] == list(range(7, 7 + len(pages)))
+    assert all(len(p.data) <= page_bytes for p in pages)
+    assert [p.final for p in pages] == [False] * (len(pages) - 1) + [True]
+    lists: dict[str, list[bytes]] = {name: [] for name in LISTS}
+    for page in pages:
+        delta = io_pb2.AgentExecutionStatusDelta.FromString(page.data)
+        assert delta.resync_page
+        assert delta.resync_from == (7 if page is pages[-1] else 0)
+        new_todos = stub_deltas.apply_lists(delta, page.data, lists)
+        if new_todos is not None:
+            lists["todos"] = new_todos
+    last = io_pb2.AgentExecutionStatusDelta.FromString(pages[-1].data)
+    rest = stub_deltas.rest_of(last)
+    stub_deltas.check_digest(last, rest, SplitStatus(rest, lists))  # raises if it differs
+    rebuilt = api_pb2.AgentExecutionStatus()
+    rebuilt.CopyFrom(rest)
+    for name in LISTS:
+        rebuilt.MergeFromString(chunk(name, lists[name]))
+    assert rebuilt == builder.snapshot()
+    assert len(rebuilt.todos) == 2
 
 
 def test_a_final_digest_that_differs_asks_for_a_resync() -> None:

@@ -73,3 +73,47 @@ async def test_a_run_with_deltas_on_stores_the_whole_transcript(
     # The last update was a delta carrying the digest of the runner's whole final status: the
     # stub applied it only because its stored status had the same digest.
     assert acks[-1].applied
+
+
+async def test_with_the_default_settings_a_stub_without_deltas_gets_whole_statuses(
+    stack: Endpoints, tmp_path: Path
+) -> None:
+    """Deltas are on by default; an orchestrator that does not serve them (UNIMPLEMENTED, as
+    the January contract) still ends with the whole, right transcript."""
+    suffix = uuid.uuid4().hex[:10]
+    base = stub_settings(stack, database=f"nodeltas_{suffix}", suffix=suffix)
+    settings = base.model_copy(
+        update={"limits": base.limits.model_copy(update={"status_deltas": False})}
+    )
+    async with running_stub(settings) as stub, StigmerClient(stub.address) as client:
+        worker_settings = load_settings(
+            {
+                "TEMPORAL_SERVICE_ADDRESS": stack.temporal_address,
+                "TEMPORAL_AGENT_EXECUTION_RUNNER_TASK_QUEUE": settings.temporal.runner_task_queue,
+                "STIGMER_BACKEND_ENDPOINT": stub.address,
+                "STIGMER_AGENT_RUNNER_DATA_DIR": str(tmp_path),
+                "REDIS_HOST": stack.redis_host,
+                "REDIS_PORT": str(stack.redis_port),
+                "HEALTH_PORT": "0",
+                "WORKER_GRACEFUL_SHUTDOWN_SECONDS": "2",
+            }
+        )
+        assert worker_settings.status.deltas  # the default
+        stop = asyncio.Event()
+        worker = asyncio.create_task(app.run(worker_settings, stop=stop))
+        try:
+            agent = await client.create_agent(
+                "whole-agent", instructions="You are a careful engineer.\nscript: demo"
+            )
+            created = await client.create_execution("Plan the work", agent_id=agent.metadata.id)
+            async with asyncio.timeout(120):
+                async for update in client.subscribe(created.metadata.id):
+                    final = update.status
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 60)
+
+    assert final.phase == enum_pb2.EXECUTION_COMPLETED
+    assert final.todos
+    assert final.sub_agent_executions
+    assert all(t.status == enum_pb2.TOOL_CALL_COMPLETED for t in final.tool_calls)

@@ -20,6 +20,7 @@ from devstack import Endpoints
 from stigmer_cli.client import StigmerClient
 from stigmer_stub.app import running_stub
 from stigmer_stub.settings import Settings
+from stigmer_stub.status_wire import entries
 from tests.stub.support import Stub, stub_settings
 from worker.adapters.auth import StaticToken
 from worker.adapters.orchestrator import GrpcOrchestrator
@@ -33,6 +34,7 @@ from worker.domain.agent_events import (
 )
 from worker.domain.fencing import RunAttempt, attempt_bound
 from worker.domain.status_builder import StatusBuilder
+from worker.domain.status_delta import PAGE_BYTES
 from worker.domain.status_wire import StatusPayload
 from worker.errors import Unavailable
 from worker.run.status_publisher import StatusPublisher
@@ -141,6 +143,7 @@ async def run_and_compare(
     turns: int = 8,
     between: Callable[[int], Awaitable[None]] | None = None,
     read: Callable[[], StigmerClient] | None = None,
+    page_bytes: int | None = None,
 ) -> tuple[StatusPublisher, FaultySink]:
     created = await client.create_execution("hello", agent_id=agent_id)
     execution_id = created.metadata.id
@@ -149,7 +152,9 @@ async def run_and_compare(
     builder = StatusBuilder(user_message="hello")
     try:
         with attempt_bound(RunAttempt("run-" + uuid.uuid4().hex[:8], 1)):
-            publisher = StatusPublisher(sink, execution_id, settings(deltas=deltas))
+            publisher = StatusPublisher(
+                sink, execution_id, settings(deltas=deltas), page_bytes=page_bytes or PAGE_BYTES
+            )
             async with publisher:
                 builder.start()
                 for turn in range(turns):
@@ -311,13 +316,116 @@ async def test_a_stub_that_lost_the_base_asks_for_a_resync(own_stubs: OwnStubs) 
     assert publisher.stats.resyncs == 1
 
 
-async def test_a_delta_appending_text_rewrites_only_the_last_slice(
-    stub: Stub, agent_id: str
+async def _roll_back_fences(stub: Stub) -> None:
+    # As a database restored from a backup: the next delta's base is not what the stub holds.
+    await stub.running.database.executions.raw.update_many({}, {"$set": {"fence.seq": 1}})
+
+
+async def test_a_resync_larger_than_a_page_goes_in_pages_and_is_stored_whole(
+    own_stubs: OwnStubs,
 ) -> None:
+    stub, _ = await own_stubs.start()
+    agent = await stub.client.create_agent("Paged Agent", instructions="answer")
+
+    async def roll_back(turn: int) -> None:
+        if turn == 4:
+            await _roll_back_fences(stub)
+
+    publisher, sink = await run_and_compare(
+        stub.address, stub.client, agent.metadata.id, between=roll_back, page_bytes=1024
+    )
+    assert publisher.stats.resyncs == 1
+    assert publisher.stats.resync_pages > 3  # the status at turn 4 is several KiB
+    assert sink.full == 1  # only the attempt's first (small) status went whole
+    held = await stub.running.database.status_pages.count_documents({})
+    assert held == 0  # the pages are gone once stored
+
+
+async def test_a_lost_page_starts_the_resync_over_and_the_status_ends_right(
+    own_stubs: OwnStubs,
+) -> None:
+    stub, _ = await own_stubs.start()
+    agent = await stub.client.create_agent("Lost Page Agent", instructions="answer")
+    state: dict[str, int | None] = {"armed": 0, "refused": None}
+
+    async def roll_back(turn: int) -> None:
+        if turn == 4:
+            await _roll_back_fences(stub)
+            state["armed"] = 1
+
+    def fault(n: int) -> str:
+        if state["armed"] and state["refused"] is None:
+            state["refused"] = n  # this delta is answered with a resync; pages follow
+        refused = state["refused"]
+        return "lose" if refused is not None and n == refused + 2 else "send"
+
+    publisher, sink = await run_and_compare(
+        stub.address,
+        stub.client,
+        agent.metadata.id,
+        between=roll_back,
+        fault=fault,
+        page_bytes=1024,
+    )
+    assert publisher.stats.resyncs == 1
+    assert sink.full == 1
+
+
+async def test_resync_pages_are_held_until_the_last_one_arrives(stub: Stub, agent_id: str) -> None:
+    created = await stub.client.create_execution("hello", agent_id=agent_id)
+    execution_id = created.metadata.id
+    commands = stub.client.execution_commands
+    run = "run-pages/1"
+    old = api_pb2.AgentMessage(type=enum_pb2.MESSAGE_AI, content="stored before")
+    await commands.updateStatus(
+        command_pb2.AgentExecutionUpdateStatusInput(
+            execution_id=execution_id,
+            status=api_pb2.AgentExecutionStatus(
+                phase=enum_pb2.EXECUTION_IN_PROGRESS, messages=[old]
+            ),
+        ),
+        metadata=((fencing.ATTEMPT_HEADER, run), (fencing.SEQ_HEADER, "1")),
+        timeout=30,
+    )
+    new = [api_pb2.AgentMessage(type=enum_pb2.MESSAGE_AI, content=f"resent {i}") for i in range(3)]
+
+    def page(seq: int, position: int, **more: object) -> io_pb2.AgentExecutionStatusDelta:
+        return io_pb2.AgentExecutionStatusDelta(
+            execution_id=execution_id,
+            seq=seq,
+            messages=[new[position]],
+            message_positions=[position],
+            resync_page=True,
+            **more,  # type: ignore[arg-type]
+        )
+
+    async def send(delta: io_pb2.AgentExecutionStatusDelta) -> io_pb2.StatusDeltaAck:
+        metadata = ((fencing.ATTEMPT_HEADER, run), (fencing.SEQ_HEADER, str(delta.seq)))
+        ack: io_pb2.StatusDeltaAck = await commands.updateStatusDelta(
+            delta, metadata=metadata, timeout=30
+        )
+        return ack
+
+    assert (await send(page(2, 0))).staged
+    assert (await send(page(3, 1))).staged
+    between = await stub.client.get_execution(execution_id)
+    assert list(between.status.messages) == [old]  # nothing applied yet
+
+    missing = await send(page(5, 2, resync_from=2, phase=enum_pb2.EXECUTION_IN_PROGRESS))
+    assert missing.resync  # page 4 never came
+    done = await send(page(4, 2, resync_from=2, phase=enum_pb2.EXECUTION_IN_PROGRESS))
+
+    assert done.applied
+    assert done.stored_seq == 4
+    after = await stub.client.get_execution(execution_id)
+    assert list(after.status.messages) == new
+
+
+async def test_a_delta_appending_text_writes_only_the_tail(stub: Stub, agent_id: str) -> None:
     created = await stub.client.create_execution("hello", agent_id=agent_id)
     execution_id = created.metadata.id
     metadata = ((fencing.ATTEMPT_HEADER, "run-slices/1"), (fencing.SEQ_HEADER, "1"))
-    # 3 MiB of messages: three slices of at most 1 MiB (`store/segments.py`).
+    # 3 MiB of messages: sealed slices of at most 1 MiB and a tail (`store/segments.py`).
     messages = [
         api_pb2.AgentMessage(type=enum_pb2.MESSAGE_AI, content=f"{i:03d}" + "x" * 60_000)
         for i in range(50)
@@ -333,7 +441,7 @@ async def test_a_delta_appending_text_rewrites_only_the_last_slice(
     stored = await raw.find_one({"_id": execution_id})
     assert stored is not None
     before = stored["segments_messages"]
-    assert len(before) >= 3
+    assert len(before) >= 2
 
     delta = io_pb2.AgentExecutionStatusDelta(
         execution_id=execution_id,
@@ -352,9 +460,9 @@ async def test_a_delta_appending_text_rewrites_only_the_last_slice(
     assert ack.applied
     stored = await raw.find_one({"_id": execution_id})
     assert stored is not None
-    after = stored["segments_messages"]
-    assert [r["id"] for r in after[:-1]] == [r["id"] for r in before[:-1]]
-    assert after[-1]["id"] != before[-1]["id"]
+    assert stored["segments_messages"] == before  # no slice written again
+    tail = entries("messages", stored["status_messages"])
+    assert api_pb2.AgentMessage.FromString(tail[-1]).content.endswith("x and more")
     read = await stub.client.get_execution(execution_id)
     assert read.status.messages[49].content.endswith("x and more")
     assert read.status.messages[:49] == messages[:49]

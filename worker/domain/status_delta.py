@@ -16,6 +16,12 @@ A streaming answer changes only by growing: when the last acknowledged message a
 version differ only in `content`, and the new content extends the old, the delta carries the
 appended text alone (`appended_text`), not the whole message again.
 
+A resync (the orchestrator lost the base) sends the whole status. When it is larger than a
+message may carry (`PAGE_BYTES`), it goes as pages (`resync_pages`): deltas marked
+`resync_page` whose entries append to an empty status, each under the bound, the last one with
+`resync_from` and the rest of the status; the orchestrator holds the pages and stores the whole
+status at once when the last arrives.
+
 The final update carries `final_digest`: sha256 of the whole status encoded deterministically
 (`status_digest`), which the orchestrator compares with what it stored before it accepts.
 """
@@ -40,6 +46,14 @@ TODOS_CHANGED = 107
 APPENDED_TEXT = 108
 APPENDED_POSITION = 109
 FINAL_DIGEST = 110
+RESYNC_PAGE = 111
+RESYNC_FROM = 112
+
+PAGE_BYTES = 3 * 1024 * 1024
+"""The most a resync page carries: under gRPC's default 4 MiB receive limit, with room for the
+call's framing. A status larger than this is resent in pages (`resync_pages`)."""
+_PAGE_FRAMING = 64 * 1024
+"""Room kept in a page for its numbering, positions and scalars."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +252,71 @@ class DeltaTracker:
             digest = status_digest(parts.encoded().message())
             out.append(w.length_delimited(FINAL_DIGEST, digest.encode()))
         return Delta(b"".join(out), seq, self._acked_seq, entries, final)
+
+
+def resync_pages(
+    execution_id: str,
+    parts: StatusParts,
+    first_seq: int,
+    *,
+    final: bool = False,
+    page_bytes: int = PAGE_BYTES,
+) -> list[Delta]:
+    """The whole status `parts` as resync pages numbered from `first_seq`, each at most about
+    `page_bytes` (an entry larger than a page goes alone)."""
+    room = max(1, page_bytes - _PAGE_FRAMING)
+    pages: list[tuple[list[bytes], dict[str, list[int]]]] = []
+    current: list[bytes] = []
+    positions: dict[str, list[int]] = {"messages": [], "tools": [], "subs": []}
+    used = 0
+    for kind, entries in (
+        ("messages", parts.messages),
+        ("tools", parts.tool_calls),
+        ("subs", parts.sub_agents),
+    ):
+        for position, entry in enumerate(entries):
+            cost = len(entry) + 5  # the entry and its position
+            if current and used + cost > room:
+                pages.append((current, positions))
+                current, positions, used = [], {"messages": [], "tools": [], "subs": []}, 0
+            current.append(entry)
+            positions[kind].append(position)
+            used += cost
+    pages.append((current, positions))
+    out: list[Delta] = []
+    for index, (entries, where) in enumerate(pages):
+        seq = first_seq + index
+        last = index == len(pages) - 1
+        data = list(entries)
+        if last:
+            data.append(_rest(parts))
+        data.append(w.length_delimited(EXECUTION_ID, execution_id.encode()))
+        data.append(w.varint_field(SEQ, seq))
+        data.append(_packed(MESSAGE_POSITIONS, where["messages"]))
+        data.append(_packed(TOOL_CALL_POSITIONS, where["tools"]))
+        data.append(_packed(SUB_AGENT_POSITIONS, where["subs"]))
+        data.append(w.varint_field(RESYNC_PAGE, 1))
+        if last:
+            data.append(w.varint_field(RESYNC_FROM, first_seq))
+            if final:
+                digest = status_digest(parts.encoded().message())
+                data.append(w.length_delimited(FINAL_DIGEST, digest.encode()))
+        out.append(Delta(b"".join(data), seq, 0, len(entries), final and last))
+    return out
+
+
+def _rest(parts: StatusParts) -> bytes:
+    """Everything of the status but its three positioned lists (todos whole)."""
+    out = [w.varint_field(w.PHASE, parts.phase)] if parts.phase else []
+    for number, text in (
+        (w.ERROR, parts.error),
+        (w.STARTED_AT, parts.started_at),
+        (w.COMPLETED_AT, parts.completed_at),
+    ):
+        if text:
+            out.append(w.length_delimited(number, text.encode()))
+    if parts.todos:
+        out += parts.todos
+        out.append(w.varint_field(TODOS_CHANGED, 1))
+    out.append(parts.usage)
+    return b"".join(out)

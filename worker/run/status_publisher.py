@@ -36,7 +36,13 @@ from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as execution_enum
 from ai.stigmer.agentic.agentexecution.v1 import io_pb2 as execution_io
 
 from worker.domain.fencing import update_numbered
-from worker.domain.status_delta import Delta, DeltaTracker, StatusParts
+from worker.domain.status_delta import (
+    PAGE_BYTES,
+    Delta,
+    DeltaTracker,
+    StatusParts,
+    resync_pages,
+)
 from worker.domain.status_wire import EncodedStatus, StatusPayload
 from worker.domain.update_policy import Clock, UpdatePolicy
 from worker.errors import RunnerError
@@ -63,6 +69,7 @@ class PublisherStats:
     bytes_sent: int = 0
     deltas_sent: int = 0
     resyncs: int = 0
+    resync_pages: int = 0
     last_latency_ms: float | None = None
     final_landed: bool | None = None
 
@@ -142,8 +149,10 @@ class StatusPublisher:
         backoff: Backoff | None = None,
         clock: Clock = time.monotonic,
         rng: Callable[[], float] = random.random,
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
         self._sink = sink
+        self._page_bytes = page_bytes
         self._execution_id = execution_id
         self._final_deadline = settings.final_deadline_seconds
         self._policy = UpdatePolicy(
@@ -315,6 +324,11 @@ class StatusPublisher:
             if sent is not None:
                 return sent
             self._seq += 1  # the whole status goes as an update of its own
+        tracker = self._tracker
+        if parts is not None and tracker is not None and parts.size > self._page_bytes:
+            paged = await self._send_pages(tracker, parts, final=final, limit_seconds=limit_seconds)
+            if paged is not None:
+                return paged
         status: StatusPayload = parts.encoded() if parts is not None else cast(StatusPayload, built)
         outcome = await self._call(
             self._sink.update_status(self._execution_id, status),
@@ -379,6 +393,63 @@ class StatusPublisher:
             reason=ack.reason or ("duplicate" if ack.duplicate else "asked by the orchestrator"),
         )
         return None
+
+    async def _send_pages(
+        self,
+        tracker: DeltaTracker,
+        parts: StatusParts,
+        *,
+        final: bool,
+        limit_seconds: float | None,
+    ) -> tuple[_Outcome, str] | None:
+        """The whole status in resync pages, none over `page_bytes` (`resync_pages`); None when
+        the orchestrator does not serve deltas (the whole status goes in one update then)."""
+        sink = self._sink
+        if not hasattr(sink, "update_status_delta"):
+            return None
+        delta_sink: StatusDeltaSink = sink  # type: ignore[assignment]
+        pages = resync_pages(
+            self._execution_id, parts, self._seq, final=final, page_bytes=self._page_bytes
+        )
+        outcome: tuple[_Outcome, str] = (_Outcome.RETRY, "no page sent")
+        for page in pages:
+            self._seq = page.seq
+            acks: list[execution_io.StatusDeltaAck | None] = []
+
+            async def call(
+                data: bytes = page.data, into: list[execution_io.StatusDeltaAck | None] = acks
+            ) -> None:
+                into.append(await delta_sink.update_status_delta(self._execution_id, data))
+
+            outcome = await self._call(
+                call(),
+                limit_seconds=limit_seconds,
+                size=page.ByteSize(),
+                final=page.final,
+                fields={**_delta_summary(page, parts), "page": page.seq - pages[0].seq + 1},
+            )
+            if outcome[0] is not _Outcome.LANDED:
+                return outcome  # the next send starts the resync again, from a new first page
+            ack = acks[0]
+            if ack is None:
+                self._tracker = None
+                self.stats.sent -= 1
+                return None
+            self.stats.resync_pages += 1
+            held = ack.staged if page is not pages[-1] else ack.applied
+            if not held:
+                # The stub did not keep the page (or the whole): start over at the next send.
+                return _Outcome.RETRY, ack.reason or "a resync page was not held"
+        tracker.acknowledged(parts, pages[-1].seq)
+        log.info(
+            "status_resync_paged",
+            execution_id=self._execution_id,
+            pages=len(pages),
+            first_seq=pages[0].seq,
+            seq=pages[-1].seq,
+            bytes=sum(page.ByteSize() for page in pages),
+        )
+        return outcome
 
     async def _call(
         self,

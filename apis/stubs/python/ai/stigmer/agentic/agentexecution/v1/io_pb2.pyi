@@ -507,7 +507,8 @@ class AgentExecutionStatusDelta(_message.Message):
     as `x-stigmer-seq`). The status fields keep their `AgentExecutionStatus` numbers, so an entry
     is encoded the same way in both. An orchestrator applies deltas in order, exactly once; one
     it cannot apply (a gap, another attempt, a digest that differs) it answers with
-    `StatusDeltaAck.resync`, and the runner sends the whole status through `updateStatus`.
+    `StatusDeltaAck.resync`, and the runner sends the whole status: through `updateStatus`, or
+    in pages (`resync_page`, `resync_from`) when it is larger than a message may be.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -552,6 +553,8 @@ class AgentExecutionStatusDelta(_message.Message):
     APPENDED_TEXT_FIELD_NUMBER: _builtins.int
     APPENDED_POSITION_FIELD_NUMBER: _builtins.int
     FINAL_DIGEST_FIELD_NUMBER: _builtins.int
+    RESYNC_PAGE_FIELD_NUMBER: _builtins.int
+    RESYNC_FROM_FIELD_NUMBER: _builtins.int
     phase: _enum_pb2.ExecutionPhase.ValueType
     error: _builtins.str
     started_at: _builtins.str
@@ -568,6 +571,16 @@ class AgentExecutionStatusDelta(_message.Message):
     final_digest: _builtins.str
     """On the attempt's last update: sha256 hex of the whole status after this delta, encoded
     deterministically, with the fields above only (not `audit`, not `callback_token`).
+    """
+    resync_page: _builtins.bool
+    """A page of a resync (the whole status in pieces, so no message crosses a size limit): the
+    orchestrator holds it apart, applies nothing, and acknowledges it `staged`.
+    """
+    resync_from: _builtins.int
+    """On the last page of a resync: the `seq` of its first page. The pages from that one to this
+    one (each numbered one more than the last), applied in order on an empty status, are the
+    whole status, which the orchestrator then stores at once, as an `updateStatus` numbered
+    `seq` would be. Pages hold entries at appended positions; this page also holds the rest.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.AgentMessage]:
@@ -617,10 +630,12 @@ class AgentExecutionStatusDelta(_message.Message):
         appended_text: _builtins.str = ...,
         appended_position: _builtins.int = ...,
         final_digest: _builtins.str = ...,
+        resync_page: _builtins.bool = ...,
+        resync_from: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appended_position", b"appended_position", "appended_text", b"appended_text", "base_seq", b"base_seq", "completed_at", b"completed_at", "error", b"error", "execution_id", b"execution_id", "final_digest", b"final_digest", "message_positions", b"message_positions", "messages", b"messages", "phase", b"phase", "seq", b"seq", "started_at", b"started_at", "sub_agent_executions", b"sub_agent_executions", "sub_agent_positions", b"sub_agent_positions", "todos", b"todos", "todos_changed", b"todos_changed", "tool_call_positions", b"tool_call_positions", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appended_position", b"appended_position", "appended_text", b"appended_text", "base_seq", b"base_seq", "completed_at", b"completed_at", "error", b"error", "execution_id", b"execution_id", "final_digest", b"final_digest", "message_positions", b"message_positions", "messages", b"messages", "phase", b"phase", "resync_from", b"resync_from", "resync_page", b"resync_page", "seq", b"seq", "started_at", b"started_at", "sub_agent_executions", b"sub_agent_executions", "sub_agent_positions", b"sub_agent_positions", "todos", b"todos", "todos_changed", b"todos_changed", "tool_call_positions", b"tool_call_positions", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -637,6 +652,7 @@ class StatusDeltaAck(_message.Message):
     RESYNC_FIELD_NUMBER: _builtins.int
     STORED_SEQ_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    STAGED_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """The delta is stored."""
     duplicate: _builtins.bool
@@ -646,6 +662,8 @@ class StatusDeltaAck(_message.Message):
     stored_seq: _builtins.int
     """The number of the update the stored status comes from (0: none of this attempt)."""
     reason: _builtins.str
+    staged: _builtins.bool
+    """A resync page is held until its last page arrives (nothing stored yet)."""
     def __init__(
         self,
         *,
@@ -654,10 +672,11 @@ class StatusDeltaAck(_message.Message):
         resync: _builtins.bool = ...,
         stored_seq: _builtins.int = ...,
         reason: _builtins.str = ...,
+        staged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "reason", b"reason", "resync", b"resync", "stored_seq", b"stored_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "reason", b"reason", "resync", b"resync", "staged", b"staged", "stored_seq", b"stored_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
