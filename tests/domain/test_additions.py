@@ -17,7 +17,7 @@ def _cleared(status: api_pb2.AgentExecutionStatus) -> api_pb2.AgentExecutionStat
 
     def clear(message: Message) -> None:
         for field, value in message.ListFields():
-            if additions.is_addition(message.DESCRIPTOR, field.number):
+            if additions.is_addition(message.DESCRIPTOR.full_name, field.number):
                 message.ClearField(field.name)
             elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
                 for item in value if field.is_repeated else (value,):

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from worker.activities.result import bounded_result
 from worker.domain.fencing import RunAttempt
+from worker.domain.status_wire import StatusPayload
 from worker.domain.threads import ephemeral_thread_id, thread_id_for_session
 from worker.errors import InvalidInput, RunnerError
 from worker.logs import SECRETS
@@ -31,9 +32,9 @@ log = structlog.get_logger(__name__)
 
 
 class ExecutionService(Protocol):
-    async def run(
-        self, execution: execution_api.AgentExecution, thread_id: str
-    ) -> execution_api.AgentExecutionStatus: ...
+    async def run(self, execution: execution_api.AgentExecution, thread_id: str) -> StatusPayload:
+        """The run's final status: a proto, or its entries' encodings (never parsed whole)."""
+        ...
 
 
 class SandboxCleaner(Protocol):

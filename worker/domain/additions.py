@@ -42,9 +42,10 @@ class MalformedStatus(ValueError):
     """Bytes that are not a well-formed protobuf message."""
 
 
-def is_addition(message: Descriptor, number: int) -> bool:
-    """Whether field `number` of `message` is one the January contract lacks."""
-    return number >= FIRST_OURS or number in LATER_FIELDS.get(message.full_name, ())
+def is_addition(message: str, number: int) -> bool:
+    """Whether field `number` of the message named `message` (its full name) is one the January
+    contract lacks."""
+    return number >= FIRST_OURS or number in LATER_FIELDS.get(message, ())
 
 
 def _ours(field: FieldDescriptor | None) -> Descriptor | None:
@@ -101,7 +102,7 @@ def strip(data: bytes | memoryview, message: Descriptor = _STATUS) -> bytes:
         payload, pos = _skip(view, pos, wire_type)
         if pos > end:
             raise MalformedStatus("a field runs past the end of its message")
-        if is_addition(message, number):
+        if is_addition(message.full_name, number):
             continue
         inner = _ours(fields.get(number)) if wire_type == _LEN else None
         if inner is None:
