@@ -109,15 +109,17 @@ async def folded(client: StigmerClient, execution_id: str) -> AsyncIterator[api_
 async def states(
     client: StigmerClient, execution_id: str, *, max_gaps: int = 5
 ) -> AsyncIterator[api_pb2.AgentExecution]:
-    """The execution's states until it ends: folded from `subscribeDeltas`, subscribing again
-    after a gap (at most `max_gaps` times in a row), or from `subscribe` when the server does
-    not serve `subscribeDeltas`."""
+    """The execution's states until it ends, each its own object: folded from
+    `subscribeDeltas`, subscribing again after a gap (at most `max_gaps` times in a row), or
+    from `subscribe` when the server does not serve `subscribeDeltas`."""
     gaps = 0
     while True:
         try:
             async for state in folded(client, execution_id):
                 gaps = 0
-                yield state
+                copy = api_pb2.AgentExecution()
+                copy.CopyFrom(state)  # the fold goes on changing its own
+                yield copy
         except Gap:
             gaps += 1
             if gaps > max_gaps:
