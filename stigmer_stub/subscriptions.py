@@ -69,6 +69,8 @@ _POSITIONS = {
     "tool_calls": "tool_call_positions",
     "sub_agent_executions": "sub_agent_positions",
 }
+_FEW = 32
+"""Entries compared one by one rather than as a range."""
 _POSITION_COST = 5
 """Bytes a position takes in a page, at most."""
 
@@ -100,9 +102,23 @@ def state_of(version: int, head: bytes, lists: Mapping[str, Sequence[bytes]]) ->
 
 
 def changed_positions(old: Sequence[bytes], new: Sequence[bytes]) -> list[int]:
-    """The positions of `new` whose entry is not the one `old` holds there (or is new)."""
-    changed = [i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b]
-    changed.extend(range(len(old), len(new)))
+    """The positions of `new` whose entry is not the one `old` holds there (or is new).
+
+    Halves of the common part are compared whole first (a comparison of sequences of bytes
+    runs in C, entry by entry, and an entry compares equal at once when it is the same object),
+    so only the halves holding a change are looked into: a run changes its last entries."""
+    common = min(len(old), len(new))
+    changed: list[int] = []
+    ranges = [(0, common)]
+    while ranges:
+        low, high = ranges.pop()
+        if high - low <= _FEW:
+            changed.extend(i for i in range(low, high) if old[i] != new[i])
+        elif old[low:high] != new[low:high]:
+            middle = (low + high) // 2
+            ranges += [(middle, high), (low, middle)]
+    changed.sort()
+    changed.extend(range(common, len(new)))
     return changed
 
 
@@ -275,6 +291,7 @@ class _Channel:
         self.ended = False
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
+        self.joining = 0  # streams waiting for `ready`
 
     def publish(self, state: State) -> None:
         before = self.state
@@ -354,9 +371,12 @@ class DeltaSubscriptions:
                 subscriber.finish()
                 channel.subscribers.discard(subscriber)
 
-    def _leave(self, channel: _Channel, subscriber: _Subscriber) -> None:
-        channel.subscribers.discard(subscriber)
-        if channel.subscribers or self._channels.get(channel.key) is not channel:
+    def _leave(self, channel: _Channel, subscriber: _Subscriber | None) -> None:
+        if subscriber is not None:
+            channel.subscribers.discard(subscriber)
+        if channel.subscribers or channel.joining:
+            return
+        if self._channels.get(channel.key) is not channel:
             return
         del self._channels[channel.key]
         if channel.task is not None:
@@ -371,7 +391,13 @@ class DeltaSubscriptions:
             channel = _Channel(key, self.budget)
             self._channels[key] = channel
             channel.task = asyncio.create_task(self._run(channel))
-        await asyncio.shield(channel.ready)
+        channel.joining += 1
+        try:
+            await asyncio.shield(channel.ready)
+        finally:
+            channel.joining -= 1
+            if not channel.ready.done():  # cancelled while it opens: close it if unused
+                self._leave(channel, None)
         return channel
 
     async def _run(self, channel: _Channel) -> None:
