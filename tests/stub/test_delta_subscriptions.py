@@ -183,11 +183,10 @@ async def test_a_subscriber_joining_mid_run_starts_from_the_current_state(
     watching = await run_with_followers(stub, agent_id, deltas=True, followers=1, joining=joining)
     late = watching[-1]
     assert len(late.states) < len(watching[0].states)
-    # Its first state is the one stored when it joined (or one just after it).
-    assert (
-        late.states[0].status.messages[: len(joined[0].status.messages) - 1]
-        == (joined[0].status.messages[:-1])
-    )
+    # Nothing was published between reading the execution and subscribing: the late
+    # subscriber starts from exactly that state, then follows like the others.
+    assert late.states[0] == joined[0]
+    assert late.states[-1] == watching[0].states[-1]
 
 
 def _message(text: str) -> api_pb2.AgentMessage:
@@ -281,6 +280,32 @@ async def test_a_state_over_four_mib_comes_in_pages_under_four_mib_and_folds_who
     assert len(snapshot_pages) >= 3
     assert max(follower.sizes) <= 4 * MiB
     assert max(follower.sizes[-2:]) < 200 * KiB  # the changes: one message, one tool call
+
+
+async def test_a_run_growing_past_four_mib_folds_to_get_full_after_every_update(
+    stub: Stub, agent_id: str, small_client: StigmerClient
+) -> None:
+    execution_id = (await stub.client.create_execution("long", agent_id=agent_id)).metadata.id
+    follower = await Follower(small_client, execution_id).start().started()
+    status = api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_IN_PROGRESS)
+    for i in range(48):
+        status.messages.append(_message(f"{i}:" + "w" * 100 * KiB))
+        if i % 3 == 0:
+            status.tool_calls.add(id=f"call-{i}", name="read", result="")
+        elif status.tool_calls:
+            status.tool_calls[-1].result = f"done {i}"
+        await stub.client.update_status(execution_id, status)
+        await follower.reaches(await whole_execution(small_client, execution_id))
+    status.phase = Phase.EXECUTION_COMPLETED
+    await stub.client.update_status(execution_id, status)
+    await follower.ended()
+
+    final = await whole_execution(small_client, execution_id)
+    assert final.ByteSize() > 4 * MiB
+    assert follower.states[-1] == final
+    assert len(follower.states) == 50
+    assert max(follower.sizes) <= 4 * MiB
+    assert max(follower.sizes[1:]) < 110 * KiB  # each change: one new message, one call
 
 
 async def test_a_finished_execution_sends_its_state_and_ends(stub: Stub, agent_id: str) -> None:
