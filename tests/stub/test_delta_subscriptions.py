@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ from grpc import aio
 from stigmer_cli.changes import ExecutionFold, states
 from stigmer_cli.client import RpcFailed, StigmerClient
 from stigmer_cli.whole import whole_execution
-from stigmer_stub.subscriptions import DeltaSubscriptions
+from stigmer_stub.subscriptions import DeltaSubscriptions, State
 from tests.stub.support import Stub
 from tests.stub.test_status_deltas import _drain, orchestrator, scripted_turn, settings
 from worker.domain.fencing import RunAttempt, attempt_bound
@@ -155,9 +156,22 @@ async def test_folded_deltas_equal_get_full_after_every_update_for_a_run_sent_wh
 
 
 async def test_many_subscribers_each_fold_the_same_state_from_the_same_small_changes(
-    stub: Stub, agent_id: str
+    stub: Stub, agent_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    read_state = hub._state
+    compared = 0
+
+    def counted(doc: Any) -> State:
+        nonlocal compared
+        compared += 1
+        return read_state(doc)
+
+    monkeypatch.setattr(hub, "_state", counted)
     watching = await run_with_followers(stub, agent_id, deltas=True, followers=8)
+
+    # Each stored version was read and compared once for the eight subscribers, not once each.
+    assert len(watching[0].states) <= compared <= len(watching[0].states) + 1
 
     first = watching[0]
     for follower in watching[1:]:
