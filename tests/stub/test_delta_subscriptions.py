@@ -52,6 +52,7 @@ class Follower:
     fold: ExecutionFold = field(default_factory=ExecutionFold)
     states: list[api_pb2.AgentExecution] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    heads: int = 0  # changes after the first that carried the execution's head again
     task: asyncio.Task[None] | None = None
 
     def start(self) -> Follower:
@@ -61,6 +62,7 @@ class Follower:
     async def _run(self) -> None:
         async for change in self.client.subscribe_deltas(self.execution_id):
             self.sizes.append(change.ByteSize())
+            self.heads += int(change.HasField("execution") and not change.snapshot)
             state = self.fold.apply(change)
             if state is not None:
                 copy = api_pb2.AgentExecution()
@@ -174,6 +176,7 @@ async def test_many_subscribers_each_fold_the_same_state_from_the_same_small_cha
     assert len(watching[0].states) <= compared <= len(watching[0].states) + 1
 
     first = watching[0]
+    assert first.heads == 0  # the spec and metadata did not change: never sent again
     for follower in watching[1:]:
         assert follower.sizes == first.sizes  # the same pages, built once per change
     # After the snapshot, a change carries what changed: a streamed piece re-sends one
