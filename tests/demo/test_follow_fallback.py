@@ -1,5 +1,6 @@
-"""`stigmer_cli.changes.states` against a gRPC server of the January contract: no
-`subscribeDeltas` (the generated servicer's UNIMPLEMENTED), so it reads `subscribe`."""
+"""`stigmer_cli.changes.states`: against a gRPC server of the January contract (no
+`subscribeDeltas`: the generated servicer's UNIMPLEMENTED) it reads `subscribe`; after a gap in
+the numbering it subscribes again."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from grpc import aio
 
 from stigmer_cli.changes import states
 from stigmer_cli.client import StigmerClient
+from stigmer_stub.status_wire import split_status
+from stigmer_stub.subscriptions import State, change_pages, numbered, snapshot_pages, state_of
 
 
 class JanuaryQueries(query_pb2_grpc.AgentExecutionQueryControllerServicer):
@@ -46,3 +49,49 @@ async def test_states_fall_back_to_subscribe_where_subscribe_deltas_is_unimpleme
         enum_pb2.EXECUTION_COMPLETED,
     ]
     assert queries.subscribed == 1
+
+
+def _execution(phase: enum_pb2.ExecutionPhase.ValueType, *texts: str) -> api_pb2.AgentExecution:
+    execution = api_pb2.AgentExecution()
+    execution.metadata.id = "aex-1"
+    execution.status.phase = phase
+    for text in texts:
+        execution.status.messages.add(type=enum_pb2.MESSAGE_AI, content=text)
+    return execution
+
+
+def _state(execution: api_pb2.AgentExecution, version: int) -> State:
+    split = split_status(execution.status)
+    head = api_pb2.AgentExecution()
+    head.CopyFrom(execution)
+    head.status.CopyFrom(split.rest)
+    return state_of(version, head.SerializeToString(deterministic=True), split.lists)
+
+
+class GappyDeltas:
+    """A fake client whose first `subscribeDeltas` stream skips a number; the second is whole."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        running = _state(_execution(enum_pb2.EXECUTION_IN_PROGRESS, "a"), 1)
+        done = _state(_execution(enum_pb2.EXECUTION_COMPLETED, "a", "b"), 2)
+        self.first = [numbered(1, snapshot_pages(running, 1 << 20)[0])]
+        self.first.append(numbered(3, change_pages(running, done, 1 << 20)[0]))  # 2 was lost
+        self.second = [numbered(1, snapshot_pages(done, 1 << 20)[0])]
+
+    async def subscribe_deltas(
+        self, execution_id: str
+    ) -> AsyncIterator[io_pb2.AgentExecutionChange]:
+        self.calls += 1
+        for raw in self.first if self.calls == 1 else self.second:
+            yield io_pb2.AgentExecutionChange.FromString(raw)
+
+
+async def test_states_subscribe_again_after_a_gap_and_never_show_a_state_built_over_it() -> None:
+    client: Any = GappyDeltas()
+    got = [s async for s in states(client, "aex-1")]
+    assert client.calls == 2
+    assert [(s.status.phase, [m.content for m in s.status.messages]) for s in got] == [
+        (enum_pb2.EXECUTION_IN_PROGRESS, ["a"]),
+        (enum_pb2.EXECUTION_COMPLETED, ["a", "b"]),
+    ]
