@@ -42,7 +42,7 @@ from typing import Any
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, io_pb2
 
 from stigmer_stub.auth import may_see_secrets
-from stigmer_stub.errors import Unavailable
+from stigmer_stub.errors import StubError, Unavailable
 from stigmer_stub.logs import get_logger
 from stigmer_stub.merge import is_terminal
 from stigmer_stub.status_wire import LISTS, chunk, varint
@@ -241,7 +241,10 @@ def numbered(seq: int, page: bytes) -> bytes:
 class _Subscriber:
     """One stream's queue of pages, bounded; when it overflows the stream resyncs."""
 
-    def __init__(self, state: State, queue_bytes: int, queue_messages: int) -> None:
+    def __init__(
+        self, execution_id: str, state: State, queue_bytes: int, queue_messages: int
+    ) -> None:
+        self.execution_id = execution_id
         self.resync_from: State | None = state  # the snapshot to send next (first: the start)
         self.resync = False
         self.pending: deque[tuple[bytes, bool]] = deque()  # (page, ends the stream)
@@ -267,7 +270,12 @@ class _Subscriber:
             self.bytes + sum(len(p) for p in pages) > self.queue_bytes
             or len(self.pending) + len(pages) > self.queue_messages
         ):
-            log.info("subscriber_behind", version=state.version, queued=len(self.pending))
+            log.info(
+                "subscriber_behind",
+                execution_id=self.execution_id,
+                version=state.version,
+                queued=len(self.pending),
+            )
             self.pending.clear()
             self.bytes = 0
             self.resync_from, self.resync = state, True
@@ -330,7 +338,7 @@ class DeltaSubscriptions:
         """`subscribeDeltas`: numbered pages, a snapshot first; ends after a terminal state."""
         channel = await self._join(execution_id)
         assert channel.state is not None  # noqa: S101 (set before `ready`)
-        subscriber = _Subscriber(channel.state, self.queue_bytes, self.queue_messages)
+        subscriber = _Subscriber(execution_id, channel.state, self.queue_bytes, self.queue_messages)
         channel.subscribers.add(subscriber)
         seq = 0
         try:
@@ -406,9 +414,13 @@ class DeltaSubscriptions:
         except asyncio.CancelledError:
             raise
         except Exception as err:  # every subscriber's stream ends with it
-            if not channel.ready.done():
-                channel.ready.set_exception(err)
-            log.warning("delta_channel_failed", execution_id=channel.execution_id, error=repr(err))
+            opening = not channel.ready.done()
+            if opening:
+                channel.ready.set_exception(err)  # NOT_FOUND and the like go to the caller
+            if not (opening and isinstance(err, StubError)):
+                log.warning(
+                    "delta_channel_failed", execution_id=channel.execution_id, error=repr(err)
+                )
             channel.end(err)
         finally:
             if self._channels.get(channel.key) is channel:

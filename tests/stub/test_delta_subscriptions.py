@@ -364,3 +364,23 @@ async def test_states_follow_a_run_through_subscribe_deltas(stub: Stub, agent_id
         await task
     assert seen[-1] == 5
     assert seen == sorted(seen)
+
+
+async def test_a_failed_change_stream_ends_its_subscribers_unavailable(
+    stub: Stub, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    execution_id = (await stub.client.create_execution("fails", agent_id=agent_id)).metadata.id
+    follower = await Follower(stub.client, execution_id).start().started()
+
+    def broken(doc: Any) -> State:
+        raise RuntimeError("fake: the store's answer cannot be read")
+
+    monkeypatch.setattr(hub, "_state", broken)
+    await stub.client.update_status(
+        execution_id, api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_IN_PROGRESS)
+    )
+    with pytest.raises(RpcFailed) as failed:
+        await follower.ended()
+    assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+    assert not hub._channels
