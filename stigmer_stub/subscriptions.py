@@ -423,8 +423,7 @@ class DeltaSubscriptions:
                 )
             channel.end(err)
         finally:
-            if self._channels.get(channel.key) is channel:
-                del self._channels[channel.key]
+            self._forget(channel)
 
     async def _follow(self, channel: _Channel) -> None:
         store = self.executions
@@ -432,20 +431,24 @@ class DeltaSubscriptions:
             first = await store.load(channel.execution_id, field="value")
             channel.publish(self._state(first.document))
             channel.ready.set_result(None)
-            if is_terminal(first.resource.status.phase):
-                channel.end()
-                return
-            async for changed in changes.after(first):
-                doc = None if changed is None else await store.hydrate(changed)
-                if doc is None:
-                    break  # deleted
-                state = channel.state
-                if state is not None and int(doc["version"]) <= state.version:
-                    continue
-                channel.publish(self._state(doc))
-                if is_terminal(store.phase(doc)):
-                    break
-        channel.end()
+            if not is_terminal(first.resource.status.phase):
+                async for changed in changes.after(first):
+                    doc = None if changed is None else await store.hydrate(changed)
+                    if doc is None:
+                        break  # deleted
+                    state = channel.state
+                    if state is not None and int(doc["version"]) <= state.version:
+                        continue
+                    channel.publish(self._state(doc))
+                    if is_terminal(store.phase(doc)):
+                        break
+            # Ended before the change stream closes: a new subscriber opens a new channel.
+            self._forget(channel)
+            channel.end()
+
+    def _forget(self, channel: _Channel) -> None:
+        if self._channels.get(channel.key) is channel:
+            del self._channels[channel.key]
 
     def _state(self, doc: Mapping[str, Any]) -> State:
         head, lists = self.executions.lists_of(doc)
