@@ -232,6 +232,22 @@ class StigmerClient:
         finally:
             call.cancel()
 
+    async def subscribe_deltas(
+        self, execution_id: str
+    ) -> AsyncGenerator[execution_io.AgentExecutionChange, None]:
+        """`subscribeDeltas` (contract §7, ours): the execution in pages, then what changed,
+        numbered (fold them with `stigmer_cli.changes`). No deadline, like `subscribe`."""
+        call = self.execution_queries.subscribeDeltas(
+            execution_io.AgentExecutionId(value=execution_id), metadata=self._metadata
+        )
+        try:
+            async for change in call:
+                yield change
+        except aio.AioRpcError as err:
+            raise RpcFailed("subscribeDeltas", err.code(), err.details() or "") from err
+        finally:
+            call.cancel()
+
     async def cancel(self, execution_id: str, reason: str = "") -> execution_pb2.AgentExecution:
         """Cancel a running execution and wait until it has ended (CANCELLED unless it
         finished first), through the `cancel` RPC (contract §7), which never deletes: a finished

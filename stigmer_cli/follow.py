@@ -2,8 +2,9 @@
 
 Two sources feed one `ExecutionView`:
 
-- the orchestrator's `subscribe` stream: complete `AgentExecution` snapshots, a few per second,
-  authoritative, ending after the terminal phase;
+- the orchestrator's status stream: complete `AgentExecution` snapshots, a few per second,
+  authoritative, ending after the terminal phase (folded from `subscribeDeltas` by
+  `stigmer_cli.changes`, or `subscribe`'s whole states from an orchestrator without it);
 - optionally the worker's live event stream on Redis (`docs/live-events.md`): every token delta
   and tool start as it happens, best effort.
 
@@ -36,6 +37,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from stigmer_cli.changes import states as execution_states
 from stigmer_cli.client import StigmerClient
 from stigmer_cli.whole import window_of
 
@@ -951,7 +953,7 @@ async def _pump_snapshots(
     client: StigmerClient, execution_id: str, queue: asyncio.Queue[_Item]
 ) -> None:
     try:
-        async for execution in client.subscribe(execution_id):
+        async for execution in execution_states(client, execution_id):
             await queue.put(_Snapshot(execution))
     except Exception as err:  # handed to the consumer, which raises it
         await queue.put(_Ended(err))

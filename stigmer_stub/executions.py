@@ -11,7 +11,7 @@ from ai.stigmer.agentic.session.v1 import api_pb2 as session_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from stigmer_stub import deltas, fencing, paging, windows
+from stigmer_stub import deltas, fencing, paging, subscriptions, windows
 from stigmer_stub.enums import unknown_enum_values
 from stigmer_stub.errors import (
     AlreadyExists,
@@ -147,6 +147,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         self.workflows = workflows
         self.agents = agents
         self.sessions = sessions
+        self.delta_subscriptions = subscriptions.DeltaSubscriptions(db.executions, max_reply_bytes)
 
     async def create(self, resource: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
         """Validate, resolve or create the session, persist as PENDING, start the workflow."""
@@ -585,6 +586,13 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
                 yield self.executions.reply(doc, self.max_reply_bytes)
                 if is_terminal(self.executions.phase(doc)):
                     return
+
+    def subscribe_deltas(self, execution_id: str) -> AsyncIterator[bytes]:
+        """`subscribeDeltas` (contract §7, ours): the state in pages, then only what changed,
+        each encoded `AgentExecutionChange` (`stigmer_stub.subscriptions`)."""
+        if not execution_id:
+            raise InvalidArgument("value", "is required")
+        return self.delta_subscriptions.stream(execution_id)
 
     async def delete(self, resource_id: str, *, field: str = "value") -> api_pb2.AgentExecution:
         """Delete a finished execution; *cancel* a running one (it is kept, ending CANCELLED).

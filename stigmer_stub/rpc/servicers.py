@@ -243,8 +243,14 @@ def add_execution_queries(servicer: AgentExecutionQueries, server: aio.Server) -
         request_deserializer=execution_io.AgentExecutionId.FromString,
         response_serializer=_as_is,
     )
+    subscribe_deltas = grpc.unary_stream_rpc_method_handler(
+        servicer.subscribe_deltas_encoded,
+        request_deserializer=execution_io.AgentExecutionId.FromString,
+        response_serializer=_as_is,
+    )
     overrides = {
         "subscribe": subscribe,
+        "subscribeDeltas": subscribe_deltas,
         "get": encoded(servicer.get_encoded, execution_io.AgentExecutionId),
         "list": encoded(servicer.list_encoded, execution_io.ListAgentExecutionsRequest),
         "listBySession": encoded(
@@ -352,6 +358,19 @@ class AgentExecutionQueries(execution_query.AgentExecutionQueryControllerService
     ) -> AsyncIterator[bytes]:
         """What the server runs for `subscribe` (see `add_execution_queries`)."""
         async for encoded in self.ops.subscribe_encoded(request.value):
+            yield encoded
+
+    async def subscribeDeltas(
+        self, request: execution_io.AgentExecutionId, context: Context
+    ) -> AsyncIterator[execution_io.AgentExecutionChange]:
+        async for encoded in self.subscribe_deltas_encoded(request, context):
+            yield execution_io.AgentExecutionChange.FromString(encoded)
+
+    async def subscribe_deltas_encoded(
+        self, request: execution_io.AgentExecutionId, context: Context
+    ) -> AsyncIterator[bytes]:
+        """What the server runs for `subscribeDeltas`: the pages as encoded once per change."""
+        async for encoded in self.ops.subscribe_deltas(request.value):
             yield encoded
 
     async def statContent(

@@ -647,6 +647,25 @@ message StatusDeltaAck
   4 stored_seq int64
   5 reason string
   6 staged bool
+message AgentExecutionChange
+  1 messages repeated AgentMessage
+  3 tool_calls repeated ToolCall
+  4 sub_agent_executions repeated SubAgentExecution
+  9 todos map<string,TodoItem>
+  100 seq int64
+  101 version int64
+  102 snapshot bool
+  103 resync bool
+  104 more bool
+  105 execution AgentExecution
+  106 status AgentExecutionStatus
+  107 message_count int32
+  108 tool_call_count int32
+  109 sub_agent_count int32
+  110 message_positions repeated int32
+  111 tool_call_positions repeated int32
+  112 sub_agent_positions repeated int32
+  113 todos_changed bool
 
 file ai/stigmer/agentic/agent/v1/spec.proto
 message AgentSpec
@@ -673,6 +692,7 @@ service AgentExecutionQueryController
   statContent ContentKey ContentUploadResult
   getContent ContentKey stream ContentChunk
   getWindow GetExecutionWindowInput AgentExecutionWindow
+  subscribeDeltas AgentExecutionId stream AgentExecutionChange
 """
 
 

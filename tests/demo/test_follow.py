@@ -12,12 +12,14 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import grpc
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2
 from ai.stigmer.agentic.agentexecution.v1 import enum_pb2 as e
 from rich.console import Console
 
 from stigmer_cli.cli import run_cli
+from stigmer_cli.client import RpcFailed
 from stigmer_cli.follow import (
     ExecutionView,
     PlainRenderer,
@@ -347,10 +349,17 @@ def test_the_rich_footer_shows_running_work_todos_and_the_phase() -> None:
 
 
 class FakeClient:
-    """Plays a fixed sequence of snapshots on `subscribe`, as the stub does."""
+    """Plays a fixed sequence of snapshots on `subscribe`, as an orchestrator of the January
+    contract does (it has no `subscribeDeltas`: UNIMPLEMENTED, and the view falls back)."""
 
     def __init__(self, snapshots: list[api_pb2.AgentExecution]) -> None:
         self.snapshots = snapshots
+        self.delta_calls = 0
+
+    async def subscribe_deltas(self, execution_id: str) -> AsyncIterator[Any]:
+        self.delta_calls += 1
+        raise RpcFailed("subscribeDeltas", grpc.StatusCode.UNIMPLEMENTED, "not served")
+        yield  # an async generator, as the client's
 
     async def subscribe(self, execution_id: str) -> AsyncIterator[api_pb2.AgentExecution]:
         for snapshot in self.snapshots:
@@ -364,6 +373,7 @@ async def test_following_returns_the_final_execution_and_prints_plain_lines() ->
 
     final = await follow_execution(client, "aex-1", renderer=PlainRenderer(out))
 
+    assert client.delta_calls == 1
     assert final.status.phase == e.EXECUTION_COMPLETED
     assert out.getvalue().splitlines()[-1].startswith("  -- COMPLETED")
 

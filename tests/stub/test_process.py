@@ -18,6 +18,7 @@ import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 
 from devstack import Endpoints
+from stigmer_cli.changes import ExecutionFold
 from stigmer_cli.client import StigmerClient
 from tests.stub.support import Stub
 
@@ -157,6 +158,32 @@ async def test_a_subscriber_of_one_process_sees_updates_made_through_another(
             rest = [e.status.phase async for e in stream]
     assert first.status.phase == Phase.EXECUTION_PENDING
     assert rest == [Phase.EXECUTION_IN_PROGRESS, Phase.EXECUTION_COMPLETED]
+
+
+async def test_a_delta_subscriber_of_one_process_folds_updates_made_through_another(
+    stub: Stub, stub_process: StubProcess
+) -> None:
+    agent = await stub.client.create_agent("Two Processes, Deltas")
+    created = await stub.client.create_execution("hi", agent_id=agent.metadata.id)
+    eid = created.metadata.id
+    message = api_pb2.AgentMessage(type=enum_pb2.MESSAGE_AI, content="a")
+    async with StigmerClient(stub_process.address) as remote:
+        fold = ExecutionFold()
+        stream = remote.subscribe_deltas(eid)
+        assert fold.apply(await anext(stream)) is not None
+        await stub.client.update_status(
+            eid, api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_IN_PROGRESS, messages=[message])
+        )
+        await stub.client.update_status(
+            eid, api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_COMPLETED)
+        )
+        async with asyncio.timeout(20):
+            async for change in stream:
+                fold.apply(change)
+        assert fold.execution == await remote.get_execution(eid)
+    assert fold.execution is not None
+    assert fold.execution.status.phase == Phase.EXECUTION_COMPLETED
+    assert [m.content for m in fold.execution.status.messages] == ["a"]
 
 
 async def test_invalid_settings_exit_with_a_message_naming_the_variable() -> None:

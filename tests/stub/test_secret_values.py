@@ -6,6 +6,7 @@ import base64
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, command_pb2, enum_pb2, io_pb2
@@ -88,6 +89,7 @@ async def test_secret_values_are_masked_to_users_sealed_at_rest_and_clear_to_the
         )
         assert values(reply) == clear
         # After an update the document holds its lists apart: the masked head is reassembled.
+        held_open: list[Any] = []
         for client, auth, expected in (
             (user, user_auth, masked),
             (runner, (("authorization", f"Bearer {RUNNER_KEY}"),), clear),
@@ -99,6 +101,17 @@ async def test_secret_values_are_masked_to_users_sealed_at_rest_and_clear_to_the
             again.cancel()
             assert values(state) == expected
             assert state.status.phase == enum_pb2.EXECUTION_IN_PROGRESS
+            # `subscribeDeltas` shares a channel per execution between subscribers only of
+            # the same kind: a user never gets the runner's clear values, nor the reverse.
+            deltas = client.execution_queries.subscribeDeltas(
+                io_pb2.AgentExecutionId(value=execution_id), metadata=auth
+            )
+            first_page = await anext(aiter(deltas))
+            assert values(first_page.execution) == expected
+            assert first_page.snapshot
+            held_open.append(deltas)
+        for deltas in held_open:
+            deltas.cancel()
 
     doc = await running.database.executions.raw.find_one({"_id": execution_id})
     assert doc is not None

@@ -681,3 +681,126 @@ class StatusDeltaAck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusDeltaAck: _TypeAlias = StatusDeltaAck  # noqa: Y015
+
+@_typing.final
+class AgentExecutionChange(_message.Message):
+    """Contract §7 (ours): one message of `subscribeDeltas`. The first messages (`snapshot`, in
+    pages while `more` is set) hold the whole execution; each later one holds what changed.
+    The list fields keep their `AgentExecutionStatus` numbers, so an entry is encoded the same
+    way in both. Lists change by position: each message gives the lists' lengths after it (a
+    longer list held by the client is cut to that length) and the entries at the positions
+    listed (same order; an entry replaces the one held there, or is new).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TodosEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _api_pb2.TodoItem: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _api_pb2.TodoItem | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    TODOS_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    RESYNC_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_COUNT_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_COUNT_FIELD_NUMBER: _builtins.int
+    MESSAGE_POSITIONS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_POSITIONS_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_POSITIONS_FIELD_NUMBER: _builtins.int
+    TODOS_CHANGED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """1, 2, 3 ... within one subscription. A number that does not follow the last one received
+    is a gap: the client's state is no longer the server's, and it subscribes again.
+    """
+    version: _builtins.int
+    """The stored version of the execution this message (with the pages before it) leads to."""
+    snapshot: _builtins.bool
+    """Starts a whole state: the client drops what it holds and builds from here."""
+    resync: _builtins.bool
+    """A snapshot sent because this subscriber fell behind (its queue of changes filled up)."""
+    more: _builtins.bool
+    """More pages of the same change follow; the state is complete after the one without it."""
+    message_count: _builtins.int
+    tool_call_count: _builtins.int
+    sub_agent_count: _builtins.int
+    todos_changed: _builtins.bool
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.AgentMessage]: ...
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.ToolCall]: ...
+    @_builtins.property
+    def sub_agent_executions(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.SubAgentExecution]: ...
+    @_builtins.property
+    def todos(self) -> _containers.MessageMap[_builtins.str, _api_pb2.TodoItem]:
+        """The whole map, when `todos_changed`."""
+
+    @_builtins.property
+    def execution(self) -> _api_pb2.AgentExecution:
+        """When set: the execution without its status (metadata, spec), replacing the client's."""
+
+    @_builtins.property
+    def status(self) -> _api_pb2.AgentExecutionStatus:
+        """When set: the status without its four lists (phase, error, usage, audit ...), replacing
+        the client's.
+        """
+
+    @_builtins.property
+    def message_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def tool_call_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def sub_agent_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_api_pb2.AgentMessage] | None = ...,
+        tool_calls: _abc.Iterable[_api_pb2.ToolCall] | None = ...,
+        sub_agent_executions: _abc.Iterable[_api_pb2.SubAgentExecution] | None = ...,
+        todos: _abc.Mapping[_builtins.str, _api_pb2.TodoItem] | None = ...,
+        seq: _builtins.int = ...,
+        version: _builtins.int = ...,
+        snapshot: _builtins.bool = ...,
+        resync: _builtins.bool = ...,
+        more: _builtins.bool = ...,
+        execution: _api_pb2.AgentExecution | None = ...,
+        status: _api_pb2.AgentExecutionStatus | None = ...,
+        message_count: _builtins.int = ...,
+        tool_call_count: _builtins.int = ...,
+        sub_agent_count: _builtins.int = ...,
+        message_positions: _abc.Iterable[_builtins.int] | None = ...,
+        tool_call_positions: _abc.Iterable[_builtins.int] | None = ...,
+        sub_agent_positions: _abc.Iterable[_builtins.int] | None = ...,
+        todos_changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "message_count", b"message_count", "message_positions", b"message_positions", "messages", b"messages", "more", b"more", "resync", b"resync", "seq", b"seq", "snapshot", b"snapshot", "status", b"status", "sub_agent_count", b"sub_agent_count", "sub_agent_executions", b"sub_agent_executions", "sub_agent_positions", b"sub_agent_positions", "todos", b"todos", "todos_changed", b"todos_changed", "tool_call_count", b"tool_call_count", "tool_call_positions", b"tool_call_positions", "tool_calls", b"tool_calls", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentExecutionChange: _TypeAlias = AgentExecutionChange  # noqa: Y015

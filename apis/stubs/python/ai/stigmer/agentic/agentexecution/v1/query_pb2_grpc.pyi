@@ -45,6 +45,10 @@ class AgentExecutionQueryControllerStub:
     """Contract §7 (ours): one stored content, whole, in chunks."""
     getWindow: _grpc.UnaryUnaryMultiCallable[_io_pb2.GetExecutionWindowInput, _io_pb2.AgentExecutionWindow]
     """Contract §7 (ours): a window of a large execution's transcript."""
+    subscribeDeltas: _grpc.UnaryStreamMultiCallable[_io_pb2.AgentExecutionId, _io_pb2.AgentExecutionChange]
+    """Contract §7 (ours): the current state in pages, then only what changed, numbered; ends
+    after a terminal phase (see `AgentExecutionChange`).
+    """
 
 @_typing.type_check_only
 class AgentExecutionQueryControllerAsyncStub(AgentExecutionQueryControllerStub):
@@ -62,6 +66,10 @@ class AgentExecutionQueryControllerAsyncStub(AgentExecutionQueryControllerStub):
     """Contract §7 (ours): one stored content, whole, in chunks."""
     getWindow: _aio.UnaryUnaryMultiCallable[_io_pb2.GetExecutionWindowInput, _io_pb2.AgentExecutionWindow]  # type: ignore[assignment]
     """Contract §7 (ours): a window of a large execution's transcript."""
+    subscribeDeltas: _aio.UnaryStreamMultiCallable[_io_pb2.AgentExecutionId, _io_pb2.AgentExecutionChange]  # type: ignore[assignment]
+    """Contract §7 (ours): the current state in pages, then only what changed, numbered; ends
+    after a terminal phase (see `AgentExecutionChange`).
+    """
 
 class AgentExecutionQueryControllerServicer(metaclass=_abc_1.ABCMeta):
     """Method names are lower camel case on the wire."""
@@ -118,5 +126,15 @@ class AgentExecutionQueryControllerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_io_pb2.AgentExecutionWindow, _abc.Awaitable[_io_pb2.AgentExecutionWindow]]:
         """Contract §7 (ours): a window of a large execution's transcript."""
+
+    @_abc_1.abstractmethod
+    def subscribeDeltas(
+        self,
+        request: _io_pb2.AgentExecutionId,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_io_pb2.AgentExecutionChange], _abc.AsyncIterator[_io_pb2.AgentExecutionChange]]:
+        """Contract §7 (ours): the current state in pages, then only what changed, numbered; ends
+        after a terminal phase (see `AgentExecutionChange`).
+        """
 
 def add_AgentExecutionQueryControllerServicer_to_server(servicer: AgentExecutionQueryControllerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
