@@ -79,7 +79,8 @@ class StatusParts:
         lists = (self.messages, self.tool_calls, self.sub_agents, self.todos)
         return sum(len(e) for entries in lists for e in entries) + len(self._scalars())
 
-    def _scalars(self) -> bytes:
+    def head(self) -> list[bytes]:
+        """The phase, error and times, each encoded as its field (unset ones left out)."""
         parts = [w.varint_field(w.PHASE, self.phase)] if self.phase else []
         for number, text in (
             (w.ERROR, self.error),
@@ -88,8 +89,10 @@ class StatusParts:
         ):
             if text:
                 parts.append(w.length_delimited(number, text.encode()))
-        parts.append(self.usage)
-        return b"".join(parts)
+        return parts
+
+    def _scalars(self) -> bytes:
+        return b"".join((*self.head(), self.usage))
 
     def encoded(self) -> w.EncodedStatus:
         """The whole status, the same bytes `StatusBuilder.encoded` produces."""
@@ -307,14 +310,7 @@ def resync_pages(
 
 def _rest(parts: StatusParts) -> bytes:
     """Everything of the status but its three positioned lists (todos whole)."""
-    out = [w.varint_field(w.PHASE, parts.phase)] if parts.phase else []
-    for number, text in (
-        (w.ERROR, parts.error),
-        (w.STARTED_AT, parts.started_at),
-        (w.COMPLETED_AT, parts.completed_at),
-    ):
-        if text:
-            out.append(w.length_delimited(number, text.encode()))
+    out = parts.head()
     if parts.todos:
         out += parts.todos
         out.append(w.varint_field(TODOS_CHANGED, 1))
