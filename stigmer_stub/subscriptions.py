@@ -426,6 +426,8 @@ class DeltaSubscriptions:
         self.queue_bytes = queue_bytes
         self.queue_messages = queue_messages
         self._channels: dict[tuple[str, bool], _Channel] = {}
+        self.told = 0  # stored versions told by what their write touched (`_written`)
+        self.read_whole = 0  # stored versions read whole and compared entry by entry
 
     async def stream(self, execution_id: str) -> AsyncIterator[bytes]:
         """`subscribeDeltas`: numbered pages, a snapshot first; ends after a terminal state."""
@@ -535,6 +537,7 @@ class DeltaSubscriptions:
                     written = None if state is None else await self._written(state, stored, changed)
                     if written is not None:
                         doc: Mapping[str, Any] = changed
+                        self.told += 1
                         channel.publish(self._state(written))
                     else:
                         hydrated = await store.hydrate(changed)
@@ -543,6 +546,12 @@ class DeltaSubscriptions:
                         if state is not None and int(hydrated["version"]) <= state.version:
                             continue
                         doc = hydrated
+                        self.read_whole += 1
+                        log.debug(
+                            "delta_channel_read_whole",
+                            execution_id=channel.execution_id,
+                            version=int(hydrated["version"]),
+                        )
                         channel.publish(self._state(hydrated))
                     stored = raw_document(dict(doc))
                     if is_terminal(store.phase(doc)):

@@ -491,6 +491,8 @@ async def test_deltas_that_rewrite_and_merge_sealed_slices_fold_to_get_full(
     references anew, still folds to `get --full` after every update."""
     monkeypatch.setattr(segment_store, "MERGE_AT", 3)
     monkeypatch.setattr(execution_store, "MERGE_AT", 3)
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    told, read_whole = hub.told, hub.read_whole
     execution_id = (await stub.client.create_execution("edits", agent_id=agent_id)).metadata.id
     follower = await Follower(stub.client, execution_id).start().started()
     inner = orchestrator(stub.address)
@@ -538,3 +540,40 @@ async def test_deltas_that_rewrite_and_merge_sealed_slices_fold_to_get_full(
     )
     assert stored is not None
     assert any(int(ref.get("level", 1)) == 1 for ref in stored["segments_tool_calls"])
+    # Each update was caught up with before the next: every version, rewritten and merged
+    # slices included, was told by what its write touched, none read whole.
+    assert hub.told - told >= 40
+    assert hub.read_whole - read_whole <= 2
+
+
+async def test_a_write_the_channel_cannot_attribute_is_read_whole_and_still_folds(
+    stub: Stub, agent_id: str
+) -> None:
+    """A document without its slice counts (an earlier stub's layout, made here by removing
+    them in the database) cannot be told by what its write touched: the channel reads it
+    whole, and the folded state is still `get --full`."""
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    execution_id = (await stub.client.create_execution("older", agent_id=agent_id)).metadata.id
+    follower = await Follower(stub.client, execution_id).start().started()
+    status = api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_IN_PROGRESS)
+    for i in range(8):
+        status.messages.append(_message(f"{i}:" + "v" * 3000))
+        await stub.client.update_status(execution_id, status)
+        await follower.reaches(await whole_execution(stub.client, execution_id))
+    told, read_whole = hub.told, hub.read_whole
+    counts = [*execution_store.SEALED_FIELDS.values(), *execution_store.LOOSE_FIELDS.values()]
+    await hub.executions.raw.update_one(
+        {"_id": execution_id},
+        {"$unset": dict.fromkeys(counts, ""), "$inc": {"version": 1}},
+    )
+    status.messages[1].content = "changed in a sealed slice"
+    status.messages.append(_message("after the older layout"))
+    await stub.client.update_status(execution_id, status)
+    await follower.reaches(await whole_execution(stub.client, execution_id))
+    assert hub.read_whole > read_whole  # the version without its counts, read whole
+    status.messages.append(_message("and one more"))
+    status.phase = Phase.EXECUTION_COMPLETED
+    await stub.client.update_status(execution_id, status)
+    await follower.ended()
+    assert follower.states[-1] == await whole_execution(stub.client, execution_id)
+    assert hub.told > told  # the layout is back after the update: told again
