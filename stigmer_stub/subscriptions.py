@@ -15,6 +15,14 @@ subscriber, and what a subscriber receives is what changed:
   status's other fields when they differ. It is encoded once (`AgentExecutionChange`, in pages
   of at most the reply budget) and the same bytes go to every subscriber, behind a per-
   subscriber number (`seq`): the cost of an update is its change times the subscribers.
+- Which entries to compare comes from what the write touched (`Written`), read off the stored
+  document against the one before (`store/segments.py`): a list whose tail and slice
+  references are unchanged is untouched; otherwise only the slices it references anew are read
+  (immutable, usually in the cache: the writer just wrote them) and parsed, with its tail, and
+  only their positions are compared; the head is parsed only when its bytes changed. So a delta
+  costs the channel what it wrote, not the transcript. A write that cannot be told so (a
+  document of an earlier layout, references without counts or disagreeing with them, a slice
+  already gone) is read whole and compared entry by entry, as before.
 - A subscriber starts with a *snapshot*: the channel's state in pages (`snapshot`, then `more`
   until the last page), each within the reply budget, so no message crosses a client's 4 MiB
   read limit however long the run (an entry that alone would is cut as `windows.py` cuts it).
@@ -45,8 +53,17 @@ from stigmer_stub.auth import may_see_secrets
 from stigmer_stub.errors import StubError, Unavailable
 from stigmer_stub.logs import get_logger
 from stigmer_stub.merge import is_terminal
-from stigmer_stub.status_wire import LISTS, chunk, varint
-from stigmer_stub.store.executions import ExecutionCollection
+from stigmer_stub.status_wire import LISTS, chunk, entries, varint
+from stigmer_stub.store.collection import RAW_KEY
+from stigmer_stub.store.executions import (
+    LIST_FIELDS,
+    SEALED_FIELDS,
+    SECRETS_FIELD,
+    SEGMENT_FIELDS,
+    ExecutionCollection,
+    editable,
+    raw_document,
+)
 from stigmer_stub.windows import cut_entry, entry_cost
 
 log = get_logger(__name__)
@@ -84,6 +101,10 @@ class State:
     status: bytes  # the status without its four lists, encoded
     lists: Mapping[str, Sequence[bytes]]  # each list's encoded entries; never changed
     terminal: bool
+    # What changed from the version `base` (when known from the write, see `Written`): the
+    # positions per list that may differ, and whether the todos may. None: compare.
+    base: int | None = None
+    touched: Mapping[str, Sequence[int]] | None = None
 
 
 def state_of(version: int, head: bytes, lists: Mapping[str, Sequence[bytes]]) -> State:
@@ -99,6 +120,66 @@ def state_of(version: int, head: bytes, lists: Mapping[str, Sequence[bytes]]) ->
         lists={name: tuple(lists.get(name, ())) for name in LISTS},
         terminal=is_terminal(status.phase),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _ListWrite:
+    """One list as a write left it, against the state before: positions up to `start` kept,
+    then `middle` (the entries of the slices referenced anew), then the entries the state
+    before held from `resume` to `old_sealed` (slices referenced by both, same positions),
+    then `tail`."""
+
+    start: int
+    middle: Sequence[bytes]
+    resume: int
+    old_sealed: int
+    tail: Sequence[bytes]
+    moved: bool  # the tail changed, or starts at another position
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A stored version told by what its write touched (see `DeltaSubscriptions._written`):
+    the state before it, its head when it changed (as shown), the lists it touched."""
+
+    before: State
+    version: int
+    head: bytes | None
+    lists: Mapping[str, _ListWrite]
+
+    def state(self) -> State:
+        before = self.before
+        lists: dict[str, Sequence[bytes]] = dict(before.lists)
+        touched: dict[str, list[int]] = {}
+        for name, write in self.lists.items():
+            old = before.lists[name]
+            kept = old[write.resume : write.old_sealed]
+            new = (*old[: write.start], *write.middle, *kept, *write.tail)
+            lists[name] = new
+            positions = list(range(write.start, write.start + len(write.middle)))
+            if write.moved:
+                positions += range(len(new) - len(write.tail), len(new))
+            touched[name] = positions
+        if self.head is None:
+            return State(
+                version=self.version,
+                execution=before.execution,
+                status=before.status,
+                lists=lists,
+                terminal=before.terminal,
+                base=before.version,
+                touched=touched,
+            )
+        state = state_of(self.version, self.head, lists)
+        return State(
+            version=state.version,
+            execution=state.execution,
+            status=state.status,
+            lists=state.lists,
+            terminal=state.terminal,
+            base=before.version,
+            touched=touched,
+        )
 
 
 def changed_positions(old: Sequence[bytes], new: Sequence[bytes]) -> list[int]:
@@ -216,19 +297,31 @@ def snapshot_pages(state: State, budget: int, *, resync: bool = False) -> list[b
 
 
 def change_pages(before: State, after: State, budget: int) -> list[bytes]:
-    """What changed from `before` to `after`, as pages of at most `budget` bytes (plus `seq`)."""
-    items = [
-        (name, position)
-        for name in _POSITIONS
-        for position in changed_positions(before.lists[name], after.lists[name])
-    ]
+    """What changed from `before` to `after`, as pages of at most `budget` bytes (plus `seq`).
+
+    When `after` knows which positions its write touched since `before` (`State.touched`),
+    only those are compared; otherwise every entry is (`changed_positions`)."""
+    touched = after.touched if after.base == before.version else None
+
+    def changed(name: str) -> list[int]:
+        old, new = before.lists[name], after.lists[name]
+        if touched is None:
+            return changed_positions(old, new)
+        return [p for p in touched.get(name, ()) if p >= len(old) or old[p] != new[p]]
+
+    items = [(name, position) for name in _POSITIONS for position in changed(name)]
+    todos = (
+        after.lists["todos"] != before.lists["todos"]
+        if touched is None or "todos" in touched
+        else False
+    )
     pages = _pages(
         after,
         items,
         budget=budget,
         execution=after.execution != before.execution,
         status=after.status != before.status,
-        todos=after.lists["todos"] != before.lists["todos"],
+        todos=todos,
     )
     return _encode(pages, after)
 
@@ -333,6 +426,8 @@ class DeltaSubscriptions:
         self.queue_bytes = queue_bytes
         self.queue_messages = queue_messages
         self._channels: dict[tuple[str, bool], _Channel] = {}
+        self.told = 0  # stored versions told by what their write touched (`_written`)
+        self.read_whole = 0  # stored versions read whole and compared entry by entry
 
     async def stream(self, execution_id: str) -> AsyncIterator[bytes]:
         """`subscribeDeltas`: numbered pages, a snapshot first; ends after a terminal state."""
@@ -429,27 +524,142 @@ class DeltaSubscriptions:
         store = self.executions
         async with store.watch(channel.execution_id) as changes:
             first = await store.load(channel.execution_id, field="value")
+            stored = raw_document(first.document)  # as stored, for the state published
             channel.publish(self._state(first.document))
             channel.ready.set_result(None)
             if not is_terminal(first.resource.status.phase):
                 async for changed in changes.after(first):
-                    doc = None if changed is None else await store.hydrate(changed)
-                    if doc is None:
+                    if changed is None:
                         break  # deleted
                     state = channel.state
-                    if state is not None and int(doc["version"]) <= state.version:
+                    if state is not None and int(changed["version"]) <= state.version:
                         continue
-                    channel.publish(self._state(doc))
+                    written = None if state is None else await self._written(state, stored, changed)
+                    if written is not None:
+                        doc: Mapping[str, Any] = changed
+                        self.told += 1
+                        channel.publish(self._state(written))
+                    else:
+                        hydrated = await store.hydrate(changed)
+                        if hydrated is None:
+                            break  # deleted
+                        if state is not None and int(hydrated["version"]) <= state.version:
+                            continue
+                        doc = hydrated
+                        self.read_whole += 1
+                        log.debug(
+                            "delta_channel_read_whole",
+                            execution_id=channel.execution_id,
+                            version=int(hydrated["version"]),
+                        )
+                        channel.publish(self._state(hydrated))
+                    stored = raw_document(dict(doc))
                     if is_terminal(store.phase(doc)):
                         break
             # Ended before the change stream closes: a new subscriber opens a new channel.
             self._forget(channel)
             channel.end()
 
+    async def _written(
+        self, before: State, before_doc: Mapping[str, Any], doc: Mapping[str, Any]
+    ) -> Written | None:
+        """The version `doc` (as stored) told by what its write touched since `before` (built
+        from `before_doc`, as stored): the lists whose tail or slice references changed, with
+        the entries of the slices `doc` references anew (read, usually from the cache) and of
+        its tail. None when it cannot be told so (an earlier layout, references without
+        counts or disagreeing with the counts, a slice gone): then the whole is compared."""
+        if RAW_KEY in doc or RAW_KEY in before_doc or not (editable(before_doc) and editable(doc)):
+            return None
+        lists: dict[str, _ListWrite] = {}
+        for name in LISTS:
+            old_refs, new_refs = _refs(before_doc, name), _refs(doc, name)
+            if old_refs is None or new_refs is None:
+                return None
+            old_sealed, new_sealed = _total(old_refs), _total(new_refs)
+            if old_sealed != int(before_doc[SEALED_FIELDS[name]]) or new_sealed != int(
+                doc[SEALED_FIELDS[name]]
+            ):
+                return None
+            old_tail = bytes(before_doc[LIST_FIELDS[name]])
+            new_tail = bytes(doc[LIST_FIELDS[name]])
+            if old_sealed > len(before.lists[name]):
+                return None
+            old_ids = [ref[0] for ref in old_refs]
+            new_ids = [ref[0] for ref in new_refs]
+            if old_ids == new_ids and old_tail == new_tail:
+                continue  # untouched
+            # The slices both reference at the start, and at the end when what is between
+            # holds as many entries in both (their entries then keep their positions).
+            common = min(len(old_ids), len(new_ids))
+            head = 0
+            while head < common and old_ids[head] == new_ids[head]:
+                head += 1
+            end = 0
+            while end < common - head and old_ids[-1 - end] == new_ids[-1 - end]:
+                end += 1
+            middle_old = old_refs[head : len(old_refs) - end]
+            middle_new = new_refs[head : len(new_refs) - end]
+            if _total(middle_old) != _total(middle_new):
+                end = 0
+                middle_old, middle_new = old_refs[head:], new_refs[head:]
+            start = _total(new_refs[:head])
+            data = b""
+            if middle_new:
+                read = await self.executions.segments.read([{"id": r[0]} for r in middle_new])
+                if read is None:
+                    return None  # a slice of a version already replaced
+                data = read
+            middle = entries(name, data) if data else []
+            if len(middle) != _total(middle_new):
+                return None
+            moved = old_sealed != new_sealed or old_tail != new_tail
+            tail = (
+                (entries(name, new_tail) if new_tail else [])
+                if moved
+                else list(before.lists[name][old_sealed:])
+            )
+            lists[name] = _ListWrite(
+                start=start,
+                middle=middle,
+                resume=start + _total(middle_old),
+                old_sealed=old_sealed,
+                tail=tail,
+                moved=moved,
+            )
+        head_bytes = bytes(doc["resource"])
+        same_head = head_bytes == bytes(before_doc["resource"]) and doc.get(
+            SECRETS_FIELD
+        ) == before_doc.get(SECRETS_FIELD)
+        return Written(
+            before=before,
+            version=int(doc["version"]),
+            head=None if same_head else self.executions.shown_head(doc),
+            lists=lists,
+        )
+
     def _forget(self, channel: _Channel) -> None:
         if self._channels.get(channel.key) is channel:
             del self._channels[channel.key]
 
-    def _state(self, doc: Mapping[str, Any]) -> State:
+    def _state(self, doc: Mapping[str, Any] | Written) -> State:
+        """The state of a stored version: from what its write touched (`Written`), or from the
+        whole document (hydrated) read and parsed."""
+        if isinstance(doc, Written):
+            return doc.state()
         head, lists = self.executions.lists_of(doc)
         return state_of(int(doc["version"]), head, lists)
+
+
+def _refs(doc: Mapping[str, Any], name: str) -> list[tuple[str, int]] | None:
+    """A list's slice references as (id, entries); None when one has no count (an earlier
+    stub's) or is not a reference."""
+    out = []
+    for ref in doc.get(SEGMENT_FIELDS[name]) or []:
+        if not isinstance(ref, Mapping) or "count" not in ref or "id" not in ref:
+            return None
+        out.append((str(ref["id"]), int(ref["count"])))
+    return out
+
+
+def _total(refs: Sequence[tuple[str, int]]) -> int:
+    return sum(count for _, count in refs)

@@ -587,6 +587,12 @@ class ExecutionCollection(ResourceCollection[Execution]):
             return self.decode_document(doc).status.phase
         return enum_pb2.ExecutionPhase.ValueType(int(phase))
 
+    def shown_head(self, doc: Mapping[str, Any]) -> bytes:
+        """The execution without its lists as the caller may see it, encoded, from a document
+        of the current layout (its `resource`)."""
+        head = bytes(doc["resource"])
+        return self._presented_head(Execution.FromString(head), head)
+
     def lists_of(self, doc: Mapping[str, Any]) -> tuple[bytes, dict[str, list[bytes]]]:
         """A document's execution as its head (encoded, no lists) and each list's entries."""
         parts = self._parts(doc)
@@ -771,7 +777,7 @@ class ExecutionCollection(ResourceCollection[Execution]):
             doc = await self.raw.find_one(query, _WITHOUT_REFS) if execution_id else None
             if doc is None:
                 raise NotFound(self.kind.label, execution_id, field=field)
-            if not _editable(doc):
+            if not editable(doc):
                 raise NotEditable(execution_id)
             head = Execution.FromString(bytes(doc["resource"]))
             extra = guard(doc, head) if guard is not None else None
@@ -836,7 +842,7 @@ async def _write_lists(
     return fields, pushed, obsolete
 
 
-def _editable(doc: Mapping[str, Any]) -> bool:
+def editable(doc: Mapping[str, Any]) -> bool:
     """Whether a document has the layout `edit_lists` reads (every list's sealed count)."""
     if isinstance(doc["resource"], str):
         return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +22,13 @@ from grpc import aio
 from stigmer_cli.changes import ExecutionFold, states
 from stigmer_cli.client import RpcFailed, StigmerClient
 from stigmer_cli.whole import whole_execution
+from stigmer_stub import status_wire, subscriptions
+from stigmer_stub.store import executions as execution_store
+from stigmer_stub.store import segments as segment_store
 from stigmer_stub.subscriptions import DeltaSubscriptions, State
 from tests.stub.support import Stub
 from tests.stub.test_status_deltas import _drain, orchestrator, scripted_turn, settings
+from worker.domain.agent_events import ModelTurnEnded, ToolCallRequest, ToolEnded, ToolStarted
 from worker.domain.fencing import RunAttempt, attempt_bound
 from worker.domain.status_builder import StatusBuilder
 from worker.run.status_publisher import StatusPublisher
@@ -392,3 +396,184 @@ async def test_a_failed_change_stream_ends_its_subscribers_unavailable(
         await follower.ended()
     assert failed.value.code == grpc.StatusCode.UNAVAILABLE
     assert not [key for key in hub._channels if key[0] == execution_id]
+
+
+@dataclass
+class _Work:
+    """Entries parsed (anywhere in the stub's store and channels) and slice documents read
+    (from the cache or the database), counted by wrapping the real functions."""
+
+    parsed: int = 0
+    slices_read: int = 0
+
+    @classmethod
+    def counting(cls, hub: DeltaSubscriptions, monkeypatch: pytest.MonkeyPatch) -> _Work:
+        work = cls()
+        segments = hub.executions.segments
+        real_read = segments.read
+
+        def counting_entries(name: str, data: bytes) -> list[bytes]:
+            found = status_wire.entries(name, data)
+            work.parsed += len(found)
+            return found
+
+        async def counting_read(refs: Sequence[Mapping[str, Any]]) -> bytes | None:
+            work.slices_read += len(refs)
+            return await real_read(refs)
+
+        monkeypatch.setattr(execution_store, "entries", counting_entries)
+        monkeypatch.setattr(subscriptions, "entries", counting_entries, raising=False)
+        monkeypatch.setattr(segments, "read", counting_read)
+        return work
+
+
+async def _shows_last(follower: Follower, text: str) -> None:
+    """Wait until the follower's newest state ends with a message of `text`."""
+    async with asyncio.timeout(20):
+        while True:
+            messages = follower.states[-1].status.messages if follower.states else []
+            if messages and messages[-1].content == text:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_the_work_per_delta_update_does_not_grow_with_the_transcript(
+    stub: Stub, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per delta update the channel reads and parses what the write touched (the tail, a new
+    slice), not the transcript: counted by entries parsed and slices read while a run grows
+    to dozens of sealed slices."""
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    counted = _Work.counting(hub, monkeypatch)
+
+    execution_id = (await stub.client.create_execution("grows", agent_id=agent_id)).metadata.id
+    follower = await Follower(stub.client, execution_id).start().started()
+    inner = orchestrator(stub.address)
+    builder = StatusBuilder(user_message="hello")
+    work: list[tuple[int, int]] = []  # per update: (entries parsed, slices read)
+    try:
+        with attempt_bound(RunAttempt("run-" + uuid.uuid4().hex[:8], 1)):
+            publisher = StatusPublisher(inner, execution_id, settings(deltas=True))
+            async with publisher:
+                builder.start()
+                for turn in range(48):
+                    before = (counted.parsed, counted.slices_read)
+                    text = f"{turn}:" + "x" * 3000
+                    builder.apply(ModelTurnEnded(message_id=f"m{turn}", text=text))
+                    publisher.offer(builder.parts)
+                    await _drain(publisher)
+                    await _shows_last(follower, text)
+                    work.append((counted.parsed - before[0], counted.slices_read - before[1]))
+                builder.complete()
+                assert await publisher.finish(builder.parts)
+    finally:
+        await inner.close()
+    await follower.ended()
+    final = await whole_execution(stub.client, execution_id)
+    assert follower.states[-1] == final
+    assert publisher.stats.deltas_sent > 0
+    stored = await hub.executions.raw.find_one({"_id": execution_id})
+    assert stored is not None
+    assert len(stored["segments_messages"]) >= 16  # the transcript is dozens of slices
+    assert len(final.status.messages) > 48
+    # The last updates cost what the first ones did: a few tail entries and at most one new
+    # slice each, where comparing the whole would parse every one of the 49 messages.
+    late = work[-12:]
+    assert max(entries for entries, _ in late) <= 10, work
+    assert max(read for _, read in late) <= 1, work
+
+
+async def test_deltas_that_rewrite_and_merge_sealed_slices_fold_to_get_full(
+    stub: Stub, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tool calls end after they were sealed in a slice (the slice is written again under a
+    new id) and small slices are merged often: the channel, which reads only the slices a write
+    references anew, still folds to `get --full` after every update."""
+    monkeypatch.setattr(segment_store, "MERGE_AT", 3)
+    monkeypatch.setattr(execution_store, "MERGE_AT", 3)
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    told, read_whole = hub.told, hub.read_whole
+    execution_id = (await stub.client.create_execution("edits", agent_id=agent_id)).metadata.id
+    follower = await Follower(stub.client, execution_id).start().started()
+    inner = orchestrator(stub.address)
+    builder = StatusBuilder(user_message="hello")
+    try:
+        with attempt_bound(RunAttempt("run-" + uuid.uuid4().hex[:8], 1)):
+            publisher = StatusPublisher(inner, execution_id, settings(deltas=True))
+            async with publisher:
+
+                async def publish() -> None:
+                    publisher.offer(builder.parts)
+                    await _drain(publisher)
+                    await follower.reaches(await whole_execution(stub.client, execution_id))
+
+                builder.start()
+                calls: list[ToolCallRequest] = []
+                for turn in range(24):
+                    call = ToolCallRequest(
+                        id=f"call-{turn}", name="execute", args={"command": "y" * 3000}
+                    )
+                    calls.append(call)
+                    text = f"{turn}:" + "x" * 3000
+                    builder.apply(
+                        ModelTurnEnded(message_id=f"m{turn}", text=text, tool_calls=(call,))
+                    )
+                    builder.apply(ToolStarted(tool_call_id=call.id, name=call.name, args=call.args))
+                    await publish()
+                    if turn >= 5:
+                        old = calls[turn - 5]  # sealed by now
+                        builder.apply(ToolEnded(tool_call_id=old.id, name=old.name, result="done"))
+                        await publish()
+                for old in calls[-5:]:
+                    builder.apply(ToolEnded(tool_call_id=old.id, name=old.name, result="done"))
+                    await publish()
+                builder.complete()
+                assert await publisher.finish(builder.parts)
+    finally:
+        await inner.close()
+    await follower.ended()
+    final = await whole_execution(stub.client, execution_id)
+    assert follower.states[-1] == final
+    assert publisher.stats.deltas_sent > 0
+    stored = await stub.running.ops.executions.delta_subscriptions.executions.raw.find_one(
+        {"_id": execution_id}
+    )
+    assert stored is not None
+    assert any(int(ref.get("level", 1)) == 1 for ref in stored["segments_tool_calls"])
+    # Each update was caught up with before the next: every version, rewritten and merged
+    # slices included, was told by what its write touched, none read whole.
+    assert hub.told - told >= 40
+    assert hub.read_whole - read_whole <= 2
+
+
+async def test_a_write_the_channel_cannot_attribute_is_read_whole_and_still_folds(
+    stub: Stub, agent_id: str
+) -> None:
+    """A document without its slice counts (an earlier stub's layout, made here by removing
+    them in the database) cannot be told by what its write touched: the channel reads it
+    whole, and the folded state is still `get --full`."""
+    hub: DeltaSubscriptions = stub.running.ops.executions.delta_subscriptions
+    execution_id = (await stub.client.create_execution("older", agent_id=agent_id)).metadata.id
+    follower = await Follower(stub.client, execution_id).start().started()
+    status = api_pb2.AgentExecutionStatus(phase=Phase.EXECUTION_IN_PROGRESS)
+    for i in range(8):
+        status.messages.append(_message(f"{i}:" + "v" * 3000))
+        await stub.client.update_status(execution_id, status)
+        await follower.reaches(await whole_execution(stub.client, execution_id))
+    told, read_whole = hub.told, hub.read_whole
+    counts = [*execution_store.SEALED_FIELDS.values(), *execution_store.LOOSE_FIELDS.values()]
+    await hub.executions.raw.update_one(
+        {"_id": execution_id},
+        {"$unset": dict.fromkeys(counts, ""), "$inc": {"version": 1}},
+    )
+    status.messages[1].content = "changed in a sealed slice"
+    status.messages.append(_message("after the older layout"))
+    await stub.client.update_status(execution_id, status)
+    await follower.reaches(await whole_execution(stub.client, execution_id))
+    assert hub.read_whole > read_whole  # the version without its counts, read whole
+    status.messages.append(_message("and one more"))
+    status.phase = Phase.EXECUTION_COMPLETED
+    await stub.client.update_status(execution_id, status)
+    await follower.ended()
+    assert follower.states[-1] == await whole_execution(stub.client, execution_id)
+    assert hub.told > told  # the layout is back after the update: told again
