@@ -22,7 +22,7 @@ from stigmer_stub.errors import (
 )
 from stigmer_stub.ids import slugify
 from stigmer_stub.logs import get_logger
-from stigmer_stub.merge import is_terminal, merge_status, settle
+from stigmer_stub.merge import ended, is_terminal, merge_status, settle
 from stigmer_stub.resources import (
     AgentOps,
     Clock,
@@ -571,7 +571,7 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
         async with self.executions.watch(execution_id) as changes:
             first = await self.collection.load(execution_id, field="value")
             yield self.executions.reply(first.document, self.max_reply_bytes)
-            if is_terminal(first.resource.status.phase):
+            if self._over(first.document):
                 return
             sent = first.version
             async for changed in changes.after(first):
@@ -584,8 +584,20 @@ class ExecutionOps(ResourceOps[api_pb2.AgentExecution]):
                     continue
                 sent = int(doc["version"])
                 yield self.executions.reply(doc, self.max_reply_bytes)
-                if is_terminal(self.executions.phase(doc)):
+                if self._over(doc):
                     return
+
+    def _over(self, doc: Mapping[str, Any]) -> bool:
+        """Whether a subscription ends with this stored version: terminal and settled (an
+        ended run is settled by the write after the one that ended it, `_settled`)."""
+        if not is_terminal(self.executions.phase(doc)):
+            return False
+        _, lists = self.executions.lists_of(doc)
+        return ended(
+            self.executions.phase(doc),
+            lists.get("tool_calls", ()),
+            lists.get("sub_agent_executions", ()),
+        )
 
     def subscribe_deltas(self, execution_id: str) -> AsyncIterator[bytes]:
         """`subscribeDeltas` (contract §7, ours): the state in pages, then only what changed,

@@ -16,6 +16,8 @@ entries (`store/executions.py`) and merges only the rest of the status here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2
 
 TERMINAL_PHASES = frozenset(
@@ -86,6 +88,24 @@ _UNSETTLED_CALLS = frozenset(
 _RUNNING_SUB_AGENTS = frozenset(
     {enum_pb2.SubAgentStatus.SUB_AGENT_PENDING, enum_pb2.SubAgentStatus.SUB_AGENT_IN_PROGRESS}
 )
+
+
+def ended(
+    phase: enum_pb2.ExecutionPhase.ValueType,
+    tool_calls: Iterable[bytes],
+    sub_agents: Iterable[bytes],
+) -> bool:
+    """Whether an execution in `phase` with these list entries (encoded `ToolCall`s and
+    `SubAgentExecution`s) is over for a watcher: terminal, and settled (`settle` would change
+    nothing). An ended run is stored terminal first and settled by the next write, so a stream
+    that stopped at the first would miss the second. Parses the entries only when terminal."""
+    if not is_terminal(phase):
+        return False
+    if any(api_pb2.ToolCall.FromString(e).status in _UNSETTLED_CALLS for e in tool_calls):
+        return False
+    return not any(
+        api_pb2.SubAgentExecution.FromString(e).status in _RUNNING_SUB_AGENTS for e in sub_agents
+    )
 
 
 def settle(status: api_pb2.AgentExecutionStatus) -> bool:

@@ -32,7 +32,8 @@ subscriber, and what a subscriber receives is what changed:
   a slow reader holds back neither the channel nor the others.
 - Callers who may see secret runtime-env values in clear (`auth.may_see_secrets`) and those
   who may not are served by separate channels, each presenting the execution to its kind.
-- The stream ends after a terminal state has been sent (as `subscribe` does), or when the
+- The stream ends after a terminal, settled state has been sent (as `subscribe` does; an ended
+  run is settled by the write after the one that ended it, see `merge.ended`), or when the
   execution is deleted.
 
 States are immutable once built (new lists per version), so a snapshot being paged out while
@@ -47,12 +48,12 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai.stigmer.agentic.agentexecution.v1 import api_pb2, io_pb2
+from ai.stigmer.agentic.agentexecution.v1 import api_pb2, enum_pb2, io_pb2
 
 from stigmer_stub.auth import may_see_secrets
 from stigmer_stub.errors import StubError, Unavailable
 from stigmer_stub.logs import get_logger
-from stigmer_stub.merge import is_terminal
+from stigmer_stub.merge import ended
 from stigmer_stub.status_wire import LISTS, chunk, entries, varint
 from stigmer_stub.store.collection import RAW_KEY
 from stigmer_stub.store.executions import (
@@ -118,8 +119,13 @@ def state_of(version: int, head: bytes, lists: Mapping[str, Sequence[bytes]]) ->
         execution=execution.SerializeToString(deterministic=True),
         status=status.SerializeToString(deterministic=True),
         lists={name: tuple(lists.get(name, ())) for name in LISTS},
-        terminal=is_terminal(status.phase),
+        terminal=_ended(status.phase, lists),
     )
+
+
+def _ended(phase: enum_pb2.ExecutionPhase.ValueType, lists: Mapping[str, Sequence[bytes]]) -> bool:
+    """Terminal and settled (`merge.ended`): the last state a stream sends."""
+    return ended(phase, lists.get("tool_calls", ()), lists.get("sub_agent_executions", ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +167,13 @@ class Written:
                 positions += range(len(new) - len(write.tail), len(new))
             touched[name] = positions
         if self.head is None:
+            phase = api_pb2.AgentExecutionStatus.FromString(before.status).phase
             return State(
                 version=self.version,
                 execution=before.execution,
                 status=before.status,
                 lists=lists,
-                terminal=before.terminal,
+                terminal=_ended(phase, lists),
                 base=before.version,
                 touched=touched,
             )
@@ -525,9 +532,10 @@ class DeltaSubscriptions:
         async with store.watch(channel.execution_id) as changes:
             first = await store.load(channel.execution_id, field="value")
             stored = raw_document(first.document)  # as stored, for the state published
-            channel.publish(self._state(first.document))
+            latest = self._state(first.document)
+            channel.publish(latest)
             channel.ready.set_result(None)
-            if not is_terminal(first.resource.status.phase):
+            if not latest.terminal:
                 async for changed in changes.after(first):
                     if changed is None:
                         break  # deleted
@@ -538,7 +546,8 @@ class DeltaSubscriptions:
                     if written is not None:
                         doc: Mapping[str, Any] = changed
                         self.told += 1
-                        channel.publish(self._state(written))
+                        latest = self._state(written)
+                        channel.publish(latest)
                     else:
                         hydrated = await store.hydrate(changed)
                         if hydrated is None:
@@ -552,10 +561,11 @@ class DeltaSubscriptions:
                             execution_id=channel.execution_id,
                             version=int(hydrated["version"]),
                         )
-                        channel.publish(self._state(hydrated))
+                        latest = self._state(hydrated)
+                        channel.publish(latest)
                     stored = raw_document(dict(doc))
-                    if is_terminal(store.phase(doc)):
-                        break
+                    if latest.terminal:
+                        break  # ended and settled
             # Ended before the change stream closes: a new subscriber opens a new channel.
             self._forget(channel)
             channel.end()

@@ -19,6 +19,7 @@ from rich.console import Console
 from temporalio.client import Client
 
 from devstack import Endpoints
+from stigmer_cli.changes import states
 from stigmer_cli.cli import run_cli
 from stigmer_cli.client import RpcFailed, StigmerClient
 from stigmer_cli.follow import PlainRenderer, watch
@@ -316,6 +317,35 @@ async def test_terminate_ends_the_run_at_once_with_the_reason_and_settles_it(
     with pytest.raises(RpcFailed) as again:
         await stub.client.terminate(execution_id)
     assert again.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_watcher_of_a_terminated_run_ends_with_its_settled_state(
+    stub: Stub, runner: FakeRunner, agent_id: str
+) -> None:
+    """The verdict is stored terminal first and settled by the next write; both kinds of
+    subscription end only on the settled state, so a follower never ends showing a call still
+    running that `get` shows interrupted."""
+    execution_id = await running(stub, agent_id, "pausable")
+
+    async def last_of(stream: AsyncIterator[api_pb2.AgentExecution]) -> api_pb2.AgentExecution:
+        last = api_pb2.AgentExecution()
+        async for state in stream:
+            last = api_pb2.AgentExecution()
+            last.CopyFrom(state)
+        return last
+
+    whole = asyncio.create_task(last_of(stub.client.subscribe(execution_id)))
+    folded = asyncio.create_task(last_of(states(stub.client, execution_id)))
+    await asyncio.sleep(0.5)  # both streams are open on the running execution
+    await stub.client.terminate(execution_id, "stop watching")
+    async with asyncio.timeout(20):
+        ends = await asyncio.gather(whole, folded)
+    stored = await stub.client.get_execution(execution_id)
+    assert call(stored, "call-1").status == ToolStatus.TOOL_CALL_INTERRUPTED
+    for end in ends:
+        assert end.status.phase == Phase.EXECUTION_TERMINATED
+        assert call(end, "call-1").status == ToolStatus.TOOL_CALL_INTERRUPTED
+        assert end.status.sub_agent_executions[0].status == SubStatus.SUB_AGENT_CANCELLED
 
 
 async def test_a_paused_run_can_be_cancelled_and_a_gated_one_terminated(
