@@ -106,6 +106,12 @@ class FakeOrchestrator:
         await context.abort(grpc.StatusCode.NOT_FOUND, what + " not found")
 
 
+async def unimplemented(context: aio.ServicerContext[Any, Any]) -> Never:
+    """UNIMPLEMENTED, as a server without the method answers (the generated base class raises
+    instead, which grpc logs as an unexpected error with its traceback)."""
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
 class _Executions(execution_command.AgentExecutionCommandControllerServicer):
     def __init__(self, fake: FakeOrchestrator) -> None:
         self.fake = fake
@@ -117,6 +123,10 @@ class _Executions(execution_command.AgentExecutionCommandControllerServicer):
         )
         execution.status.CopyFrom(request.status)
         return execution
+
+    async def updateStatusDelta(self, request: Any, context: Any) -> Never:
+        """Contract §7 (ours): absent here, as on the January orchestrator."""
+        await unimplemented(context)
 
     async def submitApproval(self, request: Any, context: Any) -> execution_api.AgentExecution:
         await self.fake.enter("submitApproval", request, context)
@@ -134,6 +144,9 @@ class _ExecutionQuery(execution_query.AgentExecutionQueryControllerServicer):
 
     def __init__(self, fake: FakeOrchestrator) -> None:
         self.fake = fake
+
+    async def statContent(self, request: Any, context: Any) -> Never:
+        await unimplemented(context)
 
     async def get(self, request: Any, context: Any) -> execution_api.AgentExecution:
         await self.fake.enter("ExecutionQuery.get", request, context)
