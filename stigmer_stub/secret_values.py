@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ai.stigmer.agentic.agentexecution.v1 import api_pb2
 from ai.stigmer.agentic.environment.v1 import api_pb2 as environment_pb2
@@ -86,24 +88,41 @@ def has_secrets(execution: api_pb2.AgentExecution) -> bool:
     return any(item.is_secret for item in execution.spec.runtime_env.values())
 
 
+def _seal_values(values: Mapping[str, Any], context: Callable[[str], str], box: SecretBox) -> None:
+    """Encrypt the secret ones of `values` (name → item with `is_secret` and `value`) in place;
+    values sealed already are left alone."""
+    for name, item in values.items():
+        if item.is_secret:
+            item.value = box.seal(item.value, context(name))
+
+
+def _open_values(
+    values: Mapping[str, Any], context: Callable[[str], str], box: SecretBox, **owner: str
+) -> None:
+    """Decrypt the secret ones of `values` in place; one that cannot be opened becomes the mask
+    (logged with `owner`, the id of what holds them)."""
+    for name, item in values.items():
+        if item.is_secret:
+            opened = box.open(item.value, context(name))
+            if opened is None:
+                log.warning("secret_value_unreadable", name=name, **owner)
+                opened = MASK
+            item.value = opened
+
+
 def seal_execution(execution: api_pb2.AgentExecution, box: SecretBox) -> None:
     """Encrypt the secret values in place (values sealed already are left alone)."""
-    for name, item in execution.spec.runtime_env.items():
-        if item.is_secret:
-            item.value = box.seal(item.value, _context(execution, name))
+    _seal_values(execution.spec.runtime_env, lambda name: _context(execution, name), box)
 
 
 def open_execution(execution: api_pb2.AgentExecution, box: SecretBox) -> None:
     """Decrypt the secret values in place; one that cannot be opened becomes the mask."""
-    for name, item in execution.spec.runtime_env.items():
-        if item.is_secret:
-            opened = box.open(item.value, _context(execution, name))
-            if opened is None:
-                log.warning(
-                    "secret_value_unreadable", execution_id=execution.metadata.id, name=name
-                )
-                opened = MASK
-            item.value = opened
+    _open_values(
+        execution.spec.runtime_env,
+        lambda name: _context(execution, name),
+        box,
+        execution_id=execution.metadata.id,
+    )
 
 
 def present_execution(execution: api_pb2.AgentExecution) -> api_pb2.AgentExecution:
@@ -133,22 +152,17 @@ def _env_context(environment: environment_pb2.Environment, name: str) -> str:
 
 def seal_environment(environment: environment_pb2.Environment, box: SecretBox) -> None:
     """Encrypt an environment's secret values in place (sealed ones are left alone)."""
-    for name, item in environment.spec.data.items():
-        if item.is_secret:
-            item.value = box.seal(item.value, _env_context(environment, name))
+    _seal_values(environment.spec.data, lambda name: _env_context(environment, name), box)
 
 
 def open_environment(environment: environment_pb2.Environment, box: SecretBox) -> None:
     """Decrypt an environment's secret values in place; unreadable ones become the mask."""
-    for name, item in environment.spec.data.items():
-        if item.is_secret:
-            opened = box.open(item.value, _env_context(environment, name))
-            if opened is None:
-                log.warning(
-                    "secret_value_unreadable", environment_id=environment.metadata.id, name=name
-                )
-                opened = MASK
-            item.value = opened
+    _open_values(
+        environment.spec.data,
+        lambda name: _env_context(environment, name),
+        box,
+        environment_id=environment.metadata.id,
+    )
 
 
 def present_environment(environment: environment_pb2.Environment) -> environment_pb2.Environment:

@@ -542,12 +542,10 @@ class StatusBuilder:
                 sub.turn = event.message_id
                 sub.parts = [event.text] if event.text else []
                 sub.wire = b""
-                owner = sub.by_key.get(event.message_id) or self._new_sub_message(
-                    sub, event.message_id
-                )
+                owner = known or self._new_sub_message(sub, event.message_id)
                 self._end_turn(owner, event)
         else:
-            owner = self._by_key.get(event.message_id) or self._new_ai(event.message_id)
+            owner = known or self._new_ai(event.message_id)
             self._end_turn(owner, event)
             self._offload_message(owner)
         for request in event.tool_calls:

@@ -81,35 +81,38 @@ class StatusParts:
 
     def head(self) -> list[bytes]:
         """The phase, error and times, each encoded as its field (unset ones left out)."""
-        parts = [w.varint_field(w.PHASE, self.phase)] if self.phase else []
-        for number, text in (
-            (w.ERROR, self.error),
-            (w.STARTED_AT, self.started_at),
-            (w.COMPLETED_AT, self.completed_at),
-        ):
-            if text:
-                parts.append(w.length_delimited(number, text.encode()))
-        return parts
+        return [*self._phase(), *self._texts()]
+
+    def _phase(self) -> list[bytes]:
+        return [w.varint_field(w.PHASE, self.phase)] if self.phase else []
+
+    def _texts(self) -> list[bytes]:
+        """The error and the times, encoded (unset ones left out)."""
+        return [
+            w.length_delimited(number, text.encode())
+            for number, text in (
+                (w.ERROR, self.error),
+                (w.STARTED_AT, self.started_at),
+                (w.COMPLETED_AT, self.completed_at),
+            )
+            if text
+        ]
 
     def _scalars(self) -> bytes:
         return b"".join((*self.head(), self.usage))
 
     def encoded(self) -> w.EncodedStatus:
         """The whole status, the same bytes `StatusBuilder.encoded` produces."""
-        parts = list(self.messages)
-        if self.phase:
-            parts.append(w.varint_field(w.PHASE, self.phase))
-        parts += self.tool_calls
-        parts += self.sub_agents
-        for number, text in (
-            (w.ERROR, self.error),
-            (w.STARTED_AT, self.started_at),
-            (w.COMPLETED_AT, self.completed_at),
-        ):
-            if text:
-                parts.append(w.length_delimited(number, text.encode()))
-        parts += self.todos
-        parts.append(self.usage)
+        # In field-number order, as protobuf serializes a status.
+        parts = [
+            *self.messages,
+            *self._phase(),
+            *self.tool_calls,
+            *self.sub_agents,
+            *self._texts(),
+            *self.todos,
+            self.usage,
+        ]
         return w.EncodedStatus(
             pieces=parts,
             phase=self.phase,
