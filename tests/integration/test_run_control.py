@@ -261,9 +261,12 @@ async def test_approved_call_waits_without_running_then_runs(harness: Harness) -
     assert call.approval_message == f"Run `{APPROVAL_COMMAND}` in the workspace?"
     assert call.approval_requested_at
     assert not call.result and not call.started_at, "nothing ran while waiting"
-    # The attempt ended: the workflow is waiting with no activity running.
-    description = await handle.describe()
-    assert not description.raw_description.pending_activities
+    # The attempt ends: the workflow waits with no activity running. The waiting status is
+    # stored before the activity's completion reaches Temporal, so give that a moment.
+    async with asyncio.timeout(10):
+        while (await handle.describe()).raw_description.pending_activities:
+            await asyncio.sleep(0.1)
+    assert not [c for c in harness.updates("aex-ok")[-1].tool_calls if c.started_at]
 
     harness.fake.decide("aex-ok", call.id, enum_pb2.APPROVAL_ACTION_APPROVE, by="ana")
     await handle.signal(InvokeWithGatesForTest.decided)
